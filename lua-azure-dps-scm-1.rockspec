@@ -1,0 +1,47 @@
+rockspec_format = "3.0"
+package = "lua-azure-dps"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/lua-azure-dps.git",
+}
+description = {
+  summary = "Azure IoT Hub Device Provisioning Service (DPS) client over HTTPS",
+  detailed = [[
+Provisions devices through Azure DPS over plain HTTPS: SAS tokens and derived
+keys (OpenSSL), register / poll / status lookup over one kept-alive TLS
+connection (libcurl), Retry-After and deadlines done right, and a `dps`
+command-line tool. Small enough for OpenWrt routers.
+]],
+  license = "MIT",
+}
+supported_platforms = { "unix" }
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson",
+}
+-- CURL is declared by library only: Debian keeps curl/curl.h in the multiarch
+-- include folder, where luarocks does not look, while the compiler does.
+external_dependencies = {
+  CURL = { library = "curl" },
+  OPENSSL = { header = "openssl/hmac.h", library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["dps.core"] = {
+      sources = {
+        "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
+        "src/dps_http.c",
+      },
+      incdirs = { "src", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto" },
+      defines = { "_POSIX_C_SOURCE=200809L", "OPENSSL_API_COMPAT=0x10101000L" },
+    },
+    ["dps"] = "lua/dps.lua",
+    ["dps.check"] = "lua/dps/check.lua",
+  },
+  copy_directories = { "examples" },
+}
+test_dependencies = { "busted" }
+test = { type = "busted" }

@@ -1,0 +1,108 @@
+--- Argument checks shared by the public API.
+-- Misuse raises with a message that names the argument and never quotes key
+-- material. `level` is passed on to `error` so the message blames the caller.
+-- @module dps.check
+local check = {}
+
+local floor, huge = math.floor, math.huge
+local MAX_EXPIRY = 9007199254740991 -- 2^53 - 1: exact on every Lua version
+
+--- Raise `message` at `level` (default 3: the caller of the checking function).
+function check.fail(message, level)
+  error(message, (level or 2) + 1)
+end
+
+--- A string that is not empty.
+function check.nonempty_string(value, name, level)
+  if type(value) ~= "string" then
+    check.fail(name .. " must be a string, got " .. type(value), (level or 2) + 1)
+  end
+  if value == "" then
+    check.fail(name .. " must not be empty", (level or 2) + 1)
+  end
+  if value:find("%z") then
+    check.fail(name .. " must not contain NUL bytes", (level or 2) + 1)
+  end
+  return value
+end
+
+--- A registration ID by the service's rules: 1-128 characters of
+-- `A-Z a-z 0-9 - . _ :`.
+function check.registration_id(value, name, level)
+  name = name or "registration_id"
+  level = (level or 2) + 1
+  check.nonempty_string(value, name, level)
+  if #value > 128 then
+    check.fail(name .. " must be at most 128 characters, got " .. #value, level)
+  end
+  local bad = value:find("[^%w%-%._:]")
+  if bad then
+    check.fail(string.format("%s may only contain A-Z a-z 0-9 - . _ : (position %d is not allowed)",
+      name, bad), level)
+  end
+  return value
+end
+
+--- An ID scope: opaque, but it goes into a URL path, so no separators.
+function check.id_scope(value, level)
+  level = (level or 2) + 1
+  check.nonempty_string(value, "id_scope", level)
+  if #value > 64 or value:find("[^%w%-%._]") then
+    check.fail("id_scope must be up to 64 characters of A-Z a-z 0-9 - . _", level)
+  end
+  return value
+end
+
+--- A key: a non-empty string (the C core checks that it is base64).
+function check.key(value, name, level)
+  level = (level or 2) + 1
+  if type(value) ~= "string" then
+    check.fail(name .. " must be a base64 string, got " .. type(value), level)
+  end
+  if value == "" then
+    check.fail(name .. " must not be empty", level)
+  end
+  return value
+end
+
+--- A whole number of seconds since the epoch; a float with an integral value
+-- (1700000000.0) is accepted and signs as an integer.
+function check.expiry(value, level)
+  level = (level or 2) + 1
+  if type(value) ~= "number" then
+    check.fail("expiry must be a whole number of seconds since the epoch, got " .. type(value), level)
+  end
+  if value ~= value or value == huge or value < 0 or value > MAX_EXPIRY or floor(value) ~= value then
+    check.fail("expiry must be a whole number of seconds since the epoch (0 to 2^53-1)", level)
+  end
+  return value
+end
+
+--- A positive number of seconds (fractions allowed).
+function check.seconds(value, name, level)
+  if type(value) ~= "number" or value ~= value or value <= 0 or value == huge then
+    check.fail(name .. " must be a positive number of seconds", (level or 2) + 1)
+  end
+  return value
+end
+
+--- Options table against a schema `{ name = "string" | "number" | "table" | "boolean" }`:
+-- unknown keys and wrong types raise.
+function check.options(opts, schema, what, level)
+  level = (level or 2) + 1
+  if type(opts) ~= "table" then
+    check.fail(what .. " expects a table of options, got " .. type(opts), level)
+  end
+  for k, v in pairs(opts) do
+    local expected = schema[k]
+    if expected == nil then
+      check.fail(string.format("%s: unknown option '%s'", what, tostring(k)), level)
+    end
+    if type(v) ~= expected then
+      check.fail(string.format("%s: option '%s' must be a %s, got %s", what, k, expected, type(v)), level)
+    end
+  end
+  return opts
+end
+
+return check

@@ -1,0 +1,1037 @@
+-- Specs for the HTTPS session of dps.core, at the C level.
+--
+-- Everything runs against real local TLS servers started here: `openssl
+-- s_server` (a third-party HTTP/1.0 server that closes after each reply) and
+-- a small HTTP/1.1 keep-alive server written below in Lua (cqueues + luaossl,
+-- run by whichever interpreter has them), plus an HTTP CONNECT proxy of the
+-- same kind.  The CA, server and client certificates are made in a temporary
+-- directory with the openssl CLI.  No network beyond 127.0.0.1 is used.
+--
+-- Must parse on Lua 5.1, 5.3, 5.4 and LuaJIT: no goto, no <close> (loaded
+-- with load() on 5.4 only), no integer division or bit operators.
+
+local core = require "dps.core"
+
+-- ---------------------------------------------------------------------------
+-- Process and file helpers (shell only: nothing beyond the Lua 5.1 library)
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function run(cmd)
+  local a, _, c = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end -- 5.1, LuaJIT without 5.2 compat
+  return a == true and (c == nil or c == 0)
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+local function sleep(seconds)
+  run("sleep " .. seconds)
+end
+
+-- Wall-clock seconds with sub-second resolution (os.clock is CPU time).
+local function now()
+  local p = io.popen("date +%s.%N")
+  local s = p:read("*l")
+  p:close()
+  return tonumber(s)
+end
+
+-- Starts cmd in the background; returns its pid.
+local function spawn(dir, name, cmd)
+  local pidfile = dir .. "/" .. name .. ".pid"
+  local log = dir .. "/" .. name .. ".log"
+  assert(run(cmd .. " >" .. sh_quote(log) .. " 2>&1 </dev/null & echo $! >" .. sh_quote(pidfile)),
+         "cannot start " .. name)
+  return assert(tonumber(read_file(pidfile)), "no pid for " .. name), log
+end
+
+local function stop(pid)
+  if pid then run("kill " .. pid .. " 2>/dev/null") end
+end
+
+-- Polls file until pattern matches (servers write their ports there).
+local function wait_for(path, pattern, what)
+  for _ = 1, 200 do
+    local s = read_file(path)
+    local a, b, c, d = (s or ""):match(pattern)
+    if a then return a, b, c, d end
+    sleep(0.05)
+  end
+  error("timed out waiting for " .. what .. ": " .. tostring(read_file(path)))
+end
+
+local function openssl(dir, args)
+  assert(run("cd " .. sh_quote(dir) .. " && openssl " .. args .. " >>openssl.log 2>&1"),
+         "openssl " .. args .. " failed: " .. tostring(read_file(dir .. "/openssl.log")))
+end
+
+-- An interpreter with cqueues and luaossl, for the helper servers.
+local function find_server_lua()
+  local candidates = { "lua5.4", "lua5.3", "lua5.2", "lua5.1", "luajit", "lua" }
+  for _, lua in ipairs(candidates) do
+    if run(lua .. " -e 'require\"cqueues.socket\" require\"openssl.ssl.context\"' >/dev/null 2>&1") then
+      return lua
+    end
+  end
+  error("the spec servers need cqueues and luaossl (Debian: lua-cqueues, lua-luaossl)")
+end
+
+-- ---------------------------------------------------------------------------
+-- The helper servers (written to the temp dir, run in their own process)
+
+local SERVER_SOURCE = [=[
+local cqueues = require "cqueues"
+local socket = require "cqueues.socket"
+local context = require "openssl.ssl.context"
+local x509 = require "openssl.x509"
+local pkey = require "openssl.pkey"
+
+local mode, portfile = arg[1], arg[2]
+local cq = cqueues.new()
+-- Socket errors (a client aborting its handshake…) are returned, not raised.
+socket.onerror(function(_, _, why) return why end)
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function publish(...)
+  local f = assert(io.open(portfile .. ".tmp", "w"))
+  f:write(table.concat({ ... }, " "), "\n")
+  f:close()
+  assert(os.rename(portfile .. ".tmp", portfile))
+end
+
+local function listen()
+  local srv = assert(socket.listen("127.0.0.1", 0))
+  assert(srv:listen())
+  local _, _, port = srv:localname()
+  return srv, port
+end
+
+-- Reads one line without its CR LF; nil when the peer closed or went idle.
+local function line_of(con)
+  local l = con:read("*l")
+  return l and (l:gsub("\r$", ""))
+end
+
+local function send(con, data)
+  if #data > 0 then
+    con:write(data)
+    con:flush()
+  end
+end
+
+local function response(status, headers, body)
+  local out = { "HTTP/1.1 " .. status }
+  for _, h in ipairs(headers) do out[#out + 1] = h end
+  out[#out + 1] = "Content-Length: " .. #body
+  return table.concat(out, "\r\n") .. "\r\n\r\n" .. body
+end
+
+-- Each route returns the bytes to send and whether to keep the connection;
+-- raw is the whole request, n its number on the connection.
+local routes = {}
+routes["/hello"] = function()
+  return response("200 OK", { "Content-Type: text/plain", "X-Multi: a", "X-Mixed-Case: Yes",
+                              "X-Multi: b", "X-Folded: one", " two" }, "hello\n"), true
+end
+routes["/echo"] = function(raw) return response("200 OK", { "Content-Type: application/octet-stream" }, raw), true end
+routes["/teapot"] = function() return response("418 I'm a teapot", {}, "short and stout"), true end
+routes["/big"] = function(_, _, arg) return response("200 OK", {}, string.rep("x", tonumber(arg))), true end
+routes["/bigchunked"] = function(_, _, arg)
+  local n, out = tonumber(arg), { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" }
+  while n > 0 do
+    local k = n > 4096 and 4096 or n
+    out[#out + 1] = string.format("%x\r\n%s\r\n", k, string.rep("y", k))
+    n = n - k
+  end
+  out[#out + 1] = "0\r\n\r\n"
+  return table.concat(out), true
+end
+routes["/headers"] = function(_, _, arg)
+  local h = {}
+  for i = 1, tonumber(arg) do h[i] = "X-Fill-" .. i .. ": " .. string.rep("f", 100) end
+  return response("200 OK", h, "filled"), true
+end
+routes["/early"] = function()
+  return "HTTP/1.1 103 Early Hints\r\nX-Early: 1\r\nLink: </a>; rel=preload\r\n\r\n"
+         .. response("200 OK", { "X-Final: 1" }, "ok"), true
+end
+routes["/close"] = function() return response("200 OK", {}, "bye"), false end
+routes["/flaky"] = function(_, n)
+  if n > 1 then return "", false end -- drop a request on a reused connection
+  return response("200 OK", {}, "fresh"), true
+end
+routes["/nothing"] = function() return "", false end
+routes["/partial"] = function() return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", false end
+routes["/badchunk"] = function()
+  return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbroken\r\n0\r\n\r\n", false
+end
+routes["/weird"] = function() return "HTTP/1.1 2x0 What\r\nContent-Length: 0\r\n\r\n", false end
+routes["/ancient"] = function() return "this is not HTTP\r\n\r\n", false end
+
+local function serve_http(con)
+  local n = 0
+  while true do
+    con:settimeout(30)
+    local line = line_of(con)
+    if not line then return end
+    n = n + 1
+    local path = line:match("^%u+ (%S+) HTTP/1%.1$") or "/"
+    local head, length = { line }, 0
+    while true do
+      local h = line_of(con)
+      if not h then return end
+      if h == "" then break end
+      head[#head + 1] = h
+      local v = h:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
+      if v then length = tonumber(v) end
+    end
+    local body = length > 0 and con:read(length) or ""
+    local raw = table.concat(head, "\r\n") .. "\r\n\r\n" .. body
+    if path == "/mute" then
+      con:read("*l") -- until the client gives up and closes
+      return
+    end
+    local base, arg = path:match("^(/[%a]+)/?(%d*)$")
+    local route = routes[base or ""]
+    local out, keep
+    if route then
+      out, keep = route(raw, n, arg)
+    else
+      out, keep = response("404 Not Found", {}, "no route"), true
+    end
+    send(con, out)
+    if not keep then return end
+  end
+end
+
+-- Copies from one socket to the other until EOF, then half-closes.
+local function pump(from, to)
+  while true do
+    local data = from:read(-8192)
+    if not data or #data == 0 then break end
+    to:write(data)
+    to:flush()
+  end
+  to:shutdown("w")
+end
+
+local srv, port = listen()
+if mode == "https" then
+  local ctx = context.new("TLS", true)
+  assert(ctx:setCertificate(x509.new(slurp(arg[3]))))
+  assert(ctx:setPrivateKey(pkey.new(slurp(arg[4]))))
+  local silent, silent_port = listen() -- accepts TCP (backlog), never answers
+  local reset, reset_port = listen() -- resets every connection during the handshake
+  local eof, eof_port = listen() -- reads the ClientHello, then closes
+  publish(port, silent_port, reset_port, eof_port)
+  cq:wrap(function() cqueues.sleep(900) silent:close() end) -- keeps it referenced
+  cq:wrap(function()
+    for con in reset:clients() do
+      cqueues.sleep(0.2) -- the ClientHello arrives and stays unread:
+      con:close() -- closing with unread data sends a TCP RST
+    end
+  end)
+  cq:wrap(function()
+    for con in eof:clients() do
+      con:setmode("b", "b")
+      con:settimeout(5)
+      con:read(-4096)
+      con:close()
+    end
+  end)
+  cq:wrap(function()
+    for con in srv:clients() do
+      cq:wrap(function()
+        con:setmode("b", "b")
+        if con:starttls(ctx, 5) then serve_http(con) end
+        con:close()
+      end)
+    end
+  end)
+elseif mode == "proxy" then
+  local target, behaviour, log = tonumber(arg[3]), arg[4], arg[5]
+  publish(port)
+  cq:wrap(function()
+    for con in srv:clients() do
+      cq:wrap(function()
+        con:setmode("b", "b")
+        con:settimeout(10)
+        local line = line_of(con)
+        repeat local h = line_of(con) until not h or h == ""
+        local f = io.open(log, "a")
+        if f then f:write(tostring(line), "\n") f:close() end
+        local up = behaviour == "tunnel" and socket.connect("127.0.0.1", target)
+        if up and up:connect(5) then
+          up:setmode("b", "b")
+          up:settimeout(10)
+          send(con, "HTTP/1.1 200 Connection established\r\nX-Proxy: yes\r\n\r\n")
+          local done = cqueues.new()
+          done:wrap(pump, con, up)
+          done:wrap(pump, up, con)
+          done:loop()
+          up:close()
+        else
+          send(con, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        end
+        con:close()
+      end)
+    end
+  end)
+end
+-- Never outlive a forgotten spec run by much.
+cq:wrap(function() cqueues.sleep(900) os.exit(0) end)
+assert(cq:loop())
+]=]
+
+-- ---------------------------------------------------------------------------
+
+local function failure(status, message, info)
+  assert.is_nil(status)
+  assert.is_string(message)
+  assert.is_table(info)
+  return message, info
+end
+
+describe("dps.core.session", function()
+  describe("options", function()
+    it("creates a session with no options, an empty table, or fractions", function()
+      local a, b = core.session(), core.session{}
+      local c = core.session{ connect_timeout = 0.25, timeout = 1.5, max_body = 10.5,
+                              user_agent = "x/1", ca_path = "/nonexistent" }
+      for _, s in ipairs{ a, b, c } do
+        assert.equal("userdata", type(s))
+        assert.is_true(s:close())
+      end
+    end)
+
+    it("raises on an unknown option, naming it", function()
+      assert.error_matches(function() core.session{ timout = 5 } end,
+                           "bad argument #1 to '[%w.]*session' %(unknown option 'timout'%)")
+      assert.error_matches(function() core.session{ verify = false } end, "unknown option 'verify'")
+      assert.error_matches(function() core.session{ insecure = true } end, "unknown option 'insecure'")
+      assert.error_matches(function() core.session{ [1] = "x" } end, "option names must be strings")
+      assert.error_matches(function() core.session{ ["timeout\0x"] = 1 } end, "unknown option 'timeout'")
+    end)
+
+    it("raises when the options are not a table", function()
+      assert.error_matches(function() core.session("timeout=5") end, "table expected")
+      assert.error_matches(function() core.session(5) end, "table expected")
+    end)
+
+    it("raises on wrong types, naming the option", function()
+      assert.error_matches(function() core.session{ timeout = "5" } end,
+                           "option 'timeout' must be a number, got string")
+      assert.error_matches(function() core.session{ connect_timeout = true } end,
+                           "option 'connect_timeout' must be a number, got boolean")
+      assert.error_matches(function() core.session{ max_body = {} } end, "option 'max_body' must be a number")
+      for _, name in ipairs{ "ca_file", "ca_path", "proxy", "user_agent", "cert_file", "key_file",
+                             "key_password", "cert", "key" } do
+        assert.error_matches(function() core.session{ [name] = 1 } end,
+                             "option '" .. name .. "' must be a string, got number")
+      end
+    end)
+
+    it("raises on non-positive numbers", function()
+      for _, name in ipairs{ "timeout", "connect_timeout", "max_body" } do
+        for _, v in ipairs{ 0, -1, -0.5, 0 / 0 } do
+          assert.error_matches(function() core.session{ [name] = v } end,
+                               "option '" .. name .. "' must be greater than 0")
+        end
+      end
+    end)
+
+    it("raises on strings with NUL bytes or empty strings", function()
+      assert.error_matches(function() core.session{ ca_file = "ca\0.pem" } end,
+                           "option 'ca_file' must not contain NUL bytes")
+      assert.error_matches(function() core.session{ user_agent = "ua\0" } end,
+                           "option 'user_agent' must not contain NUL bytes")
+      assert.error_matches(function() core.session{ proxy = "" } end, "option 'proxy' must not be empty")
+    end)
+
+    it("raises on conflicting or incomplete client-certificate options", function()
+      assert.error_matches(function() core.session{ cert = "x", cert_file = "y" } end, "exclude each other")
+      assert.error_matches(function() core.session{ cert = "x", key = "k", key_file = "y" } end,
+                           "exclude each other")
+      assert.error_matches(function() core.session{ key_file = "k.pem" } end, "need 'cert' or 'cert_file'")
+      assert.error_matches(function() core.session{ key_password = "pw" } end, "need 'cert' or 'cert_file'")
+    end)
+
+    it("raises on a proxy that is not http://", function()
+      assert.error_matches(function() core.session{ proxy = "socks5://127.0.0.1:1080" } end,
+                           "must be an http:// URL")
+      assert.error_matches(function() core.session{ proxy = "http://" } end, "must be an http:// URL")
+    end)
+
+    it("never echoes a key password", function()
+      local ok, err = pcall(core.session, { key_password = "hunter2-secret" })
+      assert.is_false(ok)
+      assert.is_nil(tostring(err):find("hunter2", 1, true))
+    end)
+  end)
+
+  describe("request arguments", function()
+    local s
+    before_each(function() s = core.session() end)
+    after_each(function() s:close() end)
+
+    local url = "https://127.0.0.1:1/"
+
+    it("raises on an unknown or missing method", function()
+      assert.error_matches(function() s:request("DELETE", url) end, "invalid option 'DELETE'")
+      assert.error_matches(function() s:request("get", url) end, "invalid option 'get'")
+      assert.error_matches(function() s:request(nil, url) end, "string expected, got nil")
+    end)
+
+    it("raises on a bad URL argument", function()
+      assert.error_matches(function() s:request("GET") end, "string expected, got no value")
+      assert.error_matches(function() s:request("GET", {}) end, "string expected, got table")
+      assert.error_matches(function() s:request("GET", "") end, "URL must not be empty")
+      for _, u in ipairs{ "https://a\0b/", "https://a/ b", "https://a/\r\nX-Injected: 1", "https://a/\t" } do
+        assert.error_matches(function() s:request("GET", u) end, "URL must not contain spaces or control characters")
+      end
+    end)
+
+    it("raises on bad header tables, names and values", function()
+      assert.error_matches(function() s:request("GET", url, "x: y") end, "table expected")
+      assert.error_matches(function() s:request("GET", url, { [1] = "x" }) end, "header names must be strings")
+      assert.error_matches(function() s:request("GET", url, { [""] = "x" }) end, "must not be empty")
+      for _, name in ipairs{ "x y", "x:y", "x\r\ny", "x\0", "x\n", "é" } do
+        assert.error_matches(function() s:request("GET", url, { [name] = "v" }) end,
+                             "header names must be tokens")
+      end
+      assert.error_matches(function() s:request("GET", url, { ["x-n"] = 5 }) end,
+                           "header 'x%-n' must be a string, got number")
+      for _, value in ipairs{ "a\rb", "a\nb", "a\0b", "a\r\nX-Injected: 1" } do
+        assert.error_matches(function() s:request("GET", url, { ["x-v"] = value }) end,
+                             "header 'x%-v' must not contain CR, LF or NUL")
+      end
+      for _, name in ipairs{ "Content-Length", "transfer-encoding", "EXPECT" } do
+        assert.error_matches(function() s:request("POST", url, { [name] = "1" }, "x") end,
+                             "is set by the session")
+      end
+    end)
+
+    it("never echoes a header value in an error", function()
+      local ok, err = pcall(s.request, s, "GET", url,
+                            { Authorization = "SharedAccessSignature sr=x&sig=TOPSECRET\r\n" })
+      assert.is_false(ok)
+      assert.is_nil(tostring(err):find("TOPSECRET", 1, true))
+    end)
+
+    it("raises on a bad body", function()
+      assert.error_matches(function() s:request("POST", url, nil, 42) end, "body must be a string, got number")
+      assert.error_matches(function() s:request("PUT", url, nil, {}) end, "body must be a string")
+      assert.error_matches(function() s:request("GET", url, nil, "x") end, "a GET request has no body")
+    end)
+
+    it("raises on a bad per-request timeout", function()
+      assert.error_matches(function() s:request("GET", url, nil, nil, 0) end, "timeout must be greater than 0")
+      assert.error_matches(function() s:request("GET", url, nil, nil, -2) end, "timeout must be greater than 0")
+      assert.error_matches(function() s:request("GET", url, nil, nil, "1") end, "timeout must be a number")
+    end)
+
+    it("does not count rejected calls as requests", function()
+      pcall(s.request, s, "DELETE", url)
+      assert.same({ requests = 0, connects = 0 }, s:stats())
+    end)
+  end)
+
+  describe("lifecycle", function()
+    it("has __name and __tostring", function()
+      local s = core.session()
+      assert.equal("dps.core.Session", getmetatable(s).__name)
+      assert.matches("^dps%.core%.Session: 0x%x+$", tostring(s))
+      s:close()
+      assert.equal("dps.core.Session (closed)", tostring(s))
+    end)
+
+    it("closes idempotently", function()
+      local s = core.session()
+      assert.is_true(s:close())
+      assert.is_true(s:close())
+      assert.is_true(getmetatable(s).__gc(s))
+    end)
+
+    it("raises on use after close", function()
+      local s = core.session()
+      s:close()
+      assert.error_matches(function() s:request("GET", "https://127.0.0.1:1/") end, "session is closed")
+      assert.error_matches(function() s:stats() end, "session is closed")
+    end)
+
+    it("rejects other values as self", function()
+      local request = getmetatable(core.session()).__index.request
+      assert.error_matches(function() request({}, "GET", "https://x/") end, "dps.core.Session expected")
+    end)
+
+    it("is collected without leaking or crashing", function()
+      local weak = setmetatable({}, { __mode = "k" })
+      for i = 1, 200 do
+        local s = core.session{ timeout = i }
+        weak[s] = true
+        if i % 2 == 0 then s:close() end
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(next(weak))
+    end)
+
+    if _VERSION == "Lua 5.4" then
+      it("closes as a to-be-closed variable (5.4)", function()
+        local chunk = assert(load([[
+          local core = ...
+          local kept
+          do
+            local s <close> = core.session()
+            kept = s
+            assert(tostring(s):match("^dps%.core%.Session: "))
+          end
+          return kept
+        ]]))
+        local kept = chunk(core)
+        assert.equal("dps.core.Session (closed)", tostring(kept))
+        assert.is_true(kept:close())
+      end)
+    end
+  end)
+
+  describe("over TLS to local servers", function()
+    local dir, ca, server_lua
+    local pids = {}
+    local https_port, silent_port, reset_port, eof_port, www_port, mtls_port
+    local tunnel_port, deny_port, proxy_log
+    local client_cert, client_key, client_key_enc
+    local KEY_PASSWORD = "correct horse battery"
+
+    local function url(path) return "https://localhost:" .. https_port .. path end
+
+    local function session(opts)
+      opts = opts or {}
+      if opts.ca_file == nil then opts.ca_file = ca end
+      if opts.ca_file == false then opts.ca_file = nil end
+      return core.session(opts)
+    end
+
+    setup(function()
+      local p = io.popen("mktemp -d /tmp/dps-http-spec.XXXXXX")
+      dir = p:read("*l")
+      p:close()
+      assert(dir and #dir > 0)
+      ca = dir .. "/ca.pem"
+      write_file(dir .. "/ext.cnf", table.concat({
+        "[ca]", "basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign",
+        "subjectKeyIdentifier=hash",
+        "[server]", "basicConstraints=CA:FALSE", "subjectAltName=DNS:localhost",
+        "extendedKeyUsage=serverAuth", "authorityKeyIdentifier=keyid",
+        "[client]", "basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth",
+        "authorityKeyIdentifier=keyid", "" }, "\n"))
+      local ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+      openssl(dir, "req -new " .. ec .. " -keyout ca.key -out ca.csr -subj /CN=dps-spec-ca")
+      openssl(dir, "x509 -req -in ca.csr -signkey ca.key -days 2 -extfile ext.cnf -extensions ca -out ca.pem")
+      for _, who in ipairs{ "server", "client" } do
+        local cn = who == "server" and "localhost" or "dps-spec-device"
+        openssl(dir, "req -new " .. ec .. " -keyout " .. who .. ".key -out " .. who .. ".csr -subj /CN=" .. cn)
+        openssl(dir, "x509 -req -in " .. who .. ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+                     .. " -extfile ext.cnf -extensions " .. who .. " -out " .. who .. ".pem")
+      end
+      openssl(dir, "pkey -in client.key -aes256 -passout " .. sh_quote("pass:" .. KEY_PASSWORD)
+                   .. " -out client-enc.key")
+      client_cert, client_key = dir .. "/client.pem", dir .. "/client.key"
+      client_key_enc = dir .. "/client-enc.key"
+
+      server_lua = find_server_lua()
+      write_file(dir .. "/server.lua", SERVER_SOURCE)
+      local q = sh_quote
+      pids[#pids + 1] = spawn(dir, "https", server_lua .. " " .. q(dir .. "/server.lua") .. " https "
+        .. q(dir .. "/https.port") .. " " .. q(dir .. "/server.pem") .. " " .. q(dir .. "/server.key"))
+      https_port, silent_port, reset_port, eof_port =
+        wait_for(dir .. "/https.port", "^(%d+) (%d+) (%d+) (%d+)", "the https server")
+
+      proxy_log = dir .. "/proxy-requests.log"
+      for _, behaviour in ipairs{ "tunnel", "deny" } do
+        pids[#pids + 1] = spawn(dir, behaviour, server_lua .. " " .. q(dir .. "/server.lua") .. " proxy "
+          .. q(dir .. "/" .. behaviour .. ".port") .. " " .. https_port .. " " .. behaviour .. " " .. q(proxy_log))
+      end
+      tunnel_port = wait_for(dir .. "/tunnel.port", "^(%d+)", "the tunnelling proxy")
+      deny_port = wait_for(dir .. "/deny.port", "^(%d+)", "the refusing proxy")
+
+      local www_log, mtls_log
+      -- `timeout` ends a forgotten s_server; killing it ends its child too.
+      local base = "timeout 900 openssl s_server -accept 0 -cert " .. q(dir .. "/server.pem") .. " -key "
+                   .. q(dir .. "/server.key") .. " -www"
+      pids[#pids + 1], www_log = spawn(dir, "www", base)
+      pids[#pids + 1], mtls_log = spawn(dir, "mtls", base .. " -Verify 1 -CAfile " .. q(ca))
+      www_port = wait_for(www_log, "ACCEPT [^\n]*:(%d+)", "openssl s_server")
+      mtls_port = wait_for(mtls_log, "ACCEPT [^\n]*:(%d+)", "openssl s_server -Verify")
+    end)
+
+    teardown(function()
+      for _, pid in ipairs(pids) do stop(pid) end
+      if dir and dir:match("^/tmp/dps%-http%-spec%.") then run("rm -rf " .. sh_quote(dir)) end
+    end)
+
+    describe("responses", function()
+      it("GETs from openssl s_server: status, lower-cased headers, body", function()
+        local s = session()
+        finally(function() s:close() end)
+        local status, headers, body = s:request("GET", "https://localhost:" .. www_port .. "/")
+        assert.equal(200, status)
+        assert.equal("text/html", headers["content-type"]) -- sent as "Content-type"
+        assert.is_nil(headers["Content-type"])
+        assert.matches("s_server", body)
+        assert.matches("New, TLSv1%.[23], Cipher is ", body)
+      end)
+
+      it("reconnects by itself after the server closed the connection", function()
+        local s = session()
+        finally(function() s:close() end)
+        -- s_server -www answers HTTP/1.0 and closes after each response.
+        for _ = 1, 2 do
+          assert.equal(200, (s:request("GET", "https://localhost:" .. www_port .. "/")))
+        end
+        -- The keep-alive server says nothing, then closes.
+        assert.equal(200, (s:request("GET", url("/close"))))
+        assert.equal(200, (s:request("GET", url("/close"))))
+        assert.same({ requests = 4, connects = 4 }, s:stats())
+      end)
+
+      it("retries on a fresh connection when a kept one dies under a request", function()
+        local s = session()
+        finally(function() s:close() end)
+        local status, _, body = s:request("GET", url("/flaky"))
+        assert.equal(200, status)
+        assert.equal("fresh", body)
+        -- The server drops the second request on the kept connection.
+        status, _, body = s:request("GET", url("/flaky"))
+        assert.equal(200, status)
+        assert.equal("fresh", body)
+        assert.same({ requests = 2, connects = 2 }, s:stats())
+      end)
+
+      it("keeps one connection alive across requests", function()
+        local s = session()
+        finally(function() s:close() end)
+        assert.equal(200, (s:request("GET", url("/hello"))))
+        assert.equal(200, (s:request("PUT", url("/echo"), nil, "a")))
+        assert.equal(200, (s:request("POST", url("/echo"), nil, "b")))
+        assert.equal(418, (s:request("GET", url("/teapot"))))
+        assert.same({ requests = 4, connects = 1 }, s:stats())
+      end)
+
+      it("lower-cases header names, joins repeats, unfolds folded lines", function()
+        local s = session()
+        finally(function() s:close() end)
+        local status, headers, body = s:request("GET", url("/hello"))
+        assert.equal(200, status)
+        assert.equal("hello\n", body)
+        assert.equal("a, b", headers["x-multi"])
+        assert.equal("Yes", headers["x-mixed-case"])
+        assert.equal("one two", headers["x-folded"])
+        assert.equal("text/plain", headers["content-type"])
+        assert.equal("6", headers["content-length"])
+        for name in pairs(headers) do
+          assert.equal(name:lower(), name)
+        end
+      end)
+
+      it("returns 4xx statuses as responses", function()
+        local s = session()
+        finally(function() s:close() end)
+        local status, headers, body = s:request("GET", url("/teapot"))
+        assert.equal(418, status)
+        assert.equal("15", headers["content-length"])
+        assert.equal("short and stout", body)
+        status = s:request("GET", url("/no-such-route"))
+        assert.equal(404, status)
+      end)
+
+      it("keeps only the headers of the final response after a 1xx", function()
+        local s = session()
+        finally(function() s:close() end)
+        local status, headers, body = s:request("GET", url("/early"))
+        assert.equal(200, status)
+        assert.equal("ok", body)
+        assert.equal("1", headers["x-final"])
+        assert.is_nil(headers["x-early"])
+        assert.is_nil(headers["link"])
+      end)
+    end)
+
+    describe("requests", function()
+      local function parse(raw)
+        local head, body = raw:match("^(.-)\r\n\r\n(.*)$")
+        local lines = {}
+        for line in (head .. "\r\n"):gmatch("(.-)\r\n") do lines[#lines + 1] = line end
+        return lines, body
+      end
+
+      local function has_line(lines, pattern)
+        for _, l in ipairs(lines) do
+          if l:match(pattern) then return true end
+        end
+        return false
+      end
+
+      it("sends a binary body with its exact length, no Expect, no default type", function()
+        local s = session()
+        finally(function() s:close() end)
+        local payload = "a\0b\r\n\0\255" .. string.rep("z", 3000)
+        local status, _, raw = s:request("PUT", url("/echo"), { ["X-Custom"] = "42" }, payload)
+        assert.equal(200, status)
+        local lines, body = parse(raw)
+        assert.equal("PUT /echo HTTP/1.1", lines[1])
+        assert.equal(payload, body)
+        assert.is_true(has_line(lines, "^Content%-Length: " .. #payload .. "$"))
+        assert.is_true(has_line(lines, "^X%-Custom: 42$"))
+        assert.is_false(has_line(lines, "^[Ee]xpect:"))
+        assert.is_false(has_line(lines, "^[Cc]ontent%-[Tt]ype:"))
+        assert.is_true(has_line(lines, "^User%-Agent: lua%-azure%-dps/%d"))
+      end)
+
+      it("never waits for 100-continue, even with a large body", function()
+        local s = session{ max_body = 4 * 1048576 }
+        finally(function() s:close() end)
+        local payload = string.rep("0123456789abcdef", 131072) .. "!" -- 2 MiB + 1: libcurl would send Expect
+        local t0 = now()
+        local status, _, raw = s:request("POST", url("/echo"), nil, payload)
+        local elapsed = now() - t0
+        assert.equal(200, status)
+        local lines, body = parse(raw)
+        assert.is_false(has_line(lines, "^[Ee]xpect:"))
+        assert.equal(#payload, #body)
+        assert.is_true(body == payload)
+        assert.is_true(elapsed < 0.9, "took " .. elapsed .. " s")
+      end)
+
+      it("sends the caller's content type, empty values and user agent", function()
+        local s = session{ user_agent = "spec-agent/1.0" }
+        finally(function() s:close() end)
+        local _, _, raw = s:request("POST", url("/echo"),
+                                    { ["Content-Type"] = "application/json", ["X-Empty"] = "" }, "{}")
+        local lines, body = parse(raw)
+        assert.equal("POST /echo HTTP/1.1", lines[1])
+        assert.equal("{}", body)
+        assert.is_true(has_line(lines, "^Content%-Type: application/json$"))
+        assert.is_true(has_line(lines, "^X%-Empty:%s*$"))
+        assert.is_true(has_line(lines, "^User%-Agent: spec%-agent/1%.0$"))
+      end)
+
+      it("switches methods on one handle: POST, then GET, then an empty PUT", function()
+        local s = session()
+        finally(function() s:close() end)
+        local _, _, raw = s:request("POST", url("/echo"), nil, "first")
+        assert.equal("POST /echo HTTP/1.1", parse(raw)[1])
+        _, _, raw = s:request("GET", url("/echo"))
+        local lines, body = parse(raw)
+        assert.equal("GET /echo HTTP/1.1", lines[1])
+        assert.equal("", body)
+        assert.is_false(has_line(lines, "^Content%-Length:"))
+        _, _, raw = s:request("PUT", url("/echo"))
+        lines, body = parse(raw)
+        assert.equal("PUT /echo HTTP/1.1", lines[1])
+        assert.is_true(has_line(lines, "^Content%-Length: 0$"))
+        assert.equal("", body)
+      end)
+    end)
+
+    describe("failures", function()
+      it("fails with tls on a certificate from an unknown CA", function()
+        local s = session{ ca_file = false }
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", url("/hello")))
+        assert.equal("tls", info.kind)
+        assert.equal(60, info.curl_code)
+        assert.matches("^TLS failed: .*%(CURLE_PEER_FAILED_VERIFICATION 60%)$", message)
+      end)
+
+      it("fails with tls on a host-name mismatch", function()
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", "https://127.0.0.1:" .. https_port .. "/hello"))
+        assert.equal("tls", info.kind)
+        assert.equal(60, info.curl_code)
+        assert.matches("127%.0%.0%.1", message)
+        -- the same server by its certified name works
+        assert.equal(200, (s:request("GET", url("/hello"))))
+      end)
+
+      it("fails with tls on an unreadable ca_file", function()
+        local s = session{ ca_file = dir .. "/missing-ca.pem" }
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", url("/hello")))
+        assert.equal("tls", info.kind)
+        assert.equal(77, info.curl_code)
+      end)
+
+      it("fails with connect on a closed port", function()
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", "https://127.0.0.1:1/"))
+        assert.equal("connect", info.kind)
+        assert.equal(7, info.curl_code)
+        assert.matches("%(CURLE_COULDNT_CONNECT 7%)$", message)
+      end)
+
+      it("fails with resolve on an unknown host", function()
+        local s = session{ timeout = 10 }
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", "https://no-such-host.invalid/"))
+        assert.equal("resolve", info.kind)
+        assert.equal(6, info.curl_code)
+      end)
+
+      it("fails with config on http:// and malformed URLs", function()
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", "http://localhost:" .. https_port .. "/hello"))
+        assert.equal("config", info.kind)
+        assert.equal(1, info.curl_code)
+        assert.matches("CURLE_UNSUPPORTED_PROTOCOL 1", message)
+        message, info = failure(s:request("GET", "ftp://localhost/x"))
+        assert.equal("config", info.kind)
+        assert.matches("^request rejected: ", message)
+        message, info = failure(s:request("GET", "https://"))
+        assert.equal("config", info.kind)
+        assert.equal(3, info.curl_code)
+        assert.matches("%(CURLE_URL_MALFORMAT 3%)$", message)
+        assert.equal(0, s:stats().connects)
+      end)
+
+      it("fails with timeout when the server never answers", function()
+        local s = session()
+        finally(function() s:close() end)
+        local t0 = now()
+        local message, info = failure(s:request("GET", url("/mute"), nil, nil, 0.5))
+        local elapsed = now() - t0
+        assert.equal("timeout", info.kind)
+        assert.equal(28, info.curl_code)
+        assert.matches("^request timed out: ", message)
+        assert.is_true(elapsed >= 0.45 and elapsed < 1.5, "took " .. elapsed .. " s")
+      end)
+
+      it("fails with timeout when the TLS handshake never completes", function()
+        local s = session{ timeout = 0.5 }
+        finally(function() s:close() end)
+        local t0 = now()
+        local _, info = failure(s:request("GET", "https://localhost:" .. silent_port .. "/"))
+        local elapsed = now() - t0
+        assert.equal("timeout", info.kind)
+        assert.is_true(elapsed >= 0.45 and elapsed < 1.5, "took " .. elapsed .. " s")
+      end)
+
+      it("applies connect_timeout when it is shorter than the request timeout", function()
+        local s = session{ connect_timeout = 0.3, timeout = 20 }
+        finally(function() s:close() end)
+        local t0 = now()
+        local _, info = failure(s:request("GET", "https://localhost:" .. silent_port .. "/"))
+        local elapsed = now() - t0
+        assert.equal("timeout", info.kind)
+        assert.is_true(elapsed < 1.2, "took " .. elapsed .. " s")
+      end)
+
+      it("fails with too_large on a body over max_body, by Content-Length or by count", function()
+        local s = session{ max_body = 1000 }
+        finally(function() s:close() end)
+        local status, _, body = s:request("GET", url("/big/1000"))
+        assert.equal(200, status)
+        assert.equal(1000, #body)
+        local message, info = failure(s:request("GET", url("/big/5000")))
+        assert.equal("too_large", info.kind)
+        assert.equal(63, info.curl_code)
+        assert.matches("^response too large: ", message)
+        -- No Content-Length: the write callback stops the transfer (libcurl
+        -- 8.x may stop it first with CURLE_FILESIZE_EXCEEDED).
+        message, info = failure(s:request("GET", url("/bigchunked/5000")))
+        assert.equal("too_large", info.kind)
+        if info.curl_code == 23 then
+          assert.matches("max_body %(1000 bytes%) %(CURLE_WRITE_ERROR 23%)$", message)
+        else
+          assert.equal(63, info.curl_code)
+        end
+        -- the session is still usable
+        status, _, body = s:request("GET", url("/hello"))
+        assert.equal(200, status)
+        assert.equal("hello\n", body)
+      end)
+
+      it("accepts a body over the default limit only when max_body allows it", function()
+        local s = session()
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", url("/bigchunked/1048577")))
+        assert.equal("too_large", info.kind)
+        local t = session{ max_body = 2 * 1048576 }
+        finally(function() t:close() end)
+        local status, _, body = t:request("GET", url("/bigchunked/1048577"))
+        assert.equal(200, status)
+        assert.equal(1048577, #body)
+      end)
+
+      it("fails with too_large when the response headers exceed 64 KiB", function()
+        local s = session()
+        finally(function() s:close() end)
+        assert.equal(200, (s:request("GET", url("/headers/100"))))
+        local message, info = failure(s:request("GET", url("/headers/1000")))
+        assert.equal("too_large", info.kind)
+        assert.matches("headers exceed 65536 bytes", message)
+      end)
+
+      it("fails with protocol on truncated, badly chunked or weird replies", function()
+        local s = session()
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", url("/partial")))
+        assert.equal("protocol", info.kind)
+        assert.equal(18, info.curl_code)
+        _, info = failure(s:request("GET", url("/badchunk")))
+        assert.equal("protocol", info.kind)
+        _, info = failure(s:request("GET", url("/weird")))
+        assert.equal("protocol", info.kind)
+        _, info = failure(s:request("GET", url("/ancient")))
+        assert.equal("protocol", info.kind)
+      end)
+
+      it("fails with network on an empty reply", function()
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", url("/nothing")))
+        assert.equal("network", info.kind)
+        assert.equal(52, info.curl_code)
+        assert.matches("%(CURLE_GOT_NOTHING 52%)$", message)
+      end)
+
+      it("fails with network when the connection is reset or closed during the handshake", function()
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", "https://localhost:" .. reset_port .. "/"))
+        assert.equal("network", info.kind, message)
+        message, info = failure(s:request("GET", "https://localhost:" .. eof_port .. "/"))
+        assert.equal("network", info.kind, message)
+      end)
+
+      it("counts failed transfers as requests", function()
+        local s = session()
+        finally(function() s:close() end)
+        failure(s:request("GET", "https://127.0.0.1:1/"))
+        failure(s:request("GET", url("/nothing")))
+        assert.equal(2, s:stats().requests)
+      end)
+    end)
+
+    describe("client certificates", function()
+      local function mtls() return "https://localhost:" .. mtls_port .. "/" end
+
+      it("authenticates with cert_file and key_file", function()
+        local s = session{ cert_file = client_cert, key_file = client_key }
+        finally(function() s:close() end)
+        local status, _, body = s:request("GET", mtls())
+        assert.equal(200, status)
+        assert.matches("dps%-spec%-device", body)
+      end)
+
+      it("authenticates with PEM strings in memory", function()
+        local s = session{ cert = read_file(client_cert), key = read_file(client_key) }
+        finally(function() s:close() end)
+        local status, _, body = s:request("GET", mtls())
+        assert.equal(200, status)
+        assert.matches("dps%-spec%-device", body)
+      end)
+
+      it("decrypts an encrypted key with key_password, file or memory", function()
+        local s = session{ cert_file = client_cert, key_file = client_key_enc, key_password = KEY_PASSWORD }
+        finally(function() s:close() end)
+        assert.equal(200, (s:request("GET", mtls())))
+        local t = session{ cert = read_file(client_cert), key = read_file(client_key_enc),
+                           key_password = KEY_PASSWORD }
+        finally(function() t:close() end)
+        assert.equal(200, (t:request("GET", mtls())))
+      end)
+
+      it("fails with credentials on a missing certificate file", function()
+        local s = session{ cert_file = dir .. "/no-such-cert.pem", key_file = client_key }
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", mtls()))
+        assert.equal("credentials", info.kind)
+        assert.equal(58, info.curl_code)
+        assert.matches("%(CURLE_SSL_CERTPROBLEM 58%)$", message)
+      end)
+
+      it("fails with credentials on a wrong pass phrase, without echoing it", function()
+        local s = session{ cert_file = client_cert, key_file = client_key_enc, key_password = "wrong-pass-phrase" }
+        finally(function() s:close() end)
+        local message, info = failure(s:request("GET", mtls()))
+        assert.equal("credentials", info.kind)
+        assert.is_nil(message:find("wrong-pass-phrase", 1, true))
+      end)
+
+      it("fails with credentials on garbage PEM in memory", function()
+        local s = session{ cert = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+                           key = read_file(client_key) }
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", mtls()))
+        assert.equal("credentials", info.kind)
+      end)
+
+      it("fails with credentials when the server requires a certificate we lack", function()
+        local s = session()
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", mtls()))
+        assert.equal("credentials", info.kind)
+      end)
+    end)
+
+    describe("through an HTTP CONNECT proxy", function()
+      it("tunnels TLS and hides the proxy's CONNECT response headers", function()
+        local s = session{ proxy = "http://127.0.0.1:" .. tunnel_port }
+        finally(function() s:close() end)
+        local status, headers, body = s:request("GET", url("/hello"))
+        assert.equal(200, status)
+        assert.equal("hello\n", body)
+        assert.is_nil(headers["x-proxy"])
+        assert.equal("a, b", headers["x-multi"])
+        assert.equal(200, (s:request("GET", url("/hello"))))
+        assert.equal(1, s:stats().connects)
+        assert.matches("CONNECT localhost:" .. https_port .. " HTTP/1%.1", read_file(proxy_log))
+      end)
+
+      it("fails with proxy when the proxy refuses the tunnel", function()
+        local s = session{ proxy = "http://127.0.0.1:" .. deny_port }
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", url("/hello")))
+        assert.equal("proxy", info.kind)
+      end)
+
+      it("fails with proxy when the proxy is unreachable", function()
+        local s = session{ proxy = "http://127.0.0.1:1" }
+        finally(function() s:close() end)
+        local _, info = failure(s:request("GET", url("/hello")))
+        assert.equal("proxy", info.kind)
+        assert.equal(7, info.curl_code)
+        local t = session{ proxy = "http://no-such-proxy.invalid:3128" }
+        finally(function() t:close() end)
+        _, info = failure(t:request("GET", url("/hello")))
+        assert.equal("proxy", info.kind)
+        assert.equal(5, info.curl_code)
+      end)
+    end)
+  end)
+end)

@@ -1,0 +1,71 @@
+#!/bin/sh
+# The whole test run behind `make test`: build, lint, luarocks install check,
+# the busted suite on every Lua version, once more under ASan+UBSan, and the
+# hardening steps. Keeps going after a failure and ends with
+# "N passed, N failed" (busted tests counted one by one, other steps as one).
+set -u
+cd "$(dirname "$0")/.."
+
+LUA_VERSIONS=${LUA_VERSIONS:-"5.4 5.3 5.1 jit"}
+LOGS=build/logs
+mkdir -p "$LOGS"
+passed=0
+failed=0
+
+interpreter() {
+    case "$1" in
+        jit) echo luajit ;;
+        *) echo "lua$1" ;;
+    esac
+}
+
+# step NAME COMMAND...: one pass or one failure; the log's tail on failure.
+step() {
+    name=$1
+    shift
+    if "$@" >"$LOGS/$name.log" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok     $name"
+    else
+        failed=$((failed + 1))
+        echo "FAILED $name (log: $LOGS/$name.log)"
+        tail -n 40 "$LOGS/$name.log" | sed 's/^/    /'
+    fi
+}
+
+# suite NAME BUSTED-ARGS...: counts busted's TAP lines.
+suite() {
+    name=$1
+    shift
+    log="$LOGS/$name.log"
+    busted -o TAP "$@" >"$log" 2>&1
+    rc=$?
+    ok=$(grep -c '^ok ' "$log")
+    bad=$(grep -c '^not ok ' "$log")
+    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
+        bad=1 # busted itself failed (a spec file did not load)
+    fi
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+    echo "suite  $name: $ok passed, $bad failed"
+    if [ "$bad" != 0 ]; then
+        grep -A 12 '^not ok ' "$log" | head -n 120 | sed 's/^/    /'
+        [ "$rc" != 0 ] && tail -n 20 "$log" | sed 's/^/    /'
+    fi
+}
+
+step build make build LUA_VERSIONS="$LUA_VERSIONS"
+step luacheck make lint
+step luarocks-make sh tools/check-rockspec.sh
+
+for v in $LUA_VERSIONS; do
+    suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
+done
+
+step asan-build make build/asan/dps/core.so
+LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    suite busted-asan --lua=lua5.4 --cpath="./build/asan/?.so"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

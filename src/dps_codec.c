@@ -1,0 +1,151 @@
+/***
+ * Encodings used by SAS tokens: base64 (OpenSSL) and RFC 3986
+ * percent-encoding (libcurl).
+ * @module dps.core
+ */
+#include <limits.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+#include "dps_codec.h"
+#include "dps_core.h"
+
+/* Inputs longer than this are refused; nothing in DPS comes close. */
+#define CODEC_MAX_INPUT (1024 * 1024)
+
+size_t dps_base64_encode(const unsigned char *in, size_t len, char *out)
+{
+    if (len == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+static int is_base64_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+const char *dps_base64_decode(const char *in, size_t len,
+                              unsigned char *out, size_t *outlen)
+{
+    size_t i, pad = 0;
+    int n;
+
+    if (len == 0)
+        return "is empty";
+    if (len > CODEC_MAX_INPUT)
+        return "is too long";
+    if (len % 4 != 0)
+        return "has a length that is not a multiple of 4";
+    if (in[len - 1] == '=')
+        pad = in[len - 2] == '=' ? 2 : 1;
+    for (i = 0; i < len - pad; i++) {
+        if (!is_base64_char((unsigned char)in[i]))
+            return in[i] == '=' ? "has padding before its end" : "has a character outside the base64 alphabet";
+    }
+    n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+    if (n < 0 || (size_t)n < pad)
+        return "is not valid base64";
+    *outlen = (size_t)n - pad;
+    return NULL;
+}
+
+size_t dps_percent_encode(const char *in, size_t len, char *out)
+{
+    char *escaped;
+    size_t n;
+
+    if (len == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (len > INT_MAX / 3)
+        return (size_t)-1;
+    /* Since 7.82 the handle is ignored; before, NULL meant "no conversions". */
+    escaped = curl_easy_escape(NULL, in, (int)len);
+    if (escaped == NULL)
+        return (size_t)-1;
+    n = strlen(escaped);
+    memcpy(out, escaped, n + 1);
+    curl_free(escaped);
+    return n;
+}
+
+/***
+ * Base64-encode a string (standard alphabet, with padding).
+ * @function base64_encode
+ * @tparam string data any bytes
+ * @treturn string
+ */
+static int codec_base64_encode(lua_State *L)
+{
+    size_t len;
+    const char *in = luaL_checklstring(L, 1, &len);
+    char *out;
+
+    luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
+    out = dps_newuserdata(L, DPS_BASE64_ENCODED_SIZE(len));
+    lua_pushlstring(L, out, dps_base64_encode((const unsigned char *)in, len, out));
+    return 1;
+}
+
+/***
+ * Strictly decode base64: bad characters, bad padding and empty input raise.
+ * @function base64_decode
+ * @tparam string text
+ * @treturn string the decoded bytes
+ * @raise when the text is not canonical base64
+ */
+static int codec_base64_decode(lua_State *L)
+{
+    size_t len, outlen = 0;
+    const char *in = luaL_checklstring(L, 1, &len);
+    const char *problem;
+    unsigned char *out;
+
+    luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
+    out = dps_newuserdata(L, DPS_BASE64_DECODED_MAX(len));
+    problem = dps_base64_decode(in, len, out, &outlen);
+    if (problem != NULL)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "base64 text %s", problem));
+    lua_pushlstring(L, (const char *)out, outlen);
+    return 1;
+}
+
+/***
+ * Percent-encode per RFC 3986: `A-Z a-z 0-9 - . _ ~` stay, the rest becomes
+ * `%XX` with upper-case hex.
+ * @function url_encode
+ * @tparam string text
+ * @treturn string
+ */
+static int codec_url_encode(lua_State *L)
+{
+    size_t len, n;
+    const char *in = luaL_checklstring(L, 1, &len);
+    char *out;
+
+    luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
+    out = dps_newuserdata(L, DPS_PERCENT_ENCODED_MAX(len));
+    n = dps_percent_encode(in, len, out);
+    if (n == (size_t)-1)
+        return luaL_error(L, "dps.core: percent-encoding failed (out of memory)");
+    lua_pushlstring(L, out, n);
+    return 1;
+}
+
+void dps_open_codec(lua_State *L)
+{
+    static const luaL_Reg functions[] = {
+        {"base64_encode", codec_base64_encode},
+        {"base64_decode", codec_base64_decode},
+        {"url_encode", codec_url_encode},
+        {NULL, NULL}
+    };
+    luaL_setfuncs(L, functions, 0);
+}

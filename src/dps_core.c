@@ -1,0 +1,73 @@
+/***
+ * The C core of lua-azure-dps: signing, encodings, clocks and the HTTPS
+ * session.  Users call the `dps` module; `dps.core` is its engine.
+ * @module dps.core
+ */
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+
+#include "dps_core.h"
+
+int dps_push_failure(lua_State *L, const char *kind, const char *message)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, message);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    return 3;
+}
+
+void dps_wipe(void *p, size_t n)
+{
+    if (p != NULL && n > 0)
+        OPENSSL_cleanse(p, n);
+}
+
+/***
+ * Versions of the module and of the libraries it runs with.
+ * @function version
+ * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x", openssl = "OpenSSL 3.0.x …" }`
+ */
+static int core_version(lua_State *L)
+{
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, DPS_CORE_VERSION);
+    lua_setfield(L, -2, "dps");
+    lua_pushstring(L, info->version);
+    lua_setfield(L, -2, "curl");
+    lua_pushstring(L, info->ssl_version != NULL ? info->ssl_version : "none");
+    lua_setfield(L, -2, "ssl");
+    lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
+    lua_setfield(L, -2, "openssl");
+    return 1;
+}
+
+DPS_EXPORT int luaopen_dps_core(lua_State *L)
+{
+    static const luaL_Reg functions[] = {
+        {"version", core_version},
+        {NULL, NULL}
+    };
+
+    /* libcurl keeps a reference count: every call is balanced by nothing,
+     * and repeated calls after the first are cheap no-ops. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return luaL_error(L, "dps.core: libcurl could not be initialised");
+
+    luaL_newlib(L, functions);
+    dps_open_codec(L);
+    dps_open_sas(L);
+    dps_open_time(L);
+    dps_open_http(L);
+    lua_pushliteral(L, "dps.core");
+    lua_setfield(L, -2, "_NAME");
+    lua_pushliteral(L, DPS_CORE_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,36 @@
+/*
+ * dps_core.h - what the parts of dps.core share.
+ *
+ * Each C file owns one concern and adds its functions to the module table
+ * through one dps_open_* function, called by luaopen_dps_core with the module
+ * table on top of the stack.  Only luaopen_dps_core leaves the shared object.
+ */
+#ifndef DPS_CORE_H
+#define DPS_CORE_H
+
+#include "dps_compat.h"
+
+#define DPS_CORE_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define DPS_EXPORT __attribute__((visibility("default")))
+#else
+#define DPS_EXPORT
+#endif
+
+/* Each adds its functions to the table on top of the stack. */
+void dps_open_codec(lua_State *L); /* dps_codec.c: base64, percent-encoding */
+void dps_open_sas(lua_State *L);   /* dps_sas.c: HMAC, derived keys, SAS tokens */
+void dps_open_time(lua_State *L);  /* dps_time.c: clocks, sleep, Retry-After */
+void dps_open_http(lua_State *L);  /* dps_http.c: the libcurl session */
+
+/*
+ * Operational failure: pushes fail (nil), message, and an info table
+ * { kind = kind }, and returns 3.  Never used for misuse, which raises.
+ */
+int dps_push_failure(lua_State *L, const char *kind, const char *message);
+
+/* Overwrite secret bytes in a way the compiler cannot drop. */
+void dps_wipe(void *p, size_t n);
+
+#endif
