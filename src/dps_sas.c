@@ -12,18 +12,16 @@
 
 #include "dps_codec.h"
 #include "dps_core.h"
+#include "dps_sas.h"
 
-#define SAS_MAX_KEY_TEXT 1024         /* base64 characters of a key */
-#define SAS_MAX_URI 4096              /* bytes of a resource URI */
-#define SAS_MAX_KEY_NAME 256          /* bytes of a key (policy) name */
+#define SAS_MAX_KEY_TEXT DPS_SAS_MAX_KEY_TEXT
 #define SAS_MAX_EXPIRY 9007199254740991.0 /* 2^53 - 1: exact in every Lua */
 #define SAS_MAC_SIZE 32
 
-/* Scratch layout of sas_token: sr "\n" se | skn | token. */
-#define SAS_SR_CAP (DPS_PERCENT_ENCODED_MAX(SAS_MAX_URI) + 1 + 32)
-#define SAS_SKN_CAP DPS_PERCENT_ENCODED_MAX(SAS_MAX_KEY_NAME)
+/* Scratch layout of dps_sas_build: sr "\n" se | skn | token. */
+#define SAS_SR_CAP (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32)
+#define SAS_SKN_CAP DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME)
 #define SAS_SIG_CAP DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE))
-#define SAS_TOKEN_CAP (64 + SAS_SR_CAP + SAS_SIG_CAP + SAS_SKN_CAP)
 
 /*
  * Checks argument arg as a base64 key and returns its text; raises with the
@@ -121,6 +119,75 @@ static long long check_expiry(lua_State *L, int arg)
     return (long long)e;
 }
 
+const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
+                          long long expiry, const char *name, size_t name_len,
+                          char *scratch, const char **token, size_t *token_len, const char **subject)
+{
+    char se[32];
+    int se_len;
+    size_t sr_len, sig_len, skn_len = 0, pos = 0;
+    unsigned char mac[SAS_MAC_SIZE];
+    char sig_b64[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
+    char sig[SAS_SIG_CAP];
+    char *sr = scratch, *skn = scratch + SAS_SR_CAP, *out = skn + SAS_SKN_CAP;
+    const char *problem;
+
+    *subject = "resource_uri";
+    if (uri_len == 0 || uri_len > DPS_SAS_MAX_URI)
+        return "must be 1 to 4096 bytes";
+    *subject = "key_name";
+    if (name != NULL && (name_len == 0 || name_len > DPS_SAS_MAX_KEY_NAME))
+        return "must be a non-empty string of at most 256 bytes";
+    *subject = "key";
+    if (key_len > DPS_SAS_MAX_KEY_TEXT)
+        return "is too long";
+    *subject = "expiry";
+    if (expiry < 0)
+        return "must not be negative";
+    *subject = "percent-encoding";
+    se_len = snprintf(se, sizeof se, "%lld", expiry);
+
+    sr_len = dps_percent_encode(uri, uri_len, sr);
+    if (sr_len == (size_t)-1)
+        return "failed (out of memory)";
+    if (name != NULL) {
+        skn_len = dps_percent_encode(name, name_len, skn);
+        if (skn_len == (size_t)-1)
+            return "failed (out of memory)";
+    }
+    sr[sr_len] = '\n';
+    memcpy(sr + sr_len + 1, se, (size_t)se_len);
+
+    *subject = "key";
+    problem = sign(key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac);
+    if (problem != NULL)
+        return problem;
+    *subject = "percent-encoding";
+    dps_base64_encode(mac, sizeof mac, sig_b64);
+    dps_wipe(mac, sizeof mac);
+    sig_len = dps_percent_encode(sig_b64, strlen(sig_b64), sig);
+    dps_wipe(sig_b64, sizeof sig_b64);
+    if (sig_len == (size_t)-1)
+        return "failed (out of memory)";
+
+#define APPEND(p, n) (memcpy(out + pos, (p), (n)), pos += (n))
+    APPEND("SharedAccessSignature sr=", 25);
+    APPEND(sr, sr_len);
+    APPEND("&sig=", 5);
+    APPEND(sig, sig_len);
+    APPEND("&se=", 4);
+    APPEND(se, (size_t)se_len);
+    if (name != NULL) {
+        APPEND("&skn=", 5);
+        APPEND(skn, skn_len);
+    }
+#undef APPEND
+    dps_wipe(sig, sizeof sig);
+    *token = out;
+    *token_len = pos;
+    return NULL;
+}
+
 /***
  * A SAS token: `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]`, where `sr`
  * is the percent-encoded resource URI, the signed string is
@@ -135,67 +202,23 @@ static long long check_expiry(lua_State *L, int arg)
  */
 static int sas_token(lua_State *L)
 {
-    size_t uri_len, key_len, name_len = 0, sr_len, sig_len, skn_len = 0, pos;
+    size_t uri_len, key_len, name_len = 0, token_len = 0;
     const char *uri = luaL_checklstring(L, 1, &uri_len);
     const char *key_text = check_key(L, 2, "key", &key_len);
     long long expiry = check_expiry(L, 3);
     const char *name = luaL_optlstring(L, 4, NULL, &name_len);
-    char se[32];
-    int se_len;
-    unsigned char mac[SAS_MAC_SIZE];
-    char sig_b64[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
-    char sig[SAS_SIG_CAP];
-    char *scratch, *sr, *skn, *token;
-    const char *problem;
+    const char *token = NULL, *problem, *subject = "";
+    /* Scratch owned by Lua, so nothing leaks if a push raises. */
+    char *scratch = dps_newuserdata(L, DPS_SAS_SCRATCH);
 
-    luaL_argcheck(L, uri_len > 0, 1, "resource_uri must not be empty");
-    luaL_argcheck(L, uri_len <= SAS_MAX_URI, 1, "resource_uri is too long");
-    luaL_argcheck(L, name == NULL || (name_len > 0 && name_len <= SAS_MAX_KEY_NAME), 4,
-                  "key_name must be a non-empty string of at most 256 bytes");
-    se_len = snprintf(se, sizeof se, "%lld", expiry);
-
-    /* One scratch block, owned by Lua, so nothing leaks if a push raises. */
-    scratch = dps_newuserdata(L, SAS_SR_CAP + SAS_SKN_CAP + SAS_TOKEN_CAP);
-    sr = scratch;
-    sr_len = dps_percent_encode(uri, uri_len, sr);
-    if (sr_len == (size_t)-1)
-        return luaL_error(L, "dps.core: percent-encoding failed (out of memory)");
-    skn = scratch + SAS_SR_CAP;
-    if (name != NULL) {
-        skn_len = dps_percent_encode(name, name_len, skn);
-        if (skn_len == (size_t)-1)
-            return luaL_error(L, "dps.core: percent-encoding failed (out of memory)");
+    problem = dps_sas_build(uri, uri_len, key_text, key_len, expiry, name, name_len, scratch,
+                            &token, &token_len, &subject);
+    if (problem != NULL) {
+        dps_wipe(scratch, DPS_SAS_SCRATCH);
+        return luaL_error(L, "%s %s", subject, problem);
     }
-    sr[sr_len] = '\n';
-    memcpy(sr + sr_len + 1, se, (size_t)se_len);
-
-    problem = sign(key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac);
-    if (problem != NULL)
-        return luaL_error(L, "key %s", problem);
-    dps_base64_encode(mac, sizeof mac, sig_b64);
-    dps_wipe(mac, sizeof mac);
-    sig_len = dps_percent_encode(sig_b64, strlen(sig_b64), sig);
-    if (sig_len == (size_t)-1)
-        return luaL_error(L, "dps.core: percent-encoding failed (out of memory)");
-
-    token = skn + SAS_SKN_CAP;
-    pos = 0;
-#define APPEND(p, n) (memcpy(token + pos, (p), (n)), pos += (n))
-    APPEND("SharedAccessSignature sr=", 25);
-    APPEND(sr, sr_len);
-    APPEND("&sig=", 5);
-    APPEND(sig, sig_len);
-    APPEND("&se=", 4);
-    APPEND(se, (size_t)se_len);
-    if (name != NULL) {
-        APPEND("&skn=", 5);
-        APPEND(skn, skn_len);
-    }
-#undef APPEND
-    lua_pushlstring(L, token, pos);
-    dps_wipe(token, pos);
-    dps_wipe(sig_b64, sizeof sig_b64);
-    dps_wipe(sig, sizeof sig);
+    lua_pushlstring(L, token, token_len);
+    dps_wipe(scratch, DPS_SAS_SCRATCH);
     return 1;
 }
 

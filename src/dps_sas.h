@@ -1,0 +1,34 @@
+/*
+ * dps_sas.h - SAS token assembly as a plain C function, for the Lua binding
+ * and the fuzz targets.
+ */
+#ifndef DPS_SAS_H
+#define DPS_SAS_H
+
+#include <stddef.h>
+
+#include "dps_codec.h"
+
+#define DPS_SAS_MAX_KEY_TEXT 1024 /* base64 characters of a key */
+#define DPS_SAS_MAX_URI 4096      /* bytes of a resource URI */
+#define DPS_SAS_MAX_KEY_NAME 256  /* bytes of a key (policy) name */
+
+/* Bytes of scratch dps_sas_build needs: sr + se, skn, and the token. */
+#define DPS_SAS_SCRATCH                                                         \
+    (2 * (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32) +                  \
+     2 * DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME) +                        \
+     DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(32)) + 64)
+
+/*
+ * Builds `SharedAccessSignature sr=<enc uri>&sig=<enc sig>&se=<expiry>[&skn=<enc name>]`
+ * in scratch (DPS_SAS_SCRATCH bytes), signing `<enc uri>\n<expiry>` with the
+ * base64-decoded key; the decoded key is wiped before returning.  On success
+ * returns NULL and points *token into scratch; otherwise a static message
+ * about *subject (the argument's name, e.g. "key" + "is too long"), which
+ * never quotes the key.  name may be NULL (no skn).
+ */
+const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
+                          long long expiry, const char *name, size_t name_len,
+                          char *scratch, const char **token, size_t *token_len, const char **subject);
+
+#endif

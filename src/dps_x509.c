@@ -1,0 +1,238 @@
+/***
+ * Client-certificate checks for X.509 attestation: read the certificate (and
+ * chain) and the private key, prove they belong together, and report the
+ * subject CN, which is the device's registration ID.
+ * @module dps.core
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "dps_core.h"
+
+#define X509_MAX_PEM (1024 * 1024)
+#define X509_CN_MAX 256
+
+typedef struct {
+    char cn[X509_CN_MAX];
+    double not_before, not_after;
+    int certificates;
+} cert_facts;
+
+typedef struct {
+    const char *data;
+    size_t len;
+} password;
+
+/* Hands OpenSSL the password, or none: it never prompts on a terminal. */
+static int password_cb(char *buf, int size, int rwflag, void *userdata)
+{
+    const password *pw = userdata;
+
+    (void)rwflag;
+    if (pw == NULL || pw->data == NULL || size <= 0 || pw->len > (size_t)size)
+        return 0;
+    memcpy(buf, pw->data, pw->len);
+    return (int)pw->len;
+}
+
+static BIO *open_source(const char *file, const char *pem, size_t pem_len)
+{
+    if (file != NULL)
+        return BIO_new_file(file, "rb");
+    return BIO_new_mem_buf(pem, (int)pem_len);
+}
+
+/* Whether a PEM key is encrypted (PKCS#8 or the traditional Proc-Type form). */
+static int is_encrypted(const char *file, const char *pem, size_t pem_len)
+{
+    static const char *const marks[] = {"BEGIN ENCRYPTED PRIVATE KEY", "Proc-Type: 4,ENCRYPTED"};
+    char line[256];
+    size_t i;
+    int found = 0;
+    BIO *bio = open_source(file, pem, pem_len);
+
+    while (bio != NULL && !found && BIO_gets(bio, line, sizeof line) > 0) {
+        for (i = 0; i < sizeof marks / sizeof marks[0]; i++)
+            if (strstr(line, marks[i]) != NULL)
+                found = 1;
+    }
+    dps_wipe(line, sizeof line);
+    BIO_free(bio);
+    return found;
+}
+
+static double asn1_epoch(const ASN1_TIME *t)
+{
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int days = 0, secs = 0;
+    double result = -1;
+
+    if (epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t))
+        result = (double)days * 86400.0 + (double)secs;
+    ASN1_TIME_free(epoch);
+    return result;
+}
+
+/* The subject CN as UTF-8, or "" when there is none. */
+static void subject_cn(X509 *cert, char out[X509_CN_MAX])
+{
+    X509_NAME *name = X509_get_subject_name(cert);
+    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    unsigned char *utf8 = NULL;
+    int n;
+
+    out[0] = '\0';
+    if (i < 0)
+        return;
+    n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    if (n > 0 && n < X509_CN_MAX && memchr(utf8, '\0', (size_t)n) == NULL) {
+        memcpy(out, utf8, (size_t)n);
+        out[n] = '\0';
+    }
+    OPENSSL_free(utf8);
+}
+
+/* Reads and checks; NULL on success, else what is wrong (into msg). */
+static const char *inspect(const char *cert_file, const char *cert_pem, size_t cert_len,
+                           const char *key_file, const char *key_pem, size_t key_len,
+                           const password *pw, cert_facts *facts, char *msg, size_t msgsize)
+{
+    BIO *bio = NULL;
+    X509 *leaf = NULL, *extra = NULL;
+    EVP_PKEY *pkey = NULL;
+    const char *failed = NULL;
+    const char *cert_what = cert_file != NULL ? "cert_file" : "cert";
+    const char *key_what = key_file != NULL ? "key_file" : "key";
+
+    ERR_clear_error();
+    bio = open_source(cert_file, cert_pem, cert_len);
+    if (bio == NULL) {
+        snprintf(msg, msgsize, "cannot read %s%s%s", cert_what, cert_file ? " " : "", cert_file ? cert_file : "");
+        failed = msg;
+        goto done;
+    }
+    leaf = PEM_read_bio_X509(bio, NULL, password_cb, NULL);
+    if (leaf == NULL) {
+        snprintf(msg, msgsize, "%s holds no PEM certificate", cert_what);
+        failed = msg;
+        goto done;
+    }
+    facts->certificates = 1;
+    while ((extra = PEM_read_bio_X509(bio, NULL, password_cb, NULL)) != NULL) {
+        facts->certificates++;
+        X509_free(extra);
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+
+    bio = open_source(key_file, key_pem, key_len);
+    if (bio == NULL) {
+        snprintf(msg, msgsize, "cannot read %s%s%s", key_what, key_file ? " " : "", key_file ? key_file : "");
+        failed = msg;
+        goto done;
+    }
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)pw);
+    if (pkey == NULL) {
+        if (pw->data == NULL && is_encrypted(key_file, key_pem, key_len))
+            snprintf(msg, msgsize, "%s is encrypted: give key_password", key_what);
+        else if (pw->data != NULL)
+            snprintf(msg, msgsize, "%s could not be decrypted or read (wrong key_password?)", key_what);
+        else
+            snprintf(msg, msgsize, "%s holds no PEM private key", key_what);
+        failed = msg;
+        goto done;
+    }
+    if (X509_check_private_key(leaf, pkey) != 1) {
+        snprintf(msg, msgsize, "the private key does not belong to the certificate");
+        failed = msg;
+        goto done;
+    }
+    subject_cn(leaf, facts->cn);
+    facts->not_before = asn1_epoch(X509_get0_notBefore(leaf));
+    facts->not_after = asn1_epoch(X509_get0_notAfter(leaf));
+
+done:
+    BIO_free(bio);
+    X509_free(leaf);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return failed;
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *name, size_t *len)
+{
+    const char *s = NULL;
+
+    *len = 0;
+    lua_getfield(L, idx, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s must be a string", name);
+        s = lua_tolstring(L, -1, len);
+        if (*len == 0 || *len > X509_MAX_PEM)
+            luaL_error(L, "%s must be a non-empty string of at most 1 MiB", name);
+        if (strlen(s) != *len)
+            luaL_error(L, "%s must not contain NUL bytes", name);
+    }
+    lua_pop(L, 1); /* the string stays alive in the options table */
+    return s;
+}
+
+/***
+ * Check a client certificate and its key before they are used.
+ * @function x509_credentials
+ * @tparam table opts `cert_file` or `cert` (PEM, may hold the chain), `key_file` or `key` (PEM),
+ * optional `key_password`
+ * @treturn table `{ cn = …, not_before = epoch, not_after = epoch, certificates = n }`
+ * @return nil, message, `{ kind = "credentials" }` when they cannot be used
+ * (unreadable, not PEM, encrypted without the right password, not a pair);
+ * messages never quote key material
+ */
+static int x509_credentials(lua_State *L)
+{
+    size_t cf_len, c_len, kf_len, k_len;
+    const char *cert_file, *cert, *key_file, *key;
+    password pw;
+    cert_facts facts;
+    char msg[512];
+    const char *failed;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    cert_file = opt_string(L, 1, "cert_file", &cf_len);
+    cert = opt_string(L, 1, "cert", &c_len);
+    key_file = opt_string(L, 1, "key_file", &kf_len);
+    key = opt_string(L, 1, "key", &k_len);
+    pw.data = opt_string(L, 1, "key_password", &pw.len);
+    luaL_argcheck(L, (cert_file == NULL) != (cert == NULL), 1, "give exactly one of cert_file and cert");
+    luaL_argcheck(L, (key_file == NULL) != (key == NULL), 1, "give exactly one of key_file and key");
+
+    memset(&facts, 0, sizeof facts);
+    failed = inspect(cert_file, cert, c_len, key_file, key, k_len, &pw, &facts, msg, sizeof msg);
+    if (failed != NULL)
+        return dps_push_failure(L, "credentials", failed);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, facts.cn);
+    lua_setfield(L, -2, "cn");
+    lua_pushnumber(L, facts.not_before);
+    lua_setfield(L, -2, "not_before");
+    lua_pushnumber(L, facts.not_after);
+    lua_setfield(L, -2, "not_after");
+    lua_pushinteger(L, facts.certificates);
+    lua_setfield(L, -2, "certificates");
+    return 1;
+}
+
+void dps_open_x509(lua_State *L)
+{
+    static const luaL_Reg functions[] = {
+        {"x509_credentials", x509_credentials},
+        {NULL, NULL}
+    };
+    luaL_setfuncs(L, functions, 0);
+}
