@@ -40,6 +40,9 @@ build = {
     },
     ["dps"] = "lua/dps.lua",
     ["dps.check"] = "lua/dps/check.lua",
+    ["dps.client"] = "lua/dps/client.lua",
+    ["dps.errors"] = "lua/dps/errors.lua",
+    ["dps.poll"] = "lua/dps/poll.lua",
   },
   copy_directories = { "examples" },
 }

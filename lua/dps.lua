@@ -1,15 +1,18 @@
 --- Azure IoT Hub Device Provisioning Service (DPS) over HTTPS.
 --
--- Keys and SAS tokens for the device API.
+-- Keys and SAS tokens, and (through `dps.new` and `dps.provision`) the
+-- register / poll / status calls of the device API.
 --
 --    local dps = require "dps"
 --    local key = dps.derive_key(group_key, "dev-01")
 --    local token = dps.registration_token("0ne00000001", "dev-01", key, os.time() + 3600)
 --
--- Misuse (wrong types, bad IDs, unknown options) raises.
+-- Misuse (wrong types, bad IDs, unknown options) raises. Operational failures
+-- return `nil, message, info`; see `dps.client`.
 -- @module dps
 local core = require "dps.core"
 local check = require "dps.check"
+local Client = require "dps.client"
 
 local dps = {
   _VERSION = core._VERSION,
@@ -87,6 +90,35 @@ function dps.hub_token(hub_host, device_id, key, expiry)
   check.key(key, "key")
   check.expiry(expiry)
   return call_core("hub_token", core.sas_token, hub_host .. "/devices/" .. device_id, key, expiry)
+end
+
+--- Make a client for one device; see `dps.client.new` for the options.
+-- @function new
+-- @tparam table opts
+-- @treturn dps.client
+dps.new = Client.new
+
+--- Provision one device and close the client: `dps.new(opts):provision(opts)`.
+-- `opts` holds the client's options plus `payload`; `timeout` is both the
+-- per-request and the overall limit (default 60 s overall).
+-- @tparam table opts
+-- @treturn table the assigned registration state, or nil, message, info
+function dps.provision(opts)
+  check.options(opts, setmetatable({ payload = "table" }, { __index = Client.OPTIONS }), "dps.provision")
+  local client_opts, provision_opts = {}, { payload = opts.payload, timeout = opts.timeout }
+  for k, v in pairs(opts) do
+    if k ~= "payload" then client_opts[k] = v end
+  end
+  local ok, client = pcall(Client.new, client_opts)
+  if not ok then
+    error((tostring(client):gsub("^[^\n]-:%d+: ", "")), 2)
+  end
+  local results = { pcall(client.provision, client, provision_opts) }
+  client:close()
+  if not results[1] then
+    error((tostring(results[2]):gsub("^[^\n]-:%d+: ", "")), 2)
+  end
+  return results[2], results[3], results[4]
 end
 
 return dps

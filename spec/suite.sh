@@ -57,6 +57,7 @@ suite() {
 step build make build LUA_VERSIONS="$LUA_VERSIONS"
 step luacheck make lint
 step luarocks-make sh tools/check-rockspec.sh
+step certificates make certs
 
 for v in $LUA_VERSIONS; do
     suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"

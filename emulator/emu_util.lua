@@ -1,0 +1,161 @@
+-- Small helpers for the DPS emulator: time, ids, encodings, raw JSON scanning.
+-- Independent of the project's own `dps` modules on purpose.
+local basexx = require "basexx"
+local rand = require "openssl.rand"
+
+local M = {}
+
+local ok_time, posix_time = pcall(require, "posix.sys.time")
+
+--- Wall-clock time as a float of seconds since the epoch.
+function M.now()
+	if ok_time then
+		local tv = posix_time.gettimeofday()
+		return tv.tv_sec + tv.tv_usec / 1e6
+	end
+	return os.time()
+end
+
+--- ISO 8601 UTC time with 7 fractional digits, like the service.
+function M.utc(t)
+	t = t or M.now()
+	local sec = math.floor(t)
+	local frac = math.floor((t - sec) * 1e7 + 0.5)
+	if frac >= 1e7 then frac = 1e7 - 1 end
+	return os.date("!%Y-%m-%dT%H:%M:%S", sec) .. string.format(".%07dZ", frac)
+end
+
+--- Random version-4 UUID string.
+function M.uuid()
+	local b = { rand.bytes(16):byte(1, 16) }
+	b[7] = b[7] % 16 + 0x40
+	b[9] = b[9] % 64 + 0x80
+	local hex = {}
+	for i = 1, 16 do hex[i] = string.format("%02x", b[i]) end
+	local s = table.concat(hex)
+	return s:sub(1, 8) .. "-" .. s:sub(9, 12) .. "-" .. s:sub(13, 16) .. "-" .. s:sub(17, 20) .. "-" .. s:sub(21)
+end
+
+--- Operation id shaped like the service's: "5.<16 hex>.<uuid>".
+function M.operation_id()
+	local h = {}
+	for i, c in ipairs({ rand.bytes(8):byte(1, 8) }) do h[i] = string.format("%02x", c) end
+	return "5." .. table.concat(h) .. "." .. M.uuid()
+end
+
+--- Strict base64 decode (standard alphabet, padding required); nil on error.
+function M.b64decode(s)
+	if type(s) ~= "string" or #s % 4 ~= 0 or not s:match("^[A-Za-z0-9+/]*=?=?$") then
+		return nil
+	end
+	return basexx.from_base64(s)
+end
+
+function M.b64encode(s)
+	return basexx.to_base64(s)
+end
+
+--- One pass of percent-decoding (path segments: '+' stays '+').
+function M.pct_decode(s)
+	return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+--- One pass of URL decoding of a token value. '+' becomes a space, as in form
+-- encoding and .NET's WebUtility.UrlDecode (the service is .NET; an inference).
+function M.url_decode(s)
+	return M.pct_decode((s:gsub("%+", " ")))
+end
+
+--- Constant-time string comparison.
+function M.equal_ct(a, b)
+	if #a ~= #b then return false end
+	local diff = 0
+	for i = 1, #a do
+		if a:byte(i) ~= b:byte(i) then diff = diff + 1 end
+	end
+	return diff == 0
+end
+
+-- Raw JSON scanning (input already validated by cjson) ------------------------
+
+local function skip_ws(s, i)
+	return s:find("[^ \t\r\n]", i) or #s + 1
+end
+
+local function skip_string(s, i)
+	local j = i + 1
+	while true do
+		local c = s:find('["\\]', j)
+		if not c then return nil end
+		if s:sub(c, c) == '"' then return c + 1 end
+		j = c + 2
+	end
+end
+
+local function skip_value(s, i)
+	local c = s:sub(i, i)
+	if c == '"' then return skip_string(s, i) end
+	if c == "{" or c == "[" then
+		local depth, j = 0, i
+		while j <= #s do
+			local k = s:find('[%[%]{}"]', j)
+			if not k then return nil end
+			local ch = s:sub(k, k)
+			if ch == '"' then
+				j = skip_string(s, k)
+				if not j then return nil end
+			else
+				depth = depth + ((ch == "{" or ch == "[") and 1 or -1)
+				j = k + 1
+				if depth == 0 then return j end
+			end
+		end
+		return nil
+	end
+	return s:find("[,}%] \t\r\n]", i) or #s + 1
+end
+
+--- Raw text of member `key` of the top-level JSON object `s` (last one wins),
+-- so a payload can be echoed byte for byte; nil when absent.
+function M.raw_member(s, key)
+	local i = skip_ws(s, 1)
+	if s:sub(i, i) ~= "{" then return nil end
+	i = skip_ws(s, i + 1)
+	local found
+	while i <= #s and s:sub(i, i) == '"' do
+		local kend = skip_string(s, i)
+		if not kend then return nil end
+		local name = s:sub(i + 1, kend - 2)
+		i = skip_ws(s, kend)
+		if s:sub(i, i) ~= ":" then return nil end
+		i = skip_ws(s, i + 1)
+		local vend = skip_value(s, i)
+		if not vend then return nil end
+		if name == key then found = s:sub(i, vend - 1) end
+		i = skip_ws(s, vend)
+		if s:sub(i, i) == "," then i = skip_ws(s, i + 1) end
+	end
+	return found
+end
+
+--- Placeholder for a JSON value that splice() replaces with raw JSON text.
+M.RAW = "RAW-" .. M.uuid()
+
+--- Replace the string value util.RAW in encoded JSON `text` by raw JSON `raw`.
+function M.splice(text, raw)
+	local quoted = '"' .. M.RAW .. '"'
+	local i, j = text:find(quoted, 1, true)
+	if not i then return text end
+	return text:sub(1, i - 1) .. raw .. text:sub(j + 1)
+end
+
+--- Read a whole file; nil, message on error.
+function M.read_file(path)
+	local f, err = io.open(path, "rb")
+	if not f then return nil, err end
+	local data = f:read("*a")
+	f:close()
+	return data
+end
+
+return M

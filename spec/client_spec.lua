@@ -1,0 +1,159 @@
+-- dps.new and dps.provision refuse misuse before anything is sent: unknown
+-- options, wrong types, bad IDs, bad endpoints, payloads that are not JSON
+-- objects or are too big, and credentials that cannot be used.
+local dps = require "dps"
+local emulator = require "spec.support.emulator"
+
+local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+
+local function base(extra)
+  local o = { id_scope = "0ne00000001", registration_id = "dev-01", symmetric_key = KEY }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+local function raises(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "did not raise")
+  assert.truthy(tostring(err):find(pattern, 1, true), "message was: " .. tostring(err))
+  assert.is_nil(tostring(err):find(KEY, 1, true), "the key leaked into: " .. tostring(err))
+  return err
+end
+
+describe("dps.new", function()
+  it("refuses unknown options, naming them", function()
+    raises("unknown option 'timout'", dps.new, base{ timout = 5 })
+    raises("unknown option 'payload'", dps.new, base{ payload = {} })
+  end)
+
+  it("refuses wrong option types", function()
+    raises("option 'timeout' must be a number, got string", dps.new, base{ timeout = "5" })
+    raises("option 'id_scope' must be a string", dps.new, base{ id_scope = 1 })
+    raises("expects a table of options", dps.new, "dev-01")
+  end)
+
+  it("refuses non-positive or NaN timeouts", function()
+    raises("timeout must be a positive number", dps.new, base{ timeout = 0 })
+    raises("timeout must be a positive number", dps.new, base{ timeout = -1 })
+    raises("connect_timeout must be a positive number", dps.new, base{ connect_timeout = 0 / 0 })
+    raises("token_ttl must be a positive number", dps.new, base{ token_ttl = 0 })
+  end)
+
+  it("needs exactly one attestation", function()
+    local o = base()
+    o.symmetric_key = nil
+    raises("exactly one attestation", dps.new, o)
+    raises("exactly one attestation", dps.new, base{ group_key = KEY })
+    raises("exactly one attestation", dps.new, base{ cert_file = "/nonexistent.pem", key_file = "/x.key" })
+    raises("belong to a certificate", dps.new, base{ key_password = "x" })
+  end)
+
+  it("checks IDs and keys", function()
+    raises("registration_id may only contain", dps.new, base{ registration_id = "dev/01" })
+    raises("registration_id must be at most 128", dps.new, base{ registration_id = ("a"):rep(129) })
+    raises("registration_id must be a string", dps.new, { id_scope = "0ne00000001", symmetric_key = KEY })
+    raises("id_scope", dps.new, base{ id_scope = "" })
+    raises("symmetric_key is not base64", dps.new, base{ symmetric_key = "not base64!" })
+    raises("group_key has a character outside", dps.new,
+      { id_scope = "0ne00000001", registration_id = "d", group_key = "!!!!" })
+  end)
+
+  it("accepts only https:// endpoints of the form https://host[:port]", function()
+    raises("endpoint must be https://host[:port]", dps.new, base{ endpoint = "http://localhost:8443" })
+    raises("endpoint must be https://host[:port]", dps.new, base{ endpoint = "localhost" })
+    raises("endpoint must be https://host[:port]", dps.new, base{ endpoint = "https://h/path" })
+    raises("endpoint must be https://host[:port]", dps.new, base{ endpoint = "https://user@h" })
+    raises("endpoint must be https://host[:port]", dps.new, base{ endpoint = "https://" })
+    local client = dps.new(base{ endpoint = "https://dps.example.invalid:8443/" })
+    assert.are.equal("https://dps.example.invalid:8443", client.endpoint)
+    client:close()
+  end)
+
+  it("never shows the key when printed", function()
+    local client = dps.new(base())
+    local text = tostring(client)
+    for _, v in pairs(client) do text = text .. tostring(v) end
+    assert.is_nil(text:find(KEY, 1, true))
+    client:close()
+  end)
+end)
+
+describe("payload checks", function()
+  local client
+  before_each(function() client = dps.new(base{ endpoint = "https://127.0.0.1:9" }) end)
+  after_each(function() client:close() end)
+
+  it("refuses payloads that are not JSON objects before sending", function()
+    raises("payload must be a table", client.register, client, "text")
+    raises("payload must be a JSON object", client.register, client, { 1, 2, 3 })
+    raises("payload cannot be sent as JSON", client.register, client, { f = print })
+    assert.are.equal(0, client:stats().requests)
+  end)
+
+  it("refuses requests over the service's 96 KB limit before sending", function()
+    raises("payload too large", client.register, client, { blob = ("x"):rep(97 * 1024) })
+    assert.are.equal(0, client:stats().requests)
+  end)
+
+  it("refuses bad provision options", function()
+    raises("unknown option 'timeoutt'", client.provision, client, { timeoutt = 1 })
+    raises("timeout must be a positive number", client.provision, client, { timeout = -5 })
+    raises("option 'payload' must be a table", dps.provision, base{ payload = "{}" })
+  end)
+end)
+
+describe("X.509 credentials", function()
+  local certs
+  setup(function() certs = emulator.certs() end)
+
+  local function x509(extra)
+    local o = { id_scope = "0ne00000001", cert_file = certs.x509_device_01_chain, key_file = certs.x509_device_01_key }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("takes the registration ID from the certificate's CN", function()
+    local client = dps.new(x509())
+    assert.are.equal("x509-device-01", client.registration_id)
+    client:close()
+  end)
+
+  it("refuses a registration ID that differs from the CN, before any request", function()
+    raises('registration_id "dev-01" differs from the certificate\'s subject CN "x509-device-01"', dps.new,
+      x509{ registration_id = "dev-01" })
+  end)
+
+  it("refuses a key that does not belong to the certificate", function()
+    raises("credentials: the private key does not belong to the certificate", dps.new,
+      x509{ key_file = certs.x509_device_02_key })
+  end)
+
+  it("refuses a missing file", function()
+    raises("credentials: cannot read cert_file", dps.new, x509{ cert_file = certs.dir .. "/missing.pem" })
+  end)
+
+  it("needs the password of an encrypted key, and the right one", function()
+    raises("credentials: key_file is encrypted: give key_password", dps.new,
+      x509{ key_file = certs.x509_device_01_enc_key })
+    raises("credentials: key_file could not be decrypted", dps.new,
+      x509{ key_file = certs.x509_device_01_enc_key, key_password = "wrong" })
+    local client = dps.new(x509{ key_file = certs.x509_device_01_enc_key,
+                                 key_password = certs.x509_device_01_passphrase })
+    client:close()
+  end)
+
+  it("accepts certificate and key as PEM strings", function()
+    local function slurp(p) local f = assert(io.open(p, "rb")); local s = f:read("*a"); f:close(); return s end
+    local client = dps.new{ id_scope = "0ne00000001", cert = slurp(certs.x509_self_01),
+                            key = slurp(certs.x509_self_01_key) }
+    assert.are.equal("x509-self-01", client.registration_id)
+    client:close()
+    local err = raises("credentials: the private key does not belong", dps.new,
+      { id_scope = "0ne00000001", cert = slurp(certs.x509_self_01), key = slurp(certs.rogue_key) })
+    assert.is_nil(err:find("PRIVATE KEY", 1, true))
+  end)
+
+  it("needs a key with the certificate", function()
+    raises("needs its private key", dps.new, { id_scope = "0ne00000001", cert_file = certs.x509_self_01 })
+  end)
+end)

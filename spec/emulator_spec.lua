@@ -1,0 +1,503 @@
+-- The local DPS emulator on its own, driven the way its README documents:
+-- one curl process per request (curl --cacert …), SAS tokens computed with the
+-- openssl CLI. Never uses the project's `dps` modules.
+local cjson = require "cjson"
+local emulator = require "spec.support.emulator"
+
+local KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+local API = "api-version=2021-06-01"
+
+local function q(s)
+	return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read(path)
+	local f = assert(io.open(path, "rb"))
+	local s = f:read("*a")
+	f:close()
+	return s
+end
+
+local function write(path, data)
+	local f = assert(io.open(path, "wb"))
+	f:write(data)
+	f:close()
+end
+
+local function sh(cmd)
+	local p = assert(io.popen(cmd))
+	local out = p:read("*a")
+	p:close()
+	return out
+end
+
+-- base64(HMAC-SHA256(base64decode(key), msg)) with the openssl CLI
+local function hmac_b64(key_b64, msg)
+	local file = os.tmpname()
+	write(file, msg)
+	local hex = sh("printf %s " .. q(key_b64) .. " | base64 -d | od -An -v -tx1 | tr -d ' \\n'")
+	local out = sh("openssl dgst -sha256 -mac HMAC -macopt hexkey:" .. hex .. " -binary < " .. q(file)
+		.. " | base64 -w0")
+	os.remove(file)
+	assert(#out == 44, "openssl HMAC failed")
+	return out
+end
+
+local function pct(s)
+	return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- "SharedAccessSignature sr=…&sig=…&se=…&skn=registration" (sr upper-hex encoded)
+local function token(key_b64, scope, registration_id, se)
+	se = se or (os.time() + 3600)
+	local sr = pct(scope .. "/registrations/" .. registration_id)
+	local sig = hmac_b64(key_b64, sr .. "\n" .. se)
+	return "SharedAccessSignature sr=" .. sr .. "&sig=" .. pct(sig) .. "&se=" .. se .. "&skn=registration"
+end
+
+local function parse_headers(text)
+	local h = {}
+	for line in text:gmatch("[^\r\n]+") do
+		local k, v = line:match("^([^:]+):%s*(.-)%s*$")
+		if k then h[k:lower()] = v end
+	end
+	return h
+end
+
+describe("DPS emulator #emulator", function()
+	local certs, emu
+
+	lazy_setup(function()
+		certs = emulator.certs()
+		local enrollments = {
+			{ type = "individual", registration_id = "dev-01", symmetric_key = KEY, device_id = "dev-01-hub" },
+			{ type = "individual", registration_id = "dev-direct", symmetric_key = KEY },
+			{ type = "individual", registration_id = "dev-misc", symmetric_key = KEY },
+			{ type = "group", group_id = "g1", symmetric_key = GROUP_KEY },
+			{ type = "individual", attestation = "x509", certificate = certs.x509_self_01 },
+			{ type = "group", group_id = "x509-group", attestation = "x509" },
+		}
+		emu = emulator.start {
+			enrollments = enrollments,
+			scenarios = {
+				["dev-direct"] = { polls_before_assignment = 0 },
+				["grp-429"] = { register = { { status = 429, retry_after = "1" } } },
+				["grp-html"] = { register = { { fault = "non_json" } } },
+				["grp-close"] = { register = { { fault = "close" } } },
+				["grp-hang"] = { register = { { fault = "hang" } } },
+				["grp-reset"] = { register = { { fault = "reset" } } },
+				["grp-trunc"] = { register = { { fault = "truncated" } } },
+				["grp-nobody"] = { register = { { fault = "no_body" } } },
+				["grp-big"] = { register = { { fault = "oversized", bytes = 300000 } } },
+				["grp-noop"] = { register = { { fault = "no_operation_id" } } },
+				["grp-nohub"] = { polls_before_assignment = 0, register = { { fault = "no_assigned_hub" } } },
+				["grp-failed"] = { polls_before_assignment = 0, result = "failed" },
+				["grp-noretry"] = { retry_after = false },
+				["grp-slow"] = { register = { { fault = "slow", delay = 0.01 } } },
+				["grp-delay"] = { register = { { fault = "delay", seconds = 1 } } },
+				["grp-pollfault"] = { poll = { { status = 503, retry_after = "2" } } },
+			},
+		}
+	end)
+
+	lazy_teardown(function()
+		if emu then emu:stop() end
+	end)
+
+	-- One curl process per request. o: method, path, token, body, headers,
+	-- cert, key, base (endpoint), max_time, content_type (false: none).
+	local function curl(o)
+		local hfile, bfile, efile = os.tmpname(), os.tmpname(), os.tmpname()
+		local args = { "curl", "-sS", "--cacert", q(emu.ca_file), "-D", q(hfile), "-o", q(bfile),
+			"-w", q("%{http_code} %{time_total}"), "-m", tostring(o.max_time or 10) }
+		if o.method then args[#args + 1] = "-X " .. o.method end
+		if o.token then args[#args + 1] = "-H " .. q("Authorization: " .. o.token) end
+		if o.body then
+			if o.content_type ~= false then
+				args[#args + 1] = "-H " .. q("Content-Type: " .. (o.content_type or "application/json"))
+			end
+			args[#args + 1] = "--data-binary " .. q(o.body)
+		end
+		for _, h in ipairs(o.headers or {}) do args[#args + 1] = "-H " .. q(h) end
+		if o.cert then args[#args + 1] = "--cert " .. q(o.cert) end
+		if o.key then args[#args + 1] = "--key " .. q(o.key) end
+		args[#args + 1] = q((o.base or emu.endpoint) .. o.path)
+		local out = sh(table.concat(args, " ") .. " 2>" .. q(efile) .. "; echo \" $?\"")
+		local code, secs, rc = out:match("^(%d*) ([%d.,]*)%s+(%d+)%s*$")
+		local r = {
+			status = tonumber(code),
+			seconds = tonumber((string.gsub(secs or "", ",", "."))),
+			exit = tonumber(rc),
+			headers = parse_headers(read(hfile)),
+			body = read(bfile),
+			stderr = read(efile),
+		}
+		os.remove(hfile)
+		os.remove(bfile)
+		os.remove(efile)
+		local ok, t = pcall(cjson.decode, r.body)
+		if ok then r.json = t end
+		return r
+	end
+
+	local function register(id, o)
+		o = o or {}
+		o.method = "PUT"
+		o.path = "/" .. emu.id_scope .. "/registrations/" .. id .. "/register?" .. API
+		o.body = o.body or cjson.encode({ registrationId = id })
+		return curl(o)
+	end
+
+	local function poll(id, op, o)
+		o = o or {}
+		o.path = "/" .. emu.id_scope .. "/registrations/" .. id .. "/operations/" .. op .. "?" .. API
+		return curl(o)
+	end
+
+	local function last_request(id)
+		local r = emu:requests(id)
+		return r[#r]
+	end
+
+	it("registers and polls to 'assigned' with an openssl-computed token", function()
+		local tok = token(KEY, emu.id_scope, "dev-01")
+		local r = register("dev-01", { token = tok })
+		assert.are.equal(202, r.status)
+		assert.are.equal("assigning", r.json.status)
+		assert.is_string(r.json.operationId)
+		assert.are.equal("1", r.headers["retry-after"])
+		assert.is_truthy(r.headers["location"])
+		assert.are.equal("chunked", r.headers["transfer-encoding"])
+		assert.is_nil(r.headers["content-length"])
+		assert.are.equal("application/json; charset=utf-8", r.headers["content-type"])
+
+		local p = poll("dev-01", r.json.operationId, { token = tok })
+		assert.are.equal(200, p.status)
+		assert.are.equal("assigned", p.json.status)
+		local st = p.json.registrationState
+		assert.are.equal("dev-01", st.registrationId)
+		assert.are.equal("dev-01-hub", st.deviceId)
+		assert.are.equal("emulated-hub.azure-devices.net", st.assignedHub)
+		assert.are.equal("initialAssignment", st.substatus)
+		assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d%dZ$", st.createdDateTimeUtc)
+		assert.is_string(st.etag)
+		assert.is_nil(st.symmetricKey)
+
+		local log = emu:requests("dev-01")
+		assert.are.equal(2, #log)
+		assert.are.same({ "register", "poll" }, { log[1].kind, log[2].kind })
+		assert.are.same({ "sas", "sas" }, { log[1].auth, log[2].auth })
+		assert.are.same({ 202, 200 }, { log[1].status, log[2].status })
+		assert.matches("^curl/", log[1].user_agent)
+	end)
+
+	it("says deviceDataMigrated on re-registration and answers the status lookup", function()
+		local tok = token(KEY, emu.id_scope, "dev-direct")
+		local lookup = function()
+			return curl({ method = "POST", token = tok, body = cjson.encode({ registrationId = "dev-direct" }),
+				path = "/" .. emu.id_scope .. "/registrations/dev-direct?" .. API })
+		end
+		assert.are.equal(404, lookup().status)
+		local first = register("dev-direct", { token = tok })
+		assert.are.equal(200, first.status)
+		assert.are.equal("initialAssignment", first.json.registrationState.substatus)
+		local again = register("dev-direct", { token = tok })
+		assert.are.equal(200, again.status)
+		assert.are.equal("deviceDataMigrated", again.json.registrationState.substatus)
+		local l = lookup()
+		assert.are.equal(200, l.status)
+		assert.are.equal("assigned", l.json.status)
+		assert.are.equal("dev-direct", l.json.deviceId)
+		assert.are.equal("lookup", last_request("dev-direct").kind)
+	end)
+
+	it("rejects a bad signature with 401 / 401002 and logs no secret", function()
+		local good = token(KEY, emu.id_scope, "dev-misc")
+		local bad = token("AAAA" .. KEY:sub(5), emu.id_scope, "dev-misc")
+		local r = register("dev-misc", { token = bad })
+		assert.are.equal(401, r.status)
+		assert.are.equal(401002, r.json.errorCode)
+		assert.are.equal("401002", r.headers["x-ms-error-code"])
+		assert.matches("^%x+%-%x+%-%x+%-%x+%-%x+$", r.json.trackingId)
+		assert.is_string(r.json.message)
+		assert.is_string(r.json.timestampUtc)
+		assert.are.equal("bad_signature", last_request("dev-misc").auth)
+		local text = read(emu.log_file)
+		for _, t in ipairs({ good, bad }) do
+			assert.is_nil(text:find(t:match("sig=([^&]+)"), 1, true))
+		end
+		assert.is_nil(text:find("SharedAccessSignature", 1, true))
+		assert.is_nil(text:find(KEY, 1, true))
+	end)
+
+	it("rejects an expired token with 401", function()
+		local r = register("dev-misc", { token = token(KEY, emu.id_scope, "dev-misc", os.time() - 10) })
+		assert.are.equal(401, r.status)
+		assert.are.equal(401002, r.json.errorCode)
+		assert.are.equal("expired", last_request("dev-misc").auth)
+	end)
+
+	it("rejects a token for another registration id (sr mismatch)", function()
+		local r = register("dev-misc", { token = token(KEY, emu.id_scope, "dev-01") })
+		assert.are.equal(401, r.status)
+		assert.are.equal("wrong_resource", last_request("dev-misc").auth)
+	end)
+
+	it("answers 401 without any credential", function()
+		local r = register("dev-misc")
+		assert.are.equal(401, r.status)
+		assert.are.equal("none", last_request("dev-misc").auth)
+	end)
+
+	it("answers 404 for a wrong ID scope", function()
+		local tok = token(KEY, "0ne99999999", "dev-misc")
+		local r = curl({ method = "PUT", token = tok, body = cjson.encode({ registrationId = "dev-misc" }),
+			path = "/0ne99999999/registrations/dev-misc/register?" .. API })
+		assert.are.equal(404, r.status)
+		assert.are.equal(404001, r.json.errorCode)
+	end)
+
+	it("checks api-version, Content-Type and the body", function()
+		local tok = token(KEY, emu.id_scope, "dev-misc")
+		local no_api = curl({ method = "PUT", token = tok, body = cjson.encode({ registrationId = "dev-misc" }),
+			path = "/" .. emu.id_scope .. "/registrations/dev-misc/register" })
+		assert.are.equal(400, no_api.status)
+		assert.are.equal(415, register("dev-misc", { token = tok, content_type = "text/plain" }).status)
+		assert.are.equal(202, register("dev-misc", { token = tok,
+			content_type = "Application/JSON; charset=utf-8" }).status)
+		local cases = { "not json", "[]", '{"registrationId":"other"}', "{}",
+			'{"registrationId":"dev-misc","payload":[]}', '{"registrationId":"dev-misc","payload":"x"}' }
+		for _, body in ipairs(cases) do
+			local r = register("dev-misc", { token = tok, body = body })
+			assert.are.equal(400, r.status, body)
+			assert.are.equal(400004, r.json.errorCode, body)
+		end
+		local big = cjson.encode({ registrationId = "dev-misc", payload = { s = string.rep("x", 100 * 1024) } })
+		assert.are.equal(413, register("dev-misc", { token = tok, body = big }).status)
+		local unknown = poll("dev-misc", "5.0000.nope", { token = tok })
+		assert.are.equal(404, unknown.status)
+	end)
+
+	it("accepts a group-derived key and names the group", function()
+		local derived = hmac_b64(GROUP_KEY, "leaf-01")
+		local tok = token(derived, emu.id_scope, "leaf-01")
+		local r = register("leaf-01", { token = tok })
+		assert.are.equal(202, r.status)
+		local p = poll("leaf-01", r.json.operationId, { token = tok })
+		assert.are.equal("assigned", p.json.status)
+		assert.are.equal("leaf-01", p.json.registrationState.deviceId)
+		assert.are.same({ enrollmentGroupId = "g1" }, p.json.registrationState.symmetricKey)
+		-- the group key itself is no device key
+		local r2 = register("leaf-01", { token = token(GROUP_KEY, emu.id_scope, "leaf-01") })
+		assert.are.equal(401, r2.status)
+	end)
+
+	it("echoes the request payload verbatim and logs it", function()
+		local tok = token(hmac_b64(GROUP_KEY, "leaf-payload"), emu.id_scope, "leaf-payload")
+		local body = '{"registrationId":"leaf-payload","payload":{"modelId":"dtmi:x;1","list":[],"n":1.5}}'
+		local r = register("leaf-payload", { token = tok, body = body })
+		assert.are.equal(202, r.status)
+		local p = poll("leaf-payload", r.json.operationId, { token = tok })
+		assert.are.equal(200, p.status)
+		assert.matches('"payload":{"modelId":"dtmi:x;1","list":%[%],"n":1.5}', p.body)
+		assert.are.equal("dtmi:x;1", emu:requests("leaf-payload")[1].payload.modelId)
+		assert.is_nil(emu:requests("leaf-payload")[2].payload)
+	end)
+
+	it("injects a 429 with Retry-After, then behaves normally", function()
+		local tok = token(hmac_b64(GROUP_KEY, "grp-429"), emu.id_scope, "grp-429")
+		local r = register("grp-429", { token = tok })
+		assert.are.equal(429, r.status)
+		assert.are.equal("1", r.headers["retry-after"])
+		assert.are.equal(429001, r.json.errorCode)
+		local again = register("grp-429", { token = tok })
+		assert.are.equal(202, again.status)
+		local log = emu:requests("grp-429")
+		assert.are.same({ "status", nil }, { log[1].fault, log[2].fault })
+	end)
+
+	it("injects an HTML answer (non_json)", function()
+		local r = register("grp-html", { token = token(hmac_b64(GROUP_KEY, "grp-html"), emu.id_scope, "grp-html") })
+		assert.are.equal(200, r.status)
+		assert.matches("^text/html", r.headers["content-type"])
+		assert.is_nil(r.json)
+		assert.are.equal("non_json", last_request("grp-html").fault)
+	end)
+
+	it("serves a register and its poll over one keep-alive connection", function()
+		local id = "leaf-keepalive"
+		local tok = token(hmac_b64(GROUP_KEY, id), emu.id_scope, id)
+		local base = emu.endpoint .. "/" .. emu.id_scope .. "/registrations/" .. id
+		local cmd = table.concat({
+			"curl -sS -o /dev/null -o /dev/null --cacert", q(emu.ca_file),
+			"-X PUT -H", q("Authorization: " .. tok), "-H 'Content-Type: application/json'",
+			"--data-binary", q(cjson.encode({ registrationId = id })),
+			q(base .. "/register?" .. API), q(base .. "/register?" .. API),
+		}, " ")
+		sh(cmd)
+		local reqs = emu:requests(id)
+		assert.are.equal(2, #reqs)
+		assert.are.same({ 202, 202 }, { reqs[1].status, reqs[2].status })
+		assert.are.equal(1, #emu:connections(id))
+	end)
+
+	it("closes the connection after a 'close' fault, so the client reconnects", function()
+		local id = "grp-close"
+		local tok = token(hmac_b64(GROUP_KEY, id), emu.id_scope, id)
+		local base = emu.endpoint .. "/" .. emu.id_scope .. "/registrations/" .. id
+		local hfile = os.tmpname()
+		sh(table.concat({
+			"curl -sS -o /dev/null -o /dev/null -D", q(hfile), "--cacert", q(emu.ca_file),
+			"-X PUT -H", q("Authorization: " .. tok), "-H 'Content-Type: application/json'",
+			"--data-binary", q(cjson.encode({ registrationId = id })),
+			q(base .. "/register?" .. API), q(base .. "/register?" .. API),
+		}, " "))
+		local headers = read(hfile)
+		os.remove(hfile)
+		assert.matches("[Cc]onnection: close", headers)
+		local reqs = emu:requests(id)
+		assert.are.equal(2, #reqs)
+		assert.are.same({ 202, 202 }, { reqs[1].status, reqs[2].status })
+		assert.are.equal(2, #emu:connections(id))
+	end)
+
+	it("accepts an X.509 device certificate that chains to the client CA", function()
+		local c = { cert = certs.x509_device_01_chain, key = certs.x509_device_01_key }
+		local r = register("x509-device-01", c)
+		assert.are.equal(202, r.status)
+		local p = poll("x509-device-01", r.json.operationId,
+			{ cert = certs.x509_device_01_chain, key = certs.x509_device_01_key })
+		assert.are.equal(200, p.status)
+		local st = p.json.registrationState
+		assert.are.equal("assigned", st.status)
+		assert.are.equal("x509-device-01", st.registrationId)
+		assert.are.equal("x509-device-01", st.deviceId)
+		assert.are.equal("x509-group", st.x509.enrollmentGroupId)
+		assert.are.equal("CN=x509-device-01", st.x509.certificateInfo.subjectName)
+		assert.are.equal("x509", last_request("x509-device-01").auth)
+		local conns = {}
+		for _, e in ipairs(emu:log()) do
+			if e.event == "connection" then conns[e.conn] = e.client_cert end
+		end
+		assert.are.equal("x509-device-01", conns[last_request("x509-device-01").conn])
+	end)
+
+	it("accepts the enrolled self-signed certificate of an individual enrollment", function()
+		local r = register("x509-self-01", { cert = certs.x509_self_01, key = certs.x509_self_01_key })
+		assert.are.equal(202, r.status)
+		local p = poll("x509-self-01", r.json.operationId, { cert = certs.x509_self_01, key = certs.x509_self_01_key })
+		assert.are.equal("assigned", p.json.status)
+		assert.is_nil(p.json.registrationState.x509.enrollmentGroupId)
+	end)
+
+	it("answers a rogue certificate (same CN, self-signed) with 401 / 401002", function()
+		local r = register("x509-device-01", { cert = certs.rogue, key = certs.rogue_key })
+		assert.are.equal(0, r.exit, r.stderr)
+		assert.are.equal(401, r.status)
+		assert.are.equal(401002, r.json.errorCode)
+		assert.are.equal("untrusted_certificate", last_request("x509-device-01").auth)
+	end)
+
+	it("refuses a valid certificate used for another registration id", function()
+		local r = register("x509-device-02", { cert = certs.x509_device_01_chain, key = certs.x509_device_01_key })
+		assert.are.equal(401, r.status)
+		assert.are.equal(401002, r.json.errorCode)
+	end)
+
+	it("serves an expired certificate and a certificate without IP SAN", function()
+		assert.are.equal(60, register("dev-misc", { base = emu.expired_endpoint }).exit)
+		assert.are.equal(60, register("dev-misc", { base = emu.ip_endpoint }).exit)
+	end)
+
+	describe("connection faults", function()
+		local function tok(id)
+			return token(hmac_b64(GROUP_KEY, id), emu.id_scope, id)
+		end
+
+		it("hang: no answer", function()
+			local r = register("grp-hang", { token = tok("grp-hang"), max_time = 1 })
+			assert.are.equal(28, r.exit)
+			assert.are.equal("hang", last_request("grp-hang").fault)
+			assert.is_nil(last_request("grp-hang").status)
+		end)
+
+		it("reset: the connection is aborted", function()
+			local r = register("grp-reset", { token = tok("grp-reset") })
+			assert.are_not.equal(0, r.exit)
+			assert.are.equal(0, r.status)
+			assert.are.equal(202, register("grp-reset", { token = tok("grp-reset") }).status)
+		end)
+
+		it("truncated: the chunked body stops before its end", function()
+			local r = register("grp-trunc", { token = tok("grp-trunc") })
+			assert.are.equal(18, r.exit, r.stderr)
+		end)
+
+		it("no_body: 503 with an empty body", function()
+			local r = register("grp-nobody", { token = tok("grp-nobody") })
+			assert.are.equal(503, r.status)
+			assert.are.equal("", r.body)
+			assert.are.equal("0", r.headers["content-length"])
+		end)
+
+		it("oversized: a body of the configured size", function()
+			local r = register("grp-big", { token = tok("grp-big") })
+			assert.are.equal(200, r.status)
+			assert.are.equal(300000, #r.body)
+		end)
+
+		it("no_operation_id: a 202 without operationId", function()
+			local r = register("grp-noop", { token = tok("grp-noop") })
+			assert.are.equal(202, r.status)
+			assert.are.equal("assigning", r.json.status)
+			assert.is_nil(r.json.operationId)
+		end)
+
+		it("no_assigned_hub: an assigned state without assignedHub", function()
+			local r = register("grp-nohub", { token = tok("grp-nohub") })
+			assert.are.equal(200, r.status)
+			assert.are.equal("assigned", r.json.status)
+			assert.is_nil(r.json.registrationState.assignedHub)
+			assert.are.equal("grp-nohub", r.json.registrationState.deviceId)
+		end)
+
+		it("result failed: errorCode 400207", function()
+			local r = register("grp-failed", { token = tok("grp-failed") })
+			assert.are.equal("failed", r.json.status)
+			assert.are.equal(400207, r.json.registrationState.errorCode)
+		end)
+
+		it("slow: the body arrives one byte at a time", function()
+			local r = register("grp-slow", { token = tok("grp-slow") })
+			assert.are.equal(202, r.status)
+			assert.are.equal("assigning", r.json.status)
+			assert.is_true(r.seconds >= #r.body * 0.01 * 0.8, tostring(r.seconds))
+		end)
+
+		it("delay: a normal answer after the configured seconds", function()
+			local r = register("grp-delay", { token = tok("grp-delay") })
+			assert.are.equal(202, r.status)
+			assert.is_true(r.seconds >= 1, tostring(r.seconds))
+			assert.are.equal("delay", last_request("grp-delay").fault)
+		end)
+
+		it("a status fault on the first poll, then the normal poll", function()
+			local r = register("grp-pollfault", { token = tok("grp-pollfault") })
+			assert.are.equal(202, r.status)
+			local p1 = poll("grp-pollfault", r.json.operationId, { token = tok("grp-pollfault") })
+			assert.are.equal(503, p1.status)
+			assert.are.equal("2", p1.headers["retry-after"])
+			assert.are.equal(503001, p1.json.errorCode)
+			local p2 = poll("grp-pollfault", r.json.operationId, { token = tok("grp-pollfault") })
+			assert.are.equal(200, p2.status)
+			assert.are.equal("assigned", p2.json.status)
+		end)
+
+		it("retry_after false: a 202 without Retry-After", function()
+			local r = register("grp-noretry", { token = tok("grp-noretry") })
+			assert.are.equal(202, r.status)
+			assert.is_nil(r.headers["retry-after"])
+		end)
+	end)
+end)

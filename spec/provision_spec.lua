@@ -1,0 +1,307 @@
+-- Provisioning against the local DPS emulator over real HTTPS: the happy
+-- paths, every polling rule, and the service's answers.
+local dps = require "dps"
+local emulator = require "spec.support.emulator"
+
+local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+
+local individual = { "dev-01", "dev-conn", "dev-retry", "dev-default", "dev-429", "dev-503",
+  "dev-409", "dev-pace", "dev-failed", "dev-disabled", "dev-slow", "dev-huge", "dev-ttl", "dev-lookup",
+  "dev-direct", "dev-register-5xx-only", "dev-closed" }
+
+local function later_http_date(seconds)
+  return os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + seconds)
+end
+
+describe("dps.provision against the emulator", function()
+  local emu
+
+  setup(function()
+    local enrollments = { { type = "group", group_id = "g1", symmetric_key = GROUP_KEY } }
+    for _, id in ipairs(individual) do
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY,
+        device_id = id .. "-hub" }
+    end
+    emu = emulator.start{
+      retry_after = "1",
+      polls_before_assignment = 1,
+      enrollments = enrollments,
+      scenarios = {
+        ["dev-conn"] = { polls_before_assignment = 3, retry_after = "1" },
+        ["dev-retry"] = { polls_before_assignment = 2, retry_after = "1" },
+        ["dev-default"] = { polls_before_assignment = 1, retry_after = false },
+        ["dev-429"] = { register = { { status = 429, retry_after = "1" } } },
+        ["dev-503"] = { poll = { { status = 503 } } },
+        ["dev-409"] = { register = { { status = 409 } } },
+        ["dev-pace"] = { polls_before_assignment = 8, retry_after = "0" },
+        ["dev-failed"] = { result = "failed" },
+        ["dev-disabled"] = { result = "disabled" },
+        ["dev-slow"] = { polls_before_assignment = 100, retry_after = "1" },
+        ["dev-huge"] = { retry_after = "99999999" },
+        ["dev-ttl"] = { polls_before_assignment = 3, retry_after = "1" },
+        ["dev-lookup"] = { polls_before_assignment = 2, retry_after = "1" },
+        ["dev-direct"] = { polls_before_assignment = 0 },
+        ["dev-register-5xx-only"] = { register = { { status = 500 }, { status = 500 }, { status = 500 },
+          { status = 500 }, { status = 500 }, { status = 500 }, { status = 500 }, { status = 500 } } },
+      },
+    }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function opts(registration_id, extra)
+    local o = { id_scope = emu.id_scope, registration_id = registration_id, symmetric_key = KEY,
+                endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 20 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  -- Times of the device's requests of one kind, from the emulator's log.
+  local function times(registration_id, kind)
+    local t = {}
+    for _, r in ipairs(emu:requests(registration_id)) do
+      if not kind or r.kind == kind then t[#t + 1] = r.t end
+    end
+    return t
+  end
+
+  describe("assignment", function()
+    it("provisions an individual enrollment and returns the service's registration state", function()
+      local state, operation = dps.provision(opts("dev-01"))
+      assert.truthy(state, operation)
+      assert.are.equal("assigned", operation.status)
+      assert.truthy(operation.operationId)
+      assert.are.equal("emulated-hub.azure-devices.net", state.assignedHub)
+      assert.are.equal("dev-01-hub", state.deviceId)
+      assert.are.equal("assigned", state.status)
+      assert.are.equal("dev-01", state.registrationId)
+      assert.are.equal("initialAssignment", state.substatus)
+    end)
+
+    it("provisions a group member with a key derived from the group key", function()
+      local state, err = dps.provision{ id_scope = emu.id_scope, registration_id = "leaf-07", group_key = GROUP_KEY,
+                                        endpoint = emu.endpoint, ca_file = emu.ca_file }
+      assert.truthy(state, err)
+      assert.are.equal("leaf-07", state.deviceId)
+      assert.are.equal("g1", state.symmetricKey.enrollmentGroupId)
+    end)
+
+    it("sends the payload as a JSON object and gets the echo back as a table", function()
+      local client = dps.new(opts("leaf-payload", { symmetric_key = dps.derive_key(GROUP_KEY, "leaf-payload") }))
+      local state = assert(client:provision{ payload = { modelId = "dtmi:com:example:r;1", nested = { n = 2 } } })
+      client:close()
+      assert.are.same({ modelId = "dtmi:com:example:r;1", nested = { n = 2 } }, state.payload)
+      local sent = emu:requests("leaf-payload")[1].payload
+      assert.are.same({ modelId = "dtmi:com:example:r;1", nested = { n = 2 } }, sent)
+    end)
+
+    it("sends an empty payload as {} rather than []", function()
+      local id = "leaf-empty-payload"
+      local state = assert(dps.provision(opts(id, { symmetric_key = dps.derive_key(GROUP_KEY, id), payload = {} })))
+      assert.are.same({}, state.payload)
+    end)
+
+    it("uses one TLS connection for the register and every poll", function()
+      local client = dps.new(opts("dev-conn"))
+      assert(client:provision())
+      local stats = client:stats()
+      client:close()
+      assert.are.equal(4, stats.requests)
+      assert.are.equal(1, stats.connects)
+      assert.are.equal(1, #emu:connections("dev-conn"))
+      assert.are.equal(4, #emu:requests("dev-conn"))
+    end)
+
+    it("accepts an assignment in the register answer itself (200 assigned)", function()
+      local state = assert(dps.provision(opts("dev-direct")))
+      assert.are.equal("dev-direct-hub", state.deviceId)
+      assert.are.equal(1, #emu:requests("dev-direct"))
+    end)
+  end)
+
+  describe("polling rules", function()
+    it("waits the server's Retry-After in seconds before each poll", function()
+      assert(dps.provision(opts("dev-retry")))
+      local t = times("dev-retry")
+      for i = 2, #t do
+        assert.is_true(t[i] - t[i - 1] >= 0.95, "gap " .. (t[i] - t[i - 1]))
+        assert.is_true(t[i] - t[i - 1] < 2.5, "gap " .. (t[i] - t[i - 1]))
+      end
+    end)
+
+    it("waits a Retry-After given as an HTTP-date", function()
+      -- its own emulator, so the date is fresh when the register is answered
+      local own = emulator.start{ retry_after = later_http_date(3), enrollments = {
+        { type = "individual", registration_id = "dev-date", symmetric_key = KEY } } }
+      local state, err = dps.provision{ id_scope = own.id_scope, registration_id = "dev-date", symmetric_key = KEY,
+                                        endpoint = own.endpoint, ca_file = own.ca_file, timeout = 10 }
+      local requests = own:requests("dev-date")
+      own:stop()
+      assert.truthy(state, err)
+      assert.are.equal(2, #requests)
+      -- 3 s ahead at start-up, whole-second resolution: at least 1 s, at most 3
+      local gap = requests[2].t - requests[1].t
+      assert.is_true(gap >= 1 and gap <= 3.5, "gap " .. gap)
+    end)
+
+    it("waits about 2 s with jitter when there is no Retry-After", function()
+      assert(dps.provision(opts("dev-default")))
+      local t = times("dev-default")
+      local gap = t[2] - t[1]
+      assert.is_true(gap >= 1.95 and gap <= 3.5, "gap " .. gap)
+    end)
+
+    it("on 429 sends the same register again after Retry-After", function()
+      local state = assert(dps.provision(opts("dev-429")))
+      assert.are.equal("dev-429-hub", state.deviceId)
+      local t = times("dev-429", "register")
+      assert.are.equal(2, #t)
+      assert.is_true(t[2] - t[1] >= 0.95, "gap " .. (t[2] - t[1]))
+      assert.are.equal(429, emu:requests("dev-429")[1].status)
+    end)
+
+    it("on 5xx without Retry-After backs off and sends the same poll again", function()
+      assert(dps.provision(opts("dev-503")))
+      local polls = {}
+      for _, r in ipairs(emu:requests("dev-503")) do
+        if r.kind == "poll" then polls[#polls + 1] = r end
+      end
+      assert.are.equal(503, polls[1].status)
+      assert.are.equal(polls[1].path, polls[2].path)
+      assert.are.equal(1, #times("dev-503", "register"))
+      assert.is_true(polls[2].t - polls[1].t >= 0.45)
+    end)
+
+    it("on 409 backs off and registers again", function()
+      assert(dps.provision(opts("dev-409")))
+      local t = times("dev-409", "register")
+      assert.are.equal(2, #t)
+      assert.is_true(t[2] - t[1] >= 0.45)
+    end)
+
+    it("never polls more than 5 times in 10 s, even when told to retry at once", function()
+      assert(dps.provision(opts("dev-pace", { timeout = 30 })))
+      local t = times("dev-pace", "poll")
+      assert.are.equal(8, #t)
+      for i = 6, #t do
+        assert.is_true(t[i] - t[i - 5] >= 9.95, "polls " .. (i - 5) .. ".." .. i .. " in " .. (t[i] - t[i - 5]) .. " s")
+      end
+    end)
+
+    it("renews the token when it nears expiry", function()
+      assert(dps.provision(opts("dev-ttl", { token_ttl = 61.5 })))
+      local expiries = {}
+      for _, r in ipairs(emu:requests("dev-ttl")) do
+        assert.are.equal("sas", r.auth)
+        expiries[r.se] = true
+      end
+      local n = 0
+      for _ in pairs(expiries) do n = n + 1 end
+      assert.is_true(n >= 2, "one token for every request")
+    end)
+
+    it("keeps the overall deadline during a slow assignment", function()
+      local t0 = os.time()
+      local state, err, info = dps.provision(opts("dev-slow", { timeout = 3 }))
+      assert.is_nil(state)
+      assert.are.equal("timeout", info.kind)
+      assert.truthy(err:find("3 s", 1, true))
+      assert.is_true(os.time() - t0 <= 5)
+    end)
+
+    it("ends at once when Retry-After reaches past the deadline", function()
+      local t0 = os.time()
+      local state, _, info = dps.provision(opts("dev-huge", { timeout = 10 }))
+      assert.is_nil(state)
+      assert.are.equal("timeout", info.kind)
+      assert.are.equal(99999999, info.retry_after)
+      assert.is_true(os.time() - t0 <= 2)
+    end)
+
+    it("gives up on persistent 5xx at the deadline, reporting the last answer", function()
+      local state, err, info = dps.provision(opts("dev-register-5xx-only", { timeout = 2.5 }))
+      assert.is_nil(state)
+      assert.are.equal("timeout", info.kind)
+      assert.are.equal(500, info.status)
+      assert.truthy(err:find("HTTP 500", 1, true))
+    end)
+  end)
+
+  describe("the service's verdicts", function()
+    it("returns failed with the service's errorCode and errorMessage", function()
+      local state, err, info = dps.provision(opts("dev-failed"))
+      assert.is_nil(state)
+      assert.are.equal("failed", info.kind)
+      assert.are.equal(400207, info.error_code)
+      assert.is_false(info.retryable)
+      assert.truthy(err:find("Custom allocation failed", 1, true))
+      assert.are.equal("failed", info.registration_state.status)
+      assert.truthy(info.operation_id)
+    end)
+
+    it("returns disabled", function()
+      local state, _, info = dps.provision(opts("dev-disabled"))
+      assert.is_nil(state)
+      assert.are.equal("disabled", info.kind)
+    end)
+
+    it("reports a wrong key as auth with status, error code and tracking ID", function()
+      local state, err, info = dps.provision(opts("dev-01", { symmetric_key = OTHER_KEY }))
+      assert.is_nil(state)
+      assert.are.equal("auth", info.kind)
+      assert.are.equal(401, info.status)
+      assert.are.equal(401002, info.error_code)
+      assert.truthy(info.tracking_id)
+      assert.is_false(info.retryable)
+      assert.truthy(err:find("401", 1, true))
+      assert.is_nil(err:find(OTHER_KEY, 1, true))
+    end)
+
+    it("reports a wrong ID scope as not_found", function()
+      local state, _, info = dps.provision(opts("dev-01", { id_scope = "0ne99999999" }))
+      assert.is_nil(state)
+      assert.are.equal("not_found", info.kind)
+      assert.are.equal(404, info.status)
+    end)
+  end)
+
+  describe("the three calls one by one", function()
+    it("register, operation_status and registration_status return the service's documents", function()
+      local client = dps.new(opts("dev-lookup"))
+      local op, meta = client:register()
+      assert.are.equal(202, meta.status)
+      assert.are.equal(1, meta.retry_after)
+      assert.are.equal("assigning", op.status)
+      assert.truthy(op.operationId)
+      local status
+      repeat
+        require("dps.core").sleep(1)
+        status = assert(client:operation_status(op.operationId))
+      until status.status ~= "assigning"
+      assert.are.equal("assigned", status.status)
+      local reg, meta2 = client:registration_status()
+      assert.are.equal(200, meta2.status)
+      assert.are.equal("dev-lookup-hub", reg.deviceId)
+      assert.are.equal("emulated-hub.azure-devices.net", reg.assignedHub)
+      client:close()
+      local kinds = {}
+      for _, r in ipairs(emu:requests("dev-lookup")) do kinds[#kinds + 1] = r.kind end
+      assert.are.equal("register", kinds[1])
+      assert.are.equal("lookup", kinds[#kinds])
+    end)
+
+    it("closes idempotently and refuses calls after close", function()
+      local client = dps.new(opts("dev-closed"))
+      assert.is_true(client:close())
+      assert.is_true(client:close())
+      local ok, err = pcall(client.register, client)
+      assert.is_false(ok)
+      assert.truthy(err:find("the client is closed", 1, true))
+      assert.truthy(tostring(client):find("closed", 1, true))
+    end)
+  end)
+end)
