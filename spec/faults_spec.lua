@@ -1,28 +1,61 @@
 -- Faults the emulator injects and TLS failures, through dps.provision: what
 -- may pass is retried to success, the rest is a clear, classified error
--- within the deadline.
+-- within the deadline plus one second.
 local dps = require "dps"
 local core = require "dps.core"
 local emulator = require "spec.support.emulator"
 
 local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
 
-local scenarios = {
-  ["f-hang"] = { poll = { { fault = "hang" } } },
-  ["f-reset"] = { poll = { { fault = "reset" } } },
-  ["f-close"] = { register = { { fault = "close" } } },
-  ["f-non-json"] = { poll = { { fault = "non_json" } } },
-  ["f-oversized"] = { poll = { { fault = "oversized", bytes = 2 * 1024 * 1024 } } },
-  ["f-ok"] = {},
+-- The fault matrix: every fault the emulator can inject, what provisioning
+-- must make of it. `ok` rows must end assigned (the fault passes or is
+-- retried); the others must fail with `kind` (and `retryable`, `status` when
+-- given). Every row must finish within its timeout plus one second.
+local TIMEOUT = 8
+local matrix = {
+  { id = "m-429", ok = true, scenario = { register = { { status = 429, retry_after = "1" } } } },
+  { id = "m-500", ok = true, scenario = { register = { { status = 500 } } } },
+  { id = "m-503-poll", ok = true, scenario = { poll = { { status = 503, retry_after = "1" } } } },
+  { id = "m-409", ok = true, scenario = { register = { { status = 409 } } } },
+  { id = "m-reset", ok = true, scenario = { poll = { { fault = "reset" } } } },
+  { id = "m-close", ok = true, scenario = { register = { { fault = "close" } } } },
+  { id = "m-delay", ok = true, scenario = { poll = { { fault = "delay", seconds = 1 } } } },
+  { id = "m-slow", ok = true, scenario = { register = { { fault = "slow", delay = 0.01 } } } },
+  { id = "m-truncated", ok = true, scenario = { poll = { { fault = "truncated" } } } },
+  { id = "m-no-body-503", ok = true, scenario = { poll = { { fault = "no_body", status = 503 } } } },
+  { id = "m-no-operation-id", ok = true, scenario = { register = { { fault = "no_operation_id" } } } },
+  { id = "m-ra-negative", ok = true, scenario = { retry_after = "-5" } },
+  { id = "m-ra-garbage", ok = true, scenario = { retry_after = "soon, maybe" } },
+  { id = "m-ra-past-date", ok = true, scenario = { retry_after = "Thu, 01 Jan 1970 00:00:00 GMT" } },
+  { id = "m-ra-huge", kind = "timeout", retry_after = 99999999,
+    scenario = { register = { { status = 429, retry_after = "99999999" } } } },
+  { id = "m-ra-huge-202", kind = "timeout", retry_after = 99999999, scenario = { retry_after = "99999999" } },
+  { id = "m-no-body-400", kind = "bad_request", status = 400, retryable = false,
+    scenario = { register = { { fault = "no_body", status = 400 } } } },
+  { id = "m-403", kind = "auth", status = 403, retryable = false, scenario = { register = { { status = 403 } } } },
+  { id = "m-no-assigned-hub", kind = "protocol", retryable = false,
+    scenario = { poll = { { fault = "no_assigned_hub" } } } },
+  { id = "m-non-json", kind = "protocol", status = 200, retryable = false,
+    scenario = { poll = { { fault = "non_json" } } } },
+  { id = "m-oversized", kind = "too_large", retryable = false,
+    scenario = { poll = { { fault = "oversized", bytes = 2 * 1024 * 1024 } } } },
+  { id = "m-hang", kind = "timeout", timeout = 2.5, scenario = { poll = { { fault = "hang" } } } },
+  { id = "m-hang-register", kind = "timeout", timeout = 2.5, scenario = { register = { { fault = "hang" } } } },
+  { id = "m-always-503", kind = "timeout", status = 503, timeout = 3,
+    scenario = { register = { { status = 503 }, { status = 503 }, { status = 503 }, { status = 503 },
+      { status = 503 }, { status = 503 }, { status = 503 }, { status = 503 } } } },
+  { id = "m-failed", kind = "failed", retryable = false, scenario = { result = "failed" } },
+  { id = "m-disabled", kind = "disabled", retryable = false, scenario = { result = "disabled" } },
 }
 
-describe("faults", function()
+describe("fault matrix", function()
   local emu
 
   setup(function()
-    local enrollments = {}
-    for id in pairs(scenarios) do
-      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY }
+    local enrollments, scenarios = {}, {}
+    for _, row in ipairs(matrix) do
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = row.id, symmetric_key = KEY }
+      scenarios[row.id] = row.scenario
     end
     emu = emulator.start{ retry_after = "1", enrollments = enrollments, scenarios = scenarios }
   end)
@@ -31,52 +64,47 @@ describe("faults", function()
     if emu then emu:stop() end
   end)
 
-  local function provision(id, extra)
-    local o = { id_scope = emu.id_scope, registration_id = id, symmetric_key = KEY,
-                endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 10 }
-    for k, v in pairs(extra or {}) do o[k] = v end
-    local t0 = core.monotime()
-    local state, err, info = dps.provision(o)
-    return state, err, info, core.monotime() - t0
+  for _, row in ipairs(matrix) do
+    local expect = row.ok and "is retried to an assignment" or ("fails as " .. row.kind)
+    it(row.id .. " " .. expect .. " within the deadline", function()
+      local timeout = row.timeout or TIMEOUT
+      local t0 = core.monotime()
+      local state, err, info = dps.provision{ id_scope = emu.id_scope, registration_id = row.id, symmetric_key = KEY,
+                                              endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = timeout }
+      local elapsed = core.monotime() - t0
+      assert.is_true(elapsed <= timeout + 1, string.format("took %.2f s with a %g s timeout", elapsed, timeout))
+      if row.ok then
+        assert.truthy(state, err)
+        assert.are.equal(row.id, state.deviceId)
+      else
+        assert.is_nil(state)
+        assert.are.equal("string", type(err))
+        assert.are.equal(row.kind, info.kind, err)
+        if row.status then assert.are.equal(row.status, info.status, err) end
+        if row.retryable ~= nil then assert.are.equal(row.retryable, info.retryable, err) end
+        if row.retry_after then assert.are.equal(row.retry_after, info.retry_after, err) end
+      end
+    end)
   end
 
-  it("keeps the deadline when the server accepts a request and then says nothing", function()
-    local state, err, info, elapsed = provision("f-hang", { timeout = 2.5 })
-    assert.is_nil(state)
-    assert.are.equal("timeout", info.kind, err)
-    assert.is_true(elapsed < 3.5, "took " .. elapsed .. " s")
-  end)
-
-  it("retries a reset connection and succeeds", function()
-    local state, err = provision("f-reset")
-    assert.truthy(state, err)
-    assert.are.equal("f-reset", state.deviceId)
-    assert.is_true(#emu:connections("f-reset") >= 2)
-  end)
-
   it("reconnects after the server closed the kept connection", function()
-    local client = dps.new{ id_scope = emu.id_scope, registration_id = "f-close", symmetric_key = KEY,
-                            endpoint = emu.endpoint, ca_file = emu.ca_file }
-    local state = assert(client:provision())
-    local stats = client:stats()
-    client:close()
-    assert.are.equal("f-close", state.deviceId)
-    assert.are.equal(2, stats.connects)
-    assert.are.equal(2, #emu:connections("f-close"))
+    assert.are.equal(2, #emu:connections("m-close"))
   end)
 
-  it("reports a body that is not JSON as protocol", function()
-    local state, err, info = provision("f-non-json")
-    assert.is_nil(state)
-    assert.are.equal("protocol", info.kind)
-    assert.are.equal(200, info.status)
-    assert.truthy(err:find("not a JSON object", 1, true))
+  it("opens a new connection after a reset", function()
+    assert.is_true(#emu:connections("m-reset") >= 2)
   end)
 
-  it("refuses an oversized body as too_large without buffering it", function()
-    local state, _, info = provision("f-oversized")
-    assert.is_nil(state)
-    assert.are.equal("too_large", info.kind)
+  it("re-registered after a 409 and after a 202 without operationId", function()
+    local function registers(id)
+      local n = 0
+      for _, r in ipairs(emu:requests(id)) do
+        if r.kind == "register" then n = n + 1 end
+      end
+      return n
+    end
+    assert.are.equal(2, registers("m-409"))
+    assert.are.equal(2, registers("m-no-operation-id"))
   end)
 end)
 

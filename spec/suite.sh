@@ -54,6 +54,7 @@ suite() {
     fi
 }
 
+rm -rf build/sweep
 step build make build LUA_VERSIONS="$LUA_VERSIONS"
 step luacheck make lint
 step luarocks-make sh tools/check-rockspec.sh
@@ -67,6 +68,10 @@ step asan-build make build/asan/dps/core.so
 LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     suite busted-asan --lua=lua5.4 --cpath="./build/asan/?.so"
+
+# No key, derived key, password, PEM key or token signature in any message
+# the suite produced (recorded by spec/support/sweep.lua) or in its logs.
+step secrets-sweep lua5.4 spec/support/sweep_check.lua build/sweep
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -45,7 +45,7 @@ local secrets = setmetatable({}, { __mode = "k" })
 Client.OPTIONS = OPTIONS
 
 local function check_endpoint(endpoint)
-  local host = endpoint:match("^[Hh][Tt][Tt][Pp][Ss]://([^/?#@%s]+)/?$")
+  local host = endpoint:match("^[Hh][Tt][Tt][Pp][Ss]://([%w%.%-%[%]:]+)/?$")
   if not host then
     check.fail("endpoint must be https://host[:port], got " .. string.format("%q", endpoint), 3)
   end
@@ -107,6 +107,9 @@ function Client.new(opts)
   end
   local registration_id = has_cert and x509_identity(opts) or opts.registration_id
   check.registration_id(registration_id, nil, 2)
+  if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
+    check.fail("dps.new: api_version must look like 2021-06-01", 2)
+  end
   for _, name in ipairs({ "timeout", "connect_timeout", "token_ttl" }) do
     if opts[name] ~= nil then check.seconds(opts[name], name, 2) end
   end
