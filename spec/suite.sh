@@ -64,10 +64,17 @@ for v in $LUA_VERSIONS; do
     suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
 done
 
+# ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
+# the interpreter alone (ld.so --preload), not through LD_PRELOAD, which
+# every child process (curl, openssl, the emulator) would inherit.
 step asan-build make build/asan/dps/core.so
-LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)" \
+lua54=$(command -v lua5.4)
+ldso=$(readelf -l "$(readlink -f "$lua54")" | sed -n 's/.*interpreter: \(.*\)]$/\1/p')
+printf '#!/bin/sh\nexec %s --preload "%s %s" %s "$@"\n' "$ldso" \
+    "$(cc -print-file-name=libasan.so)" "$(cc -print-file-name=libubsan.so)" "$lua54" >build/asan/lua5.4
+chmod +x build/asan/lua5.4
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    suite busted-asan --lua=lua5.4 --cpath="./build/asan/?.so"
+    suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
 
 # No key, derived key, password, PEM key or token signature in any message
 # the suite produced (recorded by spec/support/sweep.lua) or in its logs.
