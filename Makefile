@@ -62,6 +62,8 @@ install: build/$(LUA_VERSION)/dps/core.so
 	install -m 0755 build/$(LUA_VERSION)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
 	install -m 0644 lua/dps.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps.lua
 	install -m 0644 lua/dps/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/
+	sed '1s|^#!.*|#!/usr/bin/env lua$(LUA_VERSION)|' bin/dps >$(DESTDIR)$(PREFIX)/bin/dps
+	chmod 0755 $(DESTDIR)$(PREFIX)/bin/dps
 
 clean:
 	rm -rf build dps src/*.o doc

@@ -43,7 +43,9 @@ build = {
     ["dps.client"] = "lua/dps/client.lua",
     ["dps.errors"] = "lua/dps/errors.lua",
     ["dps.poll"] = "lua/dps/poll.lua",
+    ["dps.cli"] = "lua/dps/cli.lua",
   },
+  install = { bin = { ["dps"] = "bin/dps" } },
   copy_directories = { "examples" },
 }
 test_dependencies = { "busted" }

@@ -60,9 +60,7 @@ echo "-- individual enrollment (symmetric key):"
 DPS_REGISTRATION_ID=demo-router-01 DPS_SYMMETRIC_KEY="$individual_key" lua5.4 examples/provision_individual.lua
 echo "-- enrollment group (key derived from the group key):"
 DPS_REGISTRATION_ID=demo-leaf-07 DPS_GROUP_KEY="$group_key" lua5.4 examples/provision_group.lua
-if [ -f examples/x509.lua ]; then
-    echo "-- enrollment group (X.509 certificate signed by the device CA):"
-    DPS_CERT_FILE="$certs/x509-device-01-chain.pem" DPS_KEY_FILE="$certs/x509-device-01.key" \
-        lua5.4 examples/x509.lua
-fi
+echo "-- enrollment group (X.509 certificate signed by the device CA):"
+DPS_CERT_FILE="$certs/x509-device-01-chain.pem" DPS_KEY_FILE="$certs/x509-device-01.key" \
+    lua5.4 examples/x509.lua
 echo "demo: done (requests logged in build/demo/requests.jsonl)"

@@ -57,6 +57,7 @@ suite() {
 rm -rf build/sweep
 step build make build LUA_VERSIONS="$LUA_VERSIONS"
 step luacheck make lint
+step ldoc make docs
 step luarocks-make sh tools/check-rockspec.sh
 step certificates make certs
 

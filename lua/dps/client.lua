@@ -238,6 +238,7 @@ end
 
 --- Register the device (`PUT …/register`).
 -- @tparam[opt] table payload custom data, sent as the JSON object `payload`
+-- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
 -- @treturn table RegistrationOperationStatus (`operationId`, `status`, `registrationState`)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:register(payload, timeout)
@@ -247,6 +248,7 @@ end
 
 --- Look up a registration operation (`GET …/operations/{id}`).
 -- @tparam string operation_id from `register`
+-- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
 -- @treturn table RegistrationOperationStatus
 -- @treturn table `{ status, retry_after, headers }`
 function Client:operation_status(operation_id, timeout)
@@ -257,6 +259,7 @@ end
 
 --- Look up the device's registration without registering again
 -- (`POST …/registrations/{id}`, Device Registration Status Lookup).
+-- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
 -- @treturn table DeviceRegistrationResult (`assignedHub`, `deviceId`, `status`, …)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:registration_status(timeout)

@@ -1,0 +1,695 @@
+-- The dps command-line tool: every command, flag family and exit code,
+-- in-process (dps.cli.main) and as a real process (bin/dps), against the
+-- local emulator; and the rule that no output ever holds a secret.
+local dps = require "dps"
+local cli = require "dps.cli"
+local emulator = require "spec.support.emulator"
+local cjson = require("cjson").new()
+
+local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+local PASSPHRASE = "test-pass"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, text, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  assert(os.execute("chmod " .. (mode or "600") .. " " .. q(path)))
+  return path
+end
+
+local function buffer()
+  local b = { parts = {} }
+  function b.write(self, ...)
+    for i = 1, select("#", ...) do self.parts[#self.parts + 1] = tostring((select(i, ...))) end
+    return self
+  end
+  function b.text(self) return table.concat(self.parts) end
+  return b
+end
+
+-- The interpreter running this spec, to run bin/dps with the same Lua.
+local function interpreter()
+  -- busted --lua=X re-runs itself under X (a plain interpreter, or a wrapper
+  -- that adds sanitizers or valgrind): spawn the same X
+  for _, a in ipairs(arg or {}) do
+    local lua = type(a) == "string" and a:match("^%-%-lua=(.+)$")
+    if lua then
+      if lua:find("/", 1, true) and lua:sub(1, 1) ~= "/" then lua = emulator.root .. "/" .. lua end
+      return lua
+    end
+  end
+  local a = arg and arg[-1]
+  if type(a) == "string" and a:match("lua") then return a end
+  if rawget(_G, "jit") then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- A process's stderr without the lines valgrind adds when the suite runs
+-- under it (busted --lua=valgrind-wrapper): "==PID== …".
+local function own_stderr(text)
+  return (text:gsub("==%d+==[^\n]*\n?", ""))
+end
+
+-- Everything that must never appear in an output that is not the asked-for value.
+local SECRETS = { KEY, GROUP_KEY, OTHER_KEY, PASSPHRASE, "PRIVATE KEY", "sig=", "SharedAccessSignature" }
+
+local function assert_no_secrets(text, extra)
+  for _, secret in ipairs(SECRETS) do
+    assert.is_nil(text:find(secret, 1, true), "output holds a secret (" .. secret:sub(1, 12) .. "…):\n" .. text)
+  end
+  for _, secret in ipairs(extra or {}) do
+    assert.is_nil(text:find(secret, 1, true), "output holds a derived key:\n" .. text)
+  end
+end
+
+describe("dps command line", function()
+  local emu, certs, dir
+
+  -- In-process: returns exit code, stdout, stderr.
+  local function main(args, env)
+    local out, err = buffer(), buffer()
+    local code = cli.main(args, env or {}, { stdout = out, stderr = err })
+    return code, out:text(), err:text()
+  end
+
+  -- As a process: `lua bin/dps ARGS` with ENV (written to a 0600 file and
+  -- sourced, so that no key shows up in this test's own command lines).
+  local function process(args, env)
+    local envfile = write(dir .. "/env.sh", "", "600")
+    local f = assert(io.open(envfile, "wb"))
+    f:write("export LUA_PATH=", q(package.path), " LUA_CPATH=", q(package.cpath), "\n")
+    for k, v in pairs(env or {}) do f:write("export ", k, "=", q(v), "\n") end
+    f:close()
+    local quoted = {}
+    for i, a in ipairs(args) do quoted[i] = q(a) end
+    local cmd = string.format("(unset LUA_PATH_5_4 LUA_CPATH_5_4 LUA_PATH_5_3 LUA_CPATH_5_3 DPS_SYMMETRIC_KEY "
+      .. "DPS_GROUP_KEY DPS_KEY_PASSWORD; . %s && exec %s %s %s) </dev/null >%s 2>%s; echo $? >%s",
+      q(envfile), interpreter(), q(emulator.root .. "/bin/dps"), table.concat(quoted, " "),
+      q(dir .. "/out"), q(dir .. "/err"), q(dir .. "/rc"))
+    os.execute(cmd)
+    return tonumber((read(dir .. "/rc") or ""):match("%d+")), read(dir .. "/out") or "",
+      own_stderr(read(dir .. "/err") or "")
+  end
+
+  local function args(registration_id, ...)
+    local a = { "provision", "--id-scope", emu.id_scope, "--endpoint", emu.endpoint, "--ca-file", emu.ca_file }
+    if registration_id then
+      a[#a + 1], a[#a + 2] = "--registration-id", registration_id
+    end
+    for i = 1, select("#", ...) do a[#a + 1] = (select(i, ...)) end
+    return a
+  end
+
+  -- The emulator logs a request just after answering it: wait for n entries.
+  local function requests(registration_id, n)
+    local list = emu:requests(registration_id)
+    for _ = 1, 40 do
+      if #list >= n then break end
+      os.execute("sleep 0.05")
+      list = emu:requests(registration_id)
+    end
+    return list
+  end
+
+  -- Replaces the value of a flag in an argument list, or adds the flag.
+  local function set(a, flag, value)
+    for i = 1, #a do
+      if a[i] == flag then
+        a[i + 1] = value
+        return a
+      end
+    end
+    a[#a + 1], a[#a + 2] = flag, value
+    return a
+  end
+
+  local function with_command(command, a)
+    a[1] = command
+    return a
+  end
+
+  local function one_line(text)
+    assert.are.equal(1, select(2, text:gsub("\n", "")), "not one line:\n" .. text)
+    assert.truthy(text:match("^dps: "), text)
+    assert.is_nil(text:find("traceback", 1, true), text)
+    assert.is_nil(text:find("%.lua:%d+:"), text)
+  end
+
+  local key_file, group_key_file, other_key_file
+
+  setup(function()
+    certs = emulator.certs()
+    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dps-cli.XXXXXX\"")
+    dir = p:read("*l")
+    p:close()
+    key_file = write(dir .. "/device.key", KEY .. "\n")
+    group_key_file = write(dir .. "/group.key", GROUP_KEY .. "\n")
+    other_key_file = write(dir .. "/other.key", OTHER_KEY)
+    -- private keys kept as they should be (mode 0600): no permission warning
+    local shared = certs
+    certs = setmetatable({}, { __index = shared })
+    for _, name in ipairs({ "x509_device_01_key", "x509_device_01_enc_key", "x509_self_01_key", "rogue_key" }) do
+      certs[name] = write(dir .. "/" .. name .. ".pem", read(shared[name]))
+    end
+    local enrollments = {
+      { type = "group", group_id = "g1", symmetric_key = GROUP_KEY },
+      { type = "group", group_id = "x509-group", attestation = "x509" },
+      { type = "individual", registration_id = "x509-self-01", attestation = "x509", certificate = certs.x509_self_01 },
+    }
+    for _, id in ipairs({ "dev-01", "dev-02", "dev-env", "dev-proc", "dev-failed", "dev-disabled", "dev-400",
+      "dev-busy", "dev-verbose", "dev-mode" }) do
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY,
+        device_id = id .. "-hub" }
+    end
+    emu = emulator.start{
+      retry_after = "0",
+      polls_before_assignment = 0,
+      enrollments = enrollments,
+      scenarios = {
+        ["dev-failed"] = { result = "failed" },
+        ["dev-disabled"] = { result = "disabled" },
+        ["dev-400"] = { register = { { status = 400 } } },
+        ["dev-busy"] = { lookup = { { status = 429, retry_after = "7" } } },
+        ["dev-verbose"] = { polls_before_assignment = 1 },
+      },
+    }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  describe("help, version and usage", function()
+    it("prints the overview with every command and the exit codes", function()
+      for _, a in ipairs({ { "--help" }, { "-h" }, { "help" } }) do
+        local code, out, err = main(a)
+        assert.are.equal(0, code)
+        assert.are.equal("", err)
+        for _, word in ipairs({ "provision", "status", "token", "derive-key", "DPS_SYMMETRIC_KEY", "DPS_GROUP_KEY" }) do
+          assert.truthy(out:find(word, 1, true), word)
+        end
+        for n = 0, 6 do
+          assert.truthy(out:find("\n  " .. n .. "  "), "exit code " .. n)
+        end
+      end
+    end)
+
+    it("prints each command's options with COMMAND --help and help COMMAND", function()
+      for _, command in ipairs({ "provision", "status", "token", "derive-key" }) do
+        local code, out = main({ command, "--help" })
+        assert.are.equal(0, code)
+        assert.truthy(out:find("^usage: dps " .. command:gsub("%-", "%%-")), out)
+        local code2, out2 = main({ "help", command })
+        assert.are.equal(0, code2)
+        assert.are.equal(out, out2)
+      end
+      assert.truthy(select(2, main({ "provision", "--help" })):find("--payload", 1, true))
+      assert.truthy(select(2, main({ "token", "--help" })):find("--ttl", 1, true))
+    end)
+
+    it("prints the version", function()
+      local code, out = main({ "--version" })
+      assert.are.equal(0, code)
+      assert.truthy(out:find("dps (lua-azure-dps) " .. dps._VERSION, 1, true), out)
+    end)
+
+    it("exits 2 without a command, with an unknown command, option or stray argument", function()
+      local code, out, err = main({})
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.truthy(err:find("usage: dps COMMAND", 1, true))
+      for _, a in ipairs({
+        { "provison" }, { "--id-scope", "x" }, { "provision", "--bogus", "1" }, { "provision", "--id-scope" },
+        { "provision", "--id-scope", "a", "--id-scope", "b" }, { "provision", "stray-value" },
+        { "provision", "--verbose=yes" }, { "derive-key", "--key-file", key_file },
+      }) do
+        code, out, err = main(a)
+        assert.are.equal(2, code, table.concat(a, " ") .. " → " .. err)
+        assert.are.equal("", out)
+        one_line(err)
+      end
+      assert.is_nil(select(3, main({ "provision", "stray-value" })):find("stray-value", 1, true))
+    end)
+
+    it("exits 2 when a required flag is missing", function()
+      local code, out, err = main({ "provision", "--registration-id", "dev-01", "--key-file", key_file })
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.truthy(err:find("--id-scope is required", 1, true))
+      code, out, err = main({ "token", "--id-scope", "0ne00000001", "--key-file", key_file })
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.truthy(err:find("--registration-id is required", 1, true))
+      code = main({ "derive-key" }, { DPS_GROUP_KEY = GROUP_KEY })
+      assert.are.equal(2, code)
+    end)
+  end)
+
+  describe("keys never on the command line", function()
+    it("refuses every key-bearing flag with a usage error pointing to a file or variable", function()
+      local cases = {
+        { "--key", "DPS_SYMMETRIC_KEY" }, { "--symmetric-key", "--key-file" }, { "--primary-key", "--key-file" },
+        { "--group-key", "DPS_GROUP_KEY" }, { "--key-password", "DPS_KEY_PASSWORD" },
+        { "--password", "--key-password-file" }, { "--sas-token", "key file" },
+      }
+      for _, case in ipairs(cases) do
+        for _, form in ipairs({ { case[1], KEY }, { case[1] .. "=" .. KEY } }) do
+          local a = args("dev-01", form[1], form[2])
+          local code, out, err = main(a)
+          assert.are.equal(2, code, case[1])
+          assert.are.equal("", out)
+          one_line(err)
+          assert.truthy(err:find("not accepted on the command line", 1, true), err)
+          assert.truthy(err:find(case[2], 1, true), err)
+          assert_no_secrets(err)
+        end
+      end
+    end)
+
+    it("refuses them as a process too, exit status 2", function()
+      local code, out, err = process({ "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01",
+        "--symmetric-key", KEY })
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      one_line(err)
+      assert_no_secrets(err)
+    end)
+  end)
+
+  describe("provision", function()
+    it("provisions with --key-file and prints the registration state as JSON", function()
+      local code, out, err = main(args("dev-01", "--key-file", key_file))
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.truthy(out:match("^{.*}\n$"))
+      local state = cjson.decode(out)
+      assert.are.equal("emulated-hub.azure-devices.net", state.assignedHub)
+      assert.are.equal("dev-01-hub", state.deviceId)
+      assert.are.equal("assigned", state.status)
+      assert_no_secrets(out)
+    end)
+
+    it("provisions with DPS_SYMMETRIC_KEY, and as a process", function()
+      local code, out, err = main(args("dev-env"), { DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(0, code, err)
+      assert.are.equal("dev-env-hub", cjson.decode(out).deviceId)
+      code, out, err = process(args("dev-proc"), { DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.are.equal("dev-proc-hub", cjson.decode(out).deviceId)
+    end)
+
+    it("provisions a group member from --group-key-file or DPS_GROUP_KEY", function()
+      local code, out, err = main(args("leaf-cli-1", "--group-key-file", group_key_file))
+      assert.are.equal(0, code, err)
+      local state = cjson.decode(out)
+      assert.are.equal("leaf-cli-1", state.deviceId)
+      assert.are.equal("g1", state.symmetricKey.enrollmentGroupId)
+      code, out = main(args("leaf-cli-2"), { DPS_GROUP_KEY = GROUP_KEY })
+      assert.are.equal(0, code)
+      assert.are.equal("leaf-cli-2", cjson.decode(out).deviceId)
+    end)
+
+    it("sends --payload as the registration payload", function()
+      local code, out, err = main(args("leaf-cli-3", "--group-key-file", group_key_file,
+        "--payload", '{"modelId":"dtmi:com:example:Thermostat;1","n":2}'))
+      assert.are.equal(0, code, err)
+      assert.are.same({ modelId = "dtmi:com:example:Thermostat;1", n = 2 }, cjson.decode(out).payload)
+      assert.truthy(out:find('"dtmi:com:example:Thermostat;1"', 1, true))
+      assert.are.same({ modelId = "dtmi:com:example:Thermostat;1", n = 2 }, requests("leaf-cli-3", 1)[1].payload)
+      for _, bad in ipairs({ "{", "[1,2]", '"text"', "42" }) do
+        local c, _, e = main(args("leaf-cli-3", "--group-key-file", group_key_file, "--payload", bad))
+        assert.are.equal(2, c, bad)
+        one_line(e)
+        assert.truthy(e:find("--payload", 1, true))
+      end
+    end)
+
+    it("provisions with an X.509 certificate, the registration ID taken from its CN", function()
+      local code, out, err = main(args(nil, "--cert", certs.x509_device_01_chain,
+        "--cert-key", certs.x509_device_01_key))
+      assert.are.equal(0, code, err)
+      local state = cjson.decode(out)
+      assert.are.equal("x509-device-01", state.deviceId)
+      assert.are.equal("x509-group", state.x509.enrollmentGroupId)
+      code, out, err = main(args("x509-self-01", "--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key))
+      assert.are.equal(0, code, err)
+      assert.are.equal("x509-self-01", cjson.decode(out).deviceId)
+    end)
+
+    it("reads an encrypted key's pass phrase from DPS_KEY_PASSWORD or --key-password-file", function()
+      local cert = { "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key }
+      local code, out, err = main(args(nil, cert[1], cert[2], cert[3], cert[4]), { DPS_KEY_PASSWORD = PASSPHRASE })
+      assert.are.equal(0, code, err)
+      assert.are.equal("x509-device-01", cjson.decode(out).deviceId)
+      local pw = write(dir .. "/pass", PASSPHRASE .. "\n")
+      code, out, err = main(args(nil, cert[1], cert[2], cert[3], cert[4], "--key-password-file", pw))
+      assert.are.equal(0, code, err)
+      assert.are.equal("x509-device-01", cjson.decode(out).deviceId)
+    end)
+
+    it("exits 3 for local credential problems", function()
+      local wrong = write(dir .. "/wrong-pass", "nope")
+      local not_base64 = write(dir .. "/bad.key", "this is not base64!")
+      local empty = write(dir .. "/empty.key", "\n")
+      local cases = {
+        { args("dev-01", "--key-file", dir .. "/missing.key"), {}, "missing.key" },
+        { args("dev-01", "--key-file", not_base64), {}, "base64" },
+        { args("dev-01", "--key-file", empty), {}, "empty" },
+        { args("dev-01"), {}, "no key" },
+        { args("dev-01"), { DPS_SYMMETRIC_KEY = "" }, "no key" },
+        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key), {},
+          "pass" },
+        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key,
+          "--key-password-file", wrong), {}, "key_password" },
+        { args(nil, "--cert", dir .. "/missing.pem", "--cert-key", certs.x509_device_01_key), {}, "credentials" },
+      }
+      for _, case in ipairs(cases) do
+        local code, out, err = main(case[1], case[2])
+        assert.are.equal(3, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find(case[3], 1, true), err)
+        assert_no_secrets(err)
+      end
+    end)
+
+    it("exits 2 for misuse the library detects, in one clean line", function()
+      local cases = {
+        { args("bad id!", "--key-file", key_file), "registration_id" },
+        { set(args("dev-01", "--key-file", key_file), "--endpoint", "http://localhost:1"), "endpoint" },
+        { args("dev-01", "--key-file", key_file, "--proxy", "socks5://localhost:1"), "proxy" },
+        { args("dev-01", "--key-file", key_file, "--timeout", "soon"), "--timeout" },
+        { args("dev-01", "--key-file", key_file, "--timeout", "-1"), "--timeout" },
+        { args("someone-else", "--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key), "CN" },
+        { args(nil, "--cert", certs.x509_self_01), "--cert-key" },
+        { args("dev-01", "--key-file", key_file, "--group-key-file", group_key_file), "one key source" },
+        { args("dev-01"), "both", { DPS_SYMMETRIC_KEY = KEY, DPS_GROUP_KEY = GROUP_KEY } },
+        { args("dev-01", "--key-file", key_file, "--key-password-file", key_file), "--key-password-file" },
+      }
+      for _, case in ipairs(cases) do
+        local code, out, err = main(case[1], case[3])
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find(case[2], 1, true), err)
+        assert_no_secrets(err)
+      end
+    end)
+
+    it("exits 4 when the service refuses the credentials, with errorCode and trackingId", function()
+      for _, a in ipairs({ args("dev-01", "--key-file", other_key_file),
+        args("x509-device-01", "--cert", certs.rogue, "--cert-key", certs.rogue_key) }) do
+        local code, out, err = main(a)
+        assert.are.equal(4, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find("HTTP 401", 1, true), err)
+        assert.truthy(err:find("errorCode 401002", 1, true), err)
+        assert.truthy(err:find("trackingId %x+%-"), err)
+        assert.truthy(err:find("clock", 1, true), err)
+        assert_no_secrets(err)
+      end
+    end)
+
+    it("exits 1 when the service refuses the request (404 ID scope, 400)", function()
+      local code, out, err = main(set(args("dev-01", "--key-file", key_file), "--id-scope", "0ne99999999"))
+      assert.are.equal(1, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("HTTP 404", 1, true) and err:find("errorCode 404001", 1, true), err)
+      assert.truthy(err:find("--id-scope", 1, true), err)
+      code, out, err = main(args("dev-400", "--key-file", key_file))
+      assert.are.equal("", out)
+      assert.are.equal(1, code, err)
+      assert.truthy(err:find("HTTP 400", 1, true), err)
+    end)
+
+    it("exits 5 for TLS failures, unreachable endpoints and the deadline", function()
+      local code, out, err = main(set(args("dev-01", "--key-file", key_file), "--ca-file", certs.other_ca))
+      assert.are.equal(5, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:lower():find("tls", 1, true), err)
+      local a = set(args("dev-01", "--key-file", key_file), "--endpoint", emu.expired_endpoint)
+      code, out, err = main(a)
+      assert.are.equal("", out)
+      assert.are.equal(5, code, err)
+      set(a, "--endpoint", "https://127.0.0.1:1")
+      set(a, "--timeout", "1")
+      local started = os.time()
+      code, out, err = main(a)
+      assert.are.equal("", out)
+      assert.are.equal(5, code, err)
+      one_line(err)
+      assert.truthy(err:find("no assignment within 1 s", 1, true), err)
+      assert.is_true(os.time() - started <= 4)
+    end)
+
+    it("exits 6 when the registration ends failed or disabled", function()
+      local code, out, err = main(args("dev-failed", "--key-file", key_file))
+      assert.are.equal(6, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("registration failed", 1, true) and err:find("errorCode 400207", 1, true), err)
+      code, out, err = main(args("dev-disabled", "--key-file", key_file))
+      assert.are.equal(6, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find("disabled", 1, true), err)
+    end)
+
+    it("warns when a key file can be read by other users", function()
+      local open_key = write(dir .. "/open.key", KEY, "644")
+      local code, out, err = main(args("dev-mode", "--key-file", open_key))
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("dev-mode-hub", 1, true))
+      one_line(err)
+      assert.truthy(err:find("warning: " .. open_key .. " can be read by other users", 1, true), err)
+      assert.truthy(err:find("chmod 600", 1, true), err)
+      assert_no_secrets(err)
+      code, out, err = main(args("dev-mode", "--key-file", key_file))
+      assert.truthy(out:find("dev-mode-hub", 1, true))
+      assert.are.equal(0, code)
+      assert.are.equal("", err)
+    end)
+
+    it("tells what it does with --verbose, without a key or token", function()
+      local code, out, err = main(args("dev-verbose", "--key-file", key_file, "--verbose"))
+      assert.are.equal(0, code, err)
+      assert.truthy(err:find("dps: provisioning dev-verbose at " .. emu.endpoint, 1, true), err)
+      assert.truthy(err:find("the key in --key-file " .. key_file, 1, true), err)
+      assert.truthy(err:find("assigned to emulated-hub.azure-devices.net as device dev-verbose-hub", 1, true), err)
+      assert.truthy(err:find("2 requests on 1 TLS connection", 1, true), err)
+      assert.are.equal("dev-verbose-hub", cjson.decode(out).deviceId)
+      assert_no_secrets(err)
+      code, out, err = main(args("dev-01", "--key-file", other_key_file, "-v"))
+      assert.are.equal("", out)
+      assert.are.equal(4, code)
+      assert.truthy(err:find("kind=auth status=401 error_code=401002 tracking_id=", 1, true), err)
+      assert_no_secrets(err)
+    end)
+  end)
+
+  describe("status", function()
+    it("prints the registration without registering again", function()
+      assert.are.equal(0, (main(args("dev-02", "--key-file", key_file))))
+      local before = #requests("dev-02", 1)
+      local code, out, err = main(with_command("status", args("dev-02", "--key-file", key_file)))
+      assert.are.equal(0, code, err)
+      local state = cjson.decode(out)
+      assert.are.equal("assigned", state.status)
+      assert.are.equal("dev-02-hub", state.deviceId)
+      local list = requests("dev-02", before + 1)
+      assert.are.equal(before + 1, #list)
+      assert.are.equal("lookup", list[#list].kind)
+    end)
+
+    it("works as a process with a group key", function()
+      assert.are.equal(0, (main(args("leaf-cli-status", "--group-key-file", group_key_file))))
+      local code, out, err = process(with_command("status", args("leaf-cli-status", "--group-key-file",
+        group_key_file)))
+      assert.are.equal(0, code, err)
+      assert.are.equal("leaf-cli-status", cjson.decode(out).deviceId)
+    end)
+
+    it("exits 1 with a hint for a device that never registered, and on 429", function()
+      local code, out, err = main(with_command("status", args("leaf-never", "--group-key-file", group_key_file)))
+      assert.are.equal(1, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("HTTP 404", 1, true) and err:find("dps provision", 1, true), err)
+      code, out, err = main(with_command("status", args("dev-busy", "--key-file", key_file)))
+      assert.are.equal("", out)
+      assert.are.equal(1, code, err)
+      assert.truthy(err:find("HTTP 429", 1, true) and err:find("Retry-After 7 s", 1, true), err)
+    end)
+
+    it("exits 6 for a failed registration and 4 for a refused key", function()
+      main(args("dev-failed", "--key-file", key_file))
+      local code, out, err = main(with_command("status", args("dev-failed", "--key-file", key_file)))
+      assert.are.equal(6, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("registration failed", 1, true), err)
+      code = main(with_command("status", args("dev-02", "--key-file", other_key_file)))
+      assert.are.equal(4, code)
+    end)
+  end)
+
+  describe("token", function()
+    local function token_args(...)
+      local a = { "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01" }
+      for i = 1, select("#", ...) do a[#a + 1] = (select(i, ...)) end
+      return a
+    end
+
+    it("prints the same token as dps.registration_token", function()
+      local code, out, err = main(token_args("--key-file", key_file, "--expiry", "1700000000"))
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.are.equal(dps.registration_token("0ne00000001", "dev-01", KEY, 1700000000) .. "\n", out)
+      code, out = process(token_args("--expiry", "1700000000"), { DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(0, code)
+      assert.are.equal(dps.registration_token("0ne00000001", "dev-01", KEY, 1700000000) .. "\n", out)
+    end)
+
+    it("signs a group member's token with the derived key", function()
+      local code, out = main(token_args("--group-key-file", group_key_file, "--expiry", "1700000000"))
+      assert.are.equal(0, code)
+      local derived = dps.derive_key(GROUP_KEY, "dev-01")
+      assert.are.equal(dps.registration_token("0ne00000001", "dev-01", derived, 1700000000) .. "\n", out)
+    end)
+
+    it("expires after --ttl seconds, one hour by default", function()
+      for _, case in ipairs({ { {}, 3600 }, { { "--ttl", "120" }, 120 } }) do
+        local a = token_args("--key-file", key_file, case[1][1], case[1][2])
+        local now = os.time()
+        local code, out = main(a)
+        assert.are.equal(0, code)
+        local se = tonumber(out:match("&se=(%d+)"))
+        assert.is_true(se >= now + case[2] and se <= now + case[2] + 2, out)
+      end
+    end)
+
+    it("exits 2 for bad --expiry / --ttl and for a certificate, 3 without a key", function()
+      for _, a in ipairs({
+        token_args("--key-file", key_file, "--expiry", "1.5"), token_args("--key-file", key_file, "--ttl", "0"),
+        token_args("--key-file", key_file, "--ttl", "x"),
+        token_args("--key-file", key_file, "--expiry", "1700000000", "--ttl", "60"),
+        token_args("--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key),
+      }) do
+        local code, out, err = main(a)
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+      end
+      local code, _, err = main(token_args())
+      assert.are.equal(3, code)
+      one_line(err)
+    end)
+
+    it("never shows the signature in --verbose", function()
+      local code, out, err = main(token_args("--key-file", key_file, "--expiry", "1700000000", "--verbose"))
+      assert.are.equal(0, code)
+      assert.truthy(out:find("sig=", 1, true))
+      assert.truthy(err:find("expires 2023-11-14T22:13:20Z", 1, true), err)
+      assert_no_secrets(err)
+    end)
+  end)
+
+  describe("derive-key", function()
+    local ID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
+    local DERIVED = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="
+
+    it("prints the derived key from --group-key-file or DPS_GROUP_KEY", function()
+      local code, out, err = main({ "derive-key", "--registration-id", ID, "--group-key-file", group_key_file })
+      assert.are.equal(0, code, err)
+      assert.are.equal(DERIVED .. "\n", out)
+      assert.are.equal("", err)
+      code, out, err = process({ "derive-key", "--registration-id", ID }, { DPS_GROUP_KEY = GROUP_KEY })
+      assert.are.equal(0, code, err)
+      assert.are.equal(DERIVED .. "\n", out)
+    end)
+
+    it("ignores DPS_SYMMETRIC_KEY and exits 3 without a group key", function()
+      local code, out, err = main({ "derive-key", "--registration-id", ID }, { DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(3, code)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("DPS_GROUP_KEY", 1, true))
+    end)
+  end)
+
+  describe("exit codes as a process", function()
+    it("are the documented ones", function()
+      local cases = {
+        { { "--version" }, {}, 0 },
+        { { "provision", "--key", KEY }, {}, 2 },
+        { args("dev-01", "--key-file", dir .. "/missing.key"), {}, 3 },
+        { args("dev-01", "--key-file", other_key_file), {}, 4 },
+        { set(args("dev-01", "--key-file", key_file), "--ca-file", certs.other_ca), {}, 5 },
+        { args("dev-failed"), { DPS_SYMMETRIC_KEY = KEY }, 6 },
+      }
+      cases[#cases + 1] = { set(args("dev-01", "--key-file", key_file), "--id-scope", "0ne99999999"), {}, 1 }
+      for _, case in ipairs(cases) do
+        local code, out, err = process(case[1], case[2])
+        assert.are.equal(case[3], code, table.concat(case[1], " ") .. "\n" .. err)
+        if code ~= 0 then
+          assert.are.equal("", out)
+          one_line(err)
+        end
+        assert_no_secrets(out .. err)
+      end
+    end)
+  end)
+
+  describe("no secrets in any output", function()
+    it("holds for every command's stdout (except the asked-for value) and stderr, with --verbose", function()
+      local derived = { dps.derive_key(GROUP_KEY, "leaf-secret"), dps.derive_key(GROUP_KEY, "dev-01"), "wrong-pass" }
+      local runs = {
+        { args("leaf-secret", "--group-key-file", group_key_file, "-v") },
+        { args("leaf-secret", "-v"), { DPS_GROUP_KEY = GROUP_KEY } },
+        { args("dev-01", "--key-file", other_key_file, "-v") },
+        { args("dev-failed", "--key-file", key_file, "-v") },
+        { set(args("dev-01", "--key-file", key_file, "-v"), "--ca-file", certs.other_ca) },
+        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key, "-v"),
+          { DPS_KEY_PASSWORD = PASSPHRASE } },
+        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key, "-v"),
+          { DPS_KEY_PASSWORD = "wrong-pass" } },
+        { with_command("status", args("leaf-secret", "--group-key-file", group_key_file, "-v")) },
+        { { "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01", "--group-key-file",
+          group_key_file, "-v" } },
+        { { "token", "--id-scope", "0ne00000001", "--registration-id", "dev 01", "-v" },
+          { DPS_GROUP_KEY = GROUP_KEY } },
+        { { "derive-key", "--registration-id", "dev-01", "--group-key-file", group_key_file } },
+        { args("dev-01", "--key-file", key_file, "--payload", "{", "-v") },
+      }
+      for _, r in ipairs(runs) do
+        for _, runner in ipairs({ main, process }) do
+          local code, out, err = runner(r[1], r[2])
+          assert_no_secrets(err, derived)
+          if r[1][1] == "token" or r[1][1] == "derive-key" then
+            if code == 0 then assert.truthy(out ~= "") end
+          else
+            assert_no_secrets(out, derived)
+          end
+        end
+      end
+    end)
+  end)
+end)

@@ -1,0 +1,456 @@
+-- Every example, run as a real process against the local emulator: the Lua
+-- programs in examples/, the OpenWrt init script's provisioning (a temp dir
+-- standing in for /etc), and the code blocks README.md marks as run here.
+local dps = require "dps"
+local emulator = require "spec.support.emulator"
+local cjson = require("cjson").new()
+
+local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+local HUB = "emulated-hub.azure-devices.net"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, text, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  assert(os.execute("chmod " .. (mode or "600") .. " " .. q(path)))
+  return path
+end
+
+-- Escapes a literal string for use in a Lua pattern.
+local function literal(s)
+  return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+end
+
+local function mode(path)
+  local p = io.popen("ls -ld " .. q(path))
+  local line = p:read("*l") or ""
+  p:close()
+  return line:match("^(%S+)")
+end
+
+-- The interpreter running this spec: the examples run under the same Lua.
+local function interpreter()
+  -- busted --lua=X re-runs itself under X (a plain interpreter, or a wrapper
+  -- that adds sanitizers or valgrind): spawn the same X
+  for _, a in ipairs(arg or {}) do
+    local lua = type(a) == "string" and a:match("^%-%-lua=(.+)$")
+    if lua then
+      if lua:find("/", 1, true) and lua:sub(1, 1) ~= "/" then lua = emulator.root .. "/" .. lua end
+      return lua
+    end
+  end
+  local a = arg and arg[-1]
+  if type(a) == "string" and a:match("lua") then return a end
+  if rawget(_G, "jit") then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
+-- The code block that follows the n-th "runs this block" marker in README.md.
+local function readme_block(n)
+  local text = assert(read(emulator.root .. "/README.md"))
+  local i = 0
+  for block in text:gmatch("<!%-%- spec/examples_spec%.lua runs this block %-%->\n```%w+\n(.-)\n```") do
+    i = i + 1
+    if i == n then return block end
+  end
+  error("README.md has no block " .. n .. " marked for spec/examples_spec.lua")
+end
+
+-- A process's stderr without the lines valgrind adds when the suite runs
+-- under it (busted --lua=valgrind-wrapper): "==PID== …".
+local function own_stderr(text)
+  return (text:gsub("==%d+==[^\n]*\n?", ""))
+end
+
+describe("examples", function()
+  local emu, certs, dir
+
+  -- Runs a shell command line with ENV (a 0600 file, sourced: keys stay off
+  -- command lines) and the Lua paths of this run (none when `bare`, as in a
+  -- new user's shell); returns code, stdout, stderr. Gives up after 5 minutes.
+  local function sh(command, env, cwd, bare)
+    local envfile = write(dir .. "/env.sh", "")
+    local f = assert(io.open(envfile, "wb"))
+    if not bare then
+      f:write("export LUA_PATH=", q(package.path), " LUA_CPATH=", q(package.cpath), "\n")
+    end
+    f:write("export LUA=", q(interpreter()), "\n")
+    for k, v in pairs(env or {}) do f:write("export ", k, "=", q(v), "\n") end
+    f:close()
+    local script = write(dir .. "/run.sh", string.format("cd %s || exit 99\n. %s\n%s\n",
+      q(cwd or emulator.root), q(envfile), command))
+    os.execute(string.format("(unset LUA_PATH LUA_CPATH LUA_PATH_5_4 LUA_CPATH_5_4 LUA_PATH_5_3 LUA_CPATH_5_3 "
+      .. "DPS_SYMMETRIC_KEY DPS_GROUP_KEY DPS_KEY_PASSWORD; timeout 300 sh %s) </dev/null >%s 2>%s; echo $? >%s",
+      q(script), q(dir .. "/out"),
+      q(dir .. "/err"), q(dir .. "/rc")))
+    return tonumber((read(dir .. "/rc") or ""):match("%d+")), read(dir .. "/out") or "",
+      own_stderr(read(dir .. "/err") or "")
+  end
+
+  local function example(name, env, args)
+    local e = { DPS_ID_SCOPE = emu.id_scope, DPS_ENDPOINT = emu.endpoint, DPS_CA_FILE = emu.ca_file }
+    for k, v in pairs(env or {}) do e[k] = v end
+    local quoted = {}
+    for i, a in ipairs(args or {}) do quoted[i] = q(a) end
+    return sh('"$LUA" examples/' .. name .. " " .. table.concat(quoted, " "), e)
+  end
+
+  -- The emulator logs a request just after answering it: wait for n entries.
+  local function requests(registration_id, n)
+    local list = emu:requests(registration_id)
+    for _ = 1, 40 do
+      if #list >= n then break end
+      os.execute("sleep 0.05")
+      list = emu:requests(registration_id)
+    end
+    return list
+  end
+
+  local function assert_no_keys(text)
+    for _, secret in ipairs({ KEY, GROUP_KEY, OTHER_KEY, "sig=", "PRIVATE KEY" }) do
+      assert.is_nil(text:find(secret, 1, true), "a secret in:\n" .. text)
+    end
+  end
+
+  setup(function()
+    certs = emulator.certs()
+    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dps-examples.XXXXXX\"")
+    dir = p:read("*l")
+    p:close()
+    -- README's test certificate, made by its own commands, enrolled below
+    os.execute("mkdir -p " .. q(dir .. "/readme-cert"))
+    local code, _, err = sh("set -e\n" .. readme_block(3), {}, dir .. "/readme-cert")
+    assert(code == 0, "README's openssl commands failed: " .. err)
+    local enrollments = {
+      { type = "group", group_id = "g1", symmetric_key = GROUP_KEY },
+      { type = "group", group_id = "x509-group", attestation = "x509" },
+      { type = "individual", registration_id = "x509-self-01", attestation = "x509", certificate = certs.x509_self_01 },
+      { type = "individual", attestation = "x509", certificate = dir .. "/readme-cert/my-device-01.pem" },
+      { type = "individual", registration_id = "dev-ex-01", symmetric_key = KEY, device_id = "router-01" },
+    }
+    for _, id in ipairs({ "router-01", "router-ow-01", "router-ow-02", "router-ow-03", "router-ow-04" }) do
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY }
+    end
+    emu = emulator.start{
+      retry_after = "0",
+      polls_before_assignment = 1,
+      enrollments = enrollments,
+      scenarios = { ["leaf-ex-bad"] = { result = "failed" } },
+    }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    if dir then os.execute("rm -rf " .. q(dir)) end
+  end)
+
+  describe("Lua programs", function()
+    it("provision_individual.lua provisions with an individual key", function()
+      local code, out, err = example("provision_individual.lua", { DPS_REGISTRATION_ID = "dev-ex-01",
+        DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(0, code, err)
+      assert.are.equal("dev-ex-01 -> hub " .. HUB .. ", device router-01 (initialAssignment)\n", out)
+      code, out, err = example("provision_individual.lua", { DPS_REGISTRATION_ID = "dev-ex-01",
+        DPS_SYMMETRIC_KEY = OTHER_KEY })
+      assert.are.equal(1, code)
+      assert.are.equal("", out)
+      assert.truthy(err:find("provisioning failed: register: HTTP 401", 1, true), err)
+      assert.truthy(err:find("[kind=auth]", 1, true), err)
+      assert_no_keys(err)
+    end)
+
+    it("provision_group.lua provisions a group member on one TLS connection", function()
+      local code, out, err = example("provision_group.lua", { DPS_REGISTRATION_ID = "leaf-ex-07",
+        DPS_GROUP_KEY = GROUP_KEY })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:match("^leaf%-ex%-07 %-> hub " .. literal(HUB)
+        .. ", device leaf%-ex%-07 %(initialAssignment; 2 requests on 1 TLS connection%)\n$"), out)
+    end)
+
+    it("iot_central.lua sends the model ID, and the IoT Central gateway when asked", function()
+      local code, out, err = example("iot_central.lua", { DPS_REGISTRATION_ID = "thermostat-ex-01",
+        DPS_GROUP_KEY = GROUP_KEY })
+      assert.are.equal(0, code, err)
+      assert.are.equal("thermostat-ex-01 -> hub " .. HUB .. ", device thermostat-ex-01, model "
+        .. "dtmi:com:example:Thermostat;1\n", out)
+      assert.are.same({ modelId = "dtmi:com:example:Thermostat;1" }, requests("thermostat-ex-01", 1)[1].payload)
+
+      code, out, err = example("iot_central.lua", { DPS_REGISTRATION_ID = "sensor-ex-02", DPS_GROUP_KEY = GROUP_KEY,
+        DPS_MODEL_ID = "dtmi:com:example:Sensor;2", DPS_GATEWAY_ID = "gateway-ex-01" })
+      assert.are.equal(0, code, err)
+      assert.are.equal("sensor-ex-02 -> hub " .. HUB .. ", device sensor-ex-02, model dtmi:com:example:Sensor;2, "
+        .. "gateway gateway-ex-01\n", out)
+      assert.are.same({ modelId = "dtmi:com:example:Sensor;2", iotcGateway = { iotcGatewayId = "gateway-ex-01" } },
+        requests("sensor-ex-02", 1)[1].payload)
+    end)
+
+    it("gateway_leaves.lua provisions each leaf on its own client and reports each", function()
+      local key_file = write(dir .. "/group.key", GROUP_KEY .. "\n")
+      local leaves = { "leaf-ex-a", "leaf-ex-b", "leaf-ex-c" }
+      local code, out, err = example("gateway_leaves.lua", { DPS_GROUP_KEY_FILE = key_file }, leaves)
+      assert.are.equal(0, code, err)
+      local expected = {}
+      for i, leaf in ipairs(leaves) do expected[i] = leaf .. ": assigned to " .. HUB .. " as " .. leaf end
+      expected[#expected + 1] = "3 of 3 leaves assigned"
+      assert.are.equal(table.concat(expected, "\n") .. "\n", out)
+      local seen = {}
+      for _, leaf in ipairs(leaves) do
+        local conns = emu:connections(leaf)
+        assert.are.equal(1, #conns, leaf)
+        assert.is_nil(seen[conns[1]], "two leaves on one connection")
+        seen[conns[1]] = true
+      end
+
+      code, out = example("gateway_leaves.lua", { DPS_GROUP_KEY = GROUP_KEY }, { "leaf-ex-d", "leaf-ex-bad" })
+      assert.are.equal(1, code)
+      assert.truthy(out:find("leaf-ex-d: assigned to " .. HUB .. " as leaf-ex-d\n", 1, true), out)
+      assert.truthy(out:find("leaf-ex-bad: FAILED registration failed: ", 1, true), out)
+      assert.truthy(out:find("[kind=failed]\n1 of 2 leaves assigned\n", 1, true), out)
+      assert_no_keys(out)
+      assert.are.equal(2, (example("gateway_leaves.lua", { DPS_GROUP_KEY = GROUP_KEY })))
+    end)
+
+    it("x509.lua provisions with a certificate chain, a self-signed certificate and an encrypted key", function()
+      local code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_device_01_chain,
+        DPS_KEY_FILE = certs.x509_device_01_key })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:match("^x509%-device%-01 %-> hub " .. literal(HUB) .. ", device x509%-device%-01 "
+        .. "%(CN=x509%-device%-01, SHA%-256 %x+, group x509%-group%)\n$"), out)
+      code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_self_01, DPS_KEY_FILE = certs.x509_self_01_key,
+        DPS_REGISTRATION_ID = "x509-self-01" })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("^x509%-self%-01 %-> hub "), out)
+      code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_device_01_chain,
+        DPS_KEY_FILE = certs.x509_device_01_enc_key, DPS_KEY_PASSWORD = certs.x509_device_01_passphrase })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("^x509%-device%-01 %-> hub "), out)
+      code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_device_01_chain,
+        DPS_KEY_FILE = certs.x509_device_01_enc_key, DPS_KEY_PASSWORD = "not-the-pass-phrase" })
+      assert.are.equal(2, code)
+      assert.are.equal("", out)
+      assert.truthy(err:find("cannot use the certificate: dps.new: credentials: ", 1, true), err)
+      assert.is_nil(err:find("not-the-pass-phrase", 1, true), err)
+    end)
+  end)
+
+  describe("OpenWrt init script", function()
+    local root, n = nil, 0
+
+    -- OpenWrt's /lib/functions.sh (config_load, config_get, config_get_bool),
+    -- which rc.common loads on a router, read here from $UCI_CONFIG_DIR: just
+    -- the `option` lines of the one named section, as UCI stores them.
+    local FUNCTIONS = [[
+config_load() {
+	while read -r kw name value; do
+		[ "$kw" = option ] || continue
+		value=${value#\'}
+		value=${value%\'}
+		eval "CONFIG_main_$name=\$value"
+	done <"$UCI_CONFIG_DIR/$1"
+}
+config_get() {
+	eval "__value=\${CONFIG_$2_$3-}"
+	[ -n "$__value" ] || __value=$4
+	eval "$1=\$__value"
+}
+config_get_bool() {
+	config_get "$1" "$2" "$3" "$4"
+	eval "case \$$1 in 1|on|true|yes|enabled) $1=1 ;; *) $1=0 ;; esac"
+}
+]]
+
+    -- A fresh /etc (UCI config from examples/openwrt/dps.config with OPTIONS
+    -- set, key file in etc/dps); returns the etc dir.
+    local function etc(options, key)
+      n = n + 1
+      local e = root .. "/etc" .. n
+      os.execute("mkdir -p " .. q(e .. "/config") .. " " .. q(e .. "/dps"))
+      write(e .. "/dps/device.key", (key or KEY) .. "\n")
+      local config = assert(read(emulator.root .. "/examples/openwrt/dps.config")):gsub("/etc/dps/", e .. "/dps/")
+      for name, value in pairs(options) do
+        local line = "\toption " .. name .. " '" .. value .. "'"
+        local replaced
+        config, replaced = config:gsub("\n\t#?option " .. name .. " '[^\n]*'", function() return "\n" .. line end)
+        if replaced == 0 then config = config .. line .. "\n" end
+      end
+      write(e .. "/config/dps", config, "644")
+      return e
+    end
+
+    local function init(e, command)
+      return sh(string.format(". %s\n. examples/openwrt/dps.init\n%s", q(root .. "/functions.sh"), command),
+        { UCI_CONFIG_DIR = e .. "/config", DPS_DIR = e .. "/dps",
+          DPS_BIN = interpreter() .. " " .. emulator.root .. "/bin/dps" })
+    end
+
+    local function settings(extra)
+      local o = { id_scope = emu.id_scope, endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1",
+        timeout = "10", attempts = "1", retry_delay = "0" }
+      for k, v in pairs(extra) do o[k] = v end
+      return o
+    end
+
+    local function leftovers(e)
+      local p = io.popen("ls -A " .. q(e .. "/dps"))
+      local names = p:read("*a")
+      p:close()
+      return names:find(".assignment.", 1, true)
+    end
+
+    setup(function()
+      root = dir .. "/openwrt"
+      os.execute("mkdir -p " .. q(root))
+      write(root .. "/functions.sh", FUNCTIONS, "644")
+    end)
+
+    it("reads every option of dps.config", function()
+      local config = read(emulator.root .. "/examples/openwrt/dps.config")
+      local script = read(emulator.root .. "/examples/openwrt/dps.init")
+      local count = 0
+      for name in config:gmatch("\n\t#?option ([%w_]+) ") do
+        count = count + 1
+        assert.truthy(script:find("config_get%S* %S+ main " .. name .. "[ \n]"), name)
+      end
+      assert.is_true(count >= 15)
+      assert.truthy(config:find("\nconfig dps 'main'\n", 1, true))
+    end)
+
+    it("provisions, writes the assignment atomically (0644, no key) and keeps it", function()
+      local e = etc(settings({ registration_id = "router-ow-01", model_id = "dtmi:com:example:Router;1" }))
+      local code, out, err = init(e, "provision")
+      assert.are.equal(0, code, err)
+      assert.are.equal("", out)
+      local assignment = e .. "/dps/assignment.json"
+      local text = assert(read(assignment), err)
+      local state = cjson.decode(text)
+      assert.are.equal(HUB, state.assignedHub)
+      assert.are.equal("router-ow-01", state.deviceId)
+      assert.are.equal("initialAssignment", state.substatus)
+      assert.are.equal("-rw-r--r--", mode(assignment))
+      assert.is_nil(leftovers(e))
+      assert_no_keys(text .. err)
+      assert.truthy(err:find("dps: provisioned; assignment in " .. assignment, 1, true), err)
+      assert.are.same({ modelId = "dtmi:com:example:Router;1" }, requests("router-ow-01", 1)[1].payload)
+
+      local before = #requests("router-ow-01", 2)
+      local out2
+      code, out2, err = init(e, "provision")
+      assert.are.equal(0, code, err)
+      assert.are.equal("", out2)
+      assert.truthy(err:find("using the cached assignment", 1, true), err)
+      os.execute("sleep 0.3")
+      assert.are.equal(before, #emu:requests("router-ow-01"))
+      assert.are.equal(text, read(assignment))
+
+      code, out2, err = init(e, "reprovision")
+      assert.are.equal("", out2)
+      assert.are.equal(0, code, err)
+      assert.is_true(#requests("router-ow-01", before + 1) > before)
+      assert.are.equal("deviceDataMigrated", cjson.decode(read(assignment)).substatus)
+    end)
+
+    it("provisions a group member from group_key_file", function()
+      local e = etc(settings({ registration_id = "leaf-ow-01", key_file = "",
+        group_key_file = root .. "/group.key" }))
+      write(root .. "/group.key", GROUP_KEY)
+      local code, _, err = init(e, "provision")
+      assert.are.equal(0, code, err)
+      assert.are.equal("leaf-ow-01", cjson.decode(read(e .. "/dps/assignment.json")).deviceId)
+    end)
+
+    it("leaves no assignment and returns dps's exit status when provisioning fails", function()
+      local e = etc(settings({ registration_id = "router-ow-02" }), OTHER_KEY)
+      local code, out, err = init(e, "provision")
+      assert.are.equal(4, code, err)
+      assert.are.equal("", out)
+      assert.is_nil(read(e .. "/dps/assignment.json"))
+      assert.is_nil(leftovers(e))
+      assert.truthy(err:find("dps: register: HTTP 401", 1, true), err)
+      assert.truthy(err:find("provisioning failed (exit status 4, attempt 1 of 1)", 1, true), err)
+      assert_no_keys(err)
+    end)
+
+    it("tries again after network failures only, up to `attempts`", function()
+      local e = etc(settings({ registration_id = "router-ow-03", endpoint = "https://127.0.0.1:1", timeout = "1",
+        attempts = "2" }))
+      local code, _, err = init(e, "provision")
+      assert.are.equal(5, code, err)
+      assert.truthy(err:find("attempt 1 of 2 failed; next in 0 s", 1, true), err)
+      assert.truthy(err:find("provisioning failed (exit status 5, attempt 2 of 2)", 1, true), err)
+      assert.is_nil(read(e .. "/dps/assignment.json"))
+      e = etc(settings({ registration_id = "bad id", attempts = "3" }))
+      code, _, err = init(e, "provision")
+      assert.are.equal(2, code, err)
+      assert.is_nil(err:find("attempt 1 of 3 failed", 1, true), err)
+    end)
+
+    it("complains when id_scope is missing, and start does nothing unless enabled", function()
+      local e = etc(settings({ registration_id = "router-ow-04", id_scope = "" }))
+      local code, _, err = init(e, "provision")
+      assert.are.equal(2, code)
+      assert.truthy(err:find("option id_scope is not set", 1, true), err)
+      e = etc(settings({ registration_id = "router-ow-04", enabled = "0" }))
+      code, _, err = init(e, "start_service")
+      assert.are.equal(0, code, err)
+      assert.is_nil(read(e .. "/dps/assignment.json"))
+    end)
+  end)
+
+  describe("README.md", function()
+    it("quick start provisions", function()
+      local program = write(dir .. "/quick_start.lua", readme_block(1))
+      local code, out, err = sh('"$LUA" ' .. q(program), { DPS_SYMMETRIC_KEY = KEY, DPS_ENDPOINT = emu.endpoint,
+        DPS_CA_FILE = emu.ca_file })
+      assert.are.equal(0, code, err)
+      assert.are.equal(HUB .. "\trouter-01\n", out)
+    end)
+
+    it("the command-line walkthrough against the emulator works as written", function()
+      -- as written, except: its own folder and port (so runs never collide),
+      -- and no `make` (the suite has built everything and made the certificates)
+      local port = tostring(20000 + (os.time() % 1000) * 37 % 30000)
+      local block = readme_block(2):gsub("\nmake [^\n]*", ""):gsub("^make [^\n]*\n", "")
+      local try = (dir:gsub("%%", "%%%%")) .. "/try"
+      block = block:gsub("%$PWD/build/try", try):gsub("build/try", try):gsub("8443", port)
+      local code, out, err = sh("set -e\ntrap 'kill $emulator 2>/dev/null || true' EXIT\n" .. block, {}, nil, true)
+      assert.are.equal(0, code, err)
+      local lines = {}
+      for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.are.equal(5, #lines, out)
+      assert.are.equal("router-01", cjson.decode(lines[1]).deviceId)
+      assert.are.equal("leaf-07", cjson.decode(lines[2]).deviceId)
+      assert.are.same({ modelId = "dtmi:com:example:Thermostat;1" }, cjson.decode(lines[2]).payload)
+      assert.are.equal("assigned", cjson.decode(lines[3]).status)
+      assert.are.equal(dps.derive_key(GROUP_KEY, "leaf-07"), lines[4])
+      assert.truthy(lines[5]:find("^SharedAccessSignature sr=0ne00000001%%2Fregistrations%%2Frouter%-01&sig="))
+      assert.are.equal("", err)
+    end)
+
+    it("the test certificate provisions an individual X.509 enrollment, by x509.lua and by dps", function()
+      local cert, key = dir .. "/readme-cert/my-device-01.pem", dir .. "/readme-cert/my-device-01.key"
+      assert.are.equal("-rw-------", mode(key))
+      local code, out, err = example("x509.lua", { DPS_CERT_FILE = cert, DPS_KEY_FILE = key })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("^my%-device%-01 %-> hub "), out)
+      code, out, err = sh(string.format('"$LUA" bin/dps provision --id-scope %s --cert %s --cert-key %s '
+        .. "--endpoint %s --ca-file %s", emu.id_scope, q(cert), q(key), emu.endpoint, q(emu.ca_file)))
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.are.equal("my-device-01", cjson.decode(out).deviceId)
+    end)
+  end)
+end)
