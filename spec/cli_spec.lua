@@ -4,6 +4,7 @@
 local dps = require "dps"
 local cli = require "dps.cli"
 local emulator = require "spec.support.emulator"
+local shell = require "spec.support.shell"
 local cjson = require("cjson").new()
 
 local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
@@ -41,28 +42,7 @@ local function buffer()
   return b
 end
 
--- The interpreter running this spec, to run bin/dps with the same Lua.
-local function interpreter()
-  -- busted --lua=X re-runs itself under X (a plain interpreter, or a wrapper
-  -- that adds sanitizers or valgrind): spawn the same X
-  for _, a in ipairs(arg or {}) do
-    local lua = type(a) == "string" and a:match("^%-%-lua=(.+)$")
-    if lua then
-      if lua:find("/", 1, true) and lua:sub(1, 1) ~= "/" then lua = emulator.root .. "/" .. lua end
-      return lua
-    end
-  end
-  local a = arg and arg[-1]
-  if type(a) == "string" and a:match("lua") then return a end
-  if rawget(_G, "jit") then return "luajit" end
-  return "lua" .. _VERSION:match("%d+%.%d+")
-end
-
--- A process's stderr without the lines valgrind adds when the suite runs
--- under it (busted --lua=valgrind-wrapper): "==PID== …".
-local function own_stderr(text)
-  return (text:gsub("==%d+==[^\n]*\n?", ""))
-end
+local interpreter = shell.interpreter
 
 -- Everything that must never appear in an output that is not the asked-for value.
 local SECRETS = { KEY, GROUP_KEY, OTHER_KEY, PASSPHRASE, "PRIVATE KEY", "sig=", "SharedAccessSignature" }
@@ -102,7 +82,7 @@ describe("dps command line", function()
       q(dir .. "/out"), q(dir .. "/err"), q(dir .. "/rc"))
     os.execute(cmd)
     return tonumber((read(dir .. "/rc") or ""):match("%d+")), read(dir .. "/out") or "",
-      own_stderr(read(dir .. "/err") or "")
+      read(dir .. "/err") or ""
   end
 
   local function args(registration_id, ...)

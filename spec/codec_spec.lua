@@ -31,6 +31,8 @@ describe("dps.core.base64", function()
     ["three pads"] = { "Q===", "padding" },
     ["padding in the middle"] = { "QQ==QUJD", "padding" },
     ["an embedded NUL"] = { "QU\0D", "alphabet" },
+    ["non-zero bits after the last byte (one pad)"] = { "QUJ=", "canonical" },
+    ["non-zero bits after the last byte (two pads)"] = { "QR==", "canonical" },
   }
   for what, case in pairs(bad) do
     it("refuses " .. what, function()

@@ -3,6 +3,7 @@
 -- standing in for /etc), and the code blocks README.md marks as run here.
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
+local shell = require "spec.support.shell"
 local cjson = require("cjson").new()
 
 local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
@@ -42,22 +43,7 @@ local function mode(path)
   return line:match("^(%S+)")
 end
 
--- The interpreter running this spec: the examples run under the same Lua.
-local function interpreter()
-  -- busted --lua=X re-runs itself under X (a plain interpreter, or a wrapper
-  -- that adds sanitizers or valgrind): spawn the same X
-  for _, a in ipairs(arg or {}) do
-    local lua = type(a) == "string" and a:match("^%-%-lua=(.+)$")
-    if lua then
-      if lua:find("/", 1, true) and lua:sub(1, 1) ~= "/" then lua = emulator.root .. "/" .. lua end
-      return lua
-    end
-  end
-  local a = arg and arg[-1]
-  if type(a) == "string" and a:match("lua") then return a end
-  if rawget(_G, "jit") then return "luajit" end
-  return "lua" .. _VERSION:match("%d+%.%d+")
-end
+local interpreter = shell.interpreter
 
 -- The code block that follows the n-th "runs this block" marker in README.md.
 local function readme_block(n)
@@ -68,12 +54,6 @@ local function readme_block(n)
     if i == n then return block end
   end
   error("README.md has no block " .. n .. " marked for spec/examples_spec.lua")
-end
-
--- A process's stderr without the lines valgrind adds when the suite runs
--- under it (busted --lua=valgrind-wrapper): "==PID== …".
-local function own_stderr(text)
-  return (text:gsub("==%d+==[^\n]*\n?", ""))
 end
 
 describe("examples", function()
@@ -98,7 +78,7 @@ describe("examples", function()
       q(script), q(dir .. "/out"),
       q(dir .. "/err"), q(dir .. "/rc")))
     return tonumber((read(dir .. "/rc") or ""):match("%d+")), read(dir .. "/out") or "",
-      own_stderr(read(dir .. "/err") or "")
+      read(dir .. "/err") or ""
   end
 
   local function example(name, env, args)

@@ -24,10 +24,20 @@ size_t dps_base64_encode(const unsigned char *in, size_t len, char *out)
     return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
 }
 
-static int is_base64_char(unsigned char c)
+/* The 6-bit value of a base64 character, or -1. */
+static int base64_value(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-           (c >= '0' && c <= '9') || c == '+' || c == '/';
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
 }
 
 const char *dps_base64_decode(const char *in, size_t len,
@@ -45,9 +55,12 @@ const char *dps_base64_decode(const char *in, size_t len,
     if (in[len - 1] == '=')
         pad = in[len - 2] == '=' ? 2 : 1;
     for (i = 0; i < len - pad; i++) {
-        if (!is_base64_char((unsigned char)in[i]))
+        if (base64_value((unsigned char)in[i]) < 0)
             return in[i] == '=' ? "has padding before its end" : "has a character outside the base64 alphabet";
     }
+    /* Canonical: the bits after the last whole byte are zero ("QQ==", not "QR=="). */
+    if (pad > 0 && (base64_value((unsigned char)in[len - pad - 1]) & (pad == 2 ? 0x0F : 0x03)) != 0)
+        return "is not canonical (non-zero bits after its last byte)";
     n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
     if (n < 0 || (size_t)n < pad)
         return "is not valid base64";

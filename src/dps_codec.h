@@ -22,7 +22,8 @@ size_t dps_base64_encode(const unsigned char *in, size_t len, char *out);
 
 /*
  * Strict decode: the standard alphabet only, length a multiple of four, at
- * most two '=' and only at the end, no whitespace, not empty.  out must hold
+ * most two '=' and only at the end, zero bits after the last byte (the
+ * canonical form every encoder writes), no whitespace, not empty.  out must hold
  * DPS_BASE64_DECODED_MAX(len) bytes.  Returns NULL and sets *outlen on
  * success, or a static description of what is wrong (never quoting input).
  */

@@ -45,4 +45,25 @@ function shell.module_path(name)
   end
 end
 
+--- The interpreter to run Lua child processes with: the one this busted run
+-- uses (`--lua=X`, a plain interpreter or the ASan wrapper, which the
+-- current cpath's build needs), except that under the valgrind wrapper the
+-- children run on the plain interpreter: valgrind traces no children.
+function shell.interpreter()
+  for _, a in ipairs(arg or {}) do
+    local lua = type(a) == "string" and a:match("^%-%-lua=(.+)$")
+    if lua then
+      if lua:find("build/valgrind/", 1, true) then return lua:match("([^/]+)$") end
+      if lua:find("/", 1, true) and lua:sub(1, 1) ~= "/" then
+        lua = shell.run("pwd"):gsub("%s+$", "") .. "/" .. lua
+      end
+      return lua
+    end
+  end
+  local a = arg and arg[-1]
+  if type(a) == "string" and a:match("lua") then return a end
+  if rawget(_G, "jit") then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+
 return shell
