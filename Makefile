@@ -65,5 +65,11 @@ install: build/$(LUA_VERSION)/dps/core.so
 	sed '1s|^#!.*|#!/usr/bin/env lua$(LUA_VERSION)|' bin/dps >$(DESTDIR)$(PREFIX)/bin/dps
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/dps
 
+# libFuzzer targets of the C parsers (clang, ASan+UBSan), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	@sh fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
 	rm -rf build dps src/*.o doc

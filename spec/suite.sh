@@ -77,6 +77,21 @@ chmod +x build/asan/lua5.4
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
 
+# Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
+# `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
+# go into a one-word wrapper), its TAP lines count as usual, and valgrind's
+# verdict (any error, any definite leak) makes the run fail.  Child
+# processes (servers, openssl, curl) are not traced.
+VALGRIND="valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+VALGRIND="$VALGRIND --trace-children=no --num-callers=40 --suppressions=spec/valgrind.supp"
+mkdir -p build/valgrind
+printf '#!/bin/sh\nexec %s lua5.4 "$@"\n' "$VALGRIND" >build/valgrind/lua5.4
+chmod +x build/valgrind/lua5.4
+suite busted-valgrind --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so"
+
+# libFuzzer targets of the C parsers, 5 s each (make fuzz: 60 s each).
+step fuzz sh fuzz/run.sh 5
+
 # No key, derived key, password, PEM key or token signature in any message
 # the suite produced (recorded by spec/support/sweep.lua) or in its logs.
 step secrets-sweep lua5.4 spec/support/sweep_check.lua build/sweep

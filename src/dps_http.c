@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 
 #include "dps_core.h"
+#include "dps_headers.h"
 
 #define SESSION_MT "dps.core.Session"
 
@@ -55,7 +56,7 @@ typedef struct {
     int body_overflow;          /* set by callbacks: body over max_body */
     int head_overflow;          /* header bytes over HEAD_MAX */
     int oom;                    /* a callback could not allocate */
-    int head_done;              /* blank line after the last header seen */
+    int head_done;              /* dps_headers_line state: blank line seen */
     int proxied;                /* connections go through an HTTP proxy */
     char errbuf[CURL_ERROR_SIZE];
 } http_session;
@@ -146,24 +147,17 @@ static size_t header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
 {
     http_session *s = userdata;
     size_t n = size * nitems;
-    size_t len = n;
+    size_t len = 0;
     int rc;
 
-    /* A status line starts a new response: 1xx, a proxy's CONNECT reply
-     * (also suppressed by CURLOPT_SUPPRESS_CONNECT_HEADERS) or the final one.
-     * Only the last response's headers are kept. */
-    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
+    switch (dps_headers_line(&s->head_done, ptr, n, &len)) {
+    case DPS_HEADERS_RESET:
         s->head.len = 0;
-        s->head_done = 0;
         return n;
-    }
-    if (s->head_done)
-        return n; /* trailers of a chunked body: ignored */
-    while (len > 0 && (ptr[len - 1] == '\n' || ptr[len - 1] == '\r'))
-        len--;
-    if (len == 0) {
-        s->head_done = 1;
+    case DPS_HEADERS_SKIP:
         return n;
+    default:
+        break;
     }
     rc = buf_append(&s->head, ptr, len, HEAD_MAX);
     if (rc == 0)
@@ -858,73 +852,25 @@ static int build_headers(lua_State *L, http_session *s, int idx, int with_body)
  * repeated names joined with ", ", folded lines unfolded). */
 static void push_headers(lua_State *L, http_session *s)
 {
-    char *p = s->head.data;
-    char *end = p + s->head.len;
-    int have_prev = 0;
+    dps_headers_iter it;
+    dps_header_field f;
 
     lua_newtable(L);
-    while (p != NULL && p < end) {
-        char *eol = memchr(p, '\n', (size_t)(end - p));
-        char *line = p;
-        char *colon, *vs, *ve, *ne;
-        if (eol == NULL)
-            eol = end;
-        p = eol + 1;
-        if (*line == ' ' || *line == '\t') {
-            /* obs-fold: continuation of the previous header's value;
-             * the previous name is still on the stack. */
-            vs = line;
-            ve = eol;
-            while (vs < ve && (*vs == ' ' || *vs == '\t'))
-                vs++;
-            while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            if (have_prev && ve > vs) {
-                lua_pushvalue(L, -1);
-                lua_rawget(L, -3);
-                lua_pushliteral(L, " ");
-                lua_pushlstring(L, vs, (size_t)(ve - vs));
-                lua_concat(L, 3);
-                lua_pushvalue(L, -2);
-                lua_insert(L, -2);
-                lua_rawset(L, -4);
-            }
-            continue;
-        }
-        colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon == NULL || colon == line)
-            continue; /* not a header line */
-        ne = colon;
-        while (ne > line && (ne[-1] == ' ' || ne[-1] == '\t'))
-            ne--;
-        for (vs = line; vs < ne; vs++)
-            *vs = (char)ascii_lower((unsigned char)*vs);
-        vs = colon + 1;
-        ve = eol;
-        while (vs < ve && (*vs == ' ' || *vs == '\t'))
-            vs++;
-        while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        if (have_prev)
-            lua_pop(L, 1);
-        lua_pushlstring(L, line, (size_t)(ne - line)); /* name, kept for folds */
-        have_prev = 1;
+    dps_headers_begin(&it, s->head.data, s->head.len);
+    while (dps_headers_next(&it, &f)) {
+        lua_pushlstring(L, f.name, f.name_len);
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);
         if (lua_type(L, -1) == LUA_TSTRING) {
             lua_pushliteral(L, ", ");
-            lua_pushlstring(L, vs, (size_t)(ve - vs));
+            lua_pushlstring(L, f.value, f.value_len);
             lua_concat(L, 3);
         } else {
             lua_pop(L, 1);
-            lua_pushlstring(L, vs, (size_t)(ve - vs));
+            lua_pushlstring(L, f.value, f.value_len);
         }
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
+        lua_rawset(L, -3);
     }
-    if (have_prev)
-        lua_pop(L, 1);
 }
 
 /***
