@@ -11,24 +11,11 @@ local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4
 local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
 local HUB = "emulated-hub.azure-devices.net"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q, read = shell.quote, shell.read
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
+-- Files the specs write are private (0600) unless a mode is given.
 local function write(path, text, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  assert(os.execute("chmod " .. (mode or "600") .. " " .. q(path)))
-  return path
+  return shell.write(path, text, mode or "600")
 end
 
 -- Escapes a literal string for use in a Lua pattern.

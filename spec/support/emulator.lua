@@ -10,6 +10,7 @@
 -- runs under $DPS_EMULATOR_LUA, else luajit when installed (needed for the
 -- 401 answer to unknown client certificates), else lua5.1.
 local cjson = require "cjson"
+local shell = require "spec.support.shell"
 
 local M = {}
 
@@ -30,28 +31,7 @@ end
 
 M.root = script_root()
 
-local function q(s)
-	return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- os.execute → true on exit status 0, under every Lua version
-local function run(cmd)
-	local a, _, c = os.execute(cmd)
-	if type(a) == "number" then return a == 0 end
-	return a == true and (c == nil or c == 0)
-end
-
-local function read(path)
-	local f = io.open(path, "rb")
-	if not f then return nil end
-	local s = f:read("*a")
-	f:close()
-	return s
-end
-
-local function sleep(s)
-	run("sleep " .. s)
-end
+local q, run, read, sleep = shell.quote, shell.succeeds, shell.read, shell.sleep
 
 local function interpreter()
 	local env = os.getenv("DPS_EMULATOR_LUA")

@@ -15,7 +15,28 @@ function shell.run(command)
   return body, code == "0"
 end
 
---- Write a file and return its path.
+--- Run a command; true when it exited 0, under every Lua version.
+function shell.succeeds(command)
+  local a, _, c = os.execute(command)
+  if type(a) == "number" then return a == 0 end -- 5.1, LuaJIT without 5.2 compat
+  return a == true and (c == nil or c == 0)
+end
+
+--- Sleep (fractions allowed) without the C core, for helpers that must not need it.
+function shell.sleep(seconds)
+  shell.succeeds("sleep " .. seconds)
+end
+
+--- A file's whole content, or nil when it cannot be read.
+function shell.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- Write a file (chmod to `mode` when given) and return its path.
 function shell.write(path, content, mode)
   local f = assert(io.open(path, "wb"))
   f:write(content)

@@ -4,17 +4,12 @@
 -- private key or a token signature. It also fails when too little was seen
 -- for the sweep to mean anything.
 local cjson = require "cjson"
+local shell = require "spec.support.shell"
 
 local dir = arg[1] or "build/sweep"
 local secrets, outputs, texts = {}, {}, {}
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = shell.read
 
 local listing = io.popen("ls " .. dir .. "/*.jsonl build/logs/busted-*.log 2>/dev/null")
 for path in listing:lines() do

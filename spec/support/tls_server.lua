@@ -11,36 +11,16 @@
 --     tls.remove_dir(dir)
 --
 -- Shell only, nothing beyond the Lua 5.1 library: loads on 5.1–5.4 and LuaJIT.
+local shell = require "spec.support.shell"
+
 local M = {}
 
---- Quote one argument for /bin/sh.
-function M.quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+M.quote = shell.quote
 
---- Run a command; true when it exited 0, under every Lua version.
-function M.run(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end -- 5.1, LuaJIT without 5.2 compat
-  return a == true and (c == nil or c == 0)
-end
-
-function M.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+M.run, M.read_file, M.sleep = shell.succeeds, shell.read, shell.sleep
 
 function M.write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-function M.sleep(seconds)
-  M.run("sleep " .. seconds)
+  shell.write(path, data)
 end
 
 --- Wall-clock seconds with sub-second resolution (os.clock is CPU time).
