@@ -213,12 +213,12 @@ static int sas_token(lua_State *L)
 
     problem = dps_sas_build(uri, uri_len, key_text, key_len, expiry, name, name_len, scratch,
                             &token, &token_len, &subject);
-    if (problem != NULL) {
-        dps_wipe(scratch, DPS_SAS_SCRATCH);
+    /* The key, MAC and signature were wiped inside; of the scratch, only the
+     * token (a bearer credential) is worth wiping. */
+    if (problem != NULL)
         return luaL_error(L, "%s %s", subject, problem);
-    }
     lua_pushlstring(L, token, token_len);
-    dps_wipe(scratch, DPS_SAS_SCRATCH);
+    dps_wipe((char *)token, token_len);
     return 1;
 }
 
