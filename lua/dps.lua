@@ -92,6 +92,12 @@ function dps.hub_token(hub_host, device_id, key, expiry)
   return call_core("hub_token", core.sas_token, hub_host .. "/devices/" .. device_id, key, expiry)
 end
 
+-- Raises a caught misuse error again at the caller of the public function
+-- that called this one, without the position of the place it came from.
+local function reraise(err)
+  error((tostring(err):gsub("^[^\n]-:%d+: ", "")), 3)
+end
+
 --- Make a client for one device; see `dps.client.new` for the options.
 -- @function new
 -- @tparam table opts
@@ -111,12 +117,12 @@ function dps.provision(opts)
   end
   local ok, client = pcall(Client.new, client_opts)
   if not ok then
-    error((tostring(client):gsub("^[^\n]-:%d+: ", "")), 2)
+    reraise(client)
   end
   local results = { pcall(client.provision, client, provision_opts) }
   client:close()
   if not results[1] then
-    error((tostring(results[2]):gsub("^[^\n]-:%d+: ", "")), 2)
+    reraise(results[2])
   end
   return results[2], results[3], results[4]
 end

@@ -3,33 +3,21 @@
 -- openssl CLI. Never uses the project's `dps` modules.
 local cjson = require "cjson"
 local emulator = require "spec.support.emulator"
+local shell = require "spec.support.shell"
 
 local KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
 local API = "api-version=2021-06-01"
 
-local function q(s)
-	return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q, write = shell.quote, shell.write
 
 local function read(path)
-	local f = assert(io.open(path, "rb"))
-	local s = f:read("*a")
-	f:close()
-	return s
+	return assert(shell.read(path), "cannot read " .. path)
 end
 
-local function write(path, data)
-	local f = assert(io.open(path, "wb"))
-	f:write(data)
-	f:close()
-end
-
+-- A command's standard output, whatever its exit status.
 local function sh(cmd)
-	local p = assert(io.popen(cmd))
-	local out = p:read("*a")
-	p:close()
-	return out
+	return (shell.run(cmd))
 end
 
 -- base64(HMAC-SHA256(base64decode(key), msg)) with the openssl CLI

@@ -98,7 +98,13 @@ static void subject_cn(X509 *cert, char out[X509_CN_MAX])
     OPENSSL_free(utf8);
 }
 
-/* Reads and checks; NULL on success, else what is wrong (into msg). */
+/* "cannot read cert_file PATH" / "cannot read cert" into msg. */
+static void unreadable(char *msg, size_t msgsize, const char *what, const char *file)
+{
+    snprintf(msg, msgsize, "cannot read %s%s%s", what, file ? " " : "", file ? file : "");
+}
+
+/* Reads and checks; NULL on success, else what is wrong (written into msg). */
 static const char *inspect(const char *cert_file, const char *cert_pem, size_t cert_len,
                            const char *key_file, const char *key_pem, size_t key_len,
                            const password *pw, cert_facts *facts, char *msg, size_t msgsize)
@@ -106,21 +112,19 @@ static const char *inspect(const char *cert_file, const char *cert_pem, size_t c
     BIO *bio = NULL;
     X509 *leaf = NULL, *extra = NULL;
     EVP_PKEY *pkey = NULL;
-    const char *failed = NULL;
+    const char *failed = msg;
     const char *cert_what = cert_file != NULL ? "cert_file" : "cert";
     const char *key_what = key_file != NULL ? "key_file" : "key";
 
     ERR_clear_error();
     bio = open_source(cert_file, cert_pem, cert_len);
     if (bio == NULL) {
-        snprintf(msg, msgsize, "cannot read %s%s%s", cert_what, cert_file ? " " : "", cert_file ? cert_file : "");
-        failed = msg;
+        unreadable(msg, msgsize, cert_what, cert_file);
         goto done;
     }
     leaf = PEM_read_bio_X509(bio, NULL, password_cb, NULL);
     if (leaf == NULL) {
         snprintf(msg, msgsize, "%s holds no PEM certificate", cert_what);
-        failed = msg;
         goto done;
     }
     facts->certificates = 1;
@@ -133,8 +137,7 @@ static const char *inspect(const char *cert_file, const char *cert_pem, size_t c
 
     bio = open_source(key_file, key_pem, key_len);
     if (bio == NULL) {
-        snprintf(msg, msgsize, "cannot read %s%s%s", key_what, key_file ? " " : "", key_file ? key_file : "");
-        failed = msg;
+        unreadable(msg, msgsize, key_what, key_file);
         goto done;
     }
     pkey = PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)pw);
@@ -145,17 +148,16 @@ static const char *inspect(const char *cert_file, const char *cert_pem, size_t c
             snprintf(msg, msgsize, "%s could not be decrypted or read (wrong key_password?)", key_what);
         else
             snprintf(msg, msgsize, "%s holds no PEM private key", key_what);
-        failed = msg;
         goto done;
     }
     if (X509_check_private_key(leaf, pkey) != 1) {
         snprintf(msg, msgsize, "the private key does not belong to the certificate");
-        failed = msg;
         goto done;
     }
     subject_cn(leaf, facts->cn);
     facts->not_before = asn1_epoch(X509_get0_notBefore(leaf));
     facts->not_after = asn1_epoch(X509_get0_notAfter(leaf));
+    failed = NULL;
 
 done:
     BIO_free(bio);

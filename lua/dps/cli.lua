@@ -109,6 +109,16 @@ local CONNECTION_HELP = [[
 
 local COMMANDS = {}
 
+-- The flags of the commands that talk to the service (provision, status).
+local SERVICE_FLAGS = { "id-scope", "registration-id", "key-file", "group-key-file", "cert", "cert-key",
+  "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" }
+
+local function with(list, ...)
+  local out = { ... }
+  for _, v in ipairs(list) do out[#out + 1] = v end
+  return out
+end
+
 COMMANDS.provision = {
   required = { "id-scope" },
   summary = "register the device and print its assignment as JSON",
@@ -118,9 +128,7 @@ COMMANDS.provision = {
     .. CONNECTION_HELP:format(" (default 60)")
     .. "  --payload JSON          a JSON object sent as the registration's payload,\n"
     .. "                          e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'\n",
-  flags = { "id-scope", "registration-id", "key-file", "group-key-file", "cert", "cert-key",
-    "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout", "payload",
-    "verbose" },
+  flags = with(SERVICE_FLAGS, "payload"),
   sources = { symmetric = true, group = true, x509 = true },
 }
 
@@ -131,8 +139,7 @@ COMMANDS.status = {
     .. "Looks up the device's registration (Device Registration Status Lookup)\n"
     .. "without registering again, and prints it as one line of JSON.\n\n"
     .. CONNECTION_HELP:format(" (default 30)"),
-  flags = { "id-scope", "registration-id", "key-file", "group-key-file", "cert", "cert-key",
-    "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" },
+  flags = SERVICE_FLAGS,
   sources = { symmetric = true, group = true, x509 = true },
 }
 

@@ -122,9 +122,11 @@ function Client.new(opts)
     key = derived
   elseif opts.symmetric_key then
     check.key(opts.symmetric_key, "symmetric_key", 2)
-    local ok, problem = pcall(core.base64_decode, opts.symmetric_key)
+    -- Signing once checks the key in C, where the decoded bytes are wiped;
+    -- base64_decode would leave them in a Lua string.
+    local ok, problem = pcall(core.sas_token, "check", opts.symmetric_key, 0)
     if not ok then
-      check.fail("dps.new: symmetric_key is not base64: it " .. tostring(problem:match("%(base64 text (.*)%)$")), 2)
+      check.fail("dps.new: symmetric_key is not base64: it " .. tostring(problem:match("^key (.*)$")), 2)
     end
   end
 
@@ -176,8 +178,9 @@ local function authorization(self)
 end
 
 local function url(self, path)
+  -- every part was checked in new() to hold only characters safe in a URL
   return string.format("%s/%s/registrations/%s%s?api-version=%s", self.endpoint, self.id_scope,
-    self.registration_id, path, core.url_encode(self.api_version))
+    self.registration_id, path, self.api_version)
 end
 
 local function body_for(self, payload)
@@ -206,8 +209,8 @@ end
 
 -- One exchange: returns decoded JSON and meta, or nil, message, info.
 -- `timeout` (optional) caps this request, for callers with a deadline.
+-- The public methods have checked that the client is open.
 function Client:_exchange(step, method, path, body, timeout)
-  local session = open_session(self)
   local headers = {
     ["accept"] = "application/json",
     ["authorization"] = authorization(self),
@@ -215,7 +218,7 @@ function Client:_exchange(step, method, path, body, timeout)
   if body then
     headers["content-type"] = "application/json; charset=utf-8"
   end
-  local status, resp_headers, resp_body = session:request(method, url(self, path), headers, body,
+  local status, resp_headers, resp_body = self.session:request(method, url(self, path), headers, body,
     timeout and math.min(timeout, self.timeout) or nil)
   if not status then
     return errors.transport(step, resp_headers, resp_body)
