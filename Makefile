@@ -1,5 +1,7 @@
 # lua-azure-dps: build, test, demo, benchmarks and docs without luarocks.
-# `make demo` and `make test` install the Debian packages they need (as root).
+# `make demo` and `make test` install the Debian packages they need (as root):
+# the demo only what running the library and the emulator takes, the tests the
+# whole matrix (tools/install-deps.sh says which packages).
 
 LUA_VERSIONS ?= 5.4 5.3 5.1 jit
 CC ?= cc
@@ -21,7 +23,7 @@ LUA_VERSION ?= 5.4
 LUA_CMOD_DIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
 
-.PHONY: all build deps test lint demo bench docs install clean certs
+.PHONY: all build deps deps-demo deps-test test lint demo bench docs install clean certs
 
 all: build
 
@@ -37,18 +39,24 @@ build/asan/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	$(CC) -O1 -g $(SANITIZE) $(MODULE_CFLAGS) -I$(call lua_inc,5.4) $(CURL_CFLAGS) -shared -o $@ $(SOURCES) $(LIBS)
 
 deps:
-	@sh tools/install-deps.sh
+	@sh tools/install-deps.sh build
+
+deps-demo:
+	@sh tools/install-deps.sh demo
+
+deps-test:
+	@sh tools/install-deps.sh test
 
 lint:
 	luacheck --quiet $(wildcard lua bin spec bench examples emulator) $(wildcard *.rockspec)
 
-test: deps
+test: deps-test
 	@sh spec/suite.sh
 
-demo: deps build
+demo: deps-demo build/5.4/dps/core.so
 	@sh examples/demo.sh
 
-bench: deps build
+bench: deps-test build
 	@sh bench/run.sh
 
 docs:

@@ -5,7 +5,8 @@
 # already holds every file (and server.pem is still valid for a day) it does
 # nothing. Otherwise it builds everything in a temporary folder next to OUTDIR
 # and renames that folder into place, so a half-written OUTDIR is never seen.
-# The files are throw-away test material: never commit them.
+# The files are throw-away test material: never commit them. Certificates
+# are written 0644, private keys 0600 (as a device keeps them).
 set -eu
 
 if [ "$#" -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
@@ -29,6 +30,8 @@ complete() {
 	for f in $FILES; do
 		[ -s "$1/$f" ] || return 1
 	done
+	# keys from an older run of this script were 0644: make them again
+	[ -z "$(find "$1" -name '*.key' -perm /077)" ] || return 1
 	openssl x509 -in "$1/server.pem" -noout -checkend 86400 >/dev/null 2>&1
 }
 
@@ -140,7 +143,8 @@ rm -f ./*.ext ./*.srl
 
 complete "$TMP"
 chmod 755 "$TMP"
-chmod 644 ./*.pem ./*.key
+chmod 644 ./*.pem
+chmod 600 ./*.key
 cd /
 if [ -d "$OUT" ]; then
 	rm -rf "$OUT"

@@ -23,14 +23,39 @@ interpreter() {
 step() {
     name=$1
     shift
+    start=$(date +%s)
+    [ -t 1 ] && printf '  ... %s' "$name"
     if "$@" >"$LOGS/$name.log" 2>&1; then
         passed=$((passed + 1))
-        echo "ok     $name"
+        [ -t 1 ] && printf '\r'
+        echo "ok     $name ($(($(date +%s) - start)) s)"
     else
         failed=$((failed + 1))
-        echo "FAILED $name (log: $LOGS/$name.log)"
+        [ -t 1 ] && printf '\r'
+        echo "FAILED $name after $(($(date +%s) - start)) s (log: $LOGS/$name.log)"
         tail -n 40 "$LOGS/$name.log" | sed 's/^/    /'
     fi
+}
+
+# progress NAME LOG PID: while busted (PID) runs, says how far it is: on a
+# terminal one line rewritten in place, elsewhere a line every 30 s.
+progress() {
+    since=$(date +%s)
+    last=$since
+    while kill -0 "$3" 2>/dev/null; do
+        sleep 1
+        now=$(date +%s)
+        done_=$(grep -c '^\(not \)\{0,1\}ok ' "$2")
+        line="  ... $1: $done_/$TOTAL specs, $((now - since)) s"
+        if [ -t 1 ]; then
+            printf '\r%s ' "$line"
+        elif [ $((now - last)) -ge 30 ]; then
+            echo "$line"
+            last=$now
+        fi
+    done
+    [ -t 1 ] && printf '\r%60s\r' ''
+    return 0
 }
 
 # suite NAME BUSTED-ARGS...: counts busted's TAP lines.
@@ -38,7 +63,12 @@ suite() {
     name=$1
     shift
     log="$LOGS/$name.log"
-    busted -o TAP "$@" >"$log" 2>&1
+    start=$(date +%s)
+    echo "suite  $name: running ($TOTAL specs)..."
+    busted -o TAP "$@" >"$log" 2>&1 &
+    pid=$!
+    progress "$name" "$log" "$pid"
+    wait "$pid"
     rc=$?
     ok=$(grep -c '^ok ' "$log")
     bad=$(grep -c '^not ok ' "$log")
@@ -47,7 +77,7 @@ suite() {
     fi
     passed=$((passed + ok))
     failed=$((failed + bad))
-    echo "suite  $name: $ok passed, $bad failed"
+    echo "suite  $name: $ok passed, $bad failed ($(($(date +%s) - start)) s)"
     if [ "$bad" != 0 ]; then
         grep -A 12 '^not ok ' "$log" | head -n 120 | sed 's/^/    /'
         [ "$rc" != 0 ] && tail -n 20 "$log" | sed 's/^/    /'
@@ -61,8 +91,15 @@ step ldoc make docs
 step luarocks-make sh tools/check-rockspec.sh
 step certificates make certs
 
+# How many specs one busted run holds, for the progress lines.
+TOTAL=$(busted --list --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
+
+# The Lua 5.4 run also records secrets and messages for the secrets sweep
+# (spec/support/sweep.lua, a busted helper that reads DPS_SWEEP).
 for v in $LUA_VERSIONS; do
+    if [ "$v" = 5.4 ]; then export DPS_SWEEP=build/sweep; fi
     suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
+    unset DPS_SWEEP
 done
 
 # ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
