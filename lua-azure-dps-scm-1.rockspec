@@ -43,6 +43,7 @@ build = {
     ["dps.client"] = "lua/dps/client.lua",
     ["dps.errors"] = "lua/dps/errors.lua",
     ["dps.poll"] = "lua/dps/poll.lua",
+    ["dps.response"] = "lua/dps/response.lua",
     ["dps.cli"] = "lua/dps/cli.lua",
   },
   install = { bin = { ["dps"] = "bin/dps" } },

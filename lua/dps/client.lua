@@ -12,6 +12,8 @@
 local core = require "dps.core"
 local check = require "dps.check"
 local errors = require "dps.errors"
+local poll = require "dps.poll"
+local response = require "dps.response"
 local json = require("cjson").new()
 
 local Client = {}
@@ -161,14 +163,13 @@ local function open_session(self)
   return self.session
 end
 
--- The Authorization header, renewed when near expiry; none with X.509,
--- where the TLS handshake authenticates the device.
-local function authorization(self)
+-- The Authorization header at wall-clock time `now`, renewed when near
+-- expiry; none with X.509, where the TLS handshake authenticates the device.
+local function authorization(self, now)
   local s = secrets[self]
   if not s.key then
     return nil
   end
-  local now = core.now()
   if not s.token or s.expires - now < RENEW_BEFORE then
     s.expires = math.floor(now) + math.floor(self.token_ttl)
     s.token = core.sas_token(self.id_scope .. "/registrations/" .. self.registration_id,
@@ -183,6 +184,8 @@ local function url(self, path)
     self.registration_id, path, self.api_version)
 end
 
+-- The JSON body of register and registration_status. Misuse raises at the
+-- caller of the function that calls this one.
 local function body_for(self, payload)
   local doc = { registrationId = self.registration_id }
   if payload ~= nil then
@@ -207,36 +210,50 @@ local function body_for(self, payload)
   return body
 end
 
--- One exchange: returns decoded JSON and meta, or nil, message, info.
--- `timeout` (optional) caps this request, for callers with a deadline.
--- The public methods have checked that the client is open.
-function Client:_exchange(step, method, path, body, timeout)
+local METHODS = { register = "PUT", operation_status = "GET", registration_status = "POST" }
+
+--- Build one request, without sending it (internal: for the blocking calls
+-- and an event loop alike). Renews the SAS token when it is within 60 s of
+-- expiry at `now`.
+-- @tparam string step `register`, `operation_status` or `registration_status`
+-- @tparam number now wall-clock seconds since the epoch (`dps.core.now()`)
+-- @tparam[opt] string operation_id for `operation_status`
+-- @tparam[opt] string body for `register` and `registration_status`: the
+--   JSON text (`Client:register` makes it from the payload)
+-- @treturn table `{ step, method, url, headers, body }`
+function Client:_request(step, now, operation_id, body)
+  local path
+  if step == "register" then
+    path = "/register"
+  elseif step == "operation_status" then
+    path = "/operations/" .. core.url_encode(operation_id)
+  elseif step == "registration_status" then
+    path = ""
+  else
+    error("dps.client: _request: unknown step " .. tostring(step), 2)
+  end
   local headers = {
     ["accept"] = "application/json",
-    ["authorization"] = authorization(self),
+    ["authorization"] = authorization(self, now),
   }
   if body then
     headers["content-type"] = "application/json; charset=utf-8"
   end
-  local status, resp_headers, resp_body = self.session:request(method, url(self, path), headers, body,
+  return { step = step, method = METHODS[step], url = url(self, path), headers = headers, body = body }
+end
+
+-- One exchange: builds the request, sends it on the session (blocking) and
+-- interprets the answer: returns decoded JSON and meta, or nil, message,
+-- info. `timeout` (optional) caps this request, for callers with a deadline.
+-- The public methods have checked that the client is open.
+function Client:_exchange(step, operation_id, body, timeout)
+  local req = self:_request(step, core.now(), operation_id, body)
+  local status, resp_headers, resp_body = self.session:request(req.method, req.url, req.headers, req.body,
     timeout and math.min(timeout, self.timeout) or nil)
   if not status then
     return errors.transport(step, resp_headers, resp_body)
   end
-  local retry_after = resp_headers["retry-after"] and core.retry_after(resp_headers["retry-after"]) or nil
-  local decoded
-  if resp_body ~= "" then
-    local ok, value = pcall(json.decode, resp_body)
-    decoded = ok and value or nil
-  end
-  if status < 200 or status > 299 then
-    return errors.service(step, status, resp_headers, decoded, retry_after)
-  end
-  if type(decoded) ~= "table" then
-    return errors.protocol(step, string.format("HTTP %d with a body that is not a JSON object (%s, %d bytes)",
-      status, tostring(resp_headers["content-type"]), #resp_body), status)
-  end
-  return decoded, { status = status, retry_after = retry_after, headers = resp_headers }
+  return response.interpret(step, status, resp_headers, resp_body, core.now())
 end
 
 --- Register the device (`PUT …/register`).
@@ -246,7 +263,7 @@ end
 -- @treturn table `{ status, retry_after, headers }`
 function Client:register(payload, timeout)
   open_session(self)
-  return self:_exchange("register", "PUT", "/register", body_for(self, payload), timeout)
+  return self:_exchange("register", nil, body_for(self, payload), timeout)
 end
 
 --- Look up a registration operation (`GET …/operations/{id}`).
@@ -257,7 +274,7 @@ end
 function Client:operation_status(operation_id, timeout)
   open_session(self)
   check.nonempty_string(operation_id, "operation_id")
-  return self:_exchange("operation_status", "GET", "/operations/" .. core.url_encode(operation_id), nil, timeout)
+  return self:_exchange("operation_status", operation_id, nil, timeout)
 end
 
 --- Look up the device's registration without registering again
@@ -267,16 +284,43 @@ end
 -- @treturn table `{ status, retry_after, headers }`
 function Client:registration_status(timeout)
   open_session(self)
-  return self:_exchange("registration_status", "POST", "", body_for(self, nil), timeout)
+  return self:_exchange("registration_status", nil, body_for(self, nil), timeout)
 end
 
---- Register and poll until the service decides; see `dps.poll`.
+local PROVISION_OPTIONS = { payload = "table", timeout = "number" }
+
+--- Register and poll until the service decides, blocking: drives the
+-- `dps.poll` machine with the monotonic clock and this client's session.
 -- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds, default 60)
 -- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
 -- @treturn table the final RegistrationOperationStatus
+-- @return or nil, message, info (`info.kind` `timeout` when the deadline passed)
 function Client:provision(opts)
   open_session(self)
-  return require("dps.poll").provision(self, opts or {})
+  opts = opts or {}
+  check.options(opts, PROVISION_OPTIONS, "provision", 2)
+  local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
+  check.seconds(timeout, "timeout", 2)
+  local body = body_for(self, opts.payload) -- checked once, before anything is sent
+  local machine = poll.new{ timeout = timeout, now = core.monotime() }
+  local act = machine:tick(core.monotime())
+  while true do
+    if act.action == "wait" then
+      local delay = act.at - core.monotime()
+      if delay > 0 then
+        core.sleep(delay)
+      end
+      act = machine:tick(core.monotime())
+    elseif act.action == "send" then
+      local result, meta, info = self:_exchange(act.step, act.operation_id,
+        act.step == "register" and body or nil, act.timeout)
+      act = machine:answer(core.monotime(), result, meta, info)
+    elseif act.action == "done" then
+      return act.state, act.result
+    else
+      return nil, act.message, act.info
+    end
+  end
 end
 
 --- Connection statistics: `{ requests = n, connects = n }`.

@@ -1,24 +1,49 @@
---- The provisioning engine: register, then poll until the service decides,
--- within one overall deadline.
+--- The provisioning engine as a pure state machine: register, then poll
+-- until the service decides, within one overall deadline.
+--
+-- The machine does no I/O, never sleeps, never reads a clock and never calls
+-- a client: it is told what happened (the time, an answer or a failure) and
+-- says what to do next. `dps.client:provision` drives it with the real clock
+-- and blocking requests; the specs drive it with a fake clock and scripted
+-- answers; an event loop can drive many at once (one machine per device).
+--
+--    local m = poll.new{ timeout = 60, now = core.monotime() }
+--    local act = m:tick(core.monotime())
+--    while act.action == "send" or act.action == "wait" do
+--      if act.action == "wait" then
+--        sleep_until(act.at)                      -- or arm a timer
+--        act = m:tick(core.monotime())
+--      else                                       -- act.step, act.operation_id, act.timeout
+--        local result, meta, info = request(act)  -- decoded JSON + meta, or nil, message, info
+--        act = m:answer(core.monotime(), result, meta, info)
+--      end
+--    end
+--    -- act.action == "done": act.state, act.result; "fail": act.message, act.info
 --
 -- Rules:
 --
--- * Before each poll, wait the server's Retry-After (seconds or HTTP-date);
---   without one, about 2 s with jitter. A Retry-After that reaches past the
---   deadline ends provisioning at once (kind `timeout`, with `retry_after`).
+-- * Before each poll, wait the server's Retry-After (seconds or HTTP-date,
+--   already turned into seconds by `dps.response`); without one, about 2 s
+--   with jitter. A Retry-After that reaches past the deadline ends
+--   provisioning at once (kind `timeout`, with `retry_after`).
 -- * On 429 and 5xx, and on connection failures that may pass (`timeout`,
---   `network`, `connect`, `resolve`, `protocol`), send the same request
---   again after Retry-After or an exponential back-off with jitter.
--- * On 409, back off at random and register again.
--- * Never more than 5 polls in any 10 s (the service's per-device limit).
--- * The SAS token is renewed when it nears expiry (`dps.client`).
--- * `assigned` returns the registration state; `failed` and `disabled`
---   return an error with the service's `errorCode` and `errorMessage`.
--- * Each request gets at most the time left, so the deadline is kept even
---   when a server accepts a connection and then says nothing.
+--   `network`, `connect`, `resolve`, `protocol`: `info.retryable`), send the
+--   same request again after Retry-After or an exponential back-off with
+--   jitter, capped at `BACKOFF_CAP` seconds.
+-- * On 409 (kind `conflict`), to a register or to a poll, back off at random
+--   and register again.
+-- * Never more than `LIMIT` (5) polls in any `WINDOW` (10) seconds, the
+--   service's per-device limit.
+-- * `assigned` ends with the registration state; `failed` and `disabled`
+--   end with an error carrying the service's `errorCode` and `errorMessage`.
+-- * One deadline bounds everything: each request gets at most the time left,
+--   and any step that finds no time left ends with kind `timeout` (never a
+--   raise, however late the driver comes back).
+--
+-- The SAS token is renewed near expiry when the request is built
+-- (`dps.client`), not here.
 -- @module dps.poll
 local core = require "dps.core"
-local check = require "dps.check"
 local errors = require "dps.errors"
 
 local poll = {}
@@ -28,127 +53,217 @@ poll.DEFAULT_INTERVAL = 2 -- seconds between polls without Retry-After (plus up 
 poll.WINDOW, poll.LIMIT = 10, 5 -- at most LIMIT polls in any WINDOW seconds
 poll.BACKOFF_BASE, poll.BACKOFF_CAP = 1, 30
 
-local OPTIONS = { payload = "table", timeout = "number" }
+local Machine = {}
+Machine.__index = Machine
 
--- Exponential back-off with jitter: attempt 1 waits 0.5-1 s, 2 waits 1-2 s, …
-local function backoff(attempt)
-  local ceiling = math.min(poll.BACKOFF_CAP, poll.BACKOFF_BASE * 2 ^ (attempt - 1))
-  return core.jitter(ceiling / 2, ceiling)
+local function misuse(message)
+  error("dps.poll: " .. message, 3)
 end
 
---- Provision `client` (see `dps.client:provision`).
--- @tparam dps.client client
--- @tparam table opts `payload`, `timeout`
-function poll.provision(client, opts)
-  check.options(opts, OPTIONS, "provision", 3)
-  local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
-  check.seconds(timeout, "timeout", 3)
-  local deadline = core.monotime() + timeout
-  local recent_polls = {} -- monotonic times of the last polls
-  local failures = 0      -- consecutive retryable failures
-  local operation_id
-  local last_message, last_info
-
-  local function remaining()
-    return deadline - core.monotime()
+local function check_time(now, method)
+  if type(now) ~= "number" or now ~= now then
+    misuse(method .. ": the time must be a number, got " .. type(now))
   end
+end
 
-  local function give_up(retry_after)
-    if last_info and retry_after then
-      last_info.retry_after = retry_after
-    end
-    return errors.deadline(timeout, last_message, last_info or (retry_after and { retry_after = retry_after }))
+--- Make a machine for one provisioning.
+-- @tparam table opts
+-- @tparam number opts.timeout overall seconds (> 0)
+-- @tparam number opts.now the start, on the driver's monotonic clock (the
+--   deadline is `now + timeout`; every later time must be on the same clock)
+-- @tparam[opt] function opts.jitter `jitter(low, high)` → a number in
+--   `[low, high]`; default `dps.core.jitter` (OpenSSL's generator). Specs pass
+--   their own to make the waits exact.
+-- @treturn table the machine, idle: call `tick` first
+-- @raise on a missing or wrong option
+function poll.new(opts)
+  if type(opts) ~= "table" then
+    misuse("new expects a table of options, got " .. type(opts))
   end
-
-  -- Sleeps unless the wait reaches past the deadline.
-  local function wait(seconds)
-    if seconds >= remaining() then
-      return false
-    end
-    if seconds > 0 then
-      core.sleep(seconds)
-    end
-    return true
+  local timeout, now, jitter = opts.timeout, opts.now, opts.jitter or core.jitter
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0 or timeout == math.huge then
+    misuse("new: timeout must be a positive number of seconds")
   end
-
-  -- Keeps polls under LIMIT per WINDOW seconds.
-  local function pace()
-    local n = #recent_polls
-    if n >= poll.LIMIT then
-      local free_at = recent_polls[n - poll.LIMIT + 1] + poll.WINDOW
-      return wait(free_at - core.monotime())
-    end
-    return true
+  check_time(now, "new")
+  if type(jitter) ~= "function" then
+    misuse("new: jitter must be a function, got " .. type(jitter))
   end
+  return setmetatable({
+    timeout = timeout,
+    deadline = now + timeout,
+    jitter = jitter,
+    phase = "idle",   -- idle (tick next), sending (answer next), over
+    at = now,         -- not before this time: the wait asked for
+    recent = {},      -- times of the last LIMIT polls, oldest first
+    failures = 0,     -- consecutive failures worth another try
+    operation_id = nil,
+    last_message = nil, last_info = nil,
+  }, Machine)
+end
 
-  while true do
-    local left = remaining()
-    if left <= 0 then
-      return give_up()
-    end
+--- The back-off before attempt `attempt` (1, 2, …) after a failure:
+-- uniform in [c/2, c] with c = min(BACKOFF_CAP, BACKOFF_BASE · 2^(attempt-1)).
+-- @tparam function jitter as in `new`
+-- @tparam number attempt
+-- @treturn number seconds
+function poll.backoff(jitter, attempt)
+  local ceiling = math.min(poll.BACKOFF_CAP, poll.BACKOFF_BASE * 2 ^ (attempt - 1))
+  return jitter(ceiling / 2, ceiling)
+end
 
-    local step = operation_id and "operation_status" or "register"
-    local result, meta, info
-    if step == "register" then
-      result, meta, info = client:register(opts.payload, left)
-    else
-      if not pace() then
-        return give_up()
-      end
-      recent_polls[#recent_polls + 1] = core.monotime()
-      result, meta, info = client:operation_status(operation_id, remaining())
-    end
+function Machine:_over(action)
+  self.phase = "over"
+  return action
+end
 
-    local delay -- seconds to wait before the next request
-    local asked -- the server's Retry-After, when it gave one
-    if result then
-      local status = result.status
-      if status == "assigned" then
-        local state = result.registrationState
-        if type(state) ~= "table" or type(state.assignedHub) ~= "string" or state.assignedHub == ""
-          or type(state.deviceId) ~= "string" or state.deviceId == "" then
-          return errors.protocol(step, "status 'assigned' without assignedHub and deviceId", meta.status)
+function Machine:_fail(_, message, info)
+  return self:_over({ action = "fail", message = message, info = info })
+end
+
+-- The deadline passed (or a wait reaches past it): kind `timeout`, carrying
+-- the last failure seen and the Retry-After that was too long, if any.
+function Machine:_give_up(retry_after)
+  local last_info = self.last_info
+  if last_info and retry_after then
+    last_info.retry_after = retry_after
+  end
+  return self:_fail(errors.deadline(self.timeout, self.last_message,
+    last_info or (retry_after and { retry_after = retry_after })))
+end
+
+function Machine:_wait(at)
+  self.at = at
+  return { action = "wait", at = at }
+end
+
+--- The driver's timer fired (or the machine was just made): what now?
+-- Call it when idle: first, and after each `wait`. Calling early is harmless
+-- (the same `wait` comes back).
+-- @tparam number now the current time on the driver's monotonic clock
+-- @treturn table one of
+--
+--  * `{ action = "send", step = "register" | "operation_status",
+--    operation_id = id (for operation_status), timeout = seconds }`:
+--    send that request now, with at most `timeout` seconds for it (the time
+--    left; the client may cap it lower); then call `answer`.
+--  * `{ action = "wait", at = time }`: call `tick` again at `at`.
+--  * `{ action = "fail", message = …, info = … }`: kind `timeout`, the
+--    deadline passed.
+-- @raise when not idle, or `now` is not a number
+function Machine:tick(now)
+  check_time(now, "tick")
+  if self.phase ~= "idle" then
+    misuse("tick: the machine is " .. (self.phase == "sending" and "waiting for an answer" or "over"))
+  end
+  if now >= self.deadline then
+    return self:_give_up()
+  end
+  if now < self.at then
+    return self:_wait(self.at)
+  end
+  local step = self.operation_id and "operation_status" or "register"
+  if step == "operation_status" then
+    local recent = self.recent
+    if #recent >= poll.LIMIT then
+      local free_at = recent[#recent - poll.LIMIT + 1] + poll.WINDOW
+      if free_at > now then
+        if free_at >= self.deadline then
+          return self:_give_up()
         end
-        return state, result
-      elseif status == "failed" or status == "disabled" then
-        local state = type(result.registrationState) == "table" and result.registrationState or {}
-        state.status = state.status or status
-        return errors.outcome(state, operation_id or result.operationId)
-      elseif status ~= "assigning" and status ~= "unassigned" then
-        return errors.protocol(step, "unknown registration status " .. string.format("%q", tostring(status)),
-          meta.status)
-      elseif step == "register" and (type(result.operationId) ~= "string" or result.operationId == "") then
-        -- Nothing to poll: register again after a back-off.
-        failures = failures + 1
-        last_message, last_info = select(2, errors.protocol(step, "status '" .. status .. "' without operationId",
-          meta.status))
-        last_info.retryable = true
-        delay, asked = meta.retry_after or backoff(failures), meta.retry_after
-      else
-        failures = 0
-        operation_id = operation_id or result.operationId
-        delay = meta.retry_after or core.jitter(poll.DEFAULT_INTERVAL, poll.DEFAULT_INTERVAL + 1)
-        asked = meta.retry_after
-      end
-    else
-      last_message, last_info = meta, info
-      info.operation_id = info.operation_id or operation_id
-      if info.status == 409 then
-        failures = failures + 1
-        operation_id = nil -- register again
-        delay = backoff(failures)
-      elseif info.retryable then
-        failures = failures + 1
-        delay, asked = info.retry_after or backoff(failures), info.retry_after
-      else
-        return nil, meta, info
+        return self:_wait(free_at)
       end
     end
-
-    if not wait(delay) then
-      return give_up(asked)
+    recent[#recent + 1] = now
+    while #recent > poll.LIMIT do
+      table.remove(recent, 1)
     end
   end
+  self.phase = "sending"
+  return { action = "send", step = step, operation_id = self.operation_id, timeout = self.deadline - now }
+end
+
+-- What the answer says to do: the next wait (and the server's Retry-After,
+-- if it gave one), or a final action.
+function Machine:_judge(step, result, meta, info)
+  if result then
+    local status = result.status
+    if status == "assigned" then
+      local state = result.registrationState
+      if type(state) ~= "table" or type(state.assignedHub) ~= "string" or state.assignedHub == ""
+        or type(state.deviceId) ~= "string" or state.deviceId == "" then
+        return nil, nil, self:_fail(errors.protocol(step, "status 'assigned' without assignedHub and deviceId",
+          meta.status))
+      end
+      return nil, nil, self:_over({ action = "done", state = state, result = result })
+    elseif status == "failed" or status == "disabled" then
+      local state = type(result.registrationState) == "table" and result.registrationState or {}
+      state.status = state.status or status
+      return nil, nil, self:_fail(errors.outcome(state, self.operation_id or result.operationId))
+    elseif status ~= "assigning" and status ~= "unassigned" then
+      return nil, nil, self:_fail(errors.protocol(step,
+        "unknown registration status " .. string.format("%q", tostring(status)), meta.status))
+    elseif step == "register" and (type(result.operationId) ~= "string" or result.operationId == "") then
+      -- Nothing to poll: register again after a back-off.
+      self.failures = self.failures + 1
+      local _, message, problem = errors.protocol(step, "status '" .. status .. "' without operationId",
+        meta.status)
+      problem.retryable = true
+      self.last_message, self.last_info = message, problem
+      return meta.retry_after or poll.backoff(self.jitter, self.failures), meta.retry_after
+    end
+    self.failures = 0
+    self.operation_id = self.operation_id or result.operationId
+    return meta.retry_after or self.jitter(poll.DEFAULT_INTERVAL, poll.DEFAULT_INTERVAL + 1), meta.retry_after
+  end
+  self.last_message, self.last_info = meta, info
+  info.operation_id = info.operation_id or self.operation_id
+  if info.kind == "conflict" then
+    self.failures = self.failures + 1
+    self.operation_id = nil -- register again
+    return poll.backoff(self.jitter, self.failures)
+  elseif info.retryable then
+    self.failures = self.failures + 1
+    return info.retry_after or poll.backoff(self.jitter, self.failures), info.retry_after
+  end
+  return nil, nil, self:_fail(nil, meta, info)
+end
+
+--- The request from the last `send` is over: here is how it went.
+-- @tparam number now the current time on the driver's monotonic clock
+-- @param result the decoded answer (a RegistrationOperationStatus table), or
+--   nil when the request failed
+-- @param meta with a result: `{ status, retry_after, headers }` (see
+--   `dps.response.interpret`); without: the failure's message
+-- @tparam[opt] table info without a result: the failure's info (`kind`,
+--   `status`, `retryable`, `retry_after`, …; see `dps.errors`)
+-- @treturn table one of
+--
+--  * `{ action = "wait", at = time }`: call `tick` at `at`.
+--  * `{ action = "done", state = registrationState, result = operation status }`
+--  * `{ action = "fail", message = …, info = … }`: the service's verdict, a
+--    failure not worth another try, or kind `timeout` when the next try
+--    would fall past the deadline.
+-- @raise when no request is out, or on arguments of the wrong type
+function Machine:answer(now, result, meta, info)
+  check_time(now, "answer")
+  if self.phase ~= "sending" then
+    misuse("answer: no request is out (call tick first)")
+  end
+  if result ~= nil and (type(result) ~= "table" or type(meta) ~= "table") then
+    misuse("answer: expected a result table and its meta table")
+  elseif result == nil and (type(meta) ~= "string" or type(info) ~= "table") then
+    misuse("answer: expected nil, message, info")
+  end
+  self.phase = "idle"
+  local step = self.operation_id and "operation_status" or "register"
+  local delay, asked, final = self:_judge(step, result, meta, info)
+  if final then
+    return final
+  end
+  if delay >= self.deadline - now then
+    return self:_give_up(asked)
+  end
+  return self:_wait(now + delay)
 end
 
 return poll
