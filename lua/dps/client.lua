@@ -210,6 +210,15 @@ local function body_for(self, payload)
   return body
 end
 
+--- The JSON body of `register` (with `payload`) and `registration_status`
+-- (without), for a driver that sends requests itself (internal).
+-- @function Client:_body
+-- @tparam[opt] table payload
+-- @treturn string
+-- @raise at the caller of the function that calls it, on a payload that is
+-- not a JSON object or is over the service's 96 KB limit
+Client._body = body_for
+
 local METHODS = { register = "PUT", operation_status = "GET", registration_status = "POST" }
 
 --- Build one request, without sending it (internal: for the blocking calls
