@@ -1,16 +1,24 @@
 #!/bin/sh
 # The whole test run behind `make test`: build, lint, luarocks install check,
-# the busted suite on every Lua version, once more under ASan+UBSan, and the
-# hardening steps. Keeps going after a failure and ends with
-# "N passed, N failed" (busted tests counted one by one, other steps as one).
+# the busted suite on every Lua version, once more under ASan+UBSan and once
+# under valgrind, and the hardening steps. Keeps going after a failure and
+# ends with "N passed, N failed" (busted tests counted one by one, other steps
+# as one).
+#
+# The busted suites spend most of their time waiting on servers, so they run
+# side by side in the background while the other steps run in the
+# foreground; a progress line says how far each has got.
 set -u
 cd "$(dirname "$0")/.."
 
 LUA_VERSIONS=${LUA_VERSIONS:-"5.4 5.3 5.1 jit"}
 LOGS=build/logs
+rm -rf "$LOGS" build/sweep
 mkdir -p "$LOGS"
 passed=0
 failed=0
+began=$(date +%s)
+SUITES=""
 
 interpreter() {
     case "$1" in
@@ -19,100 +27,108 @@ interpreter() {
     esac
 }
 
+elapsed() {
+    echo $(($(date +%s) - $1))
+}
+
 # step NAME COMMAND...: one pass or one failure; the log's tail on failure.
 step() {
     name=$1
     shift
     start=$(date +%s)
-    [ -t 1 ] && printf '  ... %s' "$name"
+    [ -t 1 ] && printf '  ... %s\r' "$name"
     if "$@" >"$LOGS/$name.log" 2>&1; then
         passed=$((passed + 1))
-        [ -t 1 ] && printf '\r'
-        echo "ok     $name ($(($(date +%s) - start)) s)"
+        echo "ok     $name ($(elapsed "$start") s)"
     else
         failed=$((failed + 1))
-        [ -t 1 ] && printf '\r'
-        echo "FAILED $name after $(($(date +%s) - start)) s (log: $LOGS/$name.log)"
+        echo "FAILED $name after $(elapsed "$start") s (log: $LOGS/$name.log)"
         tail -n 40 "$LOGS/$name.log" | sed 's/^/    /'
     fi
 }
 
-# progress NAME LOG PID: while busted (PID) runs, says how far it is: on a
-# terminal one line rewritten in place, elsewhere a line every 30 s.
-progress() {
-    since=$(date +%s)
-    last=$since
-    while kill -0 "$3" 2>/dev/null; do
-        sleep 1
-        now=$(date +%s)
-        done_=$(grep -c '^\(not \)\{0,1\}ok ' "$2")
-        line="  ... $1: $done_/$TOTAL specs, $((now - since)) s"
-        if [ -t 1 ]; then
-            printf '\r%s ' "$line"
-        elif [ $((now - last)) -ge 30 ]; then
-            echo "$line"
-            last=$now
-        fi
-    done
-    [ -t 1 ] && printf '\r%60s\r' ''
-    return 0
-}
-
-# suite NAME BUSTED-ARGS...: counts busted's TAP lines.
-suite() {
+# start_suite NAME BUSTED-ARGS...: one busted run in the background, its TAP
+# lines in $LOGS/NAME.log, its exit code in $LOGS/NAME.rc when it ends.
+start_suite() {
     name=$1
     shift
-    log="$LOGS/$name.log"
-    start=$(date +%s)
-    echo "suite  $name: running ($TOTAL specs)..."
-    busted -o TAP "$@" >"$log" 2>&1 &
-    pid=$!
-    progress "$name" "$log" "$pid"
-    wait "$pid"
-    rc=$?
-    ok=$(grep -c '^ok ' "$log")
-    bad=$(grep -c '^not ok ' "$log")
-    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
-        bad=1 # busted itself failed (a spec file did not load)
-    fi
-    passed=$((passed + ok))
-    failed=$((failed + bad))
-    echo "suite  $name: $ok passed, $bad failed ($(($(date +%s) - start)) s)"
-    if [ "$bad" != 0 ]; then
-        grep -A 12 '^not ok ' "$log" | head -n 120 | sed 's/^/    /'
-        [ "$rc" != 0 ] && tail -n 20 "$log" | sed 's/^/    /'
-    fi
+    (
+        busted -o TAP "$@" >"$LOGS/$name.log" 2>&1
+        echo $? >"$LOGS/$name.rc"
+    ) &
+    SUITES="$SUITES $name"
 }
 
-rm -rf build/sweep
-step build make build LUA_VERSIONS="$LUA_VERSIONS"
-step luacheck make lint
-step ldoc make docs
-step luarocks-make sh tools/check-rockspec.sh
+# how_far: "name done/total" of every running suite.
+how_far() {
+    line=""
+    for s in $SUITES; do
+        [ -f "$LOGS/$s.rc" ] && continue
+        n=$(grep -c '^\(not \)\{0,1\}ok ' "$LOGS/$s.log" 2>/dev/null)
+        line="$line ${s#busted-} ${n:-0}/$TOTAL,"
+    done
+    echo "${line%,}"
+}
+
+# await_suites: progress until every suite has ended (on a terminal one line
+# rewritten in place, elsewhere a line every 30 s), then each one's count.
+await_suites() {
+    last=$(date +%s)
+    while [ -n "$(how_far)" ]; do
+        sleep 1
+        if [ -t 1 ]; then
+            printf '\r  ... %s (%s s) ' "$(how_far)" "$(elapsed "$began")"
+        elif [ $(($(date +%s) - last)) -ge 30 ]; then
+            echo "  ... running:$(how_far) ($(elapsed "$began") s)"
+            last=$(date +%s)
+        fi
+    done
+    wait
+    [ -t 1 ] && printf '\r%100s\r' ''
+    for s in $SUITES; do
+        log="$LOGS/$s.log"
+        rc=$(cat "$LOGS/$s.rc")
+        ok=$(grep -c '^ok ' "$log")
+        bad=$(grep -c '^not ok ' "$log")
+        if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then
+            bad=1 # busted itself failed (a spec file did not load, valgrind found an error)
+        fi
+        passed=$((passed + ok))
+        failed=$((failed + bad))
+        echo "suite  $s: $ok passed, $bad failed"
+        if [ "$bad" != 0 ]; then
+            grep -A 12 '^not ok ' "$log" | head -n 120 | sed 's/^/    /'
+            [ "$rc" != 0 ] && tail -n 20 "$log" | sed 's/^/    /'
+        fi
+    done
+}
+
+step build make -j2 build build/asan/dps/core.so LUA_VERSIONS="$LUA_VERSIONS"
 step certificates make certs
 
 # How many specs one busted run holds, for the progress lines.
 TOTAL=$(busted --list --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
+echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind, side by side"
 
 # The Lua 5.4 run also records secrets and messages for the secrets sweep
 # (spec/support/sweep.lua, a busted helper that reads DPS_SWEEP).
 for v in $LUA_VERSIONS; do
-    if [ "$v" = 5.4 ]; then export DPS_SWEEP=build/sweep; fi
-    suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
+    [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
+    start_suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
     unset DPS_SWEEP
 done
 
 # ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
 # the interpreter alone (ld.so --preload), not through LD_PRELOAD, which
 # every child process (curl, openssl, the emulator) would inherit.
-step asan-build make build/asan/dps/core.so
 lua54=$(command -v lua5.4)
 ldso=$(readelf -l "$(readlink -f "$lua54")" | sed -n 's/.*interpreter: \(.*\)]$/\1/p')
 printf '#!/bin/sh\nexec %s --preload "%s %s" %s "$@"\n' "$ldso" \
     "$(cc -print-file-name=libasan.so)" "$(cc -print-file-name=libubsan.so)" "$lua54" >build/asan/lua5.4
 chmod +x build/asan/lua5.4
-ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+start_suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
+unset ASAN_OPTIONS UBSAN_OPTIONS
 
 # Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
 # `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
@@ -124,14 +140,21 @@ VALGRIND="$VALGRIND --trace-children=no --num-callers=40 --suppressions=spec/val
 mkdir -p build/valgrind
 printf '#!/bin/sh\nexec %s lua5.4 "$@"\n' "$VALGRIND" >build/valgrind/lua5.4
 chmod +x build/valgrind/lua5.4
-suite busted-valgrind --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so"
+start_suite busted-valgrind --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so"
 
-# libFuzzer targets of the C parsers, 5 s each (make fuzz: 60 s each).
+# While the suites run: lint, docs, the rockspec, and the libFuzzer targets
+# of the C parsers, 5 s each (make fuzz: 60 s each).
+step luacheck make lint
+step ldoc make docs
+step luarocks-make sh tools/check-rockspec.sh
 step fuzz sh fuzz/run.sh 5
+
+await_suites
 
 # No key, derived key, password, PEM key or token signature in any message
 # the suite produced (recorded by spec/support/sweep.lua) or in its logs.
 step secrets-sweep lua5.4 spec/support/sweep_check.lua build/sweep
 
+echo "make test took $(elapsed "$began") s"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
