@@ -31,7 +31,7 @@ build = {
     ["dps.core"] = {
       sources = {
         "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
-        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c",
+        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c", "src/dps_fs.c",
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
