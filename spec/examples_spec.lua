@@ -414,7 +414,7 @@ config_get_bool() {
       local code, out, err = example("x509.lua", { DPS_CERT_FILE = cert, DPS_KEY_FILE = key })
       assert.are.equal(0, code, err)
       assert.truthy(out:find("^my%-device%-01 %-> hub "), out)
-      code, out, err = sh(string.format('"$LUA" bin/dps provision --id-scope %s --cert %s --cert-key %s '
+      code, out, err = sh(string.format('"$LUA" bin/dps provision --id-scope %s --cert-file %s --key-file %s '
         .. "--endpoint %s --ca-file %s", emu.id_scope, q(cert), q(key), emu.endpoint, q(emu.ca_file)))
       assert.are.equal(0, code, err)
       assert.are.equal("", err)
