@@ -10,6 +10,10 @@
 -- `service` (5xx), `http` (any other unexpected status). Kinds of the
 -- outcome: `failed` and `disabled` (the service's final registration state),
 -- `timeout` (the overall deadline).
+--
+-- `errors.KINDS[kind]` is `{ retryable = bool, exit = n, hint = "…" }`: whether
+-- a failure of that kind is worth another try, the exit code of the `dps`
+-- command, and the hint it prints (none for some kinds).
 -- @module dps.errors
 local errors = {}
 
@@ -23,16 +27,16 @@ local errors = {}
 -- @field auth 4: the service refused the credentials (HTTP 401/403)
 -- @field network 5: DNS, connection, proxy, TLS, or no decision within the time limit
 -- @field outcome 6: the registration ended `failed` or `disabled`
-local EXIT = { ok = 0, error = 1, usage = 2, credentials = 3, auth = 4, network = 5, outcome = 6 }
-errors.EXIT = EXIT
+errors.EXIT = { ok = 0, error = 1, usage = 2, credentials = 3, auth = 4, network = 5, outcome = 6 }
+local EXIT = errors.EXIT
 
---- Everything known about each `info.kind`, in one place: whether the
+-- errors.KINDS: everything known about each `info.kind`, in one place: whether the
 -- failure is worth another try before the deadline (`retryable`), the exit
 -- code of the `dps` command (`exit`), and the hint it prints (`hint`, naming
 -- command-line flags). `usage` is the command line's own kind: a mistake in
--- its arguments, or misuse the library raised.
--- @table KINDS
-local KINDS = {
+-- its arguments, or misuse the library raised. (A plain comment: LDoc
+-- cannot read this table.)
+errors.KINDS = {
   -- the connection (the C core)
   resolve = { retryable = true, exit = EXIT.network, hint = "check --endpoint and DNS" },
   connect = { retryable = true, exit = EXIT.network, hint = "check --endpoint, the network and --proxy" },
@@ -65,7 +69,7 @@ local KINDS = {
   -- the command line's own
   usage = { retryable = false, exit = EXIT.usage },
 }
-errors.KINDS = KINDS
+local KINDS = errors.KINDS
 
 --- Whether a failure of this kind is worth another try (false for a kind
 -- not in `KINDS`).

@@ -46,9 +46,9 @@ function secrets.check_mode(path, term)
   end
 end
 
---- Reads a secret from a file: the whole file for a pass phrase (`exact`:
--- one trailing newline removed), the trimmed contents for a key.
--- @param flag the flag that named it (as typed), for messages
+--- Reads a secret from file `path`, named by `flag` (as typed) in messages:
+-- the whole file for a pass phrase (`exact`: one trailing newline removed),
+-- the trimmed contents for a key. Registers it with `term`.
 function secrets.read(path, flag, term, exact)
   if looks_like_key(path) or (exact and not path:find("/", 1, true)) then
     term.keep_secret(path) -- perhaps the secret itself, given by mistake
@@ -102,10 +102,9 @@ end
 
 --- The one key source of a command:
 -- `{ kind = "symmetric" | "group" | "x509", key = …, from = "…" }`
--- (x509: `cert_file`, `key_file`, `key_password`).
--- @tparam table opts parsed options (`dps.cli.args`)
--- @tparam table given the flags as typed
--- @tparam function env `name -> value`
+-- (x509: `cert_file`, `key_file`, `key_password`), from `opts` and `given`
+-- (`dps.cli.args.parse`), `env` (a function `name -> value`), the `command`
+-- (`dps.cli.args.COMMANDS`) and the `term`inal.
 function secrets.source(opts, given, env, command, term)
   local flag_sources = {}
   for _, name in ipairs({ "symmetric-key-file", "group-key-file", "cert-file" }) do
