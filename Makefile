@@ -66,10 +66,11 @@ certs:
 	@sh emulator/make-certs.sh build/test-certs
 
 install: build/$(LUA_VERSION)/dps/core.so
-	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 build/$(LUA_VERSION)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
 	install -m 0644 lua/dps.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps.lua
 	install -m 0644 lua/dps/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/
+	install -m 0644 lua/dps/cli/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli/
 	sed '1s|^#!.*|#!/usr/bin/env lua$(LUA_VERSION)|' bin/dps >$(DESTDIR)$(PREFIX)/bin/dps
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/dps
 

@@ -31,7 +31,7 @@ build = {
     ["dps.core"] = {
       sources = {
         "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
-        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c",
+        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c", "src/dps_fs.c",
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
@@ -45,6 +45,11 @@ build = {
     ["dps.poll"] = "lua/dps/poll.lua",
     ["dps.response"] = "lua/dps/response.lua",
     ["dps.cli"] = "lua/dps/cli.lua",
+    ["dps.cli.args"] = "lua/dps/cli/args.lua",
+    ["dps.cli.commands"] = "lua/dps/cli/commands.lua",
+    ["dps.cli.help"] = "lua/dps/cli/help.lua",
+    ["dps.cli.output"] = "lua/dps/cli/output.lua",
+    ["dps.cli.secrets"] = "lua/dps/cli/secrets.lua",
   },
   install = { bin = { ["dps"] = "bin/dps" } },
   copy_directories = { "examples" },

@@ -10,7 +10,11 @@
 -- DPS_REGISTRATION_ID (checked against the CN), DPS_ENDPOINT, DPS_CA_FILE.
 local dps = require "dps"
 
-local ok, client = pcall(dps.new, {
+-- A certificate or key that cannot be used (missing, unreadable, encrypted
+-- without the right pass phrase, not a pair, a CN that differs from
+-- DPS_REGISTRATION_ID) is a failure to handle, like io.open's: nil, message,
+-- info. Only misuse (a wrong option, a bad ID) raises.
+local client, problem, why = dps.new{
   id_scope = assert(os.getenv("DPS_ID_SCOPE"), "set DPS_ID_SCOPE"),
   registration_id = os.getenv("DPS_REGISTRATION_ID"),
   cert_file = assert(os.getenv("DPS_CERT_FILE"), "set DPS_CERT_FILE"),
@@ -18,11 +22,10 @@ local ok, client = pcall(dps.new, {
   key_password = os.getenv("DPS_KEY_PASSWORD"),
   endpoint = os.getenv("DPS_ENDPOINT"),
   ca_file = os.getenv("DPS_CA_FILE"),
-})
-if not ok then
-  -- an unreadable certificate, a wrong pass phrase, a CN that is no registration ID, …
-  io.stderr:write("cannot use the certificate: ", tostring(client), "\n")
-  os.exit(2)
+}
+if not client then
+  io.stderr:write(string.format("cannot use the certificate: %s [kind=%s]\n", problem, why.kind))
+  os.exit(why.kind == "credentials" and 3 or 2)
 end
 
 local state, err, info = client:provision{ timeout = 60 }

@@ -114,15 +114,20 @@ dps.new = Client.new
 -- per-request and the overall limit (default 60 s overall).
 -- @tparam table opts
 -- @treturn table the assigned registration state, or nil, message, info
+-- (as `dps.new`'s for local files that cannot be used, else as the client's
+-- `provision`)
+-- @raise on misuse, as `dps.new` and the client's `provision`
 function dps.provision(opts)
   check.options(opts, setmetatable({ payload = "table" }, { __index = Client.OPTIONS }), "dps.provision")
   local client_opts, provision_opts = {}, { payload = opts.payload, timeout = opts.timeout }
   for k, v in pairs(opts) do
     if k ~= "payload" then client_opts[k] = v end
   end
-  local ok, client = pcall(Client.new, client_opts)
+  local ok, client, message, info = pcall(Client.new, client_opts)
   if not ok then
     reraise(client)
+  elseif not client then
+    return nil, message, info -- a local file that cannot be used
   end
   local results = { pcall(client.provision, client, provision_opts) }
   client:close()

@@ -109,6 +109,14 @@ describe("dps command line", function()
     return a
   end
 
+  -- Messages name the command line's flags, never the Lua options.
+  local function assert_flag_names(text)
+    for _, name in ipairs({ "cert_file", "key_file", "key_password", "registration_id", "id_scope", "ca_file",
+      "symmetric_key", "group_key", "dps.new" }) do
+      assert.is_nil(text:find(name, 1, true), "names " .. name .. ": " .. text)
+    end
+  end
+
   local function one_line(text)
     assert.are.equal(1, select(2, text:gsub("\n", "")), "not one line:\n" .. text)
     assert.truthy(text:match("^dps: "), text)
@@ -203,7 +211,7 @@ describe("dps command line", function()
       for _, a in ipairs({
         { "provison" }, { "--id-scope", "x" }, { "provision", "--bogus", "1" }, { "provision", "--id-scope" },
         { "provision", "--id-scope", "a", "--id-scope", "b" }, { "provision", "stray-value" },
-        { "provision", "--verbose=yes" }, { "derive-key", "--key-file", key_file },
+        { "provision", "--verbose=yes" }, { "derive-key", "--symmetric-key-file", key_file },
       }) do
         code, out, err = main(a)
         assert.are.equal(2, code, table.concat(a, " ") .. " → " .. err)
@@ -214,11 +222,11 @@ describe("dps command line", function()
     end)
 
     it("exits 2 when a required flag is missing", function()
-      local code, out, err = main({ "provision", "--registration-id", "dev-01", "--key-file", key_file })
+      local code, out, err = main({ "provision", "--registration-id", "dev-01", "--symmetric-key-file", key_file })
       assert.are.equal(2, code)
       assert.are.equal("", out)
       assert.truthy(err:find("--id-scope is required", 1, true))
-      code, out, err = main({ "token", "--id-scope", "0ne00000001", "--key-file", key_file })
+      code, out, err = main({ "token", "--id-scope", "0ne00000001", "--symmetric-key-file", key_file })
       assert.are.equal(2, code)
       assert.are.equal("", out)
       assert.truthy(err:find("--registration-id is required", 1, true))
@@ -230,7 +238,8 @@ describe("dps command line", function()
   describe("keys never on the command line", function()
     it("refuses every key-bearing flag with a usage error pointing to a file or variable", function()
       local cases = {
-        { "--key", "DPS_SYMMETRIC_KEY" }, { "--symmetric-key", "--key-file" }, { "--primary-key", "--key-file" },
+        { "--key", "DPS_SYMMETRIC_KEY" }, { "--symmetric-key", "--symmetric-key-file" },
+        { "--primary-key", "--symmetric-key-file" },
         { "--group-key", "DPS_GROUP_KEY" }, { "--key-password", "DPS_KEY_PASSWORD" },
         { "--password", "--key-password-file" }, { "--sas-token", "key file" },
       }
@@ -260,7 +269,7 @@ describe("dps command line", function()
 
   describe("provision", function()
     it("provisions with --key-file and prints the registration state as JSON", function()
-      local code, out, err = main(args("dev-01", "--key-file", key_file))
+      local code, out, err = main(args("dev-01", "--symmetric-key-file", key_file))
       assert.are.equal(0, code, err)
       assert.are.equal("", err)
       assert.truthy(out:match("^{.*}\n$"))
@@ -308,19 +317,20 @@ describe("dps command line", function()
     end)
 
     it("provisions with an X.509 certificate, the registration ID taken from its CN", function()
-      local code, out, err = main(args(nil, "--cert", certs.x509_device_01_chain,
-        "--cert-key", certs.x509_device_01_key))
+      local code, out, err = main(args(nil, "--cert-file", certs.x509_device_01_chain,
+        "--key-file", certs.x509_device_01_key))
       assert.are.equal(0, code, err)
       local state = cjson.decode(out)
       assert.are.equal("x509-device-01", state.deviceId)
       assert.are.equal("x509-group", state.x509.enrollmentGroupId)
-      code, out, err = main(args("x509-self-01", "--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key))
+      code, out, err = main(args("x509-self-01", "--cert-file", certs.x509_self_01, "--key-file",
+        certs.x509_self_01_key))
       assert.are.equal(0, code, err)
       assert.are.equal("x509-self-01", cjson.decode(out).deviceId)
     end)
 
     it("reads an encrypted key's pass phrase from DPS_KEY_PASSWORD or --key-password-file", function()
-      local cert = { "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key }
+      local cert = { "--cert-file", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_enc_key }
       local code, out, err = main(args(nil, cert[1], cert[2], cert[3], cert[4]), { DPS_KEY_PASSWORD = PASSPHRASE })
       assert.are.equal(0, code, err)
       assert.are.equal("x509-device-01", cjson.decode(out).deviceId)
@@ -335,16 +345,21 @@ describe("dps command line", function()
       local not_base64 = write(dir .. "/bad.key", "this is not base64!")
       local empty = write(dir .. "/empty.key", "\n")
       local cases = {
-        { args("dev-01", "--key-file", dir .. "/missing.key"), {}, "missing.key" },
-        { args("dev-01", "--key-file", not_base64), {}, "base64" },
-        { args("dev-01", "--key-file", empty), {}, "empty" },
+        { args("dev-01", "--symmetric-key-file", dir .. "/missing.key"), {}, "missing.key" },
+        { args("dev-01", "--symmetric-key-file", not_base64), {}, "base64" },
+        { args("dev-01", "--symmetric-key-file", empty), {}, "empty" },
         { args("dev-01"), {}, "no key" },
         { args("dev-01"), { DPS_SYMMETRIC_KEY = "" }, "no key" },
-        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key), {},
+        { args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_enc_key), {},
           "pass" },
-        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key,
-          "--key-password-file", wrong), {}, "key_password" },
-        { args(nil, "--cert", dir .. "/missing.pem", "--cert-key", certs.x509_device_01_key), {}, "credentials" },
+        { args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_enc_key,
+          "--key-password-file", wrong), {}, "wrong --key-password-file" },
+        { args(nil, "--cert-file", dir .. "/missing.pem", "--key-file", certs.x509_device_01_key), {},
+          "--cert-file " .. dir .. "/missing.pem: No such file or directory" },
+        { args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", dir .. "/missing.pem"), {},
+          "--key-file " .. dir .. "/missing.pem: No such file or directory" },
+        { args("someone-else", "--cert-file", certs.x509_self_01, "--key-file", certs.x509_self_01_key), {},
+          "--registration-id \"someone-else\" differs from the certificate's subject CN \"x509-self-01\"" },
       }
       for _, case in ipairs(cases) do
         local code, out, err = main(case[1], case[2])
@@ -353,21 +368,21 @@ describe("dps command line", function()
         one_line(err)
         assert.truthy(err:find(case[3], 1, true), err)
         assert_no_secrets(err)
+        assert_flag_names(err)
       end
     end)
 
     it("exits 2 for misuse the library detects, in one clean line", function()
       local cases = {
-        { args("bad id!", "--key-file", key_file), "registration_id" },
-        { set(args("dev-01", "--key-file", key_file), "--endpoint", "http://localhost:1"), "endpoint" },
-        { args("dev-01", "--key-file", key_file, "--proxy", "socks5://localhost:1"), "proxy" },
-        { args("dev-01", "--key-file", key_file, "--timeout", "soon"), "--timeout" },
-        { args("dev-01", "--key-file", key_file, "--timeout", "-1"), "--timeout" },
-        { args("someone-else", "--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key), "CN" },
-        { args(nil, "--cert", certs.x509_self_01), "--cert-key" },
-        { args("dev-01", "--key-file", key_file, "--group-key-file", group_key_file), "one key source" },
+        { args("bad id!", "--symmetric-key-file", key_file), "--registration-id may only contain" },
+        { set(args("dev-01", "--symmetric-key-file", key_file), "--endpoint", "http://localhost:1"), "endpoint" },
+        { args("dev-01", "--symmetric-key-file", key_file, "--proxy", "socks5://localhost:1"), "proxy" },
+        { args("dev-01", "--symmetric-key-file", key_file, "--timeout", "soon"), "--timeout" },
+        { args("dev-01", "--symmetric-key-file", key_file, "--timeout", "-1"), "--timeout" },
+        { args(nil, "--cert-file", certs.x509_self_01), "--key-file" },
+        { args("dev-01", "--symmetric-key-file", key_file, "--group-key-file", group_key_file), "one key source" },
         { args("dev-01"), "both", { DPS_SYMMETRIC_KEY = KEY, DPS_GROUP_KEY = GROUP_KEY } },
-        { args("dev-01", "--key-file", key_file, "--key-password-file", key_file), "--key-password-file" },
+        { args("dev-01", "--symmetric-key-file", key_file, "--key-password-file", key_file), "--key-password-file" },
       }
       for _, case in ipairs(cases) do
         local code, out, err = main(case[1], case[3])
@@ -376,12 +391,13 @@ describe("dps command line", function()
         one_line(err)
         assert.truthy(err:find(case[2], 1, true), err)
         assert_no_secrets(err)
+        assert_flag_names(err)
       end
     end)
 
     it("exits 4 when the service refuses the credentials, with errorCode and trackingId", function()
-      for _, a in ipairs({ args("dev-01", "--key-file", other_key_file),
-        args("x509-device-01", "--cert", certs.rogue, "--cert-key", certs.rogue_key) }) do
+      for _, a in ipairs({ args("dev-01", "--symmetric-key-file", other_key_file),
+        args("x509-device-01", "--cert-file", certs.rogue, "--key-file", certs.rogue_key) }) do
         local code, out, err = main(a)
         assert.are.equal(4, code, err)
         assert.are.equal("", out)
@@ -395,25 +411,25 @@ describe("dps command line", function()
     end)
 
     it("exits 1 when the service refuses the request (404 ID scope, 400)", function()
-      local code, out, err = main(set(args("dev-01", "--key-file", key_file), "--id-scope", "0ne99999999"))
+      local code, out, err = main(set(args("dev-01", "--symmetric-key-file", key_file), "--id-scope", "0ne99999999"))
       assert.are.equal(1, code, err)
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:find("HTTP 404", 1, true) and err:find("errorCode 404001", 1, true), err)
       assert.truthy(err:find("--id-scope", 1, true), err)
-      code, out, err = main(args("dev-400", "--key-file", key_file))
+      code, out, err = main(args("dev-400", "--symmetric-key-file", key_file))
       assert.are.equal("", out)
       assert.are.equal(1, code, err)
       assert.truthy(err:find("HTTP 400", 1, true), err)
     end)
 
     it("exits 5 for TLS failures, unreachable endpoints and the deadline", function()
-      local code, out, err = main(set(args("dev-01", "--key-file", key_file), "--ca-file", certs.other_ca))
+      local code, out, err = main(set(args("dev-01", "--symmetric-key-file", key_file), "--ca-file", certs.other_ca))
       assert.are.equal(5, code, err)
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:lower():find("tls", 1, true), err)
-      local a = set(args("dev-01", "--key-file", key_file), "--endpoint", emu.expired_endpoint)
+      local a = set(args("dev-01", "--symmetric-key-file", key_file), "--endpoint", emu.expired_endpoint)
       code, out, err = main(a)
       assert.are.equal("", out)
       assert.are.equal(5, code, err)
@@ -429,12 +445,12 @@ describe("dps command line", function()
     end)
 
     it("exits 6 when the registration ends failed or disabled", function()
-      local code, out, err = main(args("dev-failed", "--key-file", key_file))
+      local code, out, err = main(args("dev-failed", "--symmetric-key-file", key_file))
       assert.are.equal(6, code, err)
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:find("registration failed", 1, true) and err:find("errorCode 400207", 1, true), err)
-      code, out, err = main(args("dev-disabled", "--key-file", key_file))
+      code, out, err = main(args("dev-disabled", "--symmetric-key-file", key_file))
       assert.are.equal(6, code, err)
       assert.are.equal("", out)
       assert.truthy(err:find("disabled", 1, true), err)
@@ -442,29 +458,35 @@ describe("dps command line", function()
 
     it("warns when a key file can be read by other users", function()
       local open_key = write(dir .. "/open.key", KEY, "644")
-      local code, out, err = main(args("dev-mode", "--key-file", open_key))
+      local code, out, err = main(args("dev-mode", "--symmetric-key-file", open_key))
       assert.are.equal(0, code, err)
       assert.truthy(out:find("dev-mode-hub", 1, true))
       one_line(err)
       assert.truthy(err:find("warning: " .. open_key .. " can be read by other users", 1, true), err)
       assert.truthy(err:find("chmod 600", 1, true), err)
       assert_no_secrets(err)
-      code, out, err = main(args("dev-mode", "--key-file", key_file))
+      assert.truthy(err:find("(mode 0644)", 1, true), err)
+      local group_key = write(dir .. "/group-readable.key", KEY, "640")
+      code, out, err = main(args("dev-mode", "--symmetric-key-file", group_key))
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("dev-mode-hub", 1, true))
+      assert.truthy(err:find("warning: " .. group_key .. " can be read by other users (mode 0640)", 1, true), err)
+      code, out, err = main(args("dev-mode", "--symmetric-key-file", key_file))
       assert.truthy(out:find("dev-mode-hub", 1, true))
       assert.are.equal(0, code)
       assert.are.equal("", err)
     end)
 
     it("tells what it does with --verbose, without a key or token", function()
-      local code, out, err = main(args("dev-verbose", "--key-file", key_file, "--verbose"))
+      local code, out, err = main(args("dev-verbose", "--symmetric-key-file", key_file, "--verbose"))
       assert.are.equal(0, code, err)
       assert.truthy(err:find("dps: provisioning dev-verbose at " .. emu.endpoint, 1, true), err)
-      assert.truthy(err:find("the key in --key-file " .. key_file, 1, true), err)
+      assert.truthy(err:find("the key in --symmetric-key-file " .. key_file, 1, true), err)
       assert.truthy(err:find("assigned to emulated-hub.azure-devices.net as device dev-verbose-hub", 1, true), err)
       assert.truthy(err:find("2 requests on 1 TLS connection", 1, true), err)
       assert.are.equal("dev-verbose-hub", cjson.decode(out).deviceId)
       assert_no_secrets(err)
-      code, out, err = main(args("dev-01", "--key-file", other_key_file, "-v"))
+      code, out, err = main(args("dev-01", "--symmetric-key-file", other_key_file, "-v"))
       assert.are.equal("", out)
       assert.are.equal(4, code)
       assert.truthy(err:find("kind=auth status=401 error_code=401002 tracking_id=", 1, true), err)
@@ -474,9 +496,9 @@ describe("dps command line", function()
 
   describe("status", function()
     it("prints the registration without registering again", function()
-      assert.are.equal(0, (main(args("dev-02", "--key-file", key_file))))
+      assert.are.equal(0, (main(args("dev-02", "--symmetric-key-file", key_file))))
       local before = #requests("dev-02", 1)
-      local code, out, err = main(with_command("status", args("dev-02", "--key-file", key_file)))
+      local code, out, err = main(with_command("status", args("dev-02", "--symmetric-key-file", key_file)))
       assert.are.equal(0, code, err)
       local state = cjson.decode(out)
       assert.are.equal("assigned", state.status)
@@ -500,20 +522,20 @@ describe("dps command line", function()
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:find("HTTP 404", 1, true) and err:find("dps provision", 1, true), err)
-      code, out, err = main(with_command("status", args("dev-busy", "--key-file", key_file)))
+      code, out, err = main(with_command("status", args("dev-busy", "--symmetric-key-file", key_file)))
       assert.are.equal("", out)
       assert.are.equal(1, code, err)
       assert.truthy(err:find("HTTP 429", 1, true) and err:find("Retry-After 7 s", 1, true), err)
     end)
 
     it("exits 6 for a failed registration and 4 for a refused key", function()
-      main(args("dev-failed", "--key-file", key_file))
-      local code, out, err = main(with_command("status", args("dev-failed", "--key-file", key_file)))
+      main(args("dev-failed", "--symmetric-key-file", key_file))
+      local code, out, err = main(with_command("status", args("dev-failed", "--symmetric-key-file", key_file)))
       assert.are.equal(6, code, err)
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:find("registration failed", 1, true), err)
-      code = main(with_command("status", args("dev-02", "--key-file", other_key_file)))
+      code = main(with_command("status", args("dev-02", "--symmetric-key-file", other_key_file)))
       assert.are.equal(4, code)
     end)
   end)
@@ -526,7 +548,7 @@ describe("dps command line", function()
     end
 
     it("prints the same token as dps.registration_token", function()
-      local code, out, err = main(token_args("--key-file", key_file, "--expiry", "1700000000"))
+      local code, out, err = main(token_args("--symmetric-key-file", key_file, "--expiry", "1700000000"))
       assert.are.equal(0, code, err)
       assert.are.equal("", err)
       assert.are.equal(dps.registration_token("0ne00000001", "dev-01", KEY, 1700000000) .. "\n", out)
@@ -544,7 +566,7 @@ describe("dps command line", function()
 
     it("expires after --ttl seconds, one hour by default", function()
       for _, case in ipairs({ { {}, 3600 }, { { "--ttl", "120" }, 120 } }) do
-        local a = token_args("--key-file", key_file, case[1][1], case[1][2])
+        local a = token_args("--symmetric-key-file", key_file, case[1][1], case[1][2])
         local now = os.time()
         local code, out = main(a)
         assert.are.equal(0, code)
@@ -555,10 +577,11 @@ describe("dps command line", function()
 
     it("exits 2 for bad --expiry / --ttl and for a certificate, 3 without a key", function()
       for _, a in ipairs({
-        token_args("--key-file", key_file, "--expiry", "1.5"), token_args("--key-file", key_file, "--ttl", "0"),
-        token_args("--key-file", key_file, "--ttl", "x"),
-        token_args("--key-file", key_file, "--expiry", "1700000000", "--ttl", "60"),
-        token_args("--cert", certs.x509_self_01, "--cert-key", certs.x509_self_01_key),
+        token_args("--symmetric-key-file", key_file, "--expiry", "1.5"),
+        token_args("--symmetric-key-file", key_file, "--ttl", "0"),
+        token_args("--symmetric-key-file", key_file, "--ttl", "x"),
+        token_args("--symmetric-key-file", key_file, "--expiry", "1700000000", "--ttl", "60"),
+        token_args("--cert-file", certs.x509_self_01, "--key-file", certs.x509_self_01_key),
       }) do
         local code, out, err = main(a)
         assert.are.equal(2, code, err)
@@ -571,7 +594,7 @@ describe("dps command line", function()
     end)
 
     it("never shows the signature in --verbose", function()
-      local code, out, err = main(token_args("--key-file", key_file, "--expiry", "1700000000", "--verbose"))
+      local code, out, err = main(token_args("--symmetric-key-file", key_file, "--expiry", "1700000000", "--verbose"))
       assert.are.equal(0, code)
       assert.truthy(out:find("sig=", 1, true))
       assert.truthy(err:find("expires 2023-11-14T22:13:20Z", 1, true), err)
@@ -607,12 +630,12 @@ describe("dps command line", function()
       local cases = {
         { { "--version" }, {}, 0 },
         { { "provision", "--key", KEY }, {}, 2 },
-        { args("dev-01", "--key-file", dir .. "/missing.key"), {}, 3 },
-        { args("dev-01", "--key-file", other_key_file), {}, 4 },
-        { set(args("dev-01", "--key-file", key_file), "--ca-file", certs.other_ca), {}, 5 },
+        { args("dev-01", "--symmetric-key-file", dir .. "/missing.key"), {}, 3 },
+        { args("dev-01", "--symmetric-key-file", other_key_file), {}, 4 },
+        { set(args("dev-01", "--symmetric-key-file", key_file), "--ca-file", certs.other_ca), {}, 5 },
         { args("dev-failed"), { DPS_SYMMETRIC_KEY = KEY }, 6 },
       }
-      cases[#cases + 1] = { set(args("dev-01", "--key-file", key_file), "--id-scope", "0ne99999999"), {}, 1 }
+      cases[#cases + 1] = { set(args("dev-01", "--symmetric-key-file", key_file), "--id-scope", "0ne99999999"), {}, 1 }
       for _, case in ipairs(cases) do
         local code, out, err = process(case[1], case[2])
         assert.are.equal(case[3], code, table.concat(case[1], " ") .. "\n" .. err)
@@ -625,18 +648,119 @@ describe("dps command line", function()
     end)
   end)
 
+  describe("flag names", function()
+    it("still accepts the old --key-file (symmetric key), --cert and --cert-key, with a note for --key-file", function()
+      local code, out, err = main(args("dev-02", "--key-file", key_file))
+      assert.are.equal(0, code, err)
+      assert.are.equal("dev-02-hub", cjson.decode(out).deviceId)
+      assert.are.equal("dps: note: --key-file without --cert-file is the old name of --symmetric-key-file, which "
+        .. "it will stop being; use --symmetric-key-file\n", err)
+      code, out, err = main({ "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01",
+        "--key-file", key_file, "--expiry", "1700000000" })
+      assert.are.equal(0, code, err)
+      assert.are.equal(dps.registration_token("0ne00000001", "dev-01", KEY, 1700000000) .. "\n", out)
+      assert.truthy(err:find("note: --key-file", 1, true), err)
+      code, out, err = main(args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_key))
+      assert.are.equal(0, code, err)
+      assert.are.equal("x509-device-01", cjson.decode(out).deviceId)
+      assert.are.equal("", err)
+      -- --key-file with a certificate is the certificate's key, as key_file in Lua
+      code, out, err = main(args(nil, "--cert", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_key))
+      assert.are.equal(0, code, err)
+      assert.are.equal("x509-device-01", cjson.decode(out).deviceId)
+      assert.are.equal("", err)
+    end)
+
+    it("refuses an old and a new name of one flag together, and --cert-key without a certificate", function()
+      for _, case in ipairs({
+        { args(nil, "--cert", certs.x509_self_01, "--cert-file", certs.x509_self_01, "--key-file",
+          certs.x509_self_01_key), "--cert and --cert-file are the same option" },
+        { args(nil, "--cert-file", certs.x509_self_01, "--cert-key", certs.x509_self_01_key, "--key-file",
+          certs.x509_self_01_key), "--cert-key and --key-file are the same option" },
+        { args("dev-01", "--cert-key", certs.x509_self_01_key), "--cert-key is the certificate's private key" },
+        { args("dev-01", "--key-file", key_file, "--symmetric-key-file", key_file), "one key source" },
+      }) do
+        local code, out, err = main(case[1])
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        assert.truthy(err:find(case[2], 1, true), err)
+      end
+    end)
+
+    it("never echoes a key given by mistake where a file name goes", function()
+      for _, flag in ipairs({ "--symmetric-key-file", "--group-key-file", "--key-file" }) do
+        local code, out, err = main(args("dev-01", flag, KEY))
+        assert.are.equal(3, code, err)
+        assert.are.equal("", out)
+        assert.truthy(err:find(flag .. " <redacted>: No such file", 1, true), err)
+        assert_no_secrets(err)
+      end
+      local code, out, err = main(args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file",
+        certs.x509_device_01_enc_key, "--key-password-file", PASSPHRASE))
+      assert.are.equal(3, code, err)
+      assert.are.equal("", out)
+      assert.is_nil(err:find(PASSPHRASE, 1, true), err)
+    end)
+  end)
+
+  describe("exit codes by kind", function()
+    -- errors.KINDS holds the exit code of every kind; the command uses it, and
+    -- decides by info.kind, never by a message's text.
+    it("are the documented ones for every kind, from one table", function()
+      local errors = require "dps.errors"
+      local documented = {
+        resolve = 5, connect = 5, proxy = 5, tls = 5, timeout = 5, network = 5, credentials = 3, auth = 4,
+        failed = 6, disabled = 6, usage = 2, protocol = 1, too_large = 1, config = 1, oom = 1, bad_request = 1,
+        not_found = 1, conflict = 1, throttled = 1, service = 1, http = 1,
+      }
+      for kind, code in pairs(documented) do
+        assert.are.equal(code, errors.KINDS[kind].exit, kind)
+      end
+      for kind in pairs(errors.KINDS) do
+        assert.truthy(documented[kind], "undocumented kind " .. kind)
+      end
+    end)
+
+    it("and the service's 409 is retryable, as the README promises", function()
+      local errors = require "dps.errors"
+      local _, _, info = errors.service("register", 409, {}, nil)
+      assert.are.equal("conflict", info.kind)
+      assert.is_true(info.retryable)
+      for status, retryable in pairs({ [400] = false, [401] = false, [404] = false, [429] = true, [500] = true,
+        [503] = true, [418] = false }) do
+        _, _, info = errors.service("register", status, {}, nil)
+        assert.are.equal(retryable, info.retryable, status)
+      end
+    end)
+
+    it("follows the kind, not the message: a credentials failure whose text says nothing of keys", function()
+      local code, out, err = main(set(args("dev-01", "--symmetric-key-file", key_file), "--ca-file",
+        dir .. "/no-such-ca.pem"))
+      assert.are.equal(1, code, err) -- config
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("--ca-file " .. dir .. "/no-such-ca.pem: No such file or directory", 1, true), err)
+      local dirkey = dir .. "/a-directory"
+      os.execute("mkdir -p " .. q(dirkey))
+      code, out, err = main(args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", dirkey))
+      assert.are.equal(3, code, err) -- credentials
+      assert.are.equal("", out)
+      assert.truthy(err:find("--key-file " .. dirkey .. ": is not a file", 1, true), err)
+    end)
+  end)
+
   describe("no secrets in any output", function()
     it("holds for every command's stdout (except the asked-for value) and stderr, with --verbose", function()
       local derived = { dps.derive_key(GROUP_KEY, "leaf-secret"), dps.derive_key(GROUP_KEY, "dev-01"), "wrong-pass" }
       local runs = {
         { args("leaf-secret", "--group-key-file", group_key_file, "-v") },
         { args("leaf-secret", "-v"), { DPS_GROUP_KEY = GROUP_KEY } },
-        { args("dev-01", "--key-file", other_key_file, "-v") },
-        { args("dev-failed", "--key-file", key_file, "-v") },
-        { set(args("dev-01", "--key-file", key_file, "-v"), "--ca-file", certs.other_ca) },
-        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key, "-v"),
+        { args("dev-01", "--symmetric-key-file", other_key_file, "-v") },
+        { args("dev-failed", "--symmetric-key-file", key_file, "-v") },
+        { set(args("dev-01", "--symmetric-key-file", key_file, "-v"), "--ca-file", certs.other_ca) },
+        { args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_enc_key, "-v"),
           { DPS_KEY_PASSWORD = PASSPHRASE } },
-        { args(nil, "--cert", certs.x509_device_01_chain, "--cert-key", certs.x509_device_01_enc_key, "-v"),
+        { args(nil, "--cert-file", certs.x509_device_01_chain, "--key-file", certs.x509_device_01_enc_key, "-v"),
           { DPS_KEY_PASSWORD = "wrong-pass" } },
         { with_command("status", args("leaf-secret", "--group-key-file", group_key_file, "-v")) },
         { { "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01", "--group-key-file",
@@ -644,7 +768,7 @@ describe("dps command line", function()
         { { "token", "--id-scope", "0ne00000001", "--registration-id", "dev 01", "-v" },
           { DPS_GROUP_KEY = GROUP_KEY } },
         { { "derive-key", "--registration-id", "dev-01", "--group-key-file", group_key_file } },
-        { args("dev-01", "--key-file", key_file, "--payload", "{", "-v") },
+        { args("dev-01", "--symmetric-key-file", key_file, "--payload", "{", "-v") },
       }
       for _, r in ipairs(runs) do
         for _, runner in ipairs({ main, process }) do

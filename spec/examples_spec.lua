@@ -207,9 +207,10 @@ describe("examples", function()
       assert.truthy(out:find("^x509%-device%-01 %-> hub "), out)
       code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_device_01_chain,
         DPS_KEY_FILE = certs.x509_device_01_enc_key, DPS_KEY_PASSWORD = "not-the-pass-phrase" })
-      assert.are.equal(2, code)
+      assert.are.equal(3, code)
       assert.are.equal("", out)
-      assert.truthy(err:find("cannot use the certificate: dps.new: credentials: ", 1, true), err)
+      assert.truthy(err:find("cannot use the certificate: dps.new: key_file could not be decrypted", 1, true), err)
+      assert.truthy(err:find("[kind=credentials]", 1, true), err)
       assert.is_nil(err:find("not-the-pass-phrase", 1, true), err)
     end)
   end)
@@ -413,7 +414,7 @@ config_get_bool() {
       local code, out, err = example("x509.lua", { DPS_CERT_FILE = cert, DPS_KEY_FILE = key })
       assert.are.equal(0, code, err)
       assert.truthy(out:find("^my%-device%-01 %-> hub "), out)
-      code, out, err = sh(string.format('"$LUA" bin/dps provision --id-scope %s --cert %s --cert-key %s '
+      code, out, err = sh(string.format('"$LUA" bin/dps provision --id-scope %s --cert-file %s --key-file %s '
         .. "--endpoint %s --ca-file %s", emu.id_scope, q(cert), q(key), emu.endpoint, q(emu.ca_file)))
       assert.are.equal(0, code, err)
       assert.are.equal("", err)

@@ -78,3 +78,72 @@ describe("X.509 provisioning", function()
     assert.are.equal("x509-device-01", reg.deviceId)
   end)
 end)
+
+-- Local files that cannot be used are operational failures, like io.open's:
+-- nil, message, info with a kind; only misuse raises. Nothing is sent.
+describe("X.509 local files", function()
+  local certs, dir
+  setup(function()
+    certs = emulator.certs()
+    dir = certs.dir
+  end)
+
+  local function opts(extra)
+    local o = { id_scope = "0ne00000001", endpoint = "https://127.0.0.1:1", timeout = 1,
+                cert_file = certs.x509_device_01_chain, key_file = certs.x509_device_01_key }
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+
+  local function returns(kind, pattern, f, o)
+    local ok, result, message, info = pcall(f, o)
+    assert.is_true(ok, "raised: " .. tostring(result))
+    assert.is_nil(result)
+    assert.are.equal("string", type(message))
+    assert.are.equal(kind, info.kind)
+    assert.is_false(info.retryable)
+    assert.truthy(message:find(pattern, 1, true), message)
+    assert.is_nil(message:find("PRIVATE KEY", 1, true), message)
+    return message
+  end
+
+  for _, f in ipairs({ { "dps.new", function(o) return dps.new(o) end },
+                       { "dps.provision", function(o) return dps.provision(o) end } }) do
+    it(f[1] .. " returns credentials failures for certificate and key files", function()
+      returns("credentials", "cert_file " .. dir .. "/missing.pem: No such file or directory", f[2],
+        opts{ cert_file = dir .. "/missing.pem" })
+      returns("credentials", "key_file " .. dir .. "/missing.key: No such file or directory", f[2],
+        opts{ key_file = dir .. "/missing.key" })
+      returns("credentials", "key_file " .. dir .. ": is not a file", f[2], opts{ key_file = dir })
+      returns("credentials", "key_file is encrypted: give key_password", f[2],
+        opts{ key_file = certs.x509_device_01_enc_key })
+      returns("credentials", "wrong key_password", f[2],
+        opts{ key_file = certs.x509_device_01_enc_key, key_password = "not-it" })
+      returns("credentials", "does not belong to the certificate", f[2], opts{ key_file = certs.x509_device_02_key })
+      returns("credentials", "differs from the certificate's subject CN", f[2], opts{ registration_id = "dev-01" })
+    end)
+
+    it(f[1] .. " returns a config failure for a missing CA file or directory", function()
+      returns("config", "ca_file " .. dir .. "/missing-ca.pem: No such file or directory", f[2],
+        opts{ ca_file = dir .. "/missing-ca.pem" })
+      returns("config", "ca_path " .. certs.ca .. ": is not a directory", f[2], opts{ ca_path = certs.ca })
+    end)
+
+    it(f[1] .. " still raises for misuse, even when a file is missing too", function()
+      local missing = dir .. "/missing.pem"
+      for _, case in ipairs({
+        { opts{ cert_file = missing, registration_id = "bad id!" }, "registration_id" },
+        { opts{ cert_file = missing, timeout = -1 }, "timeout" },
+        { opts{ cert_file = missing, endpoint = "http://x" }, "endpoint" },
+        { opts{ cert_file = missing, key_file = false }, "key_file" },
+        { opts{ cert_file = missing, cert = "PEM" }, "not both" },
+        { opts{ cert_file = "a\0b" }, "NUL" },
+        { opts{ ca_file = missing, tiemout = 1 }, "unknown option" },
+      }) do
+        local ok, err = pcall(f[2], case[1])
+        assert.is_false(ok, case[2])
+        assert.truthy(tostring(err):find(case[2], 1, true), tostring(err))
+      end
+    end)
+  end
+end)

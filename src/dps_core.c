@@ -66,6 +66,7 @@ DPS_EXPORT int luaopen_dps_core(lua_State *L)
     dps_open_time(L);
     dps_open_http(L);
     dps_open_x509(L);
+    dps_open_fs(L);
     lua_pushliteral(L, "dps.core");
     lua_setfield(L, -2, "_NAME");
     lua_pushliteral(L, DPS_CORE_VERSION);

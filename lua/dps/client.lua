@@ -54,9 +54,8 @@ local function check_endpoint(endpoint)
   return "https://" .. host
 end
 
--- X.509: checks the certificate and key, and the registration ID against
--- the certificate's CN (taking the CN when no ID was given).
-local function x509_identity(opts)
+-- Misuse of the certificate options raises.
+local function check_x509_options(opts)
   if opts.cert_file and opts.cert then
     check.fail("dps.new: give cert_file or cert, not both", 3)
   end
@@ -66,21 +65,48 @@ local function x509_identity(opts)
   if opts.key_file and opts.key then
     check.fail("dps.new: give key_file or key, not both", 3)
   end
+end
+
+-- A local file the client needs: nil when it is there and of the right
+-- type, else a message naming the option, the path and the system's reason.
+local function local_file_problem(name, path, want)
+  local facts, problem = core.stat(path)
+  if not facts then
+    return string.format("dps.new: %s %s", name, problem)
+  elseif facts.type ~= want then
+    return string.format("dps.new: %s %s: is not a %s", name, path, want)
+  end
+  return nil
+end
+
+local function failure(kind, message)
+  return nil, message, { kind = kind, retryable = errors.retryable(kind), step = "new" }
+end
+
+-- X.509: reads and checks the certificate and key, and the registration ID
+-- against the certificate's CN (taking the CN when no ID was given).
+-- Returns the registration ID, or nil, message, info{kind = "credentials"}.
+local function x509_identity(opts)
+  for _, name in ipairs({ "cert_file", "key_file" }) do
+    local problem = opts[name] and local_file_problem(name, opts[name], "file")
+    if problem then return failure("credentials", problem) end
+  end
   local facts, problem = core.x509_credentials{ cert_file = opts.cert_file, cert = opts.cert,
     key_file = opts.key_file, key = opts.key, key_password = opts.key_password }
   if not facts then
-    check.fail("dps.new: credentials: " .. problem, 3)
+    return failure("credentials", "dps.new: " .. problem)
   end
   if opts.registration_id == nil then
-    if facts.cn == "" then
-      check.fail("dps.new: credentials: the certificate has no subject CN to use as registration_id", 3)
+    local ok = facts.cn ~= "" and pcall(check.registration_id, facts.cn, "the certificate's CN")
+    if not ok then
+      return failure("credentials", string.format("dps.new: the certificate's subject CN %q is no registration "
+        .. "ID (1-128 characters of A-Z a-z 0-9 - . _ :)", facts.cn))
     end
-    check.registration_id(facts.cn, "the certificate's CN", 3)
     return facts.cn
   end
   if facts.cn ~= opts.registration_id then
-    check.fail(string.format("dps.new: registration_id %q differs from the certificate's subject CN %q; "
-      .. "with X.509 the registration ID is the CN", opts.registration_id, facts.cn), 3)
+    return failure("credentials", string.format("dps.new: registration_id %q differs from the certificate's "
+      .. "subject CN %q; with X.509 the registration ID is the CN", opts.registration_id, facts.cn))
   end
   return opts.registration_id
 end
@@ -93,9 +119,14 @@ end
 -- request, s), `connect_timeout` (s), `user_agent`, `token_ttl` (s),
 -- `max_body` (bytes). With a certificate, `registration_id` may be left out:
 -- it is the certificate's subject CN.
--- @raise on unknown options, wrong types, bad IDs, not exactly one
--- attestation, or certificate credentials that cannot be used
--- (message starting `dps.new: credentials:`)
+-- @treturn dps.client the client
+-- @return or nil, message, info: local files that cannot be used, like
+-- `io.open`'s failures: `info.kind` is `credentials` (a certificate or key
+-- that is missing, unreadable, encrypted without the right `key_password`,
+-- not a pair, or whose CN is not the `registration_id`) or `config` (a
+-- missing `ca_file` or `ca_path`)
+-- @raise on unknown options, wrong types, bad IDs, a bad endpoint, or not
+-- exactly one attestation
 function Client.new(opts)
   check.options(opts, OPTIONS, "dps.new", 2)
   check.id_scope(opts.id_scope, 2)
@@ -107,13 +138,36 @@ function Client.new(opts)
   if not has_cert and (opts.key_file or opts.key or opts.key_password) then
     check.fail("dps.new: key_file, key and key_password belong to a certificate (cert_file or cert)", 2)
   end
-  local registration_id = has_cert and x509_identity(opts) or opts.registration_id
-  check.registration_id(registration_id, nil, 2)
+  if has_cert then
+    check_x509_options(opts)
+  end
+  if opts.registration_id ~= nil or not has_cert then
+    check.registration_id(opts.registration_id, nil, 2)
+  end
   if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
     check.fail("dps.new: api_version must look like 2021-06-01", 2)
   end
   for _, name in ipairs({ "timeout", "connect_timeout", "token_ttl" }) do
     if opts[name] ~= nil then check.seconds(opts[name], name, 2) end
+  end
+  for _, name in ipairs({ "ca_file", "ca_path", "cert_file", "key_file" }) do
+    if opts[name] ~= nil then check.nonempty_string(opts[name], name, 2) end
+  end
+  local endpoint = check_endpoint(opts.endpoint or DEFAULTS.endpoint)
+
+  -- Local files: operational failures from here on, no raise.
+  local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
+    or (opts.ca_path and local_file_problem("ca_path", opts.ca_path, "directory"))
+  if unusable then
+    return failure("config", unusable)
+  end
+  local registration_id = opts.registration_id
+  if has_cert then
+    local message, info
+    registration_id, message, info = x509_identity(opts)
+    if not registration_id then
+      return nil, message, info
+    end
   end
 
   local key
@@ -136,7 +190,7 @@ function Client.new(opts)
     id_scope = opts.id_scope,
     registration_id = registration_id,
     attestation = has_cert and "x509" or "symmetric_key",
-    endpoint = check_endpoint(opts.endpoint or DEFAULTS.endpoint),
+    endpoint = endpoint,
     api_version = opts.api_version or DEFAULTS.api_version,
     timeout = opts.timeout or DEFAULTS.timeout,
     token_ttl = opts.token_ttl or DEFAULTS.token_ttl,

@@ -1,0 +1,166 @@
+--- What each command does once its flags and key source are known:
+-- `provision`, `status`, `token`, `derive-key`. Each returns the exit code.
+-- @module dps.cli.commands
+local dps = require "dps"
+local args = require "dps.cli.args"
+local output = require "dps.cli.output"
+local json = require("cjson").new()
+
+local usage_error, required = output.usage_error, args.required
+local EXIT = require("dps.errors").EXIT
+
+local commands = {}
+
+-- Runs a library function; a raise is misuse the library detected (a bad
+-- registration ID, an http:// endpoint, …): a usage error in flag names.
+local function call(f, ...)
+  local results = { pcall(f, ...) }
+  if not results[1] then
+    usage_error(output.in_flags(results[2]))
+  end
+  return results[2], results[3], results[4]
+end
+
+local function encode(value)
+  return (json.encode(value):gsub("\\/", "/"))
+end
+
+local function client_options(opts, source)
+  local o = {
+    id_scope = required(opts, "id-scope"),
+    registration_id = opts["registration-id"],
+    endpoint = opts.endpoint, ca_file = opts["ca-file"], ca_path = opts["ca-path"], proxy = opts.proxy,
+    api_version = opts["api-version"],
+    timeout = args.positive_number(opts, "timeout"),
+  }
+  if source.kind ~= "x509" then
+    required(opts, "registration-id")
+  end
+  if source.kind == "symmetric" then
+    o.symmetric_key = source.key
+  elseif source.kind == "group" then
+    o.group_key = source.key
+  else
+    o.cert_file, o.key_file, o.key_password = source.cert_file, source.key_file, source.key_password
+  end
+  return o
+end
+
+local function describe_source(source)
+  if source.kind == "group" then
+    return "a device key derived from the group key in " .. source.from
+  elseif source.kind == "x509" then
+    return source.from
+  end
+  return "the key in " .. source.from
+end
+
+local function decode_payload(text)
+  if not text then return nil end
+  local ok, value = pcall(json.decode, text)
+  if not ok then
+    usage_error("--payload is not valid JSON: " .. output.strip_position(value))
+  end
+  if type(value) ~= "table" or not text:match("^%s*{") then
+    usage_error("--payload must be a JSON object, e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'")
+  end
+  return value
+end
+
+-- The client, or nil and the exit code of a local file that cannot be used.
+local function new_client(opts, source, term, action)
+  local o = client_options(opts, source)
+  local client, message, info = call(dps.new, o)
+  if not client then
+    return nil, output.report(term, output.in_flags(message), info)
+  end
+  term.say(string.format("%s %s at %s (ID scope %s) with %s", action,
+    o.registration_id or "the device named by the certificate's CN", o.endpoint or "the global endpoint",
+    o.id_scope, describe_source(source)))
+  return client, o
+end
+
+-- Calls a client method, closing the client whatever happens.
+local function with_client(client, method, ...)
+  local results = { pcall(call, client[method], client, ...) }
+  local stats = results[1] and results[2] and client:stats() or nil
+  client:close()
+  if not results[1] then
+    error(results[2], 0)
+  end
+  return results[2], results[3], results[4], stats
+end
+
+function commands.provision(opts, source, term)
+  local payload = decode_payload(opts.payload)
+  local client, o = new_client(opts, source, term, "provisioning")
+  if not client then return o end
+  local state, operation, info, stats = with_client(client, "provision", { payload = payload, timeout = o.timeout })
+  if not state then
+    return output.report(term, operation, info)
+  end
+  term.say(string.format("assigned to %s as device %s (%s), operation %s; %d request%s on %d TLS connection%s",
+    tostring(state.assignedHub), tostring(state.deviceId), tostring(state.substatus or state.status),
+    tostring(operation.operationId), stats.requests, stats.requests == 1 and "" or "s", stats.connects,
+    stats.connects == 1 and "" or "s"))
+  term.out(encode(state) .. "\n")
+  return EXIT.ok
+end
+
+function commands.status(opts, source, term)
+  local client, code = new_client(opts, source, term, "looking up")
+  if not client then return code end
+  local result, meta, info = with_client(client, "registration_status")
+  if not result then
+    return output.report(term, meta, info)
+  end
+  if result.status == "failed" or result.status == "disabled" then
+    local message = "registration " .. result.status
+    if type(result.errorMessage) == "string" and result.errorMessage ~= "" then
+      message = message .. ": " .. result.errorMessage
+    end
+    if tonumber(result.errorCode) then
+      message = message .. string.format(" (errorCode %d)", tonumber(result.errorCode))
+    end
+    return output.report(term, message, { kind = result.status, status = meta.status })
+  end
+  term.say(string.format("registration status %s, hub %s, device %s", tostring(result.status),
+    tostring(result.assignedHub), tostring(result.deviceId)))
+  term.out(encode(result) .. "\n")
+  return EXIT.ok
+end
+
+function commands.token(opts, source, term)
+  local id_scope = required(opts, "id-scope")
+  local registration_id = required(opts, "registration-id")
+  if opts.expiry and opts.ttl then
+    usage_error("give --expiry or --ttl, not both")
+  end
+  local expiry = args.whole_number(opts, "expiry", "whole seconds since the epoch")
+  if not expiry then
+    local ttl = args.whole_number(opts, "ttl", "a whole number of seconds") or 3600
+    if ttl <= 0 then usage_error("--ttl must be at least 1 second") end
+    expiry = os.time() + ttl
+  end
+  local key = source.key
+  if source.kind == "group" then
+    key = call(dps.derive_key, key, registration_id)
+    term.keep_secret(key)
+  end
+  local token = call(dps.registration_token, id_scope, registration_id, key, expiry)
+  local ok, when = pcall(os.date, "!%Y-%m-%dT%H:%M:%SZ", expiry)
+  term.say(string.format("token for %s/registrations/%s with %s, expires %s", id_scope, registration_id,
+    describe_source(source), ok and when or string.format("%.0f", expiry)))
+  term.out(token .. "\n")
+  return EXIT.ok
+end
+
+commands["derive-key"] = function(opts, source, term)
+  local registration_id = required(opts, "registration-id")
+  local key = call(dps.derive_key, source.key, registration_id)
+  term.keep_secret(key)
+  term.out(key .. "\n")
+  return EXIT.ok
+end
+
+return commands

@@ -1,0 +1,109 @@
+--- The `dps` command's help texts: the overview (`dps --help`) and each
+-- command's options (`dps COMMAND --help`).
+-- @module dps.cli.help
+local help = {}
+
+--- The overview, with the key sources and the exit codes.
+help.USAGE = [[
+usage: dps COMMAND [OPTIONS]
+
+Provision devices through the Azure IoT Hub Device Provisioning Service.
+
+Commands:
+  provision    register the device and wait for its assignment; prints the
+               registration state as JSON
+  status       look up the device's registration (no new registration);
+               prints the registration state as JSON
+  token        print a DPS SAS token for the device
+  derive-key   print the device key derived from an enrollment group key
+
+Keys are never taken from the command line (every user can read it with ps):
+  --symmetric-key-file FILE  individual enrollment key   (or DPS_SYMMETRIC_KEY)
+  --group-key-file FILE   enrollment group key; the     (or DPS_GROUP_KEY)
+                          device key is derived from it
+  --cert-file FILE --key-file FILE   X.509 certificate (PEM, with its chain)
+                          and its private key; an encrypted key's pass phrase
+                          comes from --key-password-file FILE or DPS_KEY_PASSWORD
+Old names still accepted: --cert (--cert-file), --cert-key (--key-file), and
+--key-file without --cert-file (--symmetric-key-file).
+
+Exit codes:
+  0  success
+  1  the service refused the request (400, 404, 409, 429, 5xx, bad answer)
+  2  usage: a mistake on the command line or in an option's value
+  3  local credentials: key, certificate or pass phrase missing or unusable
+  4  authentication refused by the service (401, 403)
+  5  network, DNS, proxy, TLS, or no decision within --timeout
+  6  the registration ended "failed" or "disabled"
+
+dps COMMAND --help shows the options of a command; dps --version the version.
+]]
+
+local CONNECTION = [[
+  --id-scope S            the DPS instance's ID scope (required)
+  --registration-id R     the device's registration ID (required, except with
+                          --cert-file: then it is the certificate's subject CN)
+  --symmetric-key-file FILE  individual enrollment key, base64 (or DPS_SYMMETRIC_KEY)
+  --group-key-file FILE   enrollment group key, base64 (or DPS_GROUP_KEY)
+  --cert-file FILE        X.509 device certificate, PEM, with its chain
+  --key-file FILE         the certificate's private key, PEM
+  --key-password-file FILE  pass phrase of an encrypted --key-file (or DPS_KEY_PASSWORD)
+  --endpoint URL          default https://global.azure-devices-provisioning.net
+  --ca-file FILE          PEM bundle of CAs to trust (adds to libcurl's default
+                          CA directory where it has one, as on Debian)
+  --ca-path DIR           directory of hashed CA certificates
+  --proxy URL             http://host:port, through HTTP CONNECT
+  --api-version V         default 2021-06-01
+  --timeout SECONDS       overall limit%s
+  -v, --verbose           progress on stderr (never a key or token)
+]]
+
+--- Each command's help text, by command name.
+-- @table COMMANDS
+help.COMMANDS = {
+  provision = "usage: dps provision --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
+    .. "Registers the device, polls until the service decides, and prints the\n"
+    .. "registration state (assignedHub, deviceId, …) as one line of JSON.\n\n"
+    .. CONNECTION:format(" (default 60)")
+    .. "  --payload JSON          a JSON object sent as the registration's payload,\n"
+    .. "                          e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'\n",
+
+  status = "usage: dps status --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
+    .. "Looks up the device's registration (Device Registration Status Lookup)\n"
+    .. "without registering again, and prints it as one line of JSON.\n\n"
+    .. CONNECTION:format(" (default 30)"),
+
+  token = [[
+usage: dps token --id-scope S --registration-id R KEY-SOURCE [--expiry EPOCH | --ttl SECONDS]
+
+Prints the device's DPS SAS token (resource {id_scope}/registrations/{id},
+skn=registration) for an Authorization header.
+
+  --id-scope S            the DPS instance's ID scope (required)
+  --registration-id R     the device's registration ID (required)
+  --symmetric-key-file FILE  individual enrollment key, base64 (or DPS_SYMMETRIC_KEY)
+  --group-key-file FILE   enrollment group key, base64 (or DPS_GROUP_KEY)
+  --expiry EPOCH          expiry, whole seconds since 1970-01-01 UTC
+  --ttl SECONDS           lifetime from now (default 3600)
+  -v, --verbose           the expiry on stderr
+]],
+
+  ["derive-key"] = [[
+usage: dps derive-key --registration-id R (--group-key-file FILE | DPS_GROUP_KEY)
+
+Prints the device key (base64) of enrollment group member R: the
+HMAC-SHA256 of R under the group key. Give each device its own derived key;
+keep the group key off the devices.
+
+  --registration-id R     the device's registration ID (required)
+  --group-key-file FILE   enrollment group key, base64 (or DPS_GROUP_KEY)
+]],
+}
+
+--- The `--version` line.
+function help.version(version)
+  return string.format("dps (lua-azure-dps) %s, %s\n", version,
+    rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION)
+end
+
+return help

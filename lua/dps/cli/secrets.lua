@@ -1,0 +1,164 @@
+--- Where the command's credentials come from: key files and environment
+-- variables, never the command line. Reads them, checks that a key is
+-- base64 and that no other user can read its file (with `stat` from the C
+-- core), and registers every secret with the terminal so that no message
+-- shows it.
+-- @module dps.cli.secrets
+local core = require "dps.core"
+local output = require "dps.cli.output"
+
+local fail, usage_error = output.fail, output.usage_error
+
+local secrets = {}
+
+-- Whether a flag's value looks like a key given in place of a file name:
+-- it is then kept out of every message.
+local function looks_like_key(text)
+  return #text >= 16 and #text % 4 == 0 and text:match("^[%w+/]+=?=?$") ~= nil
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- nil when text is canonical base64, else what is wrong with it (as the C
+-- core says it; never quoting the text).
+local function base64_problem(text)
+  if #text > 1024 then return "is too long (at most 1024 base64 characters)" end
+  if #text % 4 ~= 0 then return "has a length that is not a multiple of 4" end
+  local body, padding = text:match("^([%w+/]*)(=?=?)$")
+  if not body or #body + #padding ~= #text then return "is not valid base64" end
+  if body == "" then return "is not valid base64" end
+  local last = B64:find(body:sub(-1), 1, true) - 1
+  if (#padding == 2 and last % 16 ~= 0) or (#padding == 1 and last % 4 ~= 0) then
+    return "is not canonical (non-zero bits after its last byte)"
+  end
+  return nil
+end
+
+--- Warns when a secret file can be read by other users (group or others).
+function secrets.check_mode(path, term)
+  local facts = core.stat(path)
+  if not facts then return end -- reading it says what is wrong
+  local mode = facts.mode
+  local group_reads, others_read = math.floor(mode / 32) % 2 == 1, math.floor(mode / 4) % 2 == 1
+  if group_reads or others_read then
+    term.err(string.format("warning: %s can be read by other users (mode %04o); run: chmod 600 '%s'", path, mode,
+      (path:gsub("'", "'\\''"))))
+  end
+end
+
+--- Reads a secret from file `path`, named by `flag` (as typed) in messages:
+-- the whole file for a pass phrase (`exact`: one trailing newline removed),
+-- the trimmed contents for a key. Registers it with `term`.
+function secrets.read(path, flag, term, exact)
+  if looks_like_key(path) or (exact and not path:find("/", 1, true)) then
+    term.keep_secret(path) -- perhaps the secret itself, given by mistake
+  end
+  local f, problem = io.open(path, "rb")
+  if not f then
+    fail("credentials", string.format("%s %s", flag, output.strip_position(problem)))
+  end
+  local text = f:read("*a") or ""
+  f:close()
+  if exact then
+    text = text:gsub("\r?\n$", "")
+  else
+    text = text:match("^%s*(.-)%s*$")
+  end
+  if text == "" then
+    fail("credentials", string.format("%s %s is empty", flag, path))
+  end
+  secrets.check_mode(path, term)
+  term.keep_secret(text)
+  return text
+end
+
+local function getenv_secret(env, name, term)
+  local value = env(name)
+  if value == nil or value == "" then return nil end
+  term.keep_secret(value)
+  local trimmed = value:match("^%s*(.-)%s*$")
+  if trimmed ~= value and trimmed ~= "" then term.keep_secret(trimmed) end
+  return trimmed
+end
+
+local function key_source(kind, key, from)
+  local problem = base64_problem(key)
+  if problem then
+    fail("credentials", string.format("%s: the key is not base64: it %s", from, problem))
+  end
+  return { kind = kind, key = key, from = from }
+end
+
+local function no_key(command)
+  if command.name == "derive-key" then
+    fail("credentials", "no group key: give --group-key-file FILE or set DPS_GROUP_KEY")
+  elseif command.name == "token" then
+    fail("credentials", "no key: give --symmetric-key-file FILE or --group-key-file FILE, or set "
+      .. "DPS_SYMMETRIC_KEY or DPS_GROUP_KEY")
+  end
+  fail("credentials", "no key: give --symmetric-key-file FILE, --group-key-file FILE or --cert-file FILE "
+    .. "--key-file FILE, or set DPS_SYMMETRIC_KEY or DPS_GROUP_KEY")
+end
+
+--- The one key source of a command:
+-- `{ kind = "symmetric" | "group" | "x509", key = …, from = "…" }`
+-- (x509: `cert_file`, `key_file`, `key_password`), from `opts` and `given`
+-- (`dps.cli.args.parse`), `env` (a function `name -> value`), the `command`
+-- (`dps.cli.args.COMMANDS`) and the `term`inal.
+function secrets.source(opts, given, env, command, term)
+  local flag_sources = {}
+  for _, name in ipairs({ "symmetric-key-file", "group-key-file", "cert-file" }) do
+    if opts[name] then flag_sources[#flag_sources + 1] = given[name] end
+  end
+  if #flag_sources > 1 then
+    usage_error("give one key source, not " .. table.concat(flag_sources, " and "))
+  end
+  if opts["key-password-file"] and not opts["cert-file"] then
+    usage_error("--key-password-file belongs to --cert-file and --key-file")
+  end
+
+  local source
+  local symmetric_file, group_file = opts["symmetric-key-file"], opts["group-key-file"]
+  if opts["cert-file"] then
+    if not opts["key-file"] then
+      usage_error(given["cert-file"] .. " needs the certificate's private key: give --key-file FILE")
+    end
+    source = { kind = "x509", cert_file = opts["cert-file"], key_file = opts["key-file"],
+      from = "certificate " .. opts["cert-file"] }
+    secrets.check_mode(opts["key-file"], term)
+    if opts["key-password-file"] then
+      source.key_password = secrets.read(opts["key-password-file"], "--key-password-file", term, true)
+    else
+      source.key_password = getenv_secret(env, "DPS_KEY_PASSWORD", term)
+    end
+  elseif symmetric_file then
+    local flag = given["symmetric-key-file"]
+    source = key_source("symmetric", secrets.read(symmetric_file, flag, term), flag .. " " .. symmetric_file)
+  elseif group_file then
+    source = key_source("group", secrets.read(group_file, "--group-key-file", term),
+      "--group-key-file " .. group_file)
+  else
+    local individual = command.sources.symmetric and getenv_secret(env, "DPS_SYMMETRIC_KEY", term)
+    local group = command.sources.group and getenv_secret(env, "DPS_GROUP_KEY", term)
+    if individual and group then
+      usage_error("both DPS_SYMMETRIC_KEY and DPS_GROUP_KEY are set: unset one, or give --symmetric-key-file "
+        .. "or --group-key-file")
+    elseif individual then
+      source = key_source("symmetric", individual, "DPS_SYMMETRIC_KEY")
+    elseif group then
+      source = key_source("group", group, "DPS_GROUP_KEY")
+    else
+      no_key(command)
+    end
+  end
+  if not command.sources[source.kind] then
+    if command.name == "derive-key" then
+      usage_error("derive-key derives from a group key: give --group-key-file FILE or set DPS_GROUP_KEY")
+    else
+      usage_error("dps token signs with a symmetric key; an X.509 device needs no token")
+    end
+  end
+  return source
+end
+
+return secrets
