@@ -7,9 +7,10 @@ local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local cjson = require("cjson").new()
 
-local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
-local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+local keys = require "spec.support.keys"
+local GROUP_KEY = keys.GROUP_KEY
+local KEY = keys.KEY
+local OTHER_KEY = keys.OTHER_KEY
 local PASSPHRASE = "test-pass"
 
 local q, read = shell.quote, shell.read
@@ -128,9 +129,7 @@ describe("dps command line", function()
 
   setup(function()
     certs = emulator.certs()
-    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dps-cli.XXXXXX\"")
-    dir = p:read("*l")
-    p:close()
+    dir = shell.tmpdir("dps-cli")
     key_file = write(dir .. "/device.key", KEY .. "\n")
     group_key_file = write(dir .. "/group.key", GROUP_KEY .. "\n")
     other_key_file = write(dir .. "/other.key", OTHER_KEY)

@@ -4,7 +4,8 @@
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
 
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local keys = require "spec.support.keys"
+local KEY = keys.KEY
 
 local function base(extra)
   local o = { id_scope = "0ne00000001", registration_id = "dev-01", symmetric_key = KEY }

@@ -5,8 +5,9 @@ local cjson = require "cjson"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 
-local KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+local keys = require "spec.support.keys"
+local KEY = keys.KEY_32
+local GROUP_KEY = keys.GROUP_KEY
 local API = "api-version=2021-06-01"
 
 local q, write = shell.quote, shell.write

@@ -6,9 +6,10 @@ local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local cjson = require("cjson").new()
 
-local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
-local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+local keys = require "spec.support.keys"
+local GROUP_KEY = keys.GROUP_KEY
+local KEY = keys.KEY
+local OTHER_KEY = keys.OTHER_KEY
 local HUB = "emulated-hub.azure-devices.net"
 
 local q, read = shell.quote, shell.read
@@ -95,9 +96,7 @@ describe("examples", function()
 
   setup(function()
     certs = emulator.certs()
-    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dps-examples.XXXXXX\"")
-    dir = p:read("*l")
-    p:close()
+    dir = shell.tmpdir("dps-examples")
     -- README's test certificate, made by its own commands, enrolled below
     os.execute("mkdir -p " .. q(dir .. "/readme-cert"))
     local code, _, err = sh("set -e\n" .. readme_block(3), {}, dir .. "/readme-cert")

@@ -10,7 +10,8 @@ local core = require "dps.core"
 local poll = require "dps.poll"
 local emulator = require "spec.support.emulator"
 
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local keys = require "spec.support.keys"
+local KEY = keys.KEY
 
 -- The fault matrix: what provisioning must make of each fault. `ok` rows
 -- must end assigned (the fault passes or is retried); the others must fail

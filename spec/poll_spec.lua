@@ -11,7 +11,8 @@ local core = require "dps.core"
 local dps = require "dps"
 local cjson = require "cjson"
 
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
+local keys = require "spec.support.keys"
+local KEY = keys.KEY
 local EPOCH = 1700000000 -- the wall clock at fake monotonic time 0
 
 local function http_date(wall)

@@ -6,9 +6,10 @@
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
 
-local GROUP_KEY = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
-local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
-local OTHER_KEY = "cGFzc3dvcmRwYXNzd29yZHBhc3N3b3JkcGFzc3dvcmQ="
+local keys = require "spec.support.keys"
+local GROUP_KEY = keys.GROUP_KEY
+local KEY = keys.KEY
+local OTHER_KEY = keys.OTHER_KEY
 
 local individual = { "dev-01", "dev-conn", "dev-retry", "dev-429", "dev-503",
   "dev-failed", "dev-disabled", "dev-huge", "dev-ttl", "dev-lookup", "dev-direct", "dev-closed" }

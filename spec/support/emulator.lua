@@ -166,21 +166,13 @@ function Emu:stop()
 	run("rm -rf " .. q(self.dir))
 end
 
-local function tmpdir()
-	local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/dps-emulator.XXXXXX\"")
-	local dir = p:read("*l")
-	p:close()
-	if not dir or dir == "" then error("mktemp -d failed", 3) end
-	return dir
-end
-
 --- Start an emulator. opts: enrollments, scenarios, retry_after ("1"; false:
 -- no header), polls_before_assignment (1), id_scope ("0ne00000001"), hub,
 -- client_ca (default: the device root CA), max_body_bytes.
 function M.start(opts)
 	opts = opts or {}
 	local certs = M.certs()
-	local dir = tmpdir()
+	local dir = shell.tmpdir("dps-emulator")
 	local emu = setmetatable({
 		dir = dir,
 		id_scope = opts.id_scope or "0ne00000001",

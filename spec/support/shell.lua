@@ -47,10 +47,13 @@ function shell.write(path, content, mode)
   return path
 end
 
---- A fresh temporary directory.
-function shell.tmpdir()
-  local out = shell.run("mktemp -d")
-  return (out:gsub("%s+$", ""))
+--- A fresh temporary directory, $TMPDIR/PREFIX.XXXXXX (PREFIX: "dps-spec").
+function shell.tmpdir(prefix)
+  local out = shell.run("mktemp -d " .. shell.quote((os.getenv("TMPDIR") or "/tmp") .. "/"
+    .. (prefix or "dps-spec") .. ".XXXXXX"))
+  local dir = out:gsub("%s+$", "")
+  assert(dir ~= "", "mktemp -d failed")
+  return dir
 end
 
 --- Where `require(name)` finds a C module (package.searchpath is not in 5.1).
