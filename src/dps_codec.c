@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "dps_aux.h"
 #include "dps_codec.h"
 #include "dps_core.h"
 
@@ -47,7 +48,7 @@ const char *dps_base64_decode(const char *in, size_t len,
     int n;
 
     if (len == 0)
-        return "is empty";
+        return "must not be empty";
     if (len > CODEC_MAX_INPUT)
         return "is too long";
     if (len % 4 != 0)

@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_time.h"
 
