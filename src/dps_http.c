@@ -80,20 +80,23 @@ static int buf_append(dps_buf *b, const char *p, size_t n, size_t limit)
 /* ------------------------------------------------------------------------ */
 /* libcurl callbacks: C buffers only, never the Lua API                      */
 
+/* Whether an append (rc of buf_append) lets the transfer go on; when not,
+ * flags why: *overflow for a limit, s->oom for memory. */
+static int appended(dps_session *s, int rc, int *overflow)
+{
+    if (rc == -1)
+        *overflow = 1;
+    else if (rc == -2)
+        s->oom = 1;
+    return rc == 0;
+}
+
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     dps_session *s = userdata;
     size_t n = size * nmemb;
-    int rc = buf_append(&s->body, ptr, n, s->max_body);
-    if (rc == -1) {
-        s->body_overflow = 1;
-        return 0;
-    }
-    if (rc == -2) {
-        s->oom = 1;
-        return 0;
-    }
-    return n;
+
+    return appended(s, buf_append(&s->body, ptr, n, s->max_body), &s->body_overflow) ? n : 0;
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
@@ -115,15 +118,7 @@ static size_t header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
     rc = buf_append(&s->head, ptr, len, DPS_HEAD_MAX);
     if (rc == 0)
         rc = buf_append(&s->head, "\n", 1, DPS_HEAD_MAX);
-    if (rc == -1) {
-        s->head_overflow = 1;
-        return 0;
-    }
-    if (rc == -2) {
-        s->oom = 1;
-        return 0;
-    }
-    return n;
+    return appended(s, rc, &s->head_overflow) ? n : 0;
 }
 
 /* ------------------------------------------------------------------------ */

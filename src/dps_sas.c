@@ -271,14 +271,14 @@ static int sas_token(lua_State *L)
     return 1;
 }
 
+/* The functions this file adds to dps.core. */
+static const luaL_Reg sas_functions[] = {
+    {"hmac_sha256", sas_hmac_sha256}, {"derive_key", sas_derive_key},
+    {"sas_token", sas_token}, {"key_problem", sas_key_problem},
+    {NULL, NULL}
+};
+
 void dps_open_sas(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"hmac_sha256", sas_hmac_sha256},
-        {"derive_key", sas_derive_key},
-        {"sas_token", sas_token},
-        {"key_problem", sas_key_problem},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    luaL_setfuncs(L, sas_functions, 0);
 }
