@@ -2,7 +2,7 @@
  * dps_sas_build.  The input is split at its first three newlines into
  * resource URI, base64 key, expiry (decimal text, read with strtoll: "-5"
  * and huge numbers included) and, when a third newline is there, the key
- * name.  A token is built exactly when every argument is acceptable, and a
+ * name (URI and name: 1 to 4096 and 1 to 256 bytes, no NUL).  A token is built exactly when every argument is acceptable, and a
  * built token is checked piece by piece: the encoded URI, a signature that
  * is the HMAC-SHA256 computed here with OpenSSL, the expiry, the name.
  */
@@ -130,7 +130,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             scratch, &token, &token_len, &subject);
 
     acceptable = field[0].n >= 1 && field[0].n <= DPS_SAS_MAX_URI &&
-                 (nfields < 4 || (field[3].n >= 1 && field[3].n <= DPS_SAS_MAX_KEY_NAME)) &&
+                 memchr(field[0].p, '\0', field[0].n) == NULL &&
+                 (nfields < 4 || (field[3].n >= 1 && field[3].n <= DPS_SAS_MAX_KEY_NAME &&
+                                  memchr(field[3].p, '\0', field[3].n) == NULL)) &&
                  field[1].n <= DPS_SAS_MAX_KEY_TEXT && expiry >= 0 &&
                  dps_base64_decode(field[1].p, field[1].n, raw_key, &key_bytes) == NULL;
     CHECK((problem == NULL) == (acceptable != 0));
@@ -147,10 +149,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             known |= subject != NULL && strcmp(subject, subjects[i]) == 0;
         CHECK(known);
         CHECK(problem[0] != '\0');
-        if (field[0].n == 0 || field[0].n > DPS_SAS_MAX_URI)
+        if (field[0].n == 0 || field[0].n > DPS_SAS_MAX_URI || memchr(field[0].p, '\0', field[0].n) != NULL)
             CHECK(strcmp(subject, "resource_uri") == 0); /* checked first */
         else if (expiry < 0 && field[1].n <= DPS_SAS_MAX_KEY_TEXT &&
-                 (nfields < 4 || (field[3].n >= 1 && field[3].n <= DPS_SAS_MAX_KEY_NAME)))
+                 (nfields < 4 || (field[3].n >= 1 && field[3].n <= DPS_SAS_MAX_KEY_NAME &&
+                                  memchr(field[3].p, '\0', field[3].n) == NULL)))
             CHECK(strcmp(subject, "expiry") == 0);
     }
     free(scratch);

@@ -19,16 +19,12 @@ local dps = {
   _NAME = "dps",
 }
 
--- Calls a C function, turning its error into one raised at the caller of the
--- public function, prefixed with that function's name. Never call it as a
--- tail call (`return call_core(…)`), which drops the frame level 3 blames.
-local function call_core(name, f, ...)
-  local ok, result = pcall(f, ...)
-  if not ok then
-    error("dps." .. name .. ": " .. tostring(result):gsub("^bad argument #%d+ to '[^']*' %((.*)%)$", "%1"), 3)
-  end
-  return result
-end
+-- The token functions hand their byte-level arguments (keys, expiry,
+-- resource and key names) to the C core, which checks them once and names
+-- the public function passed as its last argument in its messages, blaming
+-- that function's caller. So each calls the core directly, never through a
+-- helper, and not as a tail call (which would leave no caller to blame on
+-- some Lua versions). Lua checks only the DPS rules: IDs and ID scopes.
 
 --- The device key of an enrollment-group member.
 -- @tparam string group_key the group's key, base64
@@ -36,10 +32,9 @@ end
 -- @treturn string the derived device key, base64
 -- @raise on a bad argument
 function dps.derive_key(group_key, registration_id)
-  check.key(group_key, "group_key")
   check.registration_id(registration_id)
-  local result = call_core("derive_key", core.derive_key, group_key, registration_id)
-  return result
+  local key = core.derive_key(group_key, registration_id, "dps.derive_key")
+  return key
 end
 
 --- A SAS token for any resource URI.
@@ -53,14 +48,8 @@ end
 -- @treturn string `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]`
 -- @raise on a bad argument
 function dps.sas_token(resource_uri, key, expiry, key_name)
-  check.nonempty_string(resource_uri, "resource_uri")
-  check.key(key, "key")
-  check.expiry(expiry)
-  if key_name ~= nil then
-    check.nonempty_string(key_name, "key_name")
-  end
-  local result = call_core("sas_token", core.sas_token, resource_uri, key, expiry, key_name)
-  return result
+  local token = core.sas_token(resource_uri, key, expiry, key_name, "dps.sas_token")
+  return token
 end
 
 --- The DPS token of a device: resource `{id_scope}/registrations/{registration_id}`,
@@ -74,11 +63,9 @@ end
 function dps.registration_token(id_scope, registration_id, key, expiry)
   check.id_scope(id_scope)
   check.registration_id(registration_id)
-  check.key(key, "key")
-  check.expiry(expiry)
-  local result = call_core("registration_token", core.sas_token,
-    id_scope .. "/registrations/" .. registration_id, key, expiry, "registration")
-  return result
+  local token = core.sas_token(id_scope .. "/registrations/" .. registration_id, key, expiry, "registration",
+    "dps.registration_token")
+  return token
 end
 
 --- The IoT Hub token of a device: resource `{hub_host}/devices/{device_id}`, no `skn`.
@@ -91,10 +78,8 @@ end
 function dps.hub_token(hub_host, device_id, key, expiry)
   check.nonempty_string(hub_host, "hub_host")
   check.nonempty_string(device_id, "device_id")
-  check.key(key, "key")
-  check.expiry(expiry)
-  local result = call_core("hub_token", core.sas_token, hub_host .. "/devices/" .. device_id, key, expiry)
-  return result
+  local token = core.sas_token(hub_host .. "/devices/" .. device_id, key, expiry, nil, "dps.hub_token")
+  return token
 end
 
 -- Raises a caught misuse error again at the caller of the public function

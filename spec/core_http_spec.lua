@@ -2,9 +2,9 @@
 --
 -- Everything runs against real local TLS servers started here: `openssl
 -- s_server` (a third-party HTTP/1.0 server that closes after each reply) and
--- a small HTTP/1.1 keep-alive server written below in Lua (cqueues + luaossl,
--- run by whichever interpreter has them), plus an HTTP CONNECT proxy of the
--- same kind.  The CA, server and client certificates are made in a temporary
+-- a small HTTP/1.1 keep-alive server in Lua (spec/support/https_server.lua:
+-- cqueues + luaossl, run by whichever interpreter has them), plus an HTTP
+-- CONNECT proxy of the same kind.  The CA, server and client certificates are made in a temporary
 -- directory with the openssl CLI.  No network beyond 127.0.0.1 is used.
 --
 -- Must parse on Lua 5.1, 5.3, 5.4 and LuaJIT: no goto, no <close> (loaded
@@ -13,243 +13,86 @@
 local core = require "dps.core"
 local tls = require "spec.support.tls_server"
 
--- ---------------------------------------------------------------------------
--- Process and file helpers (shell only: nothing beyond the Lua 5.1 library)
-
-local sh_quote, run, read_file, write_file = tls.quote, tls.run, tls.read_file, tls.write_file
-local now, spawn, stop, wait_for = tls.now, tls.spawn, tls.stop, tls.wait_for
-
--- An interpreter with cqueues and luaossl, for the helper servers.
-local function find_server_lua()
-  local candidates = { "lua5.4", "lua5.3", "lua5.2", "lua5.1", "luajit", "lua" }
-  for _, lua in ipairs(candidates) do
-    if run(lua .. " -e 'require\"cqueues.socket\" require\"openssl.ssl.context\"' >/dev/null 2>&1") then
-      return lua
-    end
-  end
-  error("the spec servers need cqueues and luaossl (Debian: lua-cqueues, lua-luaossl)")
-end
-
--- ---------------------------------------------------------------------------
--- The helper servers (written to the temp dir, run in their own process)
-
-local SERVER_SOURCE = [=[
-local cqueues = require "cqueues"
-local socket = require "cqueues.socket"
-local context = require "openssl.ssl.context"
-local x509 = require "openssl.x509"
-local pkey = require "openssl.pkey"
-
-local mode, portfile = arg[1], arg[2]
-local cq = cqueues.new()
--- Socket errors (a client aborting its handshake…) are returned, not raised.
-socket.onerror(function(_, _, why) return why end)
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function publish(...)
-  local f = assert(io.open(portfile .. ".tmp", "w"))
-  f:write(table.concat({ ... }, " "), "\n")
-  f:close()
-  assert(os.rename(portfile .. ".tmp", portfile))
-end
-
-local function listen()
-  local srv = assert(socket.listen("127.0.0.1", 0))
-  assert(srv:listen())
-  local _, _, port = srv:localname()
-  return srv, port
-end
-
--- Reads one line without its CR LF; nil when the peer closed or went idle.
-local function line_of(con)
-  local l = con:read("*l")
-  return l and (l:gsub("\r$", ""))
-end
-
-local function send(con, data)
-  if #data > 0 then
-    con:write(data)
-    con:flush()
-  end
-end
-
-local function response(status, headers, body)
-  local out = { "HTTP/1.1 " .. status }
-  for _, h in ipairs(headers) do out[#out + 1] = h end
-  out[#out + 1] = "Content-Length: " .. #body
-  return table.concat(out, "\r\n") .. "\r\n\r\n" .. body
-end
-
--- Each route returns the bytes to send and whether to keep the connection;
--- raw is the whole request, n its number on the connection.
-local routes = {}
-routes["/hello"] = function()
-  return response("200 OK", { "Content-Type: text/plain", "X-Multi: a", "X-Mixed-Case: Yes",
-                              "X-Multi: b", "X-Folded: one", " two" }, "hello\n"), true
-end
-routes["/echo"] = function(raw) return response("200 OK", { "Content-Type: application/octet-stream" }, raw), true end
-routes["/teapot"] = function() return response("418 I'm a teapot", {}, "short and stout"), true end
-routes["/big"] = function(_, _, arg) return response("200 OK", {}, string.rep("x", tonumber(arg))), true end
-routes["/bigchunked"] = function(_, _, arg)
-  local n, out = tonumber(arg), { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" }
-  while n > 0 do
-    local k = n > 4096 and 4096 or n
-    out[#out + 1] = string.format("%x\r\n%s\r\n", k, string.rep("y", k))
-    n = n - k
-  end
-  out[#out + 1] = "0\r\n\r\n"
-  return table.concat(out), true
-end
-routes["/headers"] = function(_, _, arg)
-  local h = {}
-  for i = 1, tonumber(arg) do h[i] = "X-Fill-" .. i .. ": " .. string.rep("f", 100) end
-  return response("200 OK", h, "filled"), true
-end
-routes["/early"] = function()
-  return "HTTP/1.1 103 Early Hints\r\nX-Early: 1\r\nLink: </a>; rel=preload\r\n\r\n"
-         .. response("200 OK", { "X-Final: 1" }, "ok"), true
-end
-routes["/close"] = function() return response("200 OK", {}, "bye"), false end
-routes["/flaky"] = function(_, n)
-  if n > 1 then return "", false end -- drop a request on a reused connection
-  return response("200 OK", {}, "fresh"), true
-end
-routes["/nothing"] = function() return "", false end
-routes["/partial"] = function() return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", false end
-routes["/badchunk"] = function()
-  return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbroken\r\n0\r\n\r\n", false
-end
-routes["/weird"] = function() return "HTTP/1.1 2x0 What\r\nContent-Length: 0\r\n\r\n", false end
-routes["/ancient"] = function() return "this is not HTTP\r\n\r\n", false end
-
-local function serve_http(con)
-  local n = 0
-  while true do
-    con:settimeout(30)
-    local line = line_of(con)
-    if not line then return end
-    n = n + 1
-    local path = line:match("^%u+ (%S+) HTTP/1%.1$") or "/"
-    local head, length = { line }, 0
-    while true do
-      local h = line_of(con)
-      if not h then return end
-      if h == "" then break end
-      head[#head + 1] = h
-      local v = h:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
-      if v then length = tonumber(v) end
-    end
-    local body = length > 0 and con:read(length) or ""
-    local raw = table.concat(head, "\r\n") .. "\r\n\r\n" .. body
-    if path == "/mute" then
-      con:read("*l") -- until the client gives up and closes
-      return
-    end
-    local base, arg = path:match("^(/[%a]+)/?(%d*)$")
-    local route = routes[base or ""]
-    local out, keep
-    if route then
-      out, keep = route(raw, n, arg)
-    else
-      out, keep = response("404 Not Found", {}, "no route"), true
-    end
-    send(con, out)
-    if not keep then return end
-  end
-end
-
--- Copies from one socket to the other until EOF, then half-closes.
-local function pump(from, to)
-  while true do
-    local data = from:read(-8192)
-    if not data or #data == 0 then break end
-    to:write(data)
-    to:flush()
-  end
-  to:shutdown("w")
-end
-
-local srv, port = listen()
-if mode == "https" then
-  local ctx = context.new("TLS", true)
-  assert(ctx:setCertificate(x509.new(slurp(arg[3]))))
-  assert(ctx:setPrivateKey(pkey.new(slurp(arg[4]))))
-  local silent, silent_port = listen() -- accepts TCP (backlog), never answers
-  local reset, reset_port = listen() -- resets every connection during the handshake
-  local eof, eof_port = listen() -- reads the ClientHello, then closes
-  publish(port, silent_port, reset_port, eof_port)
-  cq:wrap(function() cqueues.sleep(900) silent:close() end) -- keeps it referenced
-  cq:wrap(function()
-    for con in reset:clients() do
-      cqueues.sleep(0.2) -- the ClientHello arrives and stays unread:
-      con:close() -- closing with unread data sends a TCP RST
-    end
-  end)
-  cq:wrap(function()
-    for con in eof:clients() do
-      con:setmode("b", "b")
-      con:settimeout(5)
-      con:read(-4096)
-      con:close()
-    end
-  end)
-  cq:wrap(function()
-    for con in srv:clients() do
-      cq:wrap(function()
-        con:setmode("b", "b")
-        if con:starttls(ctx, 5) then serve_http(con) end
-        con:close()
-      end)
-    end
-  end)
-elseif mode == "proxy" then
-  local target, behaviour, log = tonumber(arg[3]), arg[4], arg[5]
-  publish(port)
-  cq:wrap(function()
-    for con in srv:clients() do
-      cq:wrap(function()
-        con:setmode("b", "b")
-        con:settimeout(10)
-        local line = line_of(con)
-        repeat local h = line_of(con) until not h or h == ""
-        local f = io.open(log, "a")
-        if f then f:write(tostring(line), "\n") f:close() end
-        local up = behaviour == "tunnel" and socket.connect("127.0.0.1", target)
-        if up and up:connect(5) then
-          up:setmode("b", "b")
-          up:settimeout(10)
-          send(con, "HTTP/1.1 200 Connection established\r\nX-Proxy: yes\r\n\r\n")
-          local done = cqueues.new()
-          done:wrap(pump, con, up)
-          done:wrap(pump, up, con)
-          done:loop()
-          up:close()
-        else
-          send(con, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-        end
-        con:close()
-      end)
-    end
-  end)
-end
--- Never outlive a forgotten spec run by much.
-cq:wrap(function() cqueues.sleep(900) os.exit(0) end)
-assert(cq:loop())
-]=]
-
--- ---------------------------------------------------------------------------
+local read_file, now = tls.read_file, tls.now
 
 local function failure(status, message, info)
   assert.is_nil(status)
   assert.is_string(message)
   assert.is_table(info)
   return message, info
+end
+
+-- Misuse of core.session: each row's options raise with a message matching
+-- its pattern (and never echo a secret).
+local BAD_OPTIONS = {
+  { "an unknown option, naming it", { timout = 5 }, "bad argument #1 to '[%w.]*session' %(unknown option 'timout'%)" },
+  { "an option the session never has", { verify = false }, "unknown option 'verify'" },
+  { "an insecure switch", { insecure = true }, "unknown option 'insecure'" },
+  { "a name that is not a string", { [1] = "x" }, "option names must be strings" },
+  { "a name with NUL", { ["timeout\0x"] = 1 }, "unknown option 'timeout'" },
+  { "options that are a string", "timeout=5", "table expected" },
+  { "options that are a number", 5, "table expected" },
+  { "a string timeout", { timeout = "5" }, "option 'timeout' must be a number, got string" },
+  { "a boolean connect_timeout", { connect_timeout = true }, "option 'connect_timeout' must be a number, got boolean" },
+  { "a table max_body", { max_body = {} }, "option 'max_body' must be a number" },
+  { "a ca_file with NUL", { ca_file = "ca\0.pem" }, "option 'ca_file' must not contain NUL bytes" },
+  { "a user_agent with NUL", { user_agent = "ua\0" }, "option 'user_agent' must not contain NUL bytes" },
+  { "an empty proxy", { proxy = "" }, "option 'proxy' must not be empty" },
+  { "cert with cert_file", { cert = "x", cert_file = "y" }, "exclude each other" },
+  { "key with key_file", { cert = "x", key = "k", key_file = "y" }, "exclude each other" },
+  { "a key_file without a certificate", { key_file = "k.pem" }, "need 'cert' or 'cert_file'" },
+  { "a key_password without a certificate", { key_password = "hunter2-secret" }, "need 'cert' or 'cert_file'" },
+  { "a socks proxy", { proxy = "socks5://127.0.0.1:1080" }, "must be an http:// URL" },
+  { "a proxy without a host", { proxy = "http://" }, "must be an http:// URL" },
+}
+for _, name in ipairs{ "ca_file", "ca_path", "proxy", "user_agent", "cert_file", "key_file", "key_password",
+                       "cert", "key" } do
+  BAD_OPTIONS[#BAD_OPTIONS + 1] = { "a number as " .. name, { [name] = 1 },
+                                    "option '" .. name .. "' must be a string, got number" }
+end
+for _, name in ipairs{ "timeout", "connect_timeout", "max_body" } do
+  for _, v in ipairs{ 0, -1, -0.5, 0 / 0 } do
+    BAD_OPTIONS[#BAD_OPTIONS + 1] = { name .. " = " .. tostring(v), { [name] = v },
+                                      "option '" .. name .. "' must be greater than 0" }
+  end
+end
+
+-- Misuse of Session:request: each row's arguments (method, url, headers,
+-- body, timeout) raise with a message matching its pattern.
+local URL = "https://127.0.0.1:1/"
+local BAD_REQUESTS = {
+  { "an unknown method", { "DELETE", URL }, "invalid option 'DELETE'" },
+  { "a lower-case method", { "get", URL }, "invalid option 'get'" },
+  { "no method", { nil, URL }, "string expected, got nil" },
+  { "no URL", { "GET" }, "string expected, got no value" },
+  { "a table as URL", { "GET", {} }, "string expected, got table" },
+  { "an empty URL", { "GET", "" }, "URL must not be empty" },
+  { "headers that are a string", { "GET", URL, "x: y" }, "table expected" },
+  { "a header name that is not a string", { "GET", URL, { [1] = "x" } }, "header names must be strings" },
+  { "an empty header name", { "GET", URL, { [""] = "x" } }, "must not be empty" },
+  { "a header value that is a number", { "GET", URL, { ["x-n"] = 5 } }, "header 'x%-n' must be a string, got number" },
+  { "a number as body", { "POST", URL, nil, 42 }, "body must be a string, got number" },
+  { "a table as body", { "PUT", URL, nil, {} }, "body must be a string" },
+  { "a body on GET", { "GET", URL, nil, "x" }, "a GET request has no body" },
+  { "a zero timeout", { "GET", URL, nil, nil, 0 }, "timeout must be greater than 0" },
+  { "a negative timeout", { "GET", URL, nil, nil, -2 }, "timeout must be greater than 0" },
+  { "a string timeout", { "GET", URL, nil, nil, "1" }, "timeout must be a number" },
+}
+for _, u in ipairs{ "https://a\0b/", "https://a/ b", "https://a/\r\nX-Injected: 1", "https://a/\t" } do
+  BAD_REQUESTS[#BAD_REQUESTS + 1] = { ("URL %q"):format(u), { "GET", u },
+                                      "URL must not contain spaces or control characters" }
+end
+for _, name in ipairs{ "x y", "x:y", "x\r\ny", "x\0", "x\n", "é" } do
+  BAD_REQUESTS[#BAD_REQUESTS + 1] = { ("header name %q"):format(name), { "GET", URL, { [name] = "v" } },
+                                      "header names must be tokens" }
+end
+for _, value in ipairs{ "a\rb", "a\nb", "a\0b", "a\r\nX-Injected: 1" } do
+  BAD_REQUESTS[#BAD_REQUESTS + 1] = { ("header value %q"):format(value), { "GET", URL, { ["x-v"] = value } },
+                                      "header 'x%-v' must not contain CR, LF or NUL" }
+end
+for _, name in ipairs{ "Content-Length", "transfer-encoding", "EXPECT" } do
+  BAD_REQUESTS[#BAD_REQUESTS + 1] = { "the session's own header " .. name, { "POST", URL, { [name] = "1" }, "x" },
+                                      "is set by the session" }
 end
 
 describe("dps.core.session", function()
@@ -264,69 +107,14 @@ describe("dps.core.session", function()
       end
     end)
 
-    it("raises on an unknown option, naming it", function()
-      assert.error_matches(function() core.session{ timout = 5 } end,
-                           "bad argument #1 to '[%w.]*session' %(unknown option 'timout'%)")
-      assert.error_matches(function() core.session{ verify = false } end, "unknown option 'verify'")
-      assert.error_matches(function() core.session{ insecure = true } end, "unknown option 'insecure'")
-      assert.error_matches(function() core.session{ [1] = "x" } end, "option names must be strings")
-      assert.error_matches(function() core.session{ ["timeout\0x"] = 1 } end, "unknown option 'timeout'")
-    end)
-
-    it("raises when the options are not a table", function()
-      assert.error_matches(function() core.session("timeout=5") end, "table expected")
-      assert.error_matches(function() core.session(5) end, "table expected")
-    end)
-
-    it("raises on wrong types, naming the option", function()
-      assert.error_matches(function() core.session{ timeout = "5" } end,
-                           "option 'timeout' must be a number, got string")
-      assert.error_matches(function() core.session{ connect_timeout = true } end,
-                           "option 'connect_timeout' must be a number, got boolean")
-      assert.error_matches(function() core.session{ max_body = {} } end, "option 'max_body' must be a number")
-      for _, name in ipairs{ "ca_file", "ca_path", "proxy", "user_agent", "cert_file", "key_file",
-                             "key_password", "cert", "key" } do
-        assert.error_matches(function() core.session{ [name] = 1 } end,
-                             "option '" .. name .. "' must be a string, got number")
-      end
-    end)
-
-    it("raises on non-positive numbers", function()
-      for _, name in ipairs{ "timeout", "connect_timeout", "max_body" } do
-        for _, v in ipairs{ 0, -1, -0.5, 0 / 0 } do
-          assert.error_matches(function() core.session{ [name] = v } end,
-                               "option '" .. name .. "' must be greater than 0")
-        end
-      end
-    end)
-
-    it("raises on strings with NUL bytes or empty strings", function()
-      assert.error_matches(function() core.session{ ca_file = "ca\0.pem" } end,
-                           "option 'ca_file' must not contain NUL bytes")
-      assert.error_matches(function() core.session{ user_agent = "ua\0" } end,
-                           "option 'user_agent' must not contain NUL bytes")
-      assert.error_matches(function() core.session{ proxy = "" } end, "option 'proxy' must not be empty")
-    end)
-
-    it("raises on conflicting or incomplete client-certificate options", function()
-      assert.error_matches(function() core.session{ cert = "x", cert_file = "y" } end, "exclude each other")
-      assert.error_matches(function() core.session{ cert = "x", key = "k", key_file = "y" } end,
-                           "exclude each other")
-      assert.error_matches(function() core.session{ key_file = "k.pem" } end, "need 'cert' or 'cert_file'")
-      assert.error_matches(function() core.session{ key_password = "pw" } end, "need 'cert' or 'cert_file'")
-    end)
-
-    it("raises on a proxy that is not http://", function()
-      assert.error_matches(function() core.session{ proxy = "socks5://127.0.0.1:1080" } end,
-                           "must be an http:// URL")
-      assert.error_matches(function() core.session{ proxy = "http://" } end, "must be an http:// URL")
-    end)
-
-    it("never echoes a key password", function()
-      local ok, err = pcall(core.session, { key_password = "hunter2-secret" })
-      assert.is_false(ok)
-      assert.is_nil(tostring(err):find("hunter2", 1, true))
-    end)
+    for _, row in ipairs(BAD_OPTIONS) do
+      it("raises on " .. row[1], function()
+        local ok, err = pcall(function() local s = core.session(row[2]); return s end)
+        assert.is_false(ok)
+        assert.matches(row[3], err)
+        assert.is_nil(tostring(err):find("hunter2", 1, true)) -- never a key password
+      end)
+    end
   end)
 
   describe("request arguments", function()
@@ -334,64 +122,29 @@ describe("dps.core.session", function()
     before_each(function() s = core.session() end)
     after_each(function() s:close() end)
 
-    local url = "https://127.0.0.1:1/"
+    -- a row's arguments up to the last one given, holes included
+    local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
+    local function arguments(a)
+      local n = 0
+      for i in pairs(a) do n = math.max(n, i) end
+      return unpack(a, 1, n)
+    end
 
-    it("raises on an unknown or missing method", function()
-      assert.error_matches(function() s:request("DELETE", url) end, "invalid option 'DELETE'")
-      assert.error_matches(function() s:request("get", url) end, "invalid option 'get'")
-      assert.error_matches(function() s:request(nil, url) end, "string expected, got nil")
-    end)
-
-    it("raises on a bad URL argument", function()
-      assert.error_matches(function() s:request("GET") end, "string expected, got no value")
-      assert.error_matches(function() s:request("GET", {}) end, "string expected, got table")
-      assert.error_matches(function() s:request("GET", "") end, "URL must not be empty")
-      for _, u in ipairs{ "https://a\0b/", "https://a/ b", "https://a/\r\nX-Injected: 1", "https://a/\t" } do
-        assert.error_matches(function() s:request("GET", u) end, "URL must not contain spaces or control characters")
-      end
-    end)
-
-    it("raises on bad header tables, names and values", function()
-      assert.error_matches(function() s:request("GET", url, "x: y") end, "table expected")
-      assert.error_matches(function() s:request("GET", url, { [1] = "x" }) end, "header names must be strings")
-      assert.error_matches(function() s:request("GET", url, { [""] = "x" }) end, "must not be empty")
-      for _, name in ipairs{ "x y", "x:y", "x\r\ny", "x\0", "x\n", "é" } do
-        assert.error_matches(function() s:request("GET", url, { [name] = "v" }) end,
-                             "header names must be tokens")
-      end
-      assert.error_matches(function() s:request("GET", url, { ["x-n"] = 5 }) end,
-                           "header 'x%-n' must be a string, got number")
-      for _, value in ipairs{ "a\rb", "a\nb", "a\0b", "a\r\nX-Injected: 1" } do
-        assert.error_matches(function() s:request("GET", url, { ["x-v"] = value }) end,
-                             "header 'x%-v' must not contain CR, LF or NUL")
-      end
-      for _, name in ipairs{ "Content-Length", "transfer-encoding", "EXPECT" } do
-        assert.error_matches(function() s:request("POST", url, { [name] = "1" }, "x") end,
-                             "is set by the session")
-      end
-    end)
+    for _, row in ipairs(BAD_REQUESTS) do
+      it("raises on " .. row[1], function()
+        assert.error_matches(function() s:request(arguments(row[2])) end, row[3])
+      end)
+    end
 
     it("never echoes a header value in an error", function()
-      local ok, err = pcall(s.request, s, "GET", url,
+      local ok, err = pcall(s.request, s, "GET", URL,
                             { Authorization = "SharedAccessSignature sr=x&sig=TOPSECRET\r\n" })
       assert.is_false(ok)
       assert.is_nil(tostring(err):find("TOPSECRET", 1, true))
     end)
 
-    it("raises on a bad body", function()
-      assert.error_matches(function() s:request("POST", url, nil, 42) end, "body must be a string, got number")
-      assert.error_matches(function() s:request("PUT", url, nil, {}) end, "body must be a string")
-      assert.error_matches(function() s:request("GET", url, nil, "x") end, "a GET request has no body")
-    end)
-
-    it("raises on a bad per-request timeout", function()
-      assert.error_matches(function() s:request("GET", url, nil, nil, 0) end, "timeout must be greater than 0")
-      assert.error_matches(function() s:request("GET", url, nil, nil, -2) end, "timeout must be greater than 0")
-      assert.error_matches(function() s:request("GET", url, nil, nil, "1") end, "timeout must be a number")
-    end)
-
     it("does not count rejected calls as requests", function()
-      pcall(s.request, s, "DELETE", url)
+      pcall(s.request, s, "DELETE", URL)
       assert.same({ requests = 0, connects = 0 }, s:stats())
     end)
   end)
@@ -456,7 +209,7 @@ describe("dps.core.session", function()
   end)
 
   describe("over TLS to local servers", function()
-    local dir, ca, server_lua
+    local dir, ca
     local pids = {}
     local https_port, silent_port, reset_port, eof_port, www_port, mtls_port
     local tunnel_port, deny_port, proxy_log
@@ -478,28 +231,19 @@ describe("dps.core.session", function()
       ca = certs.ca
       client_cert, client_key, client_key_enc = certs.client, certs.client_key, certs.client_key_enc
 
-      server_lua = find_server_lua()
-      write_file(dir .. "/server.lua", SERVER_SOURCE)
-      local q = sh_quote
-      pids[#pids + 1] = spawn(dir, "https", server_lua .. " " .. q(dir .. "/server.lua") .. " https "
-        .. q(dir .. "/https.port") .. " " .. q(dir .. "/server.pem") .. " " .. q(dir .. "/server.key"))
-      https_port, silent_port, reset_port, eof_port =
-        wait_for(dir .. "/https.port", "^(%d+) (%d+) (%d+) (%d+)", "the https server")
-
+      local ports
+      pids[#pids + 1], ports = tls.https_server(dir, certs)
+      https_port, silent_port, reset_port, eof_port = ports.https, ports.silent, ports.reset, ports.eof
       proxy_log = dir .. "/proxy-requests.log"
-      for _, behaviour in ipairs{ "tunnel", "deny" } do
-        pids[#pids + 1] = spawn(dir, behaviour, server_lua .. " " .. q(dir .. "/server.lua") .. " proxy "
-          .. q(dir .. "/" .. behaviour .. ".port") .. " " .. https_port .. " " .. behaviour .. " " .. q(proxy_log))
-      end
-      tunnel_port = wait_for(dir .. "/tunnel.port", "^(%d+)", "the tunnelling proxy")
-      deny_port = wait_for(dir .. "/deny.port", "^(%d+)", "the refusing proxy")
+      pids[#pids + 1], tunnel_port = tls.connect_proxy(dir, https_port, "tunnel", proxy_log)
+      pids[#pids + 1], deny_port = tls.connect_proxy(dir, https_port, "deny", proxy_log)
 
       pids[#pids + 1], www_port = tls.s_server(dir, "www", certs, "-www")
-      pids[#pids + 1], mtls_port = tls.s_server(dir, "mtls", certs, "-www -Verify 1 -CAfile " .. sh_quote(ca))
+      pids[#pids + 1], mtls_port = tls.s_server(dir, "mtls", certs, "-www -Verify 1 -CAfile " .. tls.quote(ca))
     end)
 
     teardown(function()
-      for _, pid in ipairs(pids) do stop(pid) end
+      for _, pid in ipairs(pids) do tls.stop(pid) end
       tls.remove_dir(dir)
     end)
 

@@ -22,3 +22,29 @@ describe("dps.core", function()
     assert.are.same({ "luaopen_dps_core" }, exported)
   end)
 end)
+
+-- The client-certificate option rule lives once in C (dps_aux.c) and serves
+-- both core.session and core.x509_credentials; each row is { options,
+-- pattern, whether x509_credentials raises too (it also needs a pair) }.
+describe("dps.core client-certificate options", function()
+  local ROWS = {
+    { { cert = "c", cert_file = "f", key = "k" }, "options 'cert' and 'cert_file' exclude each other" },
+    { { cert = "c", key = "k", key_file = "f" }, "options 'key' and 'key_file' exclude each other" },
+    { { key = "k" }, "need 'cert' or 'cert_file'" },
+    { { key_password = "pw" }, "need 'cert' or 'cert_file'" },
+    { { cert = "c" }, "give one of the options 'key_file' and 'key'", "x509 only" },
+    { {}, "give one of the options 'cert_file' and 'cert'", "x509 only" },
+    { { cert = "", key = "k" }, "option 'cert' must not be empty" },
+    { { cert_file = "a\0b", key = "k" }, "option 'cert_file' must not contain NUL bytes" },
+  }
+  for _, row in ipairs(ROWS) do
+    it("x509_credentials raises: " .. row[2], function()
+      assert.error_matches(function() local r = core.x509_credentials(row[1]); return r end, row[2], 1, true)
+    end)
+    if not row[3] then
+      it("session raises: " .. row[2], function()
+        assert.error_matches(function() local s = core.session(row[1]); return s end, row[2], 1, true)
+      end)
+    end
+  end
+end)

@@ -108,64 +108,74 @@ describe("dps.sas_token", function()
   end)
 end)
 
+-- Misuse: each row is { pattern, function, arguments... }; the message must
+-- match the pattern and never hold key material.
+local BAD_CALLS = {
+  -- expiry: fractional, negative, NaN, huge, not a number (C's rule alone)
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, 1.5 },
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, -1 },
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, 0 / 0 },
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, math.huge },
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, 2 ^ 60 },
+  { "expiry", dps.registration_token, "0ne00000001", "dev", KEY, "1700000000" },
+  { "expiry", dps.hub_token, "h", "d", KEY, nil },
+  { "expiry", dps.sas_token, "u", KEY, {} },
+  { "expiry", core.sas_token, "u", KEY, 1.25 },
+  { "expiry", core.sas_token, "u", KEY, -5 },
+  -- registration IDs and ID scopes: the service's rules, in Lua
+  { "registration_id must not be empty", dps.derive_key, GROUP_KEY, "" },
+  { "at most 128", dps.derive_key, GROUP_KEY, ("a"):rep(129) },
+  { "position 4", dps.derive_key, GROUP_KEY, "dev/1" },
+  { "registration_id may only contain", dps.registration_token, "0ne00000001", "dev 1", KEY, 1 },
+  { "registration_id may only contain", dps.registration_token, "0ne00000001", "dév", KEY, 1 },
+  { "NUL", dps.registration_token, "0ne00000001", "dev\0x", KEY, 1 },
+  { "registration_id must be a string", dps.derive_key, GROUP_KEY, 42 },
+  { "id_scope", dps.registration_token, "", "dev", KEY, 1 },
+  { "id_scope", dps.registration_token, "0ne/x", "dev", KEY, 1 },
+  { "id_scope", dps.registration_token, nil, "dev", KEY, 1 },
+  { "hub_host must not be empty", dps.hub_token, "", "dev", KEY, 1 },
+  { "device_id must not be empty", dps.hub_token, "h", "", KEY, 1 },
+  { "device_id must be a string", dps.hub_token, "h", 7, KEY, 1 },
+  -- resource URIs and key names: bytes, in C
+  { "^[^:]+:%d+: dps%.sas_token: resource_uri must not be empty$", dps.sas_token, "", KEY, 1 },
+  { "dps%.sas_token: resource_uri must be a string, got nil", dps.sas_token, nil, KEY, 1 },
+  { "dps%.sas_token: resource_uri must not contain NUL bytes", dps.sas_token, "a\0b", KEY, 1 },
+  { "dps%.sas_token: resource_uri must be at most 4096 bytes", dps.sas_token, ("u"):rep(4097), KEY, 1 },
+  { "dps%.sas_token: key_name must not be empty", dps.sas_token, "u", KEY, 1, "" },
+  { "dps%.sas_token: key_name must be a string, got number", dps.sas_token, "u", KEY, 1, 5 },
+  { "dps%.sas_token: key_name must not contain NUL bytes", dps.sas_token, "u", KEY, 1, "p\0" },
+  -- keys: strict base64, named, never quoted
+  { "dps%.registration_token: key must be a base64 string, got nil", dps.registration_token,
+    "0ne00000001", "dev", nil, 1 },
+  { "dps%.registration_token: key must not be empty", dps.registration_token, "0ne00000001", "dev", "", 1 },
+  { "dps%.hub_token: key has a character outside the base64 alphabet", dps.hub_token, "h", "d",
+    KEY:sub(1, -5) .. "!!==", 1 },
+  { "dps%.hub_token: key has padding before its end", dps.hub_token, "h", "d", "QQ=A", 1 },
+  { "not a multiple of 4", dps.hub_token, "h", "d", KEY:sub(2), 1 },
+  { "dps%.derive_key: group_key has a character outside", dps.derive_key, "QUJD RA=", "dev" },
+  { "dps%.derive_key: group_key must be a base64 string", dps.derive_key, 5, "dev" },
+  { "dps%.derive_key: group_key is too long", dps.derive_key, ("A"):rep(2048), "dev" },
+  { "dps%.sas_token: key is too long", dps.sas_token, "u", ("A"):rep(1028), 1 },
+  -- the core called directly names no public function
+  { "^[^:]+:%d+: group_key has a character outside", core.derive_key, "QUJD RA=", "dev" },
+  { "^[^:]+:%d+: expiry must be", core.sas_token, "u", KEY, -1 },
+}
+
 describe("bad arguments", function()
-  local function raises(pattern, f, ...)
-    local ok, err = pcall(f, ...)
-    assert.is_false(ok)
-    assert.truthy(tostring(err):find(pattern), "message was: " .. tostring(err))
-    -- never key material, whatever went wrong
-    assert.is_nil(tostring(err):find(KEY, 1, true))
-    assert.is_nil(tostring(err):find(GROUP_KEY, 1, true))
-    return err
+  local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
+
+  for _, row in ipairs(BAD_CALLS) do
+    local n = 0
+    for i in pairs(row) do n = math.max(n, i) end
+    it(("raises %q"):format(row[1]), function()
+      -- called from a Lua function of this file, so positions point here
+      local ok, err = pcall(function() local r = row[2](unpack(row, 3, n)); return r end)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(row[1]), "message was: " .. tostring(err))
+      assert.is_nil(tostring(err):find(KEY, 1, true))
+      assert.is_nil(tostring(err):find(GROUP_KEY, 1, true))
+    end)
   end
-
-  it("rejects expiries that are fractional, negative, NaN, huge or not numbers", function()
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, 1.5)
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, -1)
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, 0 / 0)
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, math.huge)
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, 2 ^ 60)
-    raises("expiry", dps.registration_token, "0ne00000001", "dev", KEY, "1700000000")
-    raises("expiry", dps.hub_token, "h", "d", KEY, nil)
-    raises("expiry", dps.sas_token, "u", KEY, {})
-  end)
-
-  it("checks the C core's expiry on its own too", function()
-    raises("expiry", core.sas_token, "u", KEY, 1.25)
-    raises("expiry", core.sas_token, "u", KEY, -5)
-  end)
-
-  it("rejects registration IDs outside the service's rules", function()
-    raises("registration_id must not be empty", dps.derive_key, GROUP_KEY, "")
-    raises("at most 128", dps.derive_key, GROUP_KEY, ("a"):rep(129))
-    raises("position 4", dps.derive_key, GROUP_KEY, "dev/1")
-    raises("registration_id may only contain", dps.registration_token, "0ne00000001", "dev 1", KEY, 1)
-    raises("registration_id may only contain", dps.registration_token, "0ne00000001", "dév", KEY, 1)
-    raises("NUL", dps.registration_token, "0ne00000001", "dev\0x", KEY, 1)
-    raises("registration_id must be a string", dps.derive_key, GROUP_KEY, 42)
-  end)
-
-  it("rejects bad ID scopes, hosts and device IDs", function()
-    raises("id_scope", dps.registration_token, "", "dev", KEY, 1)
-    raises("id_scope", dps.registration_token, "0ne/x", "dev", KEY, 1)
-    raises("id_scope", dps.registration_token, nil, "dev", KEY, 1)
-    raises("hub_host must not be empty", dps.hub_token, "", "dev", KEY, 1)
-    raises("device_id must not be empty", dps.hub_token, "h", "", KEY, 1)
-    raises("device_id must be a string", dps.hub_token, "h", 7, KEY, 1)
-    raises("resource_uri", dps.sas_token, "", KEY, 1)
-    raises("key_name", dps.sas_token, "u", KEY, 1, "")
-  end)
-
-  it("rejects keys that are not strict base64, naming the argument only", function()
-    raises("key must be a base64 string, got nil", dps.registration_token, "0ne00000001", "dev", nil, 1)
-    raises("key must not be empty", dps.registration_token, "0ne00000001", "dev", "", 1)
-    raises("key has a character outside the base64 alphabet", dps.hub_token, "h", "d", KEY:sub(1, -5) .. "!!==", 1)
-    raises("key has padding before its end", dps.hub_token, "h", "d", "QQ=A", 1)
-    raises("not a multiple of 4", dps.hub_token, "h", "d", KEY:sub(2), 1)
-    raises("group_key has a character outside", dps.derive_key, "QUJD RA=", "dev")
-    raises("group_key must be a base64 string", dps.derive_key, 5, "dev")
-    raises("too long", dps.derive_key, ("A"):rep(2048), "dev")
-  end)
 
   it("blames the caller's own file and line", function()
     -- each public function, called from this file (not as a tail call,
@@ -185,5 +195,29 @@ describe("bad arguments", function()
       assert.are.equal("spec/sas_spec.lua:" .. line .. ":", tostring(err):match("^[^:]+:%d+:"),
         "message was: " .. tostring(err))
     end
+  end)
+end)
+
+describe("dps.core.key_problem", function()
+  local CASES = {
+    { KEY, nil },
+    { "", "must not be empty" },
+    { "QQ=A", "has padding before its end" },
+    { "QUJD RA=", "has a character outside the base64 alphabet" },
+    { "QR==", "is not canonical (non-zero bits after its last byte)" },
+    { KEY:sub(2), "has a length that is not a multiple of 4" },
+    { ("A"):rep(1028), "is too long (at most 1024 base64 characters)" },
+  }
+  for _, case in ipairs(CASES) do
+    it(("says %s for a key of %d characters"):format(tostring(case[2]), #case[1]), function()
+      assert.are.equal(case[2], core.key_problem(case[1]))
+    end)
+  end
+
+  it("accepts the longest key sas_token accepts, and raises on a non-string", function()
+    local longest = ("A"):rep(1024)
+    assert.is_nil(core.key_problem(longest))
+    assert.truthy(core.sas_token("u", longest, 1))
+    assert.has_error(function() core.key_problem(nil) end)
   end)
 end)

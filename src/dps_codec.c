@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "dps_aux.h"
 #include "dps_codec.h"
 #include "dps_core.h"
 
@@ -47,7 +48,7 @@ const char *dps_base64_decode(const char *in, size_t len,
     int n;
 
     if (len == 0)
-        return "is empty";
+        return "must not be empty";
     if (len > CODEC_MAX_INPUT)
         return "is too long";
     if (len % 4 != 0)
@@ -152,13 +153,14 @@ static int codec_url_encode(lua_State *L)
     return 1;
 }
 
+/* The functions this file adds to dps.core. */
+static const luaL_Reg codec_functions[] = {
+    {"base64_encode", codec_base64_encode}, {"base64_decode", codec_base64_decode},
+    {"url_encode", codec_url_encode},
+    {NULL, NULL}
+};
+
 void dps_open_codec(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"base64_encode", codec_base64_encode},
-        {"base64_decode", codec_base64_decode},
-        {"url_encode", codec_url_encode},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    luaL_setfuncs(L, codec_functions, 0);
 }

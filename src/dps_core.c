@@ -3,29 +3,11 @@
  * session.  Users call the `dps` module; `dps.core` is its engine.
  * @module dps.core
  */
-#include <string.h>
-
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 
 #include "dps_core.h"
-
-int dps_push_failure(lua_State *L, const char *kind, const char *message)
-{
-    luaL_pushfail(L);
-    lua_pushstring(L, message);
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-    return 3;
-}
-
-void dps_wipe(void *p, size_t n)
-{
-    if (p != NULL && n > 0)
-        OPENSSL_cleanse(p, n);
-}
 
 /***
  * Versions of the module and of the libraries it runs with.

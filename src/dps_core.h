@@ -4,6 +4,8 @@
  * Each C file owns one concern and adds its functions to the module table
  * through one dps_open_* function, called by luaopen_dps_core with the module
  * table on top of the stack.  Only luaopen_dps_core leaves the shared object.
+ * What the parts share at run time (failures, misuse errors, wiping) is in
+ * dps_aux.h, so dps_core.c only opens the module.
  */
 #ifndef DPS_CORE_H
 #define DPS_CORE_H
@@ -25,14 +27,5 @@ void dps_open_time(lua_State *L);  /* dps_time.c: clocks, sleep, Retry-After */
 void dps_open_http(lua_State *L);  /* dps_http.c: the libcurl session */
 void dps_open_x509(lua_State *L);  /* dps_x509.c: client-certificate checks */
 void dps_open_fs(lua_State *L);
-
-/*
- * Operational failure: pushes fail (nil), message, and an info table
- * { kind = kind }, and returns 3.  Never used for misuse, which raises.
- */
-int dps_push_failure(lua_State *L, const char *kind, const char *message);
-
-/* Overwrite secret bytes in a way the compiler cannot drop. */
-void dps_wipe(void *p, size_t n);
 
 #endif

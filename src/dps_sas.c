@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "dps_aux.h"
 #include "dps_codec.h"
 #include "dps_core.h"
 #include "dps_sas.h"
@@ -17,6 +18,7 @@
 #define SAS_MAX_KEY_TEXT DPS_SAS_MAX_KEY_TEXT
 #define SAS_MAX_EXPIRY 9007199254740991.0 /* 2^53 - 1: exact in every Lua */
 #define SAS_MAC_SIZE 32
+#define KEY_TOO_LONG "is too long (at most 1024 base64 characters)"
 
 /* Scratch layout of dps_sas_build: sr "\n" se | skn | token. */
 #define SAS_SR_CAP (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32)
@@ -24,19 +26,24 @@
 #define SAS_SIG_CAP DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE))
 
 /*
- * Checks argument arg as a base64 key and returns its text; raises with the
- * argument's name, never its content.
+ * The rules of a key's text, in one place: at most SAS_MAX_KEY_TEXT
+ * characters of strict base64.  Decodes into key (wiped by the caller);
+ * returns NULL or what is wrong, to follow the key's name.
  */
-static const char *check_key(lua_State *L, int arg, const char *name, size_t *len)
+static const char *decode_key(const char *text, size_t len,
+                              unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)], size_t *keylen)
 {
-    const char *key;
+    if (len > SAS_MAX_KEY_TEXT)
+        return KEY_TOO_LONG;
+    return dps_base64_decode(text, len, key, keylen);
+}
 
+/* Argument arg as a key's text; raises with its name, never its content. */
+static const char *check_key(lua_State *L, int arg, const char *who, const char *name, size_t *len)
+{
     if (lua_type(L, arg) != LUA_TSTRING)
-        luaL_error(L, "%s must be a base64 string, got %s", name, luaL_typename(L, arg));
-    key = lua_tolstring(L, arg, len);
-    if (*len > SAS_MAX_KEY_TEXT)
-        luaL_error(L, "%s is too long (at most %d base64 characters)", name, SAS_MAX_KEY_TEXT);
-    return key;
+        dps_misuse(L, who, "%s must be a base64 string, got %s", name, luaL_typename(L, arg));
+    return lua_tolstring(L, arg, len);
 }
 
 /* HMAC-SHA256 with a base64 key into mac; wipes the decoded key. */
@@ -47,13 +54,36 @@ static const char *sign(const char *key_text, size_t key_len,
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
     size_t keylen = 0;
     unsigned int maclen = 0;
-    const char *problem = dps_base64_decode(key_text, key_len, key, &keylen);
+    const char *problem = decode_key(key_text, key_len, key, &keylen);
 
     if (problem == NULL &&
         HMAC(EVP_sha256(), key, (int)keylen, msg, msg_len, mac, &maclen) == NULL)
         problem = "could not be used by OpenSSL's HMAC";
     dps_wipe(key, sizeof key);
     return problem;
+}
+
+/***
+ * What is wrong with a key's text, without raising and without keeping the
+ * decoded bytes (they are wiped): for checking a key before it is used.
+ * @function key_problem
+ * @tparam string text the key, base64
+ * @treturn nil|string nil for a usable key, else what is wrong, to follow
+ *   the key's name (`"has padding before its end"`); never quotes the key
+ */
+static int sas_key_problem(lua_State *L)
+{
+    size_t len, keylen = 0;
+    const char *text = luaL_checklstring(L, 1, &len);
+    unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
+    const char *problem = decode_key(text, len, key, &keylen);
+
+    dps_wipe(key, sizeof key);
+    if (problem == NULL)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, problem);
+    return 1;
 }
 
 /***
@@ -84,20 +114,23 @@ static int sas_hmac_sha256(lua_State *L)
  * @function derive_key
  * @tparam string group_key base64
  * @tparam string registration_id used byte for byte
+ * @tparam[opt] string who the public function calling on its caller's behalf
+ *   (`"dps.derive_key"`): messages then start with it and blame its caller
  * @treturn string the device key, base64
  * @raise when group_key is not base64 (the message never quotes it)
  */
 static int sas_derive_key(lua_State *L)
 {
+    const char *who = luaL_optstring(L, 3, NULL);
     size_t key_len, id_len, n;
-    const char *key_text = check_key(L, 1, "group_key", &key_len);
-    const char *id = luaL_checklstring(L, 2, &id_len);
+    const char *key_text = check_key(L, 1, who, "group_key", &key_len);
+    const char *id = dps_check_string(L, 2, who, "registration_id", &id_len);
     unsigned char mac[SAS_MAC_SIZE];
     char out[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
     const char *problem = sign(key_text, key_len, (const unsigned char *)id, id_len, mac);
 
     if (problem != NULL)
-        return luaL_error(L, "group_key %s", problem);
+        return dps_misuse(L, who, "group_key %s", problem);
     n = dps_base64_encode(mac, sizeof mac, out);
     dps_wipe(mac, sizeof mac);
     lua_pushlstring(L, out, n);
@@ -105,18 +138,31 @@ static int sas_derive_key(lua_State *L)
     return 1;
 }
 
-/* An expiry that prints as a decimal integer on every Lua version. */
-static long long check_expiry(lua_State *L, int arg)
+/* An expiry that prints as a decimal integer on every Lua version: the one
+ * place of the 0 to 2^53-1 rule. */
+static long long check_expiry(lua_State *L, int arg, const char *who)
 {
     lua_Number e;
 
     if (lua_type(L, arg) != LUA_TNUMBER)
-        luaL_error(L, "expiry must be a whole number of seconds since the epoch, got %s",
+        dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch, got %s",
                    luaL_typename(L, arg));
     e = lua_tonumber(L, arg);
     if (e != e || e < 0 || e > SAS_MAX_EXPIRY || floor(e) != e)
-        luaL_error(L, "expiry must be a whole number of seconds since the epoch (0 to 2^53-1)");
+        dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch (0 to 2^53-1)");
     return (long long)e;
+}
+
+/* The byte rules of a resource URI or key name: NULL or what is wrong. */
+static const char *text_problem(const char *p, size_t len, size_t max)
+{
+    if (len == 0)
+        return "must not be empty";
+    if (len > max)
+        return max == DPS_SAS_MAX_URI ? "must be at most 4096 bytes" : "must be at most 256 bytes";
+    if (memchr(p, '\0', len) != NULL)
+        return "must not contain NUL bytes";
+    return NULL;
 }
 
 const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
@@ -133,14 +179,14 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
     const char *problem;
 
     *subject = "resource_uri";
-    if (uri_len == 0 || uri_len > DPS_SAS_MAX_URI)
-        return "must be 1 to 4096 bytes";
+    if ((problem = text_problem(uri, uri_len, DPS_SAS_MAX_URI)) != NULL)
+        return problem;
     *subject = "key_name";
-    if (name != NULL && (name_len == 0 || name_len > DPS_SAS_MAX_KEY_NAME))
-        return "must be a non-empty string of at most 256 bytes";
+    if (name != NULL && (problem = text_problem(name, name_len, DPS_SAS_MAX_KEY_NAME)) != NULL)
+        return problem;
     *subject = "key";
     if (key_len > DPS_SAS_MAX_KEY_TEXT)
-        return "is too long";
+        return KEY_TOO_LONG;
     *subject = "expiry";
     if (expiry < 0)
         return "must not be negative";
@@ -193,20 +239,23 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
  * is the percent-encoded resource URI, the signed string is
  * `sr .. "\n" .. expiry`, and `sig` the percent-encoded base64 HMAC.
  * @function sas_token
- * @tparam string resource_uri not encoded
+ * @tparam string resource_uri not encoded, 1 to 4096 bytes, no NUL
  * @tparam string key base64
- * @tparam number expiry whole seconds since the epoch
- * @tparam[opt] string key_name becomes `skn`
+ * @tparam number expiry whole seconds since the epoch (0 to 2^53-1)
+ * @tparam[opt] string key_name becomes `skn` (1 to 256 bytes, no NUL)
+ * @tparam[opt] string who the public function calling on its caller's behalf
+ *   (`"dps.sas_token"`): messages then start with it and blame its caller
  * @treturn string the token
  * @raise on a bad argument (messages never quote the key)
  */
 static int sas_token(lua_State *L)
 {
+    const char *who = luaL_optstring(L, 5, NULL);
     size_t uri_len, key_len, name_len = 0, token_len = 0;
-    const char *uri = luaL_checklstring(L, 1, &uri_len);
-    const char *key_text = check_key(L, 2, "key", &key_len);
-    long long expiry = check_expiry(L, 3);
-    const char *name = luaL_optlstring(L, 4, NULL, &name_len);
+    const char *uri = dps_check_string(L, 1, who, "resource_uri", &uri_len);
+    const char *key_text = check_key(L, 2, who, "key", &key_len);
+    long long expiry = check_expiry(L, 3, who);
+    const char *name = lua_isnoneornil(L, 4) ? NULL : dps_check_string(L, 4, who, "key_name", &name_len);
     const char *token = NULL, *problem, *subject = "";
     /* Scratch owned by Lua, so nothing leaks if a push raises. */
     char *scratch = dps_newuserdata(L, DPS_SAS_SCRATCH);
@@ -216,19 +265,20 @@ static int sas_token(lua_State *L)
     /* The key, MAC and signature were wiped inside; of the scratch, only the
      * token (a bearer credential) is worth wiping. */
     if (problem != NULL)
-        return luaL_error(L, "%s %s", subject, problem);
+        return dps_misuse(L, who, "%s %s", subject, problem);
     lua_pushlstring(L, token, token_len);
     dps_wipe((char *)token, token_len);
     return 1;
 }
 
+/* The functions this file adds to dps.core. */
+static const luaL_Reg sas_functions[] = {
+    {"hmac_sha256", sas_hmac_sha256}, {"derive_key", sas_derive_key},
+    {"sas_token", sas_token}, {"key_problem", sas_key_problem},
+    {NULL, NULL}
+};
+
 void dps_open_sas(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"hmac_sha256", sas_hmac_sha256},
-        {"derive_key", sas_derive_key},
-        {"sas_token", sas_token},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    luaL_setfuncs(L, sas_functions, 0);
 }

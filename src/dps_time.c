@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <openssl/rand.h>
 
+#include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_time.h"
 
@@ -192,16 +193,15 @@ static int time_jitter(lua_State *L)
     return 1;
 }
 
+/* The functions this file adds to dps.core. */
+static const luaL_Reg time_functions[] = {
+    {"now", time_now}, {"monotime", time_monotime},
+    {"sleep", time_sleep}, {"retry_after", time_retry_after},
+    {"http_date", time_http_date}, {"jitter", time_jitter},
+    {NULL, NULL}
+};
+
 void dps_open_time(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"now", time_now},
-        {"monotime", time_monotime},
-        {"sleep", time_sleep},
-        {"retry_after", time_retry_after},
-        {"http_date", time_http_date},
-        {"jitter", time_jitter},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    luaL_setfuncs(L, time_functions, 0);
 }

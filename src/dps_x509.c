@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "dps_aux.h"
 #include "dps_core.h"
 
 #define X509_MAX_PEM (1024 * 1024)
@@ -167,23 +168,27 @@ done:
     return failed;
 }
 
-static const char *opt_string(lua_State *L, int idx, const char *name, size_t *len)
+/* A PEM text option: memory BIOs take an int length. */
+static const char *pem_option(lua_State *L, const char *name, size_t *len)
 {
-    const char *s = NULL;
+    const char *pem = dps_opt_string(L, 1, 1, name, len);
 
-    *len = 0;
-    lua_getfield(L, idx, name);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "%s must be a string", name);
-        s = lua_tolstring(L, -1, len);
-        if (*len == 0 || *len > X509_MAX_PEM)
-            luaL_error(L, "%s must be a non-empty string of at most 1 MiB", name);
-        if (strlen(s) != *len)
-            luaL_error(L, "%s must not contain NUL bytes", name);
-    }
-    lua_pop(L, 1); /* the string stays alive in the options table */
-    return s;
+    if (pem != NULL && *len > X509_MAX_PEM)
+        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be at most 1 MiB", name));
+    return pem;
+}
+
+static void push_facts(lua_State *L, const cert_facts *facts)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, facts->cn);
+    lua_setfield(L, -2, "cn");
+    lua_pushnumber(L, facts->not_before);
+    lua_setfield(L, -2, "not_before");
+    lua_pushnumber(L, facts->not_after);
+    lua_setfield(L, -2, "not_after");
+    lua_pushinteger(L, facts->certificates);
+    lua_setfield(L, -2, "certificates");
 }
 
 /***
@@ -198,35 +203,28 @@ static const char *opt_string(lua_State *L, int idx, const char *name, size_t *l
  */
 static int x509_credentials(lua_State *L)
 {
-    size_t cf_len, c_len, kf_len, k_len;
-    const char *cert_file, *cert, *key_file, *key;
+    size_t unused, c_len, k_len;
+    dps_credentials c;
     password pw;
     cert_facts facts;
     char msg[512];
     const char *failed;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    cert_file = opt_string(L, 1, "cert_file", &cf_len);
-    cert = opt_string(L, 1, "cert", &c_len);
-    key_file = opt_string(L, 1, "key_file", &kf_len);
-    key = opt_string(L, 1, "key", &k_len);
-    pw.data = opt_string(L, 1, "key_password", &pw.len);
-    luaL_argcheck(L, (cert_file == NULL) != (cert == NULL), 1, "give exactly one of cert_file and cert");
-    luaL_argcheck(L, (key_file == NULL) != (key == NULL), 1, "give exactly one of key_file and key");
+    lua_settop(L, 1);
+    /* Each value stays on the stack while its pointer is in use. */
+    c.cert_file = dps_opt_string(L, 1, 1, "cert_file", &unused);
+    c.cert = pem_option(L, "cert", &c_len);
+    c.key_file = dps_opt_string(L, 1, 1, "key_file", &unused);
+    c.key = pem_option(L, "key", &k_len);
+    c.key_password = pw.data = dps_opt_string(L, 1, 1, "key_password", &pw.len);
+    dps_check_credentials(L, 1, &c, 1);
 
     memset(&facts, 0, sizeof facts);
-    failed = inspect(cert_file, cert, c_len, key_file, key, k_len, &pw, &facts, msg, sizeof msg);
+    failed = inspect(c.cert_file, c.cert, c_len, c.key_file, c.key, k_len, &pw, &facts, msg, sizeof msg);
     if (failed != NULL)
         return dps_push_failure(L, "credentials", failed);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, facts.cn);
-    lua_setfield(L, -2, "cn");
-    lua_pushnumber(L, facts.not_before);
-    lua_setfield(L, -2, "not_before");
-    lua_pushnumber(L, facts.not_after);
-    lua_setfield(L, -2, "not_after");
-    lua_pushinteger(L, facts.certificates);
-    lua_setfield(L, -2, "certificates");
+    push_facts(L, &facts);
     return 1;
 }
 

@@ -4,8 +4,9 @@
 -- @module dps.check
 local check = {}
 
-local floor, huge = math.floor, math.huge
-local MAX_EXPIRY = 9007199254740991 -- 2^53 - 1: exact on every Lua version
+-- Only the DPS rules live here (IDs, ID scopes, options); byte-level rules
+-- (base64 keys, expiry range, resource and key names) are the C core's.
+local huge = math.huge
 
 --- Raise `message` at `level` (default 3: the caller of the checking function).
 function check.fail(message, level)
@@ -53,7 +54,8 @@ function check.id_scope(value, level)
   return value
 end
 
---- A key: a non-empty string (the C core checks that it is base64).
+--- A key given as an option: a non-empty string (that it is base64 is the
+-- C core's rule: `core.key_problem`).
 function check.key(value, name, level)
   level = (level or 2) + 1
   if type(value) ~= "string" then
@@ -61,19 +63,6 @@ function check.key(value, name, level)
   end
   if value == "" then
     check.fail(name .. " must not be empty", level)
-  end
-  return value
-end
-
---- A whole number of seconds since the epoch; a float with an integral value
--- (1700000000.0) is accepted and signs as an integer.
-function check.expiry(value, level)
-  level = (level or 2) + 1
-  if type(value) ~= "number" then
-    check.fail("expiry must be a whole number of seconds since the epoch, got " .. type(value), level)
-  end
-  if value ~= value or value == huge or value < 0 or value > MAX_EXPIRY or floor(value) ~= value then
-    check.fail("expiry must be a whole number of seconds since the epoch (0 to 2^53-1)", level)
   end
   return value
 end

@@ -177,12 +177,11 @@ function Client.new(opts)
     if not ok then check.fail("dps.new: " .. derived, 2) end
     key = derived
   elseif opts.symmetric_key then
-    check.key(opts.symmetric_key, "symmetric_key", 2)
-    -- Signing once checks the key in C, where the decoded bytes are wiped;
-    -- base64_decode would leave them in a Lua string.
-    local ok, problem = pcall(core.sas_token, "check", opts.symmetric_key, 0)
-    if not ok then
-      check.fail("dps.new: symmetric_key is not base64: it " .. tostring(problem:match("^key (.*)$")), 2)
+    -- Checked in C, where the decoded bytes are wiped (base64_decode would
+    -- leave them in a Lua string); the type was checked with the options.
+    local problem = core.key_problem(opts.symmetric_key)
+    if problem then
+      check.fail("dps.new: symmetric_key is not base64: it " .. problem, 2)
     end
   end
 

@@ -10,6 +10,9 @@
 --     tls.stop(pid)
 --     tls.remove_dir(dir)
 --
+-- tls.https_server and tls.connect_proxy run spec/support/https_server.lua
+-- (an HTTP/1.1 keep-alive server with test routes, and a CONNECT proxy).
+--
 -- Shell only, nothing beyond the Lua 5.1 library: loads on 5.1–5.4 and LuaJIT.
 local shell = require "spec.support.shell"
 
@@ -122,6 +125,48 @@ function M.s_server(dir, name, certs, extra, cwd)
                            .. " -key " .. M.quote(certs.server_key) .. " " .. (extra or ""), cwd)
   local port = M.wait_for(log, "ACCEPT [^\n]*:(%d+)", "openssl s_server " .. name)
   return pid, tonumber(port)
+end
+
+-- The folder of this file, for the server script next to it.
+local HERE = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+
+--- An interpreter with cqueues and luaossl, for spec/support/https_server.lua.
+function M.server_lua()
+  if not M.found_server_lua then
+    for _, lua in ipairs{ "lua5.4", "lua5.3", "lua5.2", "lua5.1", "luajit", "lua" } do
+      if M.run(lua .. " -e 'require\"cqueues.socket\" require\"openssl.ssl.context\"' >/dev/null 2>&1") then
+        M.found_server_lua = lua
+        break
+      end
+    end
+  end
+  return assert(M.found_server_lua, "the spec servers need cqueues and luaossl (Debian: lua-cqueues, lua-luaossl)")
+end
+
+local function start_script(dir, name, args)
+  local q = {}
+  for i, a in ipairs(args) do q[i] = M.quote(a) end
+  return M.spawn(dir, name, M.server_lua() .. " " .. M.quote(HERE .. "https_server.lua") .. " " .. table.concat(q, " "))
+end
+
+--- Starts the keep-alive HTTPS test server with the server certificate.
+-- Returns its pid and the ports of the server and of three listeners that
+-- misbehave: silent (never answers), reset (resets during the handshake),
+-- eof (closes after the ClientHello).
+function M.https_server(dir, certs)
+  local portfile = dir .. "/https.port"
+  local pid = start_script(dir, "https", { "https", portfile, certs.server, certs.server_key })
+  local port, silent, reset, eof = M.wait_for(portfile, "^(%d+) (%d+) (%d+) (%d+)", "the https server")
+  return pid, { https = port, silent = silent, reset = reset, eof = eof }
+end
+
+--- Starts an HTTP CONNECT proxy to 127.0.0.1:target that tunnels
+-- (behaviour "tunnel") or refuses ("deny"), logging each request line to
+-- log.  Returns its pid and port.
+function M.connect_proxy(dir, target, behaviour, log)
+  local portfile = dir .. "/" .. behaviour .. ".port"
+  local pid = start_script(dir, behaviour, { "proxy", portfile, target, behaviour, log })
+  return pid, M.wait_for(portfile, "^(%d+)", "the " .. behaviour .. " proxy")
 end
 
 return M

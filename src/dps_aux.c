@@ -1,0 +1,86 @@
+/*
+ * Helpers shared by the parts of dps.core (see dps_aux.h).
+ */
+#include <stdarg.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "dps_aux.h"
+
+int dps_push_failure(lua_State *L, const char *kind, const char *message)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, message);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    return 3;
+}
+
+void dps_wipe(void *p, size_t n)
+{
+    if (p != NULL && n > 0)
+        OPENSSL_cleanse(p, n);
+}
+
+int dps_misuse(lua_State *L, const char *who, const char *fmt, ...)
+{
+    va_list ap;
+
+    luaL_where(L, who != NULL ? 2 : 1);
+    if (who != NULL)
+        lua_pushfstring(L, "%s: ", who);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, who != NULL ? 3 : 2);
+    return lua_error(L);
+}
+
+const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len)
+{
+    if (lua_type(L, arg) != LUA_TSTRING)
+        dps_misuse(L, who, "%s must be a string, got %s", name, luaL_typename(L, arg));
+    return lua_tolstring(L, arg, len);
+}
+
+static void opt_error(lua_State *L, int arg, const char *name, const char *what)
+{
+    luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' %s", name, what));
+}
+
+const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, size_t *len)
+{
+    const char *p;
+
+    *len = 0;
+    lua_getfield(L, idx, name);
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a string, got %s", name,
+                                              luaL_typename(L, -1)));
+    p = lua_tolstring(L, -1, len);
+    if (*len == 0)
+        opt_error(L, arg, name, "must not be empty");
+    if (memchr(p, '\0', *len) != NULL)
+        opt_error(L, arg, name, "must not contain NUL bytes");
+    return p;
+}
+
+void dps_check_credentials(lua_State *L, int arg, const dps_credentials *c, int need_pair)
+{
+    int has_cert = c->cert != NULL || c->cert_file != NULL;
+
+    if (c->cert != NULL && c->cert_file != NULL)
+        luaL_argerror(L, arg, "options 'cert' and 'cert_file' exclude each other");
+    if (c->key != NULL && c->key_file != NULL)
+        luaL_argerror(L, arg, "options 'key' and 'key_file' exclude each other");
+    if (!has_cert && (c->key != NULL || c->key_file != NULL || c->key_password != NULL))
+        luaL_argerror(L, arg, "options 'key', 'key_file' and 'key_password' need 'cert' or 'cert_file'");
+    if (need_pair && !has_cert)
+        luaL_argerror(L, arg, "give one of the options 'cert_file' and 'cert'");
+    if (need_pair && c->key == NULL && c->key_file == NULL)
+        luaL_argerror(L, arg, "give one of the options 'key_file' and 'key'");
+}

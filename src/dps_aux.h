@@ -1,0 +1,60 @@
+/*
+ * dps_aux.h - helpers every part of dps.core uses: failures, misuse errors
+ * that name the public function, secret wiping, and option strings.
+ *
+ * dps_core.c opens the module; the files of each concern include this
+ * header, never dps_core.h's opener, so there is no circle.
+ */
+#ifndef DPS_AUX_H
+#define DPS_AUX_H
+
+#include <stddef.h>
+
+#include "dps_compat.h"
+
+/*
+ * Operational failure: pushes fail (nil), message, and an info table
+ * { kind = kind }, and returns 3.  Never used for misuse, which raises.
+ */
+int dps_push_failure(lua_State *L, const char *kind, const char *message);
+
+/* Overwrite secret bytes in a way the compiler cannot drop. */
+void dps_wipe(void *p, size_t n);
+
+/*
+ * Misuse.  Raises "POSITION: WHO: MESSAGE" (fmt as lua_pushfstring).  who is
+ * the public Lua function that called this C function directly on its
+ * caller's behalf (e.g. "dps.sas_token"): the position is then that
+ * function's caller's.  With who NULL the message is bare and the position is
+ * the C function's caller's, as luaL_error gives.  Never returns.
+ */
+int dps_misuse(lua_State *L, const char *who, const char *fmt, ...);
+
+/*
+ * The string argument arg, named name in messages ("NAME must be a string,
+ * got TYPE"), raised through dps_misuse with who.
+ */
+const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len);
+
+/*
+ * The option name of the table at stack index idx, which is argument arg:
+ * NULL when absent, else a string that is not empty and holds no NUL byte
+ * ("option 'NAME' must …" as bad argument arg).  The value is pushed and
+ * stays on the stack, so the pointer stays valid; callers count on one
+ * pushed value per call.
+ */
+const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, size_t *len);
+
+/*
+ * The one rule of client-certificate options, for the session and the X.509
+ * check alike: 'cert' and 'cert_file' exclude each other, as do 'key' and
+ * 'key_file'; a key or a password needs a certificate; with need_pair a
+ * certificate and a key must both be there.  Raises as bad argument arg.
+ */
+typedef struct {
+    const char *cert_file, *cert, *key_file, *key, *key_password;
+} dps_credentials;
+
+void dps_check_credentials(lua_State *L, int arg, const dps_credentials *c, int need_pair);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * dps_http.h - what the files of the HTTPS session share (private to them):
+ * the session userdata and the functions each file offers the others.
+ *
+ *   dps_http.c          the Session object: buffers, libcurl callbacks,
+ *                       lifecycle, request, stats
+ *   dps_http_options.c  core.session: its options as rows of
+ *                       {name, type, CURLOPT}, read -> check -> apply
+ *   dps_http_headers.c  request header tables in, response header tables out
+ *   dps_http_failure.c  a failed transfer as nil, message, info (kinds from
+ *                       the list in dps_curl_errors.h)
+ */
+#ifndef DPS_HTTP_H
+#define DPS_HTTP_H
+
+#include <stddef.h>
+
+#include <curl/curl.h>
+
+#include "dps_compat.h"
+
+#define DPS_SESSION_MT "dps.core.Session"
+
+/* Response header bytes kept per response; more aborts the request. */
+#define DPS_HEAD_MAX 65536
+
+/* A growable byte buffer owned by the session userdata. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} dps_buf;
+
+typedef struct {
+    CURL *curl;                 /* NULL once closed */
+    struct curl_slist *headers; /* request header list, only during a request */
+    dps_buf body;               /* body of the last response */
+    dps_buf head;               /* header lines of the last response, "\n"-separated */
+    size_t max_body;
+    double connect_timeout;     /* seconds */
+    double timeout;             /* seconds */
+    double requests;            /* transfers performed */
+    double connects;            /* sum of CURLINFO_NUM_CONNECTS */
+    int body_overflow;          /* set by callbacks: body over max_body */
+    int head_overflow;          /* header bytes over DPS_HEAD_MAX */
+    int oom;                    /* a callback could not allocate */
+    int head_done;              /* dps_headers_line state: blank line seen */
+    int proxied;                /* connections go through an HTTP proxy */
+    char errbuf[CURL_ERROR_SIZE];
+} dps_session;
+
+/* dps_http.c: pushes a new open session (handle made, callbacks and the
+ * security settings applied), or raises. */
+dps_session *dps_session_push(lua_State *L);
+
+/* dps_http.c: releases everything; safe on a half-built or closed session. */
+void dps_session_release(dps_session *s);
+
+/* dps_http_options.c: core.session(options). */
+int dps_session_new(lua_State *L);
+
+/* dps_http_headers.c: raises on a header table (argument idx) that cannot
+ * be sent as is. */
+void dps_http_check_headers(lua_State *L, int idx);
+
+/* dps_http_headers.c: builds s->headers from the checked table at idx (0:
+ * none).  Returns 0, or -1 on OOM.  Raises nothing. */
+int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body);
+
+/* dps_http_headers.c: wipes every string of a header list, then frees it. */
+void dps_http_free_headers(struct curl_slist *list);
+
+/* dps_http_headers.c: pushes the kept response headers of s->head as a
+ * table (names lower-cased, repeats joined with ", ", folds unfolded). */
+void dps_http_push_headers(lua_State *L, dps_session *s);
+
+/* dps_http_failure.c: pushes nil, message, { kind, curl_code }; returns 3. */
+int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc);
+
+/* ASCII case-insensitive: a (alen bytes) equals the lower-case C string b. */
+int dps_http_ieq(const char *a, size_t alen, const char *b);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * A failed transfer of the session as `nil, message, info`: the kind comes
+ * from the list of codes in dps_curl_errors.h, settled by the transfer's
+ * state where the code alone cannot tell.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "dps_aux.h"
+#include "dps_http.h"
+
+/* The failure kinds and what the message says failed. */
+#define DPS_KINDS(X)                                     \
+    X(resolve, "could not resolve host")                 \
+    X(proxy, "proxy failed")                             \
+    X(connect, "could not connect")                      \
+    X(tls, "TLS failed")                                 \
+    X(credentials, "client certificate or key unusable") \
+    X(timeout, "request timed out")                      \
+    X(too_large, "response too large")                   \
+    X(protocol, "malformed response")                    \
+    X(config, "request rejected")                        \
+    X(oom, "out of memory")                              \
+    X(network, "network error")
+
+/* Kinds first, then the rules of dps_curl_errors.h. */
+enum {
+#define KIND_ENUM(kind, what) KIND_##kind,
+    DPS_KINDS(KIND_ENUM)
+#undef KIND_ENUM
+    KIND_DIAL, KIND_HANDSHAKE, KIND_WRITE, KIND_SCHEME, KIND_SEND, KIND_RECV
+};
+
+static const struct {
+    const char *kind;
+    const char *what;
+} kinds[] = {
+#define KIND_ROW(kind, what) {#kind, what},
+    DPS_KINDS(KIND_ROW)
+#undef KIND_ROW
+};
+
+static const struct {
+    CURLcode code;
+    const char *name;
+    int kind;
+} codes[] = {
+#define DPS_CURLE(name, kind) {CURLE_##name, "CURLE_" #name, KIND_##kind},
+#include "dps_curl_errors.h"
+#undef DPS_CURLE
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Whether libcurl's error text says the transport failed (reset, EOF)
+ * rather than TLS itself: libcurl reports both as CURLE_SSL_CONNECT_ERROR
+ * during a handshake.  The texts are libcurl's own ("Recv failure: …") and
+ * OpenSSL's; anything else stays a TLS failure. */
+static int transport_failed(const char *errbuf)
+{
+    static const char *const texts[] = {
+        "Recv failure", "Send failure", "reset by peer", "Broken pipe",
+        "SSL_ERROR_SYSCALL", "unexpected eof", NULL
+    };
+    int i;
+    for (i = 0; texts[i] != NULL; i++)
+        if (strstr(errbuf, texts[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* A proxy that answered CONNECT with a status other than 2xx. */
+static int connect_refused(dps_session *s)
+{
+    long code = 0;
+    return s->proxied && curl_easy_getinfo(s->curl, CURLINFO_HTTP_CONNECTCODE, &code) == CURLE_OK
+           && code != 0 && (code < 200 || code > 299);
+}
+
+/* A request that went out: the reply was not HTTP (HTTP/0.9). */
+static int request_sent(dps_session *s)
+{
+    long size = 0;
+    return curl_easy_getinfo(s->curl, CURLINFO_REQUEST_SIZE, &size) == CURLE_OK && size > 0;
+}
+
+/* Settles a rule of dps_curl_errors.h into a kind. */
+static int settle(dps_session *s, int rule)
+{
+    /* The server's TLS 1.3 alert that it wants a client certificate
+     * arrives as a read/write error after the handshake. */
+    int cert_required = strstr(s->errbuf, "certificate required") != NULL;
+
+    switch (rule) {
+    case KIND_DIAL: /* with a tunnel only the proxy is dialled */
+        return s->proxied ? KIND_proxy : KIND_connect;
+    case KIND_HANDSHAKE:
+        return transport_failed(s->errbuf) ? KIND_network : KIND_tls;
+    case KIND_WRITE: /* one of our callbacks said why */
+        return s->body_overflow || s->head_overflow ? KIND_too_large : KIND_oom;
+    case KIND_SCHEME:
+        return request_sent(s) ? KIND_protocol : KIND_config;
+    case KIND_RECV:
+        if (connect_refused(s))
+            return KIND_proxy;
+        if (!cert_required && strstr(s->errbuf, "chunk") != NULL)
+            return KIND_protocol;
+        /* fall through */
+    case KIND_SEND:
+        return cert_required ? KIND_credentials : KIND_network;
+    default:
+        return rule;
+    }
+}
+
+/* The mnemonic and kind of rc. */
+static const char *classify(dps_session *s, CURLcode rc, int *kind)
+{
+    size_t i;
+    for (i = 0; i < COUNT(codes); i++) {
+        if (codes[i].code == rc) {
+            *kind = settle(s, codes[i].kind);
+            return codes[i].name;
+        }
+    }
+    *kind = KIND_network;
+    return "CURLE";
+}
+
+/* What went wrong, in detail, without trailing blanks. */
+static void describe(dps_session *s, CURLcode rc, char *detail, size_t size)
+{
+    size_t n;
+
+    if (s->body_overflow)
+        snprintf(detail, size, "body exceeds max_body (%lu bytes)", (unsigned long)s->max_body);
+    else if (s->head_overflow)
+        snprintf(detail, size, "headers exceed %d bytes", DPS_HEAD_MAX);
+    else if (s->oom)
+        snprintf(detail, size, "cannot grow the response buffer");
+    else if (s->errbuf[0] != '\0')
+        snprintf(detail, size, "%s", s->errbuf);
+    else
+        snprintf(detail, size, "%s", curl_easy_strerror(rc));
+    n = strlen(detail);
+    while (n > 0 && (detail[n - 1] == '\n' || detail[n - 1] == '\r' || detail[n - 1] == ' '))
+        detail[--n] = '\0';
+}
+
+int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
+{
+    char msg[CURL_ERROR_SIZE + 256];
+    char detail[CURL_ERROR_SIZE + 64];
+    int kind = KIND_network;
+    const char *name = classify(s, rc, &kind);
+
+    describe(s, rc, detail, sizeof detail);
+    snprintf(msg, sizeof msg, "%s: %s (%s %d)", kinds[kind].what, detail, name, (int)rc);
+    dps_push_failure(L, kinds[kind].kind, msg);
+    lua_pushinteger(L, (lua_Integer)rc);
+    lua_setfield(L, -2, "curl_code");
+    return 3;
+}

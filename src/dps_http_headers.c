@@ -1,0 +1,165 @@
+/*
+ * Header tables of the session: the request's table checked and turned into
+ * a libcurl list, the response's kept lines (see dps_headers.h) turned into
+ * a table.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "dps_aux.h"
+#include "dps_headers.h"
+#include "dps_http.h"
+
+int dps_http_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t i;
+    if (alen != strlen(b))
+        return 0;
+    for (i = 0; i < alen; i++) {
+        int c = (unsigned char)a[i];
+        if ((c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) != b[i])
+            return 0;
+    }
+    return 1;
+}
+
+static int is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Raises on a header name that cannot be sent or is the session's own. */
+static void check_name(lua_State *L, int idx, const char *name, size_t nlen)
+{
+    size_t i;
+
+    if (nlen == 0)
+        luaL_argerror(L, idx, "header names must not be empty");
+    for (i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)name[i]))
+            luaL_argerror(L, idx, "header names must be tokens (no spaces, colons, CR, LF or NUL)");
+    if (dps_http_ieq(name, nlen, "content-length") || dps_http_ieq(name, nlen, "transfer-encoding")
+        || dps_http_ieq(name, nlen, "expect"))
+        luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' is set by the session", name));
+}
+
+void dps_http_check_headers(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        const char *name, *value;
+        size_t nlen, vlen, i;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_argerror(L, idx, "header names must be strings");
+        name = lua_tolstring(L, -2, &nlen);
+        check_name(L, idx, name, nlen);
+        /* Values are not echoed: an Authorization value is a secret. */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must be a string, got %s", name,
+                                                  luaL_typename(L, -1)));
+        value = lua_tolstring(L, -1, &vlen);
+        for (i = 0; i < vlen; i++)
+            if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+                luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must not contain CR, LF or NUL", name));
+        lua_pop(L, 1);
+    }
+}
+
+void dps_http_free_headers(struct curl_slist *list)
+{
+    struct curl_slist *item;
+    for (item = list; item != NULL; item = item->next)
+        if (item->data != NULL)
+            dps_wipe(item->data, strlen(item->data));
+    curl_slist_free_all(list);
+}
+
+/* Appends line to s->headers.  Returns 0, or -1 on OOM. */
+static int append_line(dps_session *s, const char *line)
+{
+    struct curl_slist *list = curl_slist_append(s->headers, line);
+    if (list == NULL)
+        return -1;
+    s->headers = list;
+    return 0;
+}
+
+/* Appends "Name: value" ("Name;" for an empty value).  0, or -1 on OOM. */
+static int append_header(dps_session *s, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    size_t n = nlen + 2 + vlen + 1;
+    char *line = malloc(n);
+    int rc;
+
+    if (line == NULL)
+        return -1;
+    memcpy(line, name, nlen);
+    if (vlen == 0) {
+        line[nlen] = ';';
+        line[nlen + 1] = '\0';
+    } else {
+        line[nlen] = ':';
+        line[nlen + 1] = ' ';
+        memcpy(line + nlen + 2, value, vlen);
+        line[nlen + 2 + vlen] = '\0';
+    }
+    rc = append_line(s, line);
+    dps_wipe(line, n);
+    free(line);
+    return rc;
+}
+
+int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
+{
+    int has_type = 0;
+
+    if (idx != 0) {
+        lua_pushnil(L);
+        while (lua_next(L, idx) != 0) {
+            size_t nlen, vlen;
+            const char *name = lua_tolstring(L, -2, &nlen);
+            const char *value = lua_tolstring(L, -1, &vlen);
+            if (dps_http_ieq(name, nlen, "content-type"))
+                has_type = 1;
+            if (append_header(s, name, nlen, value, vlen) != 0) {
+                lua_pop(L, 2);
+                return -1;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    /* "Name:" removes a header libcurl would add: never wait for
+     * 100-continue, and no form-urlencoded default type on a body. */
+    if (append_line(s, "Expect:") != 0)
+        return -1;
+    if (with_body && !has_type)
+        return append_line(s, "Content-Type:");
+    return 0;
+}
+
+void dps_http_push_headers(lua_State *L, dps_session *s)
+{
+    dps_headers_iter it;
+    dps_header_field f;
+
+    lua_newtable(L);
+    dps_headers_begin(&it, s->head.data, s->head.len);
+    while (dps_headers_next(&it, &f)) {
+        lua_pushlstring(L, f.name, f.name_len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, f.value, f.value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, f.value, f.value_len);
+        }
+        lua_rawset(L, -3);
+    }
+}

@@ -1,0 +1,267 @@
+/***
+ * `core.session`: the options of an HTTPS session, as rows of
+ * {name, type, CURLOPT} (luasocket's optset), read from the table, checked
+ * together, then applied to the handle.
+ * @module dps.core
+ */
+#include <math.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "dps_aux.h"
+#include "dps_core.h"
+#include "dps_http.h"
+
+/* Largest max_body accepted as is; larger values are clamped to it. */
+#define MAX_BODY_LIMIT 2147483647.0
+
+/* PEM blobs came with libcurl 7.71.0. */
+#define HAS_BLOBS (LIBCURL_VERSION_NUM >= 0x074700)
+#if HAS_BLOBS
+#define CERT_BLOB CURLOPT_SSLCERT_BLOB
+#define KEY_BLOB CURLOPT_SSLKEY_BLOB
+#else
+#define CERT_BLOB NO_CURLOPT
+#define KEY_BLOB NO_CURLOPT
+#endif
+#define NO_CURLOPT ((CURLoption)0) /* used per request, or not directly */
+
+enum { STRING, BLOB, SECONDS, BYTES };
+
+/* Every option: X(ID, name, type, CURLOPT, default of a number). */
+#define SESSION_OPTIONS(X)                                             \
+    X(CA_FILE, "ca_file", STRING, CURLOPT_CAINFO, 0)                   \
+    X(CA_PATH, "ca_path", STRING, CURLOPT_CAPATH, 0)                   \
+    X(CONNECT_TIMEOUT, "connect_timeout", SECONDS, NO_CURLOPT, 10)     \
+    X(TIMEOUT, "timeout", SECONDS, NO_CURLOPT, 30)                     \
+    X(PROXY, "proxy", STRING, CURLOPT_PROXY, 0)                        \
+    X(USER_AGENT, "user_agent", STRING, CURLOPT_USERAGENT, 0)          \
+    X(MAX_BODY, "max_body", BYTES, CURLOPT_MAXFILESIZE_LARGE, 1048576) \
+    X(CERT_FILE, "cert_file", STRING, CURLOPT_SSLCERT, 0)              \
+    X(KEY_FILE, "key_file", STRING, CURLOPT_SSLKEY, 0)                 \
+    X(KEY_PASSWORD, "key_password", STRING, CURLOPT_KEYPASSWD, 0)      \
+    X(CERT, "cert", BLOB, CERT_BLOB, 0)                                \
+    X(KEY, "key", BLOB, KEY_BLOB, 0)
+
+enum {
+#define OPTION_ID(id, name, type, opt, dflt) OPT_##id,
+    SESSION_OPTIONS(OPTION_ID)
+#undef OPTION_ID
+    OPT_COUNT
+};
+
+static const struct {
+    const char *name;
+    int type;
+    CURLoption curlopt;
+    double dflt;
+} rows[OPT_COUNT] = {
+#define OPTION_ROW(id, name, type, opt, dflt) {name, type, opt, dflt},
+    SESSION_OPTIONS(OPTION_ROW)
+#undef OPTION_ROW
+};
+
+/* What the table held: a string (and its length) or a number per row. */
+typedef struct {
+    const char *str[OPT_COUNT];
+    size_t len[OPT_COUNT];
+    double num[OPT_COUNT];
+} session_options;
+
+/* Raises on a key that names no option: catches typos such as 'timout'. */
+static void reject_unknown(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        size_t klen;
+        const char *key;
+        int i;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_argerror(L, 1, "option names must be strings");
+        key = lua_tolstring(L, -2, &klen);
+        for (i = 0; i < OPT_COUNT; i++)
+            if (klen == strlen(rows[i].name) && memcmp(key, rows[i].name, klen) == 0)
+                break;
+        if (i == OPT_COUNT)
+            luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
+        lua_pop(L, 1);
+    }
+}
+
+/* A number option: greater than 0 (fractions allowed), or the default. */
+static double read_number(lua_State *L, int i)
+{
+    double v;
+
+    lua_getfield(L, 1, rows[i].name);
+    if (lua_isnil(L, -1))
+        return rows[i].dflt;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a number, got %s", rows[i].name,
+                                            luaL_typename(L, -1)));
+    v = (double)lua_tonumber(L, -1);
+    if (!(v > 0))
+        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be greater than 0", rows[i].name));
+    return v;
+}
+
+/* Read: every value checked alone, and left on the stack until the handle
+ * has copied it. */
+static void options_read(lua_State *L, session_options *o)
+{
+    int i;
+
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    reject_unknown(L);
+    luaL_checkstack(L, OPT_COUNT + 8, "too many options");
+    for (i = 0; i < OPT_COUNT; i++) {
+        o->str[i] = NULL;
+        o->len[i] = 0;
+        o->num[i] = 0;
+        if (rows[i].type == STRING || rows[i].type == BLOB)
+            o->str[i] = dps_opt_string(L, 1, 1, rows[i].name, &o->len[i]);
+        else
+            o->num[i] = read_number(L, i);
+    }
+    o->num[OPT_MAX_BODY] = ceil(o->num[OPT_MAX_BODY]);
+    if (o->num[OPT_MAX_BODY] > MAX_BODY_LIMIT)
+        o->num[OPT_MAX_BODY] = MAX_BODY_LIMIT;
+}
+
+/* Check: the options together. */
+static void options_check(lua_State *L, const session_options *o)
+{
+    dps_credentials c;
+
+    c.cert_file = o->str[OPT_CERT_FILE];
+    c.cert = o->str[OPT_CERT];
+    c.key_file = o->str[OPT_KEY_FILE];
+    c.key = o->str[OPT_KEY];
+    c.key_password = o->str[OPT_KEY_PASSWORD];
+    dps_check_credentials(L, 1, &c, 0);
+    if (!HAS_BLOBS && (c.cert != NULL || c.key != NULL))
+        luaL_argerror(L, 1, "options 'cert' and 'key' need libcurl 7.71.0 or newer");
+    if (o->str[OPT_PROXY] != NULL
+        && !(o->len[OPT_PROXY] > 7 && dps_http_ieq(o->str[OPT_PROXY], 7, "http://")))
+        luaL_argerror(L, 1, "option 'proxy' must be an http:// URL");
+}
+
+/* One row's value onto the handle. */
+static CURLcode apply_row(CURL *curl, const session_options *o, int i)
+{
+    if (rows[i].curlopt == NO_CURLOPT)
+        return CURLE_OK;
+    if (rows[i].type == BYTES)
+        return curl_easy_setopt(curl, rows[i].curlopt, (curl_off_t)o->num[i]);
+    if (o->str[i] == NULL)
+        return CURLE_OK;
+#if HAS_BLOBS
+    /* libcurl copies strings and CURL_BLOB_COPY blobs: the secret bytes we
+     * pass live in Lua strings (immutable, owned by the caller), so the
+     * session itself keeps no copy of a pass phrase or key. */
+    if (rows[i].type == BLOB) {
+        struct curl_blob blob;
+        blob.data = (void *)o->str[i];
+        blob.len = o->len[i];
+        blob.flags = CURL_BLOB_COPY;
+        return curl_easy_setopt(curl, rows[i].curlopt, &blob);
+    }
+#endif
+    return curl_easy_setopt(curl, rows[i].curlopt, o->str[i]);
+}
+
+/* What goes with an option, or stands in for a missing one. */
+static CURLcode apply_companions(CURL *curl, const session_options *o)
+{
+    CURLcode rc = CURLE_OK;
+
+    if (o->str[OPT_USER_AGENT] == NULL)
+        rc = curl_easy_setopt(curl, CURLOPT_USERAGENT, "lua-azure-dps/" DPS_CORE_VERSION);
+    if (rc == CURLE_OK && o->str[OPT_PROXY] == NULL) /* "": no proxy environment variables either */
+        rc = curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
+        rc = curl_easy_setopt(curl, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
+    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
+        rc = curl_easy_setopt(curl, CURLOPT_HTTPPROXYTUNNEL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x073600
+    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
+        rc = curl_easy_setopt(curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+#endif
+    if (rc == CURLE_OK && (o->str[OPT_CERT_FILE] != NULL || o->str[OPT_CERT] != NULL))
+        rc = curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+    if (rc == CURLE_OK && (o->str[OPT_KEY_FILE] != NULL || o->str[OPT_KEY] != NULL))
+        rc = curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
+    return rc;
+}
+
+/* Apply: every row, then its companions.  On failure *what names the
+ * option that libcurl refused. */
+static CURLcode options_apply(CURL *curl, const session_options *o, const char **what)
+{
+    CURLcode rc = CURLE_OK;
+    int i;
+
+    for (i = 0; i < OPT_COUNT && rc == CURLE_OK; i++) {
+        *what = rows[i].name;
+        rc = apply_row(curl, o, i);
+    }
+    if (rc == CURLE_OK) {
+        *what = "proxy, user_agent or a PEM type";
+        rc = apply_companions(curl, o);
+    }
+    return rc;
+}
+
+/***
+ * Creates an HTTPS session: one libcurl easy handle kept for all requests.
+ * @function session
+ * @tparam[opt] table options
+ * @tparam[opt] string options.ca_file PEM bundle of trusted CAs; it takes the
+ *   place of libcurl's default bundle (a default CA directory built into
+ *   libcurl, as on Debian, stays in use).  Without it: libcurl's default trust.
+ * @tparam[opt] string options.ca_path directory of hashed CA certificates
+ * @tparam[opt=10] number options.connect_timeout seconds (fractions allowed, > 0)
+ * @tparam[opt=30] number options.timeout seconds per request (> 0)
+ * @tparam[opt] string options.proxy `"http://host:port"`, used through HTTP CONNECT;
+ *   without it the connection is direct (proxy environment variables are ignored)
+ * @tparam[opt] string options.user_agent default `"lua-azure-dps/VERSION"`
+ * @tparam[opt=1048576] number options.max_body response body limit in bytes (> 0)
+ * @tparam[opt] string options.cert_file client certificate, PEM file
+ * @tparam[opt] string options.key_file client private key, PEM file
+ * @tparam[opt] string options.key_password pass phrase of an encrypted key
+ * @tparam[opt] string options.cert client certificate, PEM text
+ * @tparam[opt] string options.key client private key, PEM text
+ * @treturn Session
+ * @raise on an unknown option, a wrong type, a non-positive number, an empty
+ *   string or one with NUL bytes, conflicting options (`cert` with `cert_file`,
+ *   `key` with `key_file`, a key or password without a certificate, a proxy
+ *   that is not `http://`), or an option this libcurl cannot honour.
+ */
+int dps_session_new(lua_State *L)
+{
+    session_options o;
+    dps_session *s;
+    const char *what = "";
+    CURLcode rc;
+
+    options_read(L, &o);
+    options_check(L, &o);
+    s = dps_session_push(L);
+    s->connect_timeout = o.num[OPT_CONNECT_TIMEOUT];
+    s->timeout = o.num[OPT_TIMEOUT];
+    s->max_body = (size_t)o.num[OPT_MAX_BODY];
+    s->proxied = o.str[OPT_PROXY] != NULL;
+    rc = options_apply(s->curl, &o, &what);
+    if (rc != CURLE_OK) {
+        dps_session_release(s);
+        return luaL_error(L, "dps.core.session: cannot set option '%s' (%s, %d)", what,
+                          curl_easy_strerror(rc), (int)rc);
+    }
+    return 1;
+}
