@@ -14,6 +14,8 @@ local core = require "dps.core"
 local check = require "dps.check"
 local Client = require "dps.client"
 
+local pcall = pcall -- the level count in dps.provision needs the C pcall
+
 local dps = {
   _VERSION = core._VERSION,
   _NAME = "dps",
@@ -82,12 +84,6 @@ function dps.hub_token(hub_host, device_id, key, expiry)
   return token
 end
 
--- Raises a caught misuse error again at the caller of the public function
--- that called this one, without the position of the place it came from.
-local function reraise(err)
-  error((tostring(err):gsub("^[^\n]-:%d+: ", "")), 3)
-end
-
 --- Make a client for one device; see `dps.client.new` for the options.
 -- @function new
 -- @tparam table opts
@@ -108,16 +104,16 @@ function dps.provision(opts)
   for k, v in pairs(opts) do
     if k ~= "payload" then client_opts[k] = v end
   end
-  local ok, client, message, info = pcall(Client.new, client_opts)
-  if not ok then
-    reraise(client)
-  elseif not client then
+  local client, message, info = Client._new(client_opts, 3)
+  if not client then
     return nil, message, info -- a local file that cannot be used
   end
-  local results = { pcall(client.provision, client, provision_opts) }
+  -- misuse raises at this function's caller (pcall is one more level); the
+  -- client is closed either way
+  local results = { pcall(Client._provision, client, provision_opts, 4) }
   client:close()
   if not results[1] then
-    reraise(results[2])
+    error(results[2], 0)
   end
   return results[2], results[3], results[4]
 end

@@ -577,6 +577,7 @@ describe("dps command line", function()
     it("exits 2 for bad --expiry / --ttl and for a certificate, 3 without a key", function()
       for _, a in ipairs({
         token_args("--symmetric-key-file", key_file, "--expiry", "1.5"),
+        token_args("--symmetric-key-file", key_file, "--expiry", "9007199254740992"),
         token_args("--symmetric-key-file", key_file, "--ttl", "0"),
         token_args("--symmetric-key-file", key_file, "--ttl", "x"),
         token_args("--symmetric-key-file", key_file, "--expiry", "1700000000", "--ttl", "60"),

@@ -13,11 +13,24 @@ local function base(extra)
   return o
 end
 
+-- Raises with `pattern` in the message, and never quotes a key it was given
+-- (whichever key this case passes, not only the fixed test keys).
 local function raises(pattern, f, ...)
   local ok, err = pcall(f, ...)
   assert.is_false(ok, "did not raise")
-  assert.truthy(tostring(err):find(pattern, 1, true), "message was: " .. tostring(err))
-  assert.is_nil(tostring(err):find(KEY, 1, true), "the key leaked into: " .. tostring(err))
+  err = tostring(err)
+  assert.truthy(err:find(pattern, 1, true), "message was: " .. err)
+  for i = 1, select("#", ...) do
+    local opts = select(i, ...)
+    if type(opts) == "table" then
+      for _, name in ipairs({ "symmetric_key", "group_key", "key", "key_password" }) do
+        local secret = opts[name]
+        if type(secret) == "string" and #secret >= 4 then
+          assert.is_nil(err:find(secret, 1, true), "the " .. name .. " leaked into: " .. err)
+        end
+      end
+    end
+  end
   return err
 end
 
@@ -46,7 +59,7 @@ describe("dps.new", function()
     raises("exactly one attestation", dps.new, o)
     raises("exactly one attestation", dps.new, base{ group_key = KEY })
     raises("exactly one attestation", dps.new, base{ cert_file = "/nonexistent.pem", key_file = "/x.key" })
-    raises("belong to a certificate", dps.new, base{ key_password = "x" })
+    raises("need 'cert' or 'cert_file'", dps.new, base{ key_password = "x" })
   end)
 
   it("checks IDs and keys", function()
@@ -55,7 +68,7 @@ describe("dps.new", function()
     raises("registration_id must be a string", dps.new, { id_scope = "0ne00000001", symmetric_key = KEY })
     raises("id_scope", dps.new, base{ id_scope = "" })
     raises("symmetric_key is not base64", dps.new, base{ symmetric_key = "not base64!" })
-    raises("group_key has a character outside", dps.new,
+    raises("group_key is not base64: it has a character outside", dps.new,
       { id_scope = "0ne00000001", registration_id = "d", group_key = "!!!!" })
   end)
 
@@ -180,7 +193,8 @@ describe("X.509 credentials", function()
   end)
 
   it("needs a key with the certificate", function()
-    raises("needs its private key", dps.new, { id_scope = "0ne00000001", cert_file = certs.x509_self_01 })
+    raises("give one of the options 'key_file' and 'key'", dps.new,
+      { id_scope = "0ne00000001", cert_file = certs.x509_self_01 })
   end)
 end)
 

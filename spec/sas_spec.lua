@@ -187,10 +187,27 @@ describe("bad arguments", function()
       function() local r = dps.derive_key(5, "dev"); return r end,
       function() local r = dps.new({ id_scope = "0ne00000001", bogus = 1 }); return r end,
       function() local r = dps.provision({ id_scope = "0ne00000001", registration_id = "d" }); return r end,
+      -- the rules of the client's options, of its key, of provisioning's
+      -- options and payload, and of endpoints: each blames this file too
+      function() local r = dps.new({ id_scope = "0ne00000001", registration_id = "d", symmetric_key = KEY,
+        key_password = "pw" }); return r end,
+      function() local r = dps.new({ id_scope = "0ne00000001", registration_id = "d", group_key = "QQ=A" })
+        return r end,
+      function() local r = dps.new({ id_scope = "0ne00000001", registration_id = "d", symmetric_key = KEY,
+        endpoint = "http://x" }); return r end,
+      function() local r = dps.provision({ id_scope = "0ne00000001", registration_id = "d", symmetric_key = KEY,
+        payload = { true } }); return r end,
+      function() local r = dps.provision({ id_scope = "0ne00000001", registration_id = "d", symmetric_key = KEY,
+        timeout = -1 }); return r end,
+      function()
+        local c = dps.new({ id_scope = "0ne00000001", registration_id = "d", symmetric_key = KEY })
+        c:close()
+        local r = c:provision(); return r end,
     }
     for _, call in ipairs(calls) do
-      local line = debug.getinfo(call, "S").linedefined
       local ok, err = pcall(call)
+      local line = debug.getinfo(call, "S").linedefined
+      if tostring(err):find("closed", 1, true) then line = debug.getinfo(call, "S").lastlinedefined end
       assert.is_false(ok)
       assert.are.equal("spec/sas_spec.lua:" .. line .. ":", tostring(err):match("^[^:]+:%d+:"),
         "message was: " .. tostring(err))

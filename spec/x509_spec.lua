@@ -136,7 +136,7 @@ describe("X.509 local files", function()
         { opts{ cert_file = missing, timeout = -1 }, "timeout" },
         { opts{ cert_file = missing, endpoint = "http://x" }, "endpoint" },
         { opts{ cert_file = missing, key_file = false }, "key_file" },
-        { opts{ cert_file = missing, cert = "PEM" }, "not both" },
+        { opts{ cert_file = missing, cert = "PEM" }, "exclude each other" },
         { opts{ cert_file = "a\0b" }, "NUL" },
         { opts{ ca_file = missing, tiemout = 1 }, "unknown option" },
       }) do

@@ -69,18 +69,27 @@ const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, siz
     return p;
 }
 
-void dps_check_credentials(lua_State *L, int arg, const dps_credentials *c, int need_pair)
+const char *dps_credentials_problem(const dps_credentials *c, int need_pair)
 {
     int has_cert = c->cert != NULL || c->cert_file != NULL;
 
     if (c->cert != NULL && c->cert_file != NULL)
-        luaL_argerror(L, arg, "options 'cert' and 'cert_file' exclude each other");
+        return "options 'cert' and 'cert_file' exclude each other";
     if (c->key != NULL && c->key_file != NULL)
-        luaL_argerror(L, arg, "options 'key' and 'key_file' exclude each other");
+        return "options 'key' and 'key_file' exclude each other";
     if (!has_cert && (c->key != NULL || c->key_file != NULL || c->key_password != NULL))
-        luaL_argerror(L, arg, "options 'key', 'key_file' and 'key_password' need 'cert' or 'cert_file'");
+        return "options 'key', 'key_file' and 'key_password' need 'cert' or 'cert_file'";
     if (need_pair && !has_cert)
-        luaL_argerror(L, arg, "give one of the options 'cert_file' and 'cert'");
+        return "give one of the options 'cert_file' and 'cert'";
     if (need_pair && c->key == NULL && c->key_file == NULL)
-        luaL_argerror(L, arg, "give one of the options 'key_file' and 'key'");
+        return "give one of the options 'key_file' and 'key'";
+    return NULL;
+}
+
+void dps_check_credentials(lua_State *L, int arg, const dps_credentials *c, int need_pair)
+{
+    const char *problem = dps_credentials_problem(c, need_pair);
+
+    if (problem != NULL)
+        luaL_argerror(L, arg, problem);
 }

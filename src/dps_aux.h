@@ -49,12 +49,15 @@ const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, siz
  * The one rule of client-certificate options, for the session and the X.509
  * check alike: 'cert' and 'cert_file' exclude each other, as do 'key' and
  * 'key_file'; a key or a password needs a certificate; with need_pair a
- * certificate and a key must both be there.  Raises as bad argument arg.
+ * certificate and a key must both be there.  dps_credentials_problem says
+ * what breaks the rule (NULL: nothing); dps_check_credentials raises it as
+ * bad argument arg.
  */
 typedef struct {
     const char *cert_file, *cert, *key_file, *key, *key_password;
 } dps_credentials;
 
+const char *dps_credentials_problem(const dps_credentials *c, int need_pair);
 void dps_check_credentials(lua_State *L, int arg, const dps_credentials *c, int need_pair);
 
 #endif

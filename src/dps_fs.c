@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "dps_aux.h"
 #include "dps_core.h"
 
 /***

@@ -228,9 +228,43 @@ static int x509_credentials(lua_State *L)
     return 1;
 }
 
+/***
+ * What breaks the rule of the client-certificate options, without reading
+ * any file: 'cert' and 'cert_file' exclude each other, as do 'key' and
+ * 'key_file'; a key or a password needs a certificate, and a certificate
+ * needs its key.  The one place the rule is written: `core.session` and
+ * `x509_credentials` raise on the same text, and `dps.new` says it in its
+ * own name.
+ * @function credentials_problem
+ * @tparam table opts any of `cert_file`, `cert`, `key_file`, `key`, `key_password`
+ * @treturn ?string nil when the options fit, else what is wrong
+ */
+static int credentials_problem(lua_State *L)
+{
+    dps_credentials c;
+    const char **fields[] = {&c.cert_file, &c.cert, &c.key_file, &c.key, &c.key_password};
+    static const char *const names[] = {"cert_file", "cert", "key_file", "key", "key_password"};
+    const char *problem;
+    size_t i;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        lua_getfield(L, 1, names[i]);
+        *fields[i] = lua_isnil(L, -1) ? NULL : names[i]; /* only presence counts */
+        lua_pop(L, 1);
+    }
+    problem = dps_credentials_problem(&c, c.cert != NULL || c.cert_file != NULL);
+    if (problem == NULL)
+        luaL_pushfail(L);
+    else
+        lua_pushstring(L, problem);
+    return 1;
+}
+
 void dps_open_x509(lua_State *L)
 {
     static const luaL_Reg functions[] = {
+        {"credentials_problem", credentials_problem},
         {"x509_credentials", x509_credentials},
         {NULL, NULL}
     };

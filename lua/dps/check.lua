@@ -54,19 +54,6 @@ function check.id_scope(value, level)
   return value
 end
 
---- A key given as an option: a non-empty string (that it is base64 is the
--- C core's rule: `core.key_problem`).
-function check.key(value, name, level)
-  level = (level or 2) + 1
-  if type(value) ~= "string" then
-    check.fail(name .. " must be a base64 string, got " .. type(value), level)
-  end
-  if value == "" then
-    check.fail(name .. " must not be empty", level)
-  end
-  return value
-end
-
 --- A positive number of seconds (fractions allowed).
 function check.seconds(value, name, level)
   if type(value) ~= "number" or value ~= value or value <= 0 or value == huge then

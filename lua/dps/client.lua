@@ -46,25 +46,12 @@ local secrets = setmetatable({}, { __mode = "k" })
 
 Client.OPTIONS = OPTIONS
 
-local function check_endpoint(endpoint)
+local function check_endpoint(endpoint, level)
   local host = endpoint:match("^[Hh][Tt][Tt][Pp][Ss]://([%w%.%-%[%]:]+)/?$")
   if not host then
-    check.fail("endpoint must be https://host[:port], got " .. string.format("%q", endpoint), 3)
+    check.fail("endpoint must be https://host[:port], got " .. string.format("%q", endpoint), level + 1)
   end
   return "https://" .. host
-end
-
--- Misuse of the certificate options raises.
-local function check_x509_options(opts)
-  if opts.cert_file and opts.cert then
-    check.fail("dps.new: give cert_file or cert, not both", 3)
-  end
-  if (opts.key_file or opts.key) == nil then
-    check.fail("dps.new: a certificate needs its private key: give key_file or key", 3)
-  end
-  if opts.key_file and opts.key then
-    check.fail("dps.new: give key_file or key, not both", 3)
-  end
 end
 
 -- A local file the client needs: nil when it is there and of the right
@@ -111,49 +98,33 @@ local function x509_identity(opts)
   return opts.registration_id
 end
 
---- Make a client (`dps.new`).
--- @tparam table opts `id_scope`, `registration_id`, exactly one attestation
--- (`symmetric_key`, `group_key`, or a certificate: `cert_file` / `cert` with
--- `key_file` / `key` and optional `key_password`), and optionally
--- `endpoint`, `api_version`, `ca_file`, `ca_path`, `proxy`, `timeout` (per
--- request, s), `connect_timeout` (s), `user_agent`, `token_ttl` (s),
--- `max_body` (bytes). With a certificate, `registration_id` may be left out:
--- it is the certificate's subject CN.
--- @treturn dps.client the client
--- @return or nil, message, info: local files that cannot be used, like
--- `io.open`'s failures: `info.kind` is `credentials` (a certificate or key
--- that is missing, unreadable, encrypted without the right `key_password`,
--- not a pair, or whose CN is not the `registration_id`) or `config` (a
--- missing `ca_file` or `ca_path`)
--- @raise on unknown options, wrong types, bad IDs, a bad endpoint, or not
--- exactly one attestation
-function Client.new(opts)
-  check.options(opts, OPTIONS, "dps.new", 2)
-  check.id_scope(opts.id_scope, 2)
+-- dps.new itself; `level` is what check.fail takes to blame the caller of
+-- the public function (dps.new or dps.provision) that called this one.
+local function new(opts, level)
+  check.options(opts, OPTIONS, "dps.new", level)
+  check.id_scope(opts.id_scope, level)
   local has_cert = opts.cert_file ~= nil or opts.cert ~= nil
   local attestations = (opts.symmetric_key and 1 or 0) + (opts.group_key and 1 or 0) + (has_cert and 1 or 0)
   if attestations ~= 1 then
-    check.fail("dps.new: give exactly one attestation: symmetric_key, group_key, or cert_file/cert", 2)
+    check.fail("dps.new: give exactly one attestation: symmetric_key, group_key, or cert_file/cert", level)
   end
-  if not has_cert and (opts.key_file or opts.key or opts.key_password) then
-    check.fail("dps.new: key_file, key and key_password belong to a certificate (cert_file or cert)", 2)
-  end
-  if has_cert then
-    check_x509_options(opts)
+  local problem = core.credentials_problem(opts)
+  if problem then
+    check.fail("dps.new: " .. problem, level)
   end
   if opts.registration_id ~= nil or not has_cert then
-    check.registration_id(opts.registration_id, nil, 2)
+    check.registration_id(opts.registration_id, nil, level)
   end
   if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
-    check.fail("dps.new: api_version must look like 2021-06-01", 2)
+    check.fail("dps.new: api_version must look like 2021-06-01", level)
   end
   for _, name in ipairs({ "timeout", "connect_timeout", "token_ttl" }) do
-    if opts[name] ~= nil then check.seconds(opts[name], name, 2) end
+    if opts[name] ~= nil then check.seconds(opts[name], name, level) end
   end
   for _, name in ipairs({ "ca_file", "ca_path", "cert_file", "key_file" }) do
-    if opts[name] ~= nil then check.nonempty_string(opts[name], name, 2) end
+    if opts[name] ~= nil then check.nonempty_string(opts[name], name, level) end
   end
-  local endpoint = check_endpoint(opts.endpoint or DEFAULTS.endpoint)
+  local endpoint = check_endpoint(opts.endpoint or DEFAULTS.endpoint, level)
 
   -- Local files: operational failures from here on, no raise.
   local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
@@ -172,16 +143,18 @@ function Client.new(opts)
 
   local key
   if opts.group_key then
-    check.key(opts.group_key, "group_key", 2)
-    local ok, derived = pcall(core.derive_key, opts.group_key, registration_id)
-    if not ok then check.fail("dps.new: " .. derived, 2) end
-    key = derived
+    -- the type was checked with the options; decoded bytes are wiped in C
+    problem = core.key_problem(opts.group_key)
+    if problem then
+      check.fail("dps.new: group_key is not base64: it " .. problem, level)
+    end
+    key = core.derive_key(opts.group_key, registration_id)
   elseif opts.symmetric_key then
     -- Checked in C, where the decoded bytes are wiped (base64_decode would
     -- leave them in a Lua string); the type was checked with the options.
-    local problem = core.key_problem(opts.symmetric_key)
+    problem = core.key_problem(opts.symmetric_key)
     if problem then
-      check.fail("dps.new: symmetric_key is not base64: it " .. problem, 2)
+      check.fail("dps.new: symmetric_key is not base64: it " .. problem, level)
     end
   end
 
@@ -205,13 +178,37 @@ function Client.new(opts)
   return self
 end
 
+--- Make a client (`dps.new`).
+-- @tparam table opts `id_scope`, `registration_id`, exactly one attestation
+-- (`symmetric_key`, `group_key`, or a certificate: `cert_file` / `cert` with
+-- `key_file` / `key` and optional `key_password`), and optionally
+-- `endpoint`, `api_version`, `ca_file`, `ca_path`, `proxy`, `timeout` (per
+-- request, s), `connect_timeout` (s), `user_agent`, `token_ttl` (s),
+-- `max_body` (bytes). With a certificate, `registration_id` may be left out:
+-- it is the certificate's subject CN.
+-- @treturn dps.client the client
+-- @return or nil, message, info: local files that cannot be used, like
+-- `io.open`'s failures: `info.kind` is `credentials` (a certificate or key
+-- that is missing, unreadable, encrypted without the right `key_password`,
+-- not a pair, or whose CN is not the `registration_id`) or `config` (a
+-- missing `ca_file` or `ca_path`)
+-- @raise on unknown options, wrong types, bad IDs, a bad endpoint, or not
+-- exactly one attestation
+function Client.new(opts)
+  local client, message, info = new(opts, 3) -- not a tail call: new blames this function's caller
+  return client, message, info
+end
+
+-- dps.new for dps.provision, which passes its own level (internal).
+Client._new = new
+
 function Client:__tostring()
   return string.format("dps.client(%s%s)", self.registration_id, self.session and "" or ", closed")
 end
 
-local function open_session(self)
+local function open_session(self, level)
   if not self.session then
-    error("dps.client: the client is closed", 3)
+    error("dps.client: the client is closed", level or 3)
   end
   return self.session
 end
@@ -237,28 +234,30 @@ local function url(self, path)
     self.registration_id, path, self.api_version)
 end
 
--- The JSON body of register and registration_status. Misuse raises at the
--- caller of the function that calls this one.
-local function body_for(self, payload)
+-- The JSON body of register and registration_status. Misuse raises at
+-- `level` as check.fail counts it from the function that calls this one
+-- (default 2: that function's caller).
+local function body_for(self, payload, level)
+  level = (level or 2) + 1
   local doc = { registrationId = self.registration_id }
   if payload ~= nil then
     if type(payload) ~= "table" then
-      check.fail("payload must be a table (sent as a JSON object), got " .. type(payload), 3)
+      check.fail("payload must be a table (sent as a JSON object), got " .. type(payload), level)
     end
     for k in pairs(payload) do
       if type(k) ~= "string" then
-        check.fail("payload must be a JSON object: every key a string (got a " .. type(k) .. " key)", 3)
+        check.fail("payload must be a JSON object: every key a string (got a " .. type(k) .. " key)", level)
       end
     end
     doc.payload = payload
   end
   local ok, body = pcall(json.encode, doc)
   if not ok then
-    check.fail("payload cannot be sent as JSON: " .. tostring(body), 3)
+    check.fail("payload cannot be sent as JSON: " .. tostring(body), level)
   end
   if #body > MAX_BODY_BYTES then
     check.fail(string.format("payload too large: the request would be %d bytes, DPS accepts at most %d",
-      #body, MAX_BODY_BYTES), 3)
+      #body, MAX_BODY_BYTES), level)
   end
   return body
 end
@@ -351,19 +350,14 @@ end
 
 local PROVISION_OPTIONS = { payload = "table", timeout = "number" }
 
---- Register and poll until the service decides, blocking: drives the
--- `dps.poll` machine with the monotonic clock and this client's session.
--- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds, default 60)
--- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
--- @treturn table the final RegistrationOperationStatus
--- @return or nil, message, info (`info.kind` `timeout` when the deadline passed)
-function Client:provision(opts)
-  open_session(self)
+-- client:provision itself, blaming `level` as check.fail counts it.
+local function provision(self, opts, level)
+  open_session(self, level + 1)
   opts = opts or {}
-  check.options(opts, PROVISION_OPTIONS, "provision", 2)
+  check.options(opts, PROVISION_OPTIONS, "provision", level)
   local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
-  check.seconds(timeout, "timeout", 2)
-  local body = body_for(self, opts.payload) -- checked once, before anything is sent
+  check.seconds(timeout, "timeout", level)
+  local body = body_for(self, opts.payload, level) -- checked once, before anything is sent
   local machine = poll.new{ timeout = timeout, now = core.monotime() }
   local act = machine:tick(core.monotime())
   while true do
@@ -384,6 +378,20 @@ function Client:provision(opts)
     end
   end
 end
+
+--- Register and poll until the service decides, blocking: drives the
+-- `dps.poll` machine with the monotonic clock and this client's session.
+-- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds, default 60)
+-- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
+-- @treturn table the final RegistrationOperationStatus
+-- @return or nil, message, info (`info.kind` `timeout` when the deadline passed)
+function Client:provision(opts)
+  local state, result, info = provision(self, opts, 3) -- not a tail call: blames this function's caller
+  return state, result, info
+end
+
+-- client:provision for dps.provision, which passes its own level (internal).
+Client._provision = provision
 
 --- Connection statistics: `{ requests = n, connects = n }`.
 function Client:stats()

@@ -146,12 +146,13 @@ function args.positive_number(opts, name)
   return n
 end
 
---- A whole number (up to 2^53 - 1), or nil when not given.
+--- A whole number, or nil when not given (how large it may be is the
+-- library's rule: the token functions check the expiry they are given).
 function args.whole_number(opts, name, what)
   local text = opts[name]
   if text == nil then return nil end
   local n = tonumber(text)
-  if not text:match("^%d+$") or not n or n > 9007199254740991 then
+  if not text:match("^%d+$") or not n then
     usage_error("--" .. name .. " must be " .. what)
   end
   return n
