@@ -60,6 +60,7 @@ bench: deps-test build
 	@sh bench/run.sh
 
 docs:
+	rm -rf doc
 	ldoc --fatalwarnings .
 
 certs:
