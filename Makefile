@@ -13,6 +13,8 @@
 #   WERROR                         -Werror by default; WERROR= builds with warnings
 #   CURL_CFLAGS LIBS               how libcurl and the crypto library are found
 #   PREFIX DESTDIR LUA_CMOD_DIR LUA_LMOD_DIR BIN_DIR   where `make install` puts files
+#   LUA_STRIP                      an interpreter (e.g. lua5.1): install the Lua files without
+#                                  comments and indentation (tools/lua-strip.lua), for routers
 # e.g. make core install LUA_VERSION=5.1 PREFIX=/usr DESTDIR=/tmp/stage CC=mipsel-linux-gnu-gcc WERROR=
 
 LUA_VERSIONS ?= 5.4 5.3 5.1 jit
@@ -49,6 +51,7 @@ LUA ?= $(if $(filter jit,$(LUA_VERSION)),luajit,lua$(LUA_VERSION))
 SHEBANG ?= \#!/usr/bin/env $(LUA)
 PREFIX ?= /usr/local
 BIN_DIR ?= $(PREFIX)/bin
+LUA_STRIP ?=
 LUA_CMOD_DIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 # Where `make core` puts the module for LUA_VERSION.
@@ -107,9 +110,14 @@ certs:
 install: $(OUT)/dps/core.so
 	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli $(DESTDIR)$(BIN_DIR)
 	install -m 0755 $(OUT)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
-	install -m 0644 lua/dps.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps.lua
-	install -m 0644 lua/dps/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/
-	install -m 0644 lua/dps/cli/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli/
+	for f in $$(cd lua && echo dps.lua dps/*.lua dps/cli/*.lua); do \
+		if [ -n "$(LUA_STRIP)" ]; then \
+			$(LUA_STRIP) tools/lua-strip.lua <lua/$$f >$(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
+			chmod 0644 $(DESTDIR)$(LUA_LMOD_DIR)/$$f; \
+		else \
+			install -m 0644 lua/$$f $(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
+		fi; \
+	done
 	sed '1s|^#!.*|$(SHEBANG)|' bin/dps >$(DESTDIR)$(BIN_DIR)/dps
 	chmod 0755 $(DESTDIR)$(BIN_DIR)/dps
 
