@@ -97,7 +97,8 @@ describe("make install", function()
     assert(ok, out)
     local cmd = out:match("xcc [^\n]*")
     assert.is_truthy(cmd, out)
-    for _, part in ipairs({ "xcc -Os ", " -DX=1 ", " -I/opt/lua ", " -Wl,-z,now ", " -o " .. dir .. "/dps/core.so " }) do
+    local parts = { "xcc -Os ", " -DX=1 ", " -I/opt/lua ", " -Wl,-z,now ", " -o " .. dir .. "/dps/core.so " }
+    for _, part in ipairs(parts) do
       assert.is_truthy(cmd:find(part, 1, true), part .. " not in: " .. cmd)
     end
     assert.is_nil(cmd:find("-Werror", 1, true), cmd)
