@@ -7,7 +7,8 @@
 # command line or in the environment:
 #   CC CFLAGS CPPFLAGS LDFLAGS     the compiler and its flags
 #   LUA_VERSION                    5.1, 5.2, 5.3, 5.4 or jit (default 5.4)
-#   LUA_INC                        the folder with that Lua's lua.h
+#   LUA_INC                        the folder with that Lua's lua.h (searched before CPPFLAGS's,
+#                                  which may hold another Lua's, as OpenWrt's staging dir does)
 #   LUA                            the interpreter the `dps` command runs on
 #   SHEBANG                        its whole first line (default: #!/usr/bin/env $(LUA))
 #   WERROR                         -Werror by default; WERROR= builds with warnings
@@ -69,12 +70,12 @@ core: $(OUT)/dps/core.so
 
 $(OUT)/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CPPFLAGS) $(MODULE_CFLAGS) -I$(LUA_INC) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
+	$(CC) $(CFLAGS) -I$(LUA_INC) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
 
 # One shared object per Lua ABI; LuaJIT gets its own from its own headers.
 build/%/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CPPFLAGS) $(MODULE_CFLAGS) -I$(call lua_inc,$*) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
+	$(CC) $(CFLAGS) -I$(call lua_inc,$*) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
 
 build/asan/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
