@@ -4,7 +4,7 @@
 # them on the host: downloads (apt-get download, no root needed) the .debs of
 # Lua 5.1, libcurl, OpenSSL, lua-cjson and the C modules busted needs
 # (lua-filesystem, lua-system, lua-term), with every library they load, and
-# extracts them into build/cross/ARCH/root. The development packages (headers
+# extracts them into build/cross/ARCH/root (lua5.4 too, for openwrt/test.sh). The development packages (headers
 # and .so links) are taken alone, not with their dependencies.
 #
 # Then writes build/cross/ARCH/lua5.1, a wrapper that runs the target's
@@ -19,11 +19,12 @@ set -eu
 cd "$(dirname "$0")/../.."
 . tools/cross/env.sh "${1:-}"
 
-RUNTIME="lua5.1 lua-cjson lua-filesystem lua-system lua-term libcurl4 libssl3"
-DEV="liblua5.1-0-dev libcurl4-openssl-dev libssl-dev"
+# (lua5.4 for the OpenWrt package's Lua 5.4 variant, openwrt/test.sh)
+RUNTIME="lua5.1 lua5.4 lua-cjson lua-filesystem lua-system lua-term libcurl4 libssl3"
+DEV="liblua5.1-0-dev liblua5.4-dev libcurl4-openssl-dev libssl-dev"
 
 stamp=$CROSS_DIR/root.stamp
-if [ -f "$stamp" ] && [ -x "$CROSS_DIR/lua5.1" ]; then
+if [ "$(cat "$stamp" 2>/dev/null)" = "$RUNTIME $DEV" ] && [ -x "$CROSS_DIR/lua5.1" ]; then
     exit 0
 fi
 command -v "$CROSS_CC" >/dev/null && command -v "$QEMU" >/dev/null || {
@@ -63,4 +64,4 @@ exec $QEMU -L "$ROOT" "$ROOT/usr/bin/lua5.1" "\$@"
 WRAP
 chmod +x "$CROSS_DIR/lua5.1"
 "$CROSS_DIR/lua5.1" -e 'require "lfs" require "cjson" require "system" require "term.core" print("sysroot: " .. _VERSION .. " runs under qemu")'
-touch "$stamp"
+echo "$RUNTIME $DEV" >"$stamp"
