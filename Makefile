@@ -1,38 +1,81 @@
-# lua-azure-dps: build, test, demo, benchmarks and docs without luarocks.
+# lua-azure-dps: build, test, demo, benchmarks, docs and packages without luarocks.
 # `make demo` and `make test` install the Debian packages they need (as root):
 # the demo only what running the library and the emulator takes, the tests the
 # whole matrix (tools/install-deps.sh says which packages).
+#
+# For packagers (`make core install`), every one of these can be set on the
+# command line or in the environment:
+#   CC CFLAGS CPPFLAGS LDFLAGS     the compiler and its flags
+#   LUA_VERSION                    5.1, 5.2, 5.3, 5.4 or jit (default 5.4)
+#   LUA_INC                        the folder with that Lua's lua.h (searched before CPPFLAGS's,
+#                                  which may hold another Lua's, as OpenWrt's staging dir does)
+#   LUA                            the interpreter the `dps` command runs on
+#   SHEBANG                        its whole first line (default: #!/usr/bin/env $(LUA))
+#   WERROR                         -Werror by default; WERROR= builds with warnings
+#   CURL_CFLAGS LIBS               how libcurl and the crypto library are found
+#   PREFIX DESTDIR LUA_CMOD_DIR LUA_LMOD_DIR BIN_DIR   where `make install` puts files
+#   LUA_STRIP                      an interpreter (e.g. lua5.1): install the Lua files without
+#                                  comments and indentation (tools/lua-strip.lua), for routers
+# e.g. make core install LUA_VERSION=5.1 PREFIX=/usr DESTDIR=/tmp/stage CC=mipsel-linux-gnu-gcc WERROR=
 
 LUA_VERSIONS ?= 5.4 5.3 5.1 jit
 CC ?= cc
 CFLAGS ?= -O2 -g
-WARNINGS = -std=c99 -pedantic -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+CPPFLAGS ?=
+LDFLAGS ?=
+WERROR ?= -Werror
+WARNINGS = -std=c99 -pedantic -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes
 DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
-CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
-LIBS = -lcurl -lcrypto
+CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
+# The crypto backend: CRYPTO=openssl (libcrypto) is the only one so far; a
+# backend on mbedTLS adds its CRYPTO_LIBS_mbedtls (and its sources) here.
+CRYPTO ?= openssl
+CRYPTO_LIBS_openssl = -lcrypto
+LIBS ?= -lcurl $(CRYPTO_LIBS_$(CRYPTO))
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SOURCES = $(wildcard src/*.c)
 HEADERS = $(wildcard src/*.h)
 
+# One version for everything, kept in src/dps_core.h (make version-check).
+VERSION := $(shell sed -n 's/^\#define DPS_CORE_VERSION "\(.*\)"/\1/p' src/dps_core.h)
+ROCKSPEC = lua-azure-dps-$(VERSION)-1.rockspec
+
 lua_inc = $(if $(filter jit,$(1)),/usr/include/luajit-2.1,/usr/include/lua$(1))
 
-PREFIX ?= /usr/local
 LUA_VERSION ?= 5.4
-LUA_CMOD_DIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
-LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+LUA_INC ?= $(call lua_inc,$(LUA_VERSION))
+# LuaJIT searches Lua 5.1's folders.
+LUA_ABI = $(if $(filter jit,$(LUA_VERSION)),5.1,$(LUA_VERSION))
+LUA ?= $(if $(filter jit,$(LUA_VERSION)),luajit,lua$(LUA_VERSION))
+SHEBANG ?= \#!/usr/bin/env $(LUA)
+PREFIX ?= /usr/local
+BIN_DIR ?= $(PREFIX)/bin
+LUA_STRIP ?=
+LUA_CMOD_DIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+# Where `make core` puts the module for LUA_VERSION.
+OUT ?= build/$(LUA_VERSION)
 
-.PHONY: all build deps deps-demo deps-test test lint demo bench docs install clean certs
+.PHONY: all build core deps deps-demo deps-test test lint demo bench docs install clean certs \
+	version version-check dist rock cross-test openwrt-test
 
 all: build
 
 build: $(foreach v,$(LUA_VERSIONS),build/$(v)/dps/core.so)
 
+# The module for LUA_VERSION alone, with LUA_INC and everything above.
+core: $(OUT)/dps/core.so
+
+$(OUT)/dps/core.so: $(SOURCES) $(HEADERS) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -I$(LUA_INC) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
+
 # One shared object per Lua ABI; LuaJIT gets its own from its own headers.
 build/%/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(MODULE_CFLAGS) -I$(call lua_inc,$*) $(CURL_CFLAGS) -shared -o $@ $(SOURCES) $(LIBS)
+	$(CC) $(CFLAGS) -I$(call lua_inc,$*) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
 
 build/asan/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
@@ -66,20 +109,53 @@ docs:
 certs:
 	@sh emulator/make-certs.sh build/test-certs
 
-install: build/$(LUA_VERSION)/dps/core.so
-	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 build/$(LUA_VERSION)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
-	install -m 0644 lua/dps.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps.lua
-	install -m 0644 lua/dps/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/
-	install -m 0644 lua/dps/cli/*.lua $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli/
-	sed '1s|^#!.*|#!/usr/bin/env lua$(LUA_VERSION)|' bin/dps >$(DESTDIR)$(PREFIX)/bin/dps
-	chmod 0755 $(DESTDIR)$(PREFIX)/bin/dps
+install: $(OUT)/dps/core.so
+	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli $(DESTDIR)$(BIN_DIR)
+	install -m 0755 $(OUT)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
+	for f in $$(cd lua && echo dps.lua dps/*.lua dps/cli/*.lua); do \
+		if [ -n "$(LUA_STRIP)" ]; then \
+			$(LUA_STRIP) tools/lua-strip.lua <lua/$$f >$(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
+			chmod 0644 $(DESTDIR)$(LUA_LMOD_DIR)/$$f; \
+		else \
+			install -m 0644 lua/$$f $(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
+		fi; \
+	done
+	sed '1s|^#!.*|$(SHEBANG)|' bin/dps >$(DESTDIR)$(BIN_DIR)/dps
+	chmod 0755 $(DESTDIR)$(BIN_DIR)/dps
+
+# The release: version checks, the tarball (build/dist/lua-azure-dps-V.tar.gz,
+# from the committed tree) and the source rock (build/dist/lua-azure-dps-V-1.src.rock).
+version:
+	@echo $(VERSION)
+
+version-check: build/5.4/dps/core.so
+	busted --lua=lua5.4 --cpath='./build/5.4/?.so' spec/version_spec.lua
+
+dist: version-check
+	@sh tools/dist.sh tarball
+
+rock: version-check
+	@sh tools/dist.sh rock
 
 # libFuzzer targets of the C parsers (clang, ASan+UBSan), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
 	@sh fuzz/run.sh $(FUZZ_SECONDS)
+
+# The busted suite on another CPU: the core cross-built, Debian's lua5.1 of
+# that architecture under qemu-user, the emulator on the host
+# (tools/cross/test.sh; tools/install-deps.sh cross installs what it needs).
+ARCH ?= mipsel
+cross-test:
+	@sh tools/install-deps.sh cross
+	@sh tools/cross/test.sh $(ARCH)
+
+# The OpenWrt package (openwrt/lua-azure-dps) built and installed by a
+# stand-in of the SDK's rules for ARCH, then run under qemu (openwrt/test.sh).
+openwrt-test:
+	@sh tools/install-deps.sh cross
+	@sh openwrt/test.sh $(ARCH)
 
 clean:
 	rm -rf build dps src/*.o doc

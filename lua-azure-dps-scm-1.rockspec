@@ -1,8 +1,11 @@
 rockspec_format = "3.0"
 package = "lua-azure-dps"
 version = "scm-1"
+-- The development version, from the repository's main branch; releases have
+-- their own rockspec (lua-azure-dps-VERSION-1.rockspec, `make rock`).
 source = {
-  url = "git+https://example.invalid/lua-azure-dps.git",
+  url = "git+https://github.com/lua-azure-dps/lua-azure-dps.git",
+  branch = "main",
 }
 description = {
   summary = "Azure IoT Hub Device Provisioning Service (DPS) client over HTTPS",
@@ -12,7 +15,10 @@ keys (OpenSSL), register / poll / status lookup over one kept-alive TLS
 connection (libcurl), Retry-After and deadlines done right, and a `dps`
 command-line tool. Small enough for OpenWrt routers.
 ]],
+  homepage = "https://github.com/lua-azure-dps/lua-azure-dps",
+  issues_url = "https://github.com/lua-azure-dps/lua-azure-dps/issues",
   license = "MIT",
+  labels = { "azure", "iot", "dps", "openwrt" },
 }
 supported_platforms = { "unix" }
 dependencies = {

@@ -14,3 +14,28 @@ awk -v ref="$openssl_ops" '{ printf "  %-22s %10.0f /s  = %5.1f%% of openssl spe
 if [ -f bench/provision.sh ]; then
     sh bench/provision.sh
 fi
+
+# Footprint: dps.core built -Os and stripped (x86_64 here; mipsel when the
+# cross tools are there: tools/install-deps.sh cross), and the Lua files as
+# the OpenWrt package installs them (comments stripped, help text kept).
+echo "== footprint"
+make --no-print-directory -s -B core OUT=build/bench/x86_64 LUA_VERSION=5.1 CFLAGS=-Os >/dev/null
+strip --strip-unneeded build/bench/x86_64/dps/core.so
+printf '  %-40s %7d B\n' "core.so x86_64 (-Os, stripped)" "$(wc -c <build/bench/x86_64/dps/core.so)"
+if command -v mipsel-linux-gnu-gcc >/dev/null && sh tools/cross/sysroot.sh mipsel >/dev/null 2>&1; then
+    root=build/cross/mipsel/root
+    make --no-print-directory -s -B core OUT=build/bench/mipsel LUA_VERSION=5.1 CFLAGS=-Os CC=mipsel-linux-gnu-gcc \
+        LUA_INC=$root/usr/include/lua5.1 CURL_CFLAGS="-I$root/usr/include/mipsel-linux-gnu -I$root/usr/include" \
+        LDFLAGS="-L$root/usr/lib/mipsel-linux-gnu" >/dev/null
+    mipsel-linux-gnu-strip --strip-unneeded build/bench/mipsel/dps/core.so
+    printf '  %-40s %7d B\n' "core.so mipsel (-Os, stripped)" "$(wc -c <build/bench/mipsel/dps/core.so)"
+else
+    echo "  core.so mipsel: skipped (no cross compiler: sh tools/install-deps.sh cross)"
+fi
+rm -rf build/bench/router
+make --no-print-directory -s -o build/5.1/dps/core.so install LUA_VERSION=5.1 DESTDIR=build/bench/router PREFIX=/usr \
+    LUA_CMOD_DIR=/usr/lib/lua LUA_LMOD_DIR=/usr/lib/lua LUA_STRIP=lua5.1 >/dev/null
+lua_installed=$(find build/bench/router/usr/lib/lua -name '*.lua' -exec cat {} + | wc -c)
+lua_source=$(find lua -name '*.lua' -exec cat {} + | wc -c)
+printf '  %-40s %7d B (sources %d B; xz -9: %d B)\n' "Lua files on a router" "$lua_installed" "$lua_source" \
+    "$(find build/bench/router/usr/lib/lua -name '*.lua' -exec cat {} + | xz -9e | wc -c)"

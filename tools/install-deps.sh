@@ -1,11 +1,17 @@
 #!/bin/sh
-# tools/install-deps.sh [build|demo|test|bench]: installs the Debian 12 packages
-# a task needs, and only those (each set includes the ones before it):
+# tools/install-deps.sh [build|demo|test|bench|cross]: installs the Debian 12
+# packages a task needs, and only those (each of the first four sets includes
+# the ones before it):
 #   build  compile dps.core for Lua 5.4, 5.3, 5.1 and LuaJIT (make build)
 #   demo   run the library and the local DPS emulator (make demo)
 #   test   the whole test matrix: busted, luacheck, LDoc, luarocks,
 #          valgrind, clang's libFuzzer and sanitizers, curl (make test)
 #   bench  test's set (make bench)
+#   cross  build's and demo's sets, busted, the cross compilers for aarch64,
+#          armhf and mipsel and qemu-user-static (make cross-test,
+#          make openwrt-test); also adds those architectures to dpkg, so
+#          that tools/cross/sysroot.sh can download their packages (it
+#          extracts them into build/cross: nothing foreign is installed)
 # Runs apt-get only when something is missing; needs root for that.
 set -eu
 
@@ -17,14 +23,20 @@ liblua5.1-0-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev"
 DEMO="ca-certificates openssl lua5.4 lua-cjson
 luajit lua-http lua-cqueues lua-luaossl lua-posix"
 TEST="lua5.1 lua5.3 lua-busted lua-check luarocks lua-ldoc
-valgrind clang libclang-rt-14-dev curl"
+valgrind clang libclang-rt-14-dev curl zip unzip"
+CROSS_ARCHS="arm64 armhf mipsel"
+CROSS="lua-busted file xz-utils qemu-user-static
+gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+gcc-mipsel-linux-gnu libc6-dev-mipsel-cross"
 
 set_of() {
     case "$1" in
         build) echo "$BUILD" ;;
         demo) echo "$BUILD $DEMO" ;;
         test | bench) echo "$BUILD $DEMO $TEST" ;;
-        *) echo "usage: tools/install-deps.sh [build|demo|test|bench]" >&2; exit 2 ;;
+        cross) echo "$BUILD $DEMO $CROSS" ;;
+        *) echo "usage: tools/install-deps.sh [build|demo|test|bench|cross]" >&2; exit 2 ;;
     esac
 }
 PACKAGES=$(set_of "${1:-test}")
@@ -35,15 +47,28 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+# The cross set also needs dpkg to know the target architectures (and apt
+# their package lists), for apt-get download in tools/cross/sysroot.sh.
+foreign=""
+if [ "${1:-test}" = cross ]; then
+    known=$(dpkg --print-foreign-architectures)
+    for a in $CROSS_ARCHS; do
+        echo "$known" | grep -qx "$a" || foreign="$foreign $a"
+    done
+fi
+[ -z "$missing" ] && [ -z "$foreign" ] && exit 0
 
-echo "install-deps: installing Debian packages for '${1:-test}':$missing"
+echo "install-deps: installing Debian packages for '${1:-test}':$missing${foreign:+ (and architectures$foreign)}"
 if [ "$(id -u)" != 0 ]; then
-    echo "install-deps: run as root, or install them yourself: apt-get install$missing" >&2
+    echo "install-deps: run as root, or install them yourself:${foreign:+ dpkg --add-architecture$foreign,} apt-get install$missing" >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+for a in $foreign; do
+    dpkg --add-architecture "$a"
+done
+apt-get update -qq || echo "install-deps: apt-get update reported errors (a mirror mid-sync?); going on" >&2
+[ -z "$missing" ] && exit 0
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 echo "install-deps: done"

@@ -1,0 +1,64 @@
+rockspec_format = "3.0"
+package = "lua-azure-dps"
+version = "0.1.0-1"
+-- The release tarball that `make dist` makes (build/dist/), published with
+-- the release's tag; `make rock` packs it with this file into the .src.rock.
+source = {
+  url = "https://github.com/lua-azure-dps/lua-azure-dps/releases/download/v0.1.0/lua-azure-dps-0.1.0.tar.gz",
+  dir = "lua-azure-dps-0.1.0",
+}
+description = {
+  summary = "Azure IoT Hub Device Provisioning Service (DPS) client over HTTPS",
+  detailed = [[
+Provisions devices through Azure DPS over plain HTTPS: SAS tokens and derived
+keys (OpenSSL), register / poll / status lookup over one kept-alive TLS
+connection (libcurl), Retry-After and deadlines done right, and a `dps`
+command-line tool. Small enough for OpenWrt routers.
+]],
+  homepage = "https://github.com/lua-azure-dps/lua-azure-dps",
+  issues_url = "https://github.com/lua-azure-dps/lua-azure-dps/issues",
+  license = "MIT",
+  labels = { "azure", "iot", "dps", "openwrt" },
+}
+supported_platforms = { "unix" }
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson",
+}
+-- CURL is declared by library only: Debian keeps curl/curl.h in the multiarch
+-- include folder, where luarocks does not look, while the compiler does.
+external_dependencies = {
+  CURL = { library = "curl" },
+  OPENSSL = { header = "openssl/hmac.h", library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["dps.core"] = {
+      sources = {
+        "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
+        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c", "src/dps_fs.c",
+      },
+      incdirs = { "src", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto" },
+      defines = { "_POSIX_C_SOURCE=200809L", "OPENSSL_API_COMPAT=0x10101000L" },
+    },
+    ["dps"] = "lua/dps.lua",
+    ["dps.check"] = "lua/dps/check.lua",
+    ["dps.client"] = "lua/dps/client.lua",
+    ["dps.errors"] = "lua/dps/errors.lua",
+    ["dps.poll"] = "lua/dps/poll.lua",
+    ["dps.response"] = "lua/dps/response.lua",
+    ["dps.cli"] = "lua/dps/cli.lua",
+    ["dps.cli.args"] = "lua/dps/cli/args.lua",
+    ["dps.cli.commands"] = "lua/dps/cli/commands.lua",
+    ["dps.cli.help"] = "lua/dps/cli/help.lua",
+    ["dps.cli.output"] = "lua/dps/cli/output.lua",
+    ["dps.cli.secrets"] = "lua/dps/cli/secrets.lua",
+  },
+  install = { bin = { ["dps"] = "bin/dps" } },
+  copy_directories = { "examples" },
+}
+test_dependencies = { "busted" }
+test = { type = "busted" }

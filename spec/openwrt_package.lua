@@ -1,0 +1,111 @@
+-- The OpenWrt package as installed by openwrt/test.sh (make openwrt-test):
+-- not part of the busted suite (no _spec in the name; it needs the cross
+-- tools). Under qemu-user, in the root file system the packages were
+-- installed into, the installed `dps` provisions against the emulator on
+-- the host, with Lua 5.1 (lua-azure-dps) and Lua 5.4 (lua5.4-azure-dps), and
+-- the installed init script provisions as at boot.
+local emulator = require "spec.support.emulator"
+local shell = require "spec.support.shell"
+local keys = require "spec.support.keys"
+local cjson = require("cjson").new()
+
+local q, read = shell.quote, shell.read
+local ROOTFS = assert(os.getenv("OPENWRT_ROOTFS"), "run by openwrt/test.sh")
+local QEMU = assert(os.getenv("OPENWRT_QEMU"))
+local KEY = keys.KEY
+
+-- The command line that runs LUA (a path inside the root) under qemu with
+-- OpenWrt's module folders first.
+local function lua_in_root(lua)
+  return string.format("env LUA_PATH=%s LUA_CPATH=%s LUA_PATH_5_4=%s LUA_CPATH_5_4=%s %s -L %s %s",
+    q("/usr/lib/lua/?.lua;/usr/lib/lua/?/init.lua;;"), q("/usr/lib/lua/?.so;;"),
+    q("/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?/init.lua;;"), q("/usr/lib/lua/5.4/?.so;;"),
+    QEMU, q(ROOTFS), q(ROOTFS .. lua))
+end
+
+describe("the OpenWrt packages under qemu", function()
+  local emu, dir
+
+  setup(function()
+    dir = shell.tmpdir("dps-openwrt")
+    emu = emulator.start({ enrollments = {
+      { type = "individual", registration_id = "router-51", symmetric_key = KEY },
+      { type = "individual", registration_id = "router-54", symmetric_key = KEY },
+      { type = "individual", registration_id = "router-boot", symmetric_key = KEY },
+    } })
+    shell.write(dir .. "/device.key", KEY .. "\n", "600")
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    shell.succeeds("rm -rf " .. q(dir))
+  end)
+
+  it("lists the packages' files and conffiles as opkg does", function()
+    local info = ROOTFS .. "/usr/lib/opkg/info/"
+    assert.is_truthy(read(info .. "lua-azure-dps.list"):find("/usr/lib/lua/dps/core.so\n", 1, true))
+    assert.is_truthy(read(info .. "lua5.4-azure-dps.list"):find("/usr/lib/lua/5.4/dps/core.so\n", 1, true))
+    assert.are.equal("/etc/config/dps\n", read(info .. "dps.conffiles"))
+    local control = read(info .. "lua-azure-dps.control")
+    assert.is_truthy(control:find("\nDepends: libcurl, ca-bundle, libopenssl, liblua, lua-cjson\n", 1, true), control)
+    assert.is_truthy(read(info .. "dps.control"):find("\nDepends: lua, lua-azure-dps\n", 1, true))
+    assert.are.equal("#!/usr/bin/lua", read(ROOTFS .. "/usr/bin/dps"):match("^[^\n]*"))
+  end)
+
+  for _, case in ipairs({ { lua = "/usr/bin/lua", id = "router-51", version = "Lua 5.1" },
+                          { lua = "/usr/bin/lua5.4", id = "router-54", version = "Lua 5.4" } }) do
+    it("provisions with the installed dps on " .. case.version, function()
+      local out, ok = shell.run(lua_in_root(case.lua) .. " /usr/bin/dps --version")
+      assert.is_true(ok, out)
+      assert.is_truthy(out:find(case.version, 1, true), out)
+      out, ok = shell.run(string.format("%s /usr/bin/dps provision --id-scope %s --registration-id %s"
+        .. " --symmetric-key-file %s --endpoint %s --ca-file %s --timeout 20 2>&1",
+        lua_in_root(case.lua), emu.id_scope, case.id, q(dir .. "/device.key"), emu.endpoint, q(emu.ca_file)))
+      assert.is_true(ok, out)
+      local state = cjson.decode(out)
+      assert.are.equal(case.id, state.deviceId)
+      assert.is_string(state.assignedHub)
+      assert.is_nil(out:find(KEY, 1, true))
+    end)
+  end
+
+  it("provisions at boot through the installed init script and /etc/config/dps", function()
+    -- OpenWrt's config_load / config_get for the one section, as examples_spec.lua has them
+    shell.write(dir .. "/functions.sh", [[
+config_load() {
+	while read -r kw name value; do
+		[ "$kw" = option ] || continue
+		value=${value#\'}
+		value=${value%\'}
+		eval "CONFIG_main_$name=\$value"
+	done <"$UCI_CONFIG_DIR/$1"
+}
+config_get() {
+	eval "__value=\${CONFIG_$2_$3-}"
+	[ -n "$__value" ] || __value=$4
+	eval "$1=\$__value"
+}
+config_get_bool() {
+	config_get "$1" "$2" "$3" "$4"
+	eval "case \$$1 in 1|on|true|yes|enabled) $1=1 ;; *) $1=0 ;; esac"
+}
+]], "644")
+    local config = assert(read(ROOTFS .. "/etc/config/dps"))
+    local options = { id_scope = emu.id_scope, registration_id = "router-boot", key_file = dir .. "/device.key",
+      endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1", timeout = "20", attempts = "1" }
+    for name, value in pairs(options) do
+      local n
+      config, n = config:gsub("\n\t#?option " .. name .. " '[^\n]*'", "\n\toption " .. name .. " '" .. value .. "'")
+      if n == 0 then config = config .. "\toption " .. name .. " '" .. value .. "'\n" end
+    end
+    os.execute("mkdir -p " .. q(dir .. "/config") .. " " .. q(dir .. "/state"))
+    shell.write(dir .. "/config/dps", config, "644")
+    shell.write(dir .. "/dps", "#!/bin/sh\nexec " .. lua_in_root("/usr/bin/lua") .. " /usr/bin/dps \"$@\"\n", "755")
+    local out, ok = shell.run(string.format("cd %s && UCI_CONFIG_DIR=%s DPS_DIR=%s DPS_BIN=%s sh -c %s 2>&1",
+      q(dir), q(dir .. "/config"), q(dir .. "/state"), q(dir .. "/dps"),
+      q(". ./functions.sh; . " .. ROOTFS .. "/etc/init.d/dps; provision")))
+    assert.is_true(ok, out)
+    local state = cjson.decode((assert(read(dir .. "/state/assignment.json"), out)))
+    assert.are.equal("router-boot", state.deviceId)
+  end)
+end)
