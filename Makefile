@@ -10,7 +10,7 @@ WARNINGS = -std=c99 -pedantic -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
-LIBS = -lcurl -lcrypto
+LIBS = -lcurl -lssl -lcrypto
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 SOURCES = $(wildcard src/*.c)
