@@ -28,10 +28,11 @@ WARNINGS = -std=c99 -pedantic -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototyp
 DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
-# The crypto backend: CRYPTO=openssl (libcrypto) is the only one so far; a
+# The crypto backend: CRYPTO=openssl (libcrypto, and libssl to keep
+# SSLKEYLOGFILE from turning on a TLS key log) is the only one so far; a
 # backend on mbedTLS adds its CRYPTO_LIBS_mbedtls (and its sources) here.
 CRYPTO ?= openssl
-CRYPTO_LIBS_openssl = -lcrypto
+CRYPTO_LIBS_openssl = -lssl -lcrypto
 LIBS ?= -lcurl $(CRYPTO_LIBS_$(CRYPTO))
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 

@@ -42,7 +42,7 @@ build = {
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
-      libraries = { "curl", "crypto" },
+      libraries = { "curl", "ssl", "crypto" },
       defines = { "_POSIX_C_SOURCE=200809L", "OPENSSL_API_COMPAT=0x10101000L" },
     },
     ["dps"] = "lua/dps.lua",

@@ -41,7 +41,7 @@ static void round_trip(const uint8_t *data, size_t size)
 {
     char *text = malloc(DPS_BASE64_ENCODED_SIZE(size));
     unsigned char *back;
-    size_t n, i, back_len = 0, pad = 0;
+    size_t n, i, back_len = 0, pad = 0, pos = 0;
 
     CHECK(text != NULL);
     n = dps_base64_encode(data, size, text);
@@ -53,9 +53,9 @@ static void round_trip(const uint8_t *data, size_t size)
     back = malloc(DPS_BASE64_DECODED_MAX(n));
     CHECK(back != NULL);
     if (size == 0) {
-        CHECK(dps_base64_decode(text, n, back, &back_len) != NULL); /* "is empty" */
+        CHECK(dps_base64_decode(text, n, back, &back_len, &pos) != NULL); /* "is empty" */
     } else {
-        CHECK(dps_base64_decode(text, n, back, &back_len) == NULL);
+        CHECK(dps_base64_decode(text, n, back, &back_len, &pos) == NULL);
         CHECK(back_len == size);
         CHECK(memcmp(back, data, size) == 0);
     }
@@ -67,12 +67,12 @@ static void decode_text(const uint8_t *data, size_t size)
 {
     char *text = fuzz_copy(data, size);
     unsigned char *out = malloc(DPS_BASE64_DECODED_MAX(size));
-    size_t out_len = 0, pad = 0;
+    size_t out_len = 0, pad = 0, pos = 0, i;
     const char *problem;
     int valid = strict_form(text, size, &pad);
 
     CHECK(out != NULL);
-    problem = dps_base64_decode(text, size, out, &out_len);
+    problem = dps_base64_decode(text, size, out, &out_len, &pos);
     CHECK((problem == NULL) == (valid != 0));
     if (problem == NULL) {
         char *again = malloc(DPS_BASE64_ENCODED_SIZE(out_len));
@@ -86,6 +86,15 @@ static void decode_text(const uint8_t *data, size_t size)
         free(again);
     } else {
         CHECK(problem[0] != '\0');
+        /* A position names a character outside the alphabet; before it
+         * there are only base64 characters and '=' (a stray '=' is named
+         * only when nothing else is wrong with a character). */
+        CHECK(pos <= size);
+        if (pos > 0) {
+            CHECK(!in_alphabet((unsigned char)text[pos - 1]));
+            for (i = 0; i + 1 < pos; i++)
+                CHECK(in_alphabet((unsigned char)text[i]) || text[i] == '=');
+        }
     }
     free(out);
     free(text);

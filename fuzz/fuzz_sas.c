@@ -49,7 +49,7 @@ static void check_token(const char *token, size_t token_len, span uri, span key,
     unsigned char raw_key[DPS_BASE64_DECODED_MAX(DPS_SAS_MAX_KEY_TEXT)];
     unsigned char mac[32], sig[DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(32))];
     unsigned int mac_len = 0;
-    size_t pos = 0, i, key_len = 0, sig_len, sig_text, sr_len;
+    size_t pos = 0, i, key_len = 0, sig_len, sig_text, sr_len, where = 0;
     char se[32], *signed_text;
     int se_len = snprintf(se, sizeof se, "%lld", expiry);
 
@@ -68,7 +68,7 @@ static void check_token(const char *token, size_t token_len, span uri, span key,
     sig_len = fuzz_percent_decode(token + sig_text, pos - sig_text, sig);
 
     /* The signature: HMAC-SHA256(key, encoded URI "\n" expiry), base64. */
-    CHECK(dps_base64_decode(key.p, key.n, raw_key, &key_len) == NULL);
+    CHECK(dps_base64_decode(key.p, key.n, raw_key, &key_len, &where) == NULL);
     signed_text = malloc(sr_len + 1 + (size_t)se_len);
     CHECK(signed_text != NULL);
     memcpy(signed_text, token + sizeof PREFIX - 1, sr_len);
@@ -98,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *in = fuzz_copy(data, size);
     char *scratch = malloc(DPS_SAS_SCRATCH);
     span field[4];
-    size_t start = 0, nfields = 0, i, key_bytes = 0;
+    size_t start = 0, nfields = 0, i, key_bytes = 0, where = 0;
     char expiry_text[40];
     long long expiry;
     const char *token = NULL, *problem, *subject = NULL;
@@ -134,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  (nfields < 4 || (field[3].n >= 1 && field[3].n <= DPS_SAS_MAX_KEY_NAME &&
                                   memchr(field[3].p, '\0', field[3].n) == NULL)) &&
                  field[1].n <= DPS_SAS_MAX_KEY_TEXT && expiry >= 0 &&
-                 dps_base64_decode(field[1].p, field[1].n, raw_key, &key_bytes) == NULL;
+                 dps_base64_decode(field[1].p, field[1].n, raw_key, &key_bytes, &where) == NULL;
     CHECK((problem == NULL) == (acceptable != 0));
     if (problem == NULL) {
         CHECK(token >= scratch && token_len <= DPS_SAS_SCRATCH &&

@@ -710,7 +710,7 @@ describe("dps command line", function()
       local errors = require "dps.errors"
       local documented = {
         resolve = 5, connect = 5, proxy = 5, tls = 5, timeout = 5, network = 5, credentials = 3, auth = 4,
-        failed = 6, disabled = 6, usage = 2, protocol = 1, too_large = 1, config = 1, oom = 1, bad_request = 1,
+        failed = 6, disabled = 6, usage = 2, protocol = 1, too_large = 1, config = 3, oom = 1, bad_request = 1,
         not_found = 1, conflict = 1, throttled = 1, service = 1, http = 1,
       }
       for kind, code in pairs(documented) do
@@ -736,7 +736,7 @@ describe("dps command line", function()
     it("follows the kind, not the message: a credentials failure whose text says nothing of keys", function()
       local code, out, err = main(set(args("dev-01", "--symmetric-key-file", key_file), "--ca-file",
         dir .. "/no-such-ca.pem"))
-      assert.are.equal(1, code, err) -- config
+      assert.are.equal(3, code, err) -- config: a local file, before any connection
       assert.are.equal("", out)
       one_line(err)
       assert.truthy(err:find("--ca-file " .. dir .. "/no-such-ca.pem: No such file or directory", 1, true), err)

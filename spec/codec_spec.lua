@@ -25,7 +25,8 @@ describe("dps.core.base64", function()
   local bad = {
     ["empty input"] = { "", "empty" },
     ["a bad character"] = { "QU*D", "alphabet" },
-    ["whitespace"] = { "QUJD RA=", "alphabet" },
+    ["whitespace"] = { "QUJD RA=", "has a space at position 5" },
+    ["a line break"] = { "QUJD\nRA==", "has a line break at position 5" },
     ["URL-safe alphabet"] = { "-_-_", "alphabet" },
     ["a missing pad"] = { "QQ=", "multiple of 4" },
     ["three pads"] = { "Q===", "padding" },

@@ -11,6 +11,13 @@ describe("dps.core", function()
     assert.truthy(v.ssl:find("OpenSSL", 1, true))
   end)
 
+  it("says whether libcurl resolves names in the background, as curl -V does", function()
+    local out, ok = shell.run("curl -V")
+    if not ok then return end -- no curl command: nothing to compare with
+    local features = out:match("\nFeatures:([^\n]*)") or ""
+    assert.are.equal(features:find("AsynchDNS", 1, true) ~= nil, core.version().async_dns)
+  end)
+
   it("exports only luaopen_dps_core from the shared object", function()
     local path = assert(shell.module_path("dps.core"))
     local out, ok = shell.run("nm -D --defined-only " .. shell.quote(path))

@@ -152,12 +152,12 @@ local BAD_CALLS = {
     KEY:sub(1, -5) .. "!!==", 1 },
   { "dps%.hub_token: key has padding before its end", dps.hub_token, "h", "d", "QQ=A", 1 },
   { "not a multiple of 4", dps.hub_token, "h", "d", KEY:sub(2), 1 },
-  { "dps%.derive_key: group_key has a character outside", dps.derive_key, "QUJD RA=", "dev" },
+  { "dps%.derive_key: group_key has a space at position 5$", dps.derive_key, "QUJD RA=", "dev" },
   { "dps%.derive_key: group_key must be a base64 string", dps.derive_key, 5, "dev" },
   { "dps%.derive_key: group_key is too long", dps.derive_key, ("A"):rep(2048), "dev" },
   { "dps%.sas_token: key is too long", dps.sas_token, "u", ("A"):rep(1028), 1 },
   -- the core called directly names no public function
-  { "^[^:]+:%d+: group_key has a character outside", core.derive_key, "QUJD RA=", "dev" },
+  { "^[^:]+:%d+: group_key has a space at position 5$", core.derive_key, "QUJD RA=", "dev" },
   { "^[^:]+:%d+: expiry must be", core.sas_token, "u", KEY, -1 },
 }
 
@@ -219,8 +219,9 @@ describe("dps.core.key_problem", function()
   local CASES = {
     { KEY, nil },
     { "", "must not be empty" },
-    { "QQ=A", "has padding before its end" },
-    { "QUJD RA=", "has a character outside the base64 alphabet" },
+    { "QQ=A", "has padding before its end at position 3" },
+    { "QUJD RA=", "has a space at position 5" },
+    { "QU*D", "has a character outside the base64 alphabet at position 3" },
     { "QR==", "is not canonical (non-zero bits after its last byte)" },
     { KEY:sub(2), "has a length that is not a multiple of 4" },
     { ("A"):rep(1028), "is too long (at most 1024 base64 characters)" },
@@ -236,5 +237,69 @@ describe("dps.core.key_problem", function()
     assert.is_nil(core.key_problem(longest))
     assert.truthy(core.sas_token("u", longest, 1))
     assert.has_error(function() core.key_problem(nil) end)
+  end)
+end)
+
+-- Issue #10, case 13: key text as operators write it.  A wrapped, quoted or
+-- spaced key says what is wrong and where, never the key; a key read whole
+-- from a file (one trailing line end) is the key.
+describe("key text as operators write it", function()
+  local wrapped = KEY:sub(1, 76) .. "\n" .. KEY:sub(77) .. "\n" -- `base64` wraps at 76 columns
+  local CASES = {
+    { "wrapped at 76 columns", wrapped, "has a line break at position 77" },
+    { "wrapped with CR LF", KEY:sub(1, 76) .. "\r\n" .. KEY:sub(77), "has a line break at position 77" },
+    { "in double quotes", '"' .. KEY .. '"', "has a quote mark at position 1" },
+    { "in single quotes", "'" .. KEY .. "'", "has a quote mark at position 1" },
+    { "with a space inside", KEY:sub(1, 10) .. " " .. KEY:sub(11), "has a space at position 11" },
+    { "with a leading space", " " .. KEY, "has a space at position 1" },
+    { "with a trailing space", KEY .. " ", "has a space at position 89" },
+    { "with a tab", KEY:sub(1, 40) .. "\t" .. KEY:sub(41), "has a tab at position 41" },
+    { "with two trailing line ends", KEY .. "\n\n", "has a line break at position 89" },
+    { "with a stray byte", KEY:sub(1, 3) .. "\195\169" .. KEY:sub(4),
+      "has a character outside the base64 alphabet at position 4" },
+  }
+  for _, case in ipairs(CASES) do
+    it("says where a key " .. case[1] .. " breaks, without the key", function()
+      assert.are.equal(case[3], core.key_problem(case[2]))
+      for _, call in ipairs{
+        function() return dps.sas_token("u", case[2], 1) end,
+        function() return dps.derive_key(case[2], "dev") end,
+        function() return dps.new{ id_scope = "0ne00000001", registration_id = "dev", symmetric_key = case[2] } end,
+      } do
+        local ok, err = pcall(call)
+        assert.is_false(ok)
+        err = tostring(err)
+        assert.truthy(err:find(case[3], 1, true), err)
+        -- not the key, nor any 8 characters of it
+        for i = 1, #KEY - 7, 4 do
+          assert.is_nil(err:find(KEY:sub(i, i + 7), 1, true), "the key leaked into: " .. err)
+        end
+      end
+    end)
+  end
+
+  it("takes a key with one trailing line end as the key", function()
+    for _, ending in ipairs{ "\n", "\r\n" } do
+      assert.is_nil(core.key_problem(KEY .. ending))
+      assert.are.equal(dps.sas_token("u", KEY, 1), dps.sas_token("u", KEY .. ending, 1))
+      assert.are.equal(dps.derive_key(GROUP_KEY, "dev"), dps.derive_key(GROUP_KEY .. ending, "dev"))
+    end
+    assert.is_nil(core.key_problem(("A"):rep(1024) .. "\n"))
+    assert.are.equal("is too long (at most 1024 base64 characters)", core.key_problem(("A"):rep(1028) .. "\n"))
+  end)
+
+  it("takes a key file read whole, as the command does", function()
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    local f = assert(io.open(path, "wb"))
+    f:write(KEY, "\n")
+    f:close()
+    f = assert(io.open(path, "rb"))
+    local text = f:read("*a")
+    f:close()
+    local client = dps.new{ id_scope = "0ne00000001", registration_id = "dev", symmetric_key = text }
+    finally(function() client:close() end)
+    assert.are.equal(dps.registration_token("0ne00000001", "dev", KEY, 1700000000),
+      dps.registration_token("0ne00000001", "dev", text, 1700000000))
   end)
 end)

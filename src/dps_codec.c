@@ -41,24 +41,57 @@ static int base64_value(unsigned char c)
     return -1;
 }
 
+/* What a byte outside the alphabet is, for messages: the usual mistakes
+ * (a wrapped or quoted key) by name, the rest without quoting it. */
+static const char *stray(unsigned char c)
+{
+    switch (c) {
+    case '\n':
+    case '\r':
+        return "has a line break";
+    case ' ':
+        return "has a space";
+    case '\t':
+        return "has a tab";
+    case '"':
+    case '\'':
+        return "has a quote mark";
+    case '=':
+        return "has padding before its end";
+    default:
+        return "has a character outside the base64 alphabet";
+    }
+}
+
 const char *dps_base64_decode(const char *in, size_t len,
-                              unsigned char *out, size_t *outlen)
+                              unsigned char *out, size_t *outlen, size_t *pos)
 {
     size_t i, pad = 0;
     int n;
 
+    *pos = 0;
     if (len == 0)
         return "must not be empty";
     if (len > CODEC_MAX_INPUT)
         return "is too long";
+    /* Characters first, so a wrapped or quoted key says where it broke:
+     * the first one that is neither base64 nor '=', then a misplaced '='. */
+    for (i = 0; i < len; i++) {
+        if (base64_value((unsigned char)in[i]) < 0 && in[i] != '=') {
+            *pos = i + 1;
+            return stray((unsigned char)in[i]);
+        }
+    }
+    if (in[len - 1] == '=')
+        pad = len >= 2 && in[len - 2] == '=' ? 2 : 1;
+    for (i = 0; i < len - pad; i++) {
+        if (in[i] == '=') {
+            *pos = i + 1;
+            return stray('=');
+        }
+    }
     if (len % 4 != 0)
         return "has a length that is not a multiple of 4";
-    if (in[len - 1] == '=')
-        pad = in[len - 2] == '=' ? 2 : 1;
-    for (i = 0; i < len - pad; i++) {
-        if (base64_value((unsigned char)in[i]) < 0)
-            return in[i] == '=' ? "has padding before its end" : "has a character outside the base64 alphabet";
-    }
     /* Canonical: the bits after the last whole byte are zero ("QQ==", not "QR=="). */
     if (pad > 0 && (base64_value((unsigned char)in[len - pad - 1]) & (pad == 2 ? 0x0F : 0x03)) != 0)
         return "is not canonical (non-zero bits after its last byte)";
@@ -117,14 +150,16 @@ static int codec_base64_encode(lua_State *L)
  */
 static int codec_base64_decode(lua_State *L)
 {
-    size_t len, outlen = 0;
+    size_t len, outlen = 0, pos = 0;
     const char *in = luaL_checklstring(L, 1, &len);
     const char *problem;
     unsigned char *out;
 
     luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
     out = dps_newuserdata(L, DPS_BASE64_DECODED_MAX(len));
-    problem = dps_base64_decode(in, len, out, &outlen);
+    problem = dps_base64_decode(in, len, out, &outlen, &pos);
+    if (problem != NULL && pos > 0)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "base64 text %s at position %d", problem, (int)pos));
     if (problem != NULL)
         return luaL_argerror(L, 1, lua_pushfstring(L, "base64 text %s", problem));
     lua_pushlstring(L, (const char *)out, outlen);

@@ -25,10 +25,14 @@ size_t dps_base64_encode(const unsigned char *in, size_t len, char *out);
  * most two '=' and only at the end, zero bits after the last byte (the
  * canonical form every encoder writes), no whitespace, not empty.  out must hold
  * DPS_BASE64_DECODED_MAX(len) bytes.  Returns NULL and sets *outlen on
- * success, or a static description of what is wrong (never quoting input).
+ * success, or a static description of what is wrong (never quoting input:
+ * "has a line break", "has a space", "has a quote mark", "has a length that
+ * is not a multiple of 4"…).  *pos is the 1-based position of the character
+ * a description is about, 0 when it is about the whole text; characters are
+ * checked before the length, so a wrapped or quoted text says where.
  */
 const char *dps_base64_decode(const char *in, size_t len,
-                              unsigned char *out, size_t *outlen);
+                              unsigned char *out, size_t *outlen, size_t *pos);
 
 /*
  * RFC 3986 percent-encoding: A-Z a-z 0-9 - . _ ~ stay, every other byte

@@ -12,13 +12,16 @@
 /***
  * Versions of the module and of the libraries it runs with.
  * @function version
- * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x", openssl = "OpenSSL 3.0.x …" }`
+ * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x", openssl = "OpenSSL 3.0.x …",
+ *   async_dns = true }`; `async_dns` is false when libcurl resolves names
+ *   with the blocking system resolver, whose lookups no timeout can cut
+ *   short (README: "Deadlines and DNS")
  */
 static int core_version(lua_State *L)
 {
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
 
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushstring(L, DPS_CORE_VERSION);
     lua_setfield(L, -2, "dps");
     lua_pushstring(L, info->version);
@@ -27,6 +30,8 @@ static int core_version(lua_State *L)
     lua_setfield(L, -2, "ssl");
     lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
     lua_setfield(L, -2, "openssl");
+    lua_pushboolean(L, (info->features & CURL_VERSION_ASYNCHDNS) != 0);
+    lua_setfield(L, -2, "async_dns");
     return 1;
 }
 

@@ -106,6 +106,13 @@ static size_t header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
     size_t len = 0;
     int rc;
 
+    /* Every line counts against the cap, the ones not kept too: a server
+     * must not stream endless trailers or 1xx responses. */
+    if (n > DPS_HEAD_MAX || s->head_seen > DPS_HEAD_MAX - n) {
+        s->head_overflow = 1;
+        return 0;
+    }
+    s->head_seen += n;
     switch (dps_headers_line(&s->head_done, ptr, n, &len)) {
     case DPS_HEADERS_RESET:
         s->head.len = 0;
@@ -139,7 +146,8 @@ void dps_session_release(dps_session *s)
     dps_wipe(s->errbuf, sizeof s->errbuf);
 }
 
-/* The settings every session has, whatever its options. */
+/* The session's own settings: error buffer, callbacks, then the security
+ * settings every handle has (dps_http_secure). */
 static CURLcode setup_handle(dps_session *s, const char **what)
 {
     CURL *curl = s->curl;
@@ -148,27 +156,13 @@ static CURLcode setup_handle(dps_session *s, const char **what)
 #define SET(opt, val) \
     if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
         return (*what = #opt, rc)
-    SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_ERRORBUFFER, s->errbuf);
     SET(CURLOPT_WRITEFUNCTION, write_cb);
     SET(CURLOPT_WRITEDATA, (void *)s);
     SET(CURLOPT_HEADERFUNCTION, header_cb);
     SET(CURLOPT_HEADERDATA, (void *)s);
-    /* Security: only https, for redirects too; redirects not followed. */
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SET(CURLOPT_PROTOCOLS_STR, "https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
-#else
-    SET(CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
-    SET(CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS);
-#endif
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    /* The libcurl defaults, asserted: peer and host name are verified. */
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 #undef SET
-    return CURLE_OK;
+    return dps_http_secure(curl, what);
 }
 
 dps_session *dps_session_push(lua_State *L)
@@ -337,6 +331,7 @@ static CURLcode prepare(lua_State *L, dps_session *s, const request *r)
     buf_reset(&s->body);
     buf_reset(&s->head);
     s->body_overflow = s->head_overflow = s->oom = s->head_done = 0;
+    s->head_seen = 0;
     s->errbuf[0] = '\0';
     if (s->headers != NULL) {
         dps_http_free_headers(s->headers);

@@ -21,7 +21,8 @@
 
 #define DPS_SESSION_MT "dps.core.Session"
 
-/* Response header bytes kept per response; more aborts the request. */
+/* Header bytes per transfer (every line counts: 1xx responses, the final
+ * headers, chunked trailers); more aborts the request as too_large. */
 #define DPS_HEAD_MAX 65536
 
 /* A growable byte buffer owned by the session userdata. */
@@ -44,6 +45,7 @@ typedef struct {
     int body_overflow;          /* set by callbacks: body over max_body */
     int head_overflow;          /* header bytes over DPS_HEAD_MAX */
     int oom;                    /* a callback could not allocate */
+    size_t head_seen;           /* header bytes of this transfer, kept or not */
     int head_done;              /* dps_headers_line state: blank line seen */
     int proxied;                /* connections go through an HTTP proxy */
     char errbuf[CURL_ERROR_SIZE];
@@ -55,6 +57,14 @@ dps_session *dps_session_push(lua_State *L);
 
 /* dps_http.c: releases everything; safe on a half-built or closed session. */
 void dps_session_release(dps_session *s);
+
+/* dps_http_options.c: the settings every handle gets, whatever its options
+ * and whoever drives it (the session, or a multi handle): https only, no
+ * redirects, peer and host verified, TLS 1.2 or newer, no signals, no TLS
+ * key log whatever SSLKEYLOGFILE says, and a timed-out name lookup that
+ * does not hold the transfer (CURLOPT_QUICK_EXIT).  On failure *what names
+ * the option libcurl refused. */
+CURLcode dps_http_secure(CURL *curl, const char **what);
 
 /* dps_http_options.c: core.session(options). */
 int dps_session_new(lua_State *L);

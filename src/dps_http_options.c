@@ -5,9 +5,12 @@
  * @module dps.core
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "dps_aux.h"
 #include "dps_core.h"
@@ -27,7 +30,10 @@
 #endif
 #define NO_CURLOPT ((CURLoption)0) /* used per request, or not directly */
 
-enum { STRING, BLOB, SECONDS, BYTES };
+/* STRING: any text (a path, a pass phrase); FIELD: goes into a request
+ * header, so no CR, LF or NUL (the rule of request header values); URL: no
+ * spaces or control characters (the rule of request URLs). */
+enum { STRING, FIELD, URL, BLOB, SECONDS, BYTES };
 
 /* Every option: X(ID, name, type, CURLOPT, default of a number). */
 #define SESSION_OPTIONS(X)                                             \
@@ -35,8 +41,8 @@ enum { STRING, BLOB, SECONDS, BYTES };
     X(CA_PATH, "ca_path", STRING, CURLOPT_CAPATH, 0)                   \
     X(CONNECT_TIMEOUT, "connect_timeout", SECONDS, NO_CURLOPT, 10)     \
     X(TIMEOUT, "timeout", SECONDS, NO_CURLOPT, 30)                     \
-    X(PROXY, "proxy", STRING, CURLOPT_PROXY, 0)                        \
-    X(USER_AGENT, "user_agent", STRING, CURLOPT_USERAGENT, 0)          \
+    X(PROXY, "proxy", URL, CURLOPT_PROXY, 0)                           \
+    X(USER_AGENT, "user_agent", FIELD, CURLOPT_USERAGENT, 0)           \
     X(MAX_BODY, "max_body", BYTES, CURLOPT_MAXFILESIZE_LARGE, 1048576) \
     X(CERT_FILE, "cert_file", STRING, CURLOPT_SSLCERT, 0)              \
     X(KEY_FILE, "key_file", STRING, CURLOPT_SSLKEY, 0)                 \
@@ -106,6 +112,21 @@ static double read_number(lua_State *L, int i)
     return v;
 }
 
+/* A text option's bytes against its row's class (see the enum above). */
+static void check_text(lua_State *L, int i, const char *p, size_t len)
+{
+    size_t k;
+
+    for (k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)p[k];
+        if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
+            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain CR or LF", rows[i].name));
+        if (rows[i].type == URL && (c <= 0x20 || c == 0x7f))
+            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain spaces or control characters",
+                                                rows[i].name));
+    }
+}
+
 /* Read: every value checked alone, and left on the stack until the handle
  * has copied it. */
 static void options_read(lua_State *L, session_options *o)
@@ -124,10 +145,13 @@ static void options_read(lua_State *L, session_options *o)
         o->str[i] = NULL;
         o->len[i] = 0;
         o->num[i] = 0;
-        if (rows[i].type == STRING || rows[i].type == BLOB)
-            o->str[i] = dps_opt_string(L, 1, 1, rows[i].name, &o->len[i]);
-        else
+        if (rows[i].type == SECONDS || rows[i].type == BYTES) {
             o->num[i] = read_number(L, i);
+        } else {
+            o->str[i] = dps_opt_string(L, 1, 1, rows[i].name, &o->len[i]);
+            if (o->str[i] != NULL)
+                check_text(L, i, o->str[i], o->len[i]);
+        }
     }
     o->num[OPT_MAX_BODY] = ceil(o->num[OPT_MAX_BODY]);
     if (o->num[OPT_MAX_BODY] > MAX_BODY_LIMIT)
@@ -185,6 +209,9 @@ static CURLcode apply_companions(CURL *curl, const session_options *o)
         rc = curl_easy_setopt(curl, CURLOPT_USERAGENT, "lua-azure-dps/" DPS_CORE_VERSION);
     if (rc == CURLE_OK && o->str[OPT_PROXY] == NULL) /* "": no proxy environment variables either */
         rc = curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    /* "": every host goes through the given proxy, whatever NO_PROXY says. */
+    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
+        rc = curl_easy_setopt(curl, CURLOPT_NOPROXY, "");
     if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
         rc = curl_easy_setopt(curl, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
     if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
@@ -218,6 +245,76 @@ static CURLcode options_apply(CURL *curl, const session_options *o, const char *
     return rc;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The settings of every handle                                              */
+
+/* Whether libcurl's TLS backend is the OpenSSL this module links (same
+ * major version, and minor before 3.0): only then is its SSL_CTX ours to
+ * touch. */
+static int same_openssl(void)
+{
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    unsigned long ours = OpenSSL_version_num();
+    unsigned major = 0, minor = 0;
+
+    if (info->ssl_version == NULL || sscanf(info->ssl_version, "OpenSSL/%u.%u", &major, &minor) != 2)
+        return 0;
+    if (major != (unsigned)(ours >> 28))
+        return 0;
+    return major >= 3 || minor == (unsigned)((ours >> 20) & 0xff);
+}
+
+/* CURLOPT_SSL_CTX_FUNCTION: libcurl has just set up the context (and, when
+ * SSLKEYLOGFILE named a file at curl_global_init, its key-log callback);
+ * no connection has used it yet.  Plain C, nothing that can fail. */
+static CURLcode no_keylog(CURL *curl, void *ssl_ctx, void *userptr)
+{
+    (void)curl;
+    (void)userptr;
+    SSL_CTX_set_keylog_callback((SSL_CTX *)ssl_ctx, NULL);
+    return CURLE_OK;
+}
+
+CURLcode dps_http_secure(CURL *curl, const char **what)
+{
+    CURLcode rc;
+
+#define SET(opt, val) \
+    if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
+        return (*what = #opt, rc)
+    SET(CURLOPT_NOSIGNAL, 1L);
+    /* Security: only https, for redirects too; redirects not followed. */
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SET(CURLOPT_PROTOCOLS_STR, "https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#else
+    SET(CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
+    SET(CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS);
+#endif
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    /* The libcurl defaults, asserted: peer and host name are verified. */
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    /* No TLS key log: libcurl's OpenSSL backend installs one on every
+     * context when SSLKEYLOGFILE was set at curl_global_init, and a key log
+     * next to a capture gives away the SAS token. */
+    if (same_openssl()) {
+        SET(CURLOPT_SSL_CTX_FUNCTION, no_keylog);
+        SET(CURLOPT_SSL_CTX_DATA, (void *)NULL);
+    }
+#undef SET
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* A name lookup that timed out is left to finish in its own thread,
+     * detached, instead of holding the transfer past its timeout.  An
+     * older libcurl at run time refuses the option: nothing to do then. */
+    rc = curl_easy_setopt(curl, CURLOPT_QUICK_EXIT, 1L);
+    if (rc != CURLE_OK && rc != CURLE_UNKNOWN_OPTION)
+        return (*what = "CURLOPT_QUICK_EXIT", rc);
+#endif
+    return CURLE_OK;
+}
+
 /***
  * Creates an HTTPS session: one libcurl easy handle kept for all requests.
  * @function session
@@ -228,8 +325,9 @@ static CURLcode options_apply(CURL *curl, const session_options *o, const char *
  * @tparam[opt] string options.ca_path directory of hashed CA certificates
  * @tparam[opt=10] number options.connect_timeout seconds (fractions allowed, > 0)
  * @tparam[opt=30] number options.timeout seconds per request (> 0)
- * @tparam[opt] string options.proxy `"http://host:port"`, used through HTTP CONNECT;
- *   without it the connection is direct (proxy environment variables are ignored)
+ * @tparam[opt] string options.proxy `"http://host:port"`, used through HTTP CONNECT
+ *   for every host; without it the connection is direct (proxy environment
+ *   variables, `NO_PROXY` included, are ignored either way)
  * @tparam[opt] string options.user_agent default `"lua-azure-dps/VERSION"`
  * @tparam[opt=1048576] number options.max_body response body limit in bytes (> 0)
  * @tparam[opt] string options.cert_file client certificate, PEM file
@@ -239,7 +337,8 @@ static CURLcode options_apply(CURL *curl, const session_options *o, const char *
  * @tparam[opt] string options.key client private key, PEM text
  * @treturn Session
  * @raise on an unknown option, a wrong type, a non-positive number, an empty
- *   string or one with NUL bytes, conflicting options (`cert` with `cert_file`,
+ *   string or one with NUL bytes, a `user_agent` with CR or LF, a `proxy`
+ *   with spaces or control characters, conflicting options (`cert` with `cert_file`,
  *   `key` with `key_file`, a key or password without a certificate, a proxy
  *   that is not `http://`), or an option this libcurl cannot honour.
  */

@@ -25,17 +25,34 @@
 #define SAS_SKN_CAP DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME)
 #define SAS_SIG_CAP DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE))
 
+#define WHY_SIZE DPS_SAS_WHY_SIZE
+
 /*
  * The rules of a key's text, in one place: at most SAS_MAX_KEY_TEXT
- * characters of strict base64.  Decodes into key (wiped by the caller);
- * returns NULL or what is wrong, to follow the key's name.
+ * characters of strict base64, after one trailing line end ("\n" or
+ * "\r\n": a key file read whole).  Decodes into key (wiped by the caller);
+ * returns NULL or what is wrong, to follow the key's name, with the
+ * position of a stray character (why holds that text); never the key.
  */
 static const char *decode_key(const char *text, size_t len,
-                              unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)], size_t *keylen)
+                              unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)], size_t *keylen,
+                              char why[WHY_SIZE])
 {
+    size_t pos = 0;
+    const char *problem;
+
+    if (len > 0 && text[len - 1] == '\n') {
+        len--;
+        if (len > 0 && text[len - 1] == '\r')
+            len--;
+    }
     if (len > SAS_MAX_KEY_TEXT)
         return KEY_TOO_LONG;
-    return dps_base64_decode(text, len, key, keylen);
+    problem = dps_base64_decode(text, len, key, keylen, &pos);
+    if (problem == NULL || pos == 0)
+        return problem;
+    snprintf(why, WHY_SIZE, "%s at position %lu", problem, (unsigned long)pos);
+    return why;
 }
 
 /* Argument arg as a key's text; raises with its name, never its content. */
@@ -46,15 +63,16 @@ static const char *check_key(lua_State *L, int arg, const char *who, const char 
     return lua_tolstring(L, arg, len);
 }
 
-/* HMAC-SHA256 with a base64 key into mac; wipes the decoded key. */
+/* HMAC-SHA256 with a base64 key into mac; wipes the decoded key.  A
+ * problem may be written into why. */
 static const char *sign(const char *key_text, size_t key_len,
                         const unsigned char *msg, size_t msg_len,
-                        unsigned char mac[SAS_MAC_SIZE])
+                        unsigned char mac[SAS_MAC_SIZE], char why[WHY_SIZE])
 {
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
     size_t keylen = 0;
     unsigned int maclen = 0;
-    const char *problem = decode_key(key_text, key_len, key, &keylen);
+    const char *problem = decode_key(key_text, key_len, key, &keylen, why);
 
     if (problem == NULL &&
         HMAC(EVP_sha256(), key, (int)keylen, msg, msg_len, mac, &maclen) == NULL)
@@ -67,16 +85,20 @@ static const char *sign(const char *key_text, size_t key_len,
  * What is wrong with a key's text, without raising and without keeping the
  * decoded bytes (they are wiped): for checking a key before it is used.
  * @function key_problem
- * @tparam string text the key, base64
+ * @tparam string text the key, base64; one trailing line end (a key file
+ *   read whole) is allowed
  * @treturn nil|string nil for a usable key, else what is wrong, to follow
- *   the key's name (`"has padding before its end"`); never quotes the key
+ *   the key's name, with the position of a stray character (`"has a line
+ *   break at position 77"`, `"has a quote mark at position 1"`); never
+ *   quotes the key
  */
 static int sas_key_problem(lua_State *L)
 {
     size_t len, keylen = 0;
     const char *text = luaL_checklstring(L, 1, &len);
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
-    const char *problem = decode_key(text, len, key, &keylen);
+    char why[WHY_SIZE];
+    const char *problem = decode_key(text, len, key, &keylen, why);
 
     dps_wipe(key, sizeof key);
     if (problem == NULL)
@@ -127,7 +149,8 @@ static int sas_derive_key(lua_State *L)
     const char *id = dps_check_string(L, 2, who, "registration_id", &id_len);
     unsigned char mac[SAS_MAC_SIZE];
     char out[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
-    const char *problem = sign(key_text, key_len, (const unsigned char *)id, id_len, mac);
+    char why[WHY_SIZE];
+    const char *problem = sign(key_text, key_len, (const unsigned char *)id, id_len, mac, why);
 
     if (problem != NULL)
         return dps_misuse(L, who, "group_key %s", problem);
@@ -185,7 +208,7 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
     if (name != NULL && (problem = text_problem(name, name_len, DPS_SAS_MAX_KEY_NAME)) != NULL)
         return problem;
     *subject = "key";
-    if (key_len > DPS_SAS_MAX_KEY_TEXT)
+    if (key_len > DPS_SAS_MAX_KEY_TEXT + 2) /* the rest: decode_key */
         return KEY_TOO_LONG;
     *subject = "expiry";
     if (expiry < 0)
@@ -205,7 +228,8 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
     memcpy(sr + sr_len + 1, se, (size_t)se_len);
 
     *subject = "key";
-    problem = sign(key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac);
+    problem = sign(key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac,
+                   scratch + DPS_SAS_SCRATCH - WHY_SIZE);
     if (problem != NULL)
         return problem;
     *subject = "percent-encoding";

@@ -13,19 +13,26 @@
 #define DPS_SAS_MAX_URI 4096      /* bytes of a resource URI */
 #define DPS_SAS_MAX_KEY_NAME 256  /* bytes of a key (policy) name */
 
-/* Bytes of scratch dps_sas_build needs: sr + se, skn, and the token. */
+/* Bytes of a key problem that names a position ("has a line break at
+ * position 77"). */
+#define DPS_SAS_WHY_SIZE 96
+
+/* Bytes of scratch dps_sas_build needs: sr + se, skn, the token, and the
+ * text of a key problem at its end. */
 #define DPS_SAS_SCRATCH                                                         \
     (2 * (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32) +                  \
      2 * DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME) +                        \
-     DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(32)) + 64)
+     DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(32)) + 64 + DPS_SAS_WHY_SIZE)
 
 /*
  * Builds `SharedAccessSignature sr=<enc uri>&sig=<enc sig>&se=<expiry>[&skn=<enc name>]`
  * in scratch (DPS_SAS_SCRATCH bytes), signing `<enc uri>\n<expiry>` with the
- * base64-decoded key; the decoded key is wiped before returning.  On success
- * returns NULL and points *token into scratch; otherwise a static message
- * about *subject (the argument's name, e.g. "key" + "is too long"), which
- * never quotes the key.  name may be NULL (no skn).
+ * base64-decoded key (one trailing "\n" or "\r\n" of its text allowed); the
+ * decoded key is wiped before returning.  On success returns NULL and points
+ * *token into scratch; otherwise a message about *subject (the argument's
+ * name, e.g. "key" + "is too long", "key" + "has a space at position 9"),
+ * static or in scratch, which never quotes the key.  name may be NULL (no
+ * skn).
  */
 const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
                           long long expiry, const char *name, size_t name_len,

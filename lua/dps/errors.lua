@@ -50,7 +50,7 @@ errors.KINDS = {
   -- breaks the DPS protocol as not retryable
   protocol = { retryable = true, exit = EXIT.error },
   too_large = { retryable = false, exit = EXIT.error },
-  config = { retryable = false, exit = EXIT.error },
+  config = { retryable = false, exit = EXIT.credentials },
   oom = { retryable = false, exit = EXIT.error },
   -- the service's answer
   bad_request = { retryable = false, exit = EXIT.error,

@@ -122,6 +122,24 @@ local function serve_http(con)
     end
     local body = length > 0 and con:read(length) or ""
     local raw = table.concat(head, "\r\n") .. "\r\n\r\n" .. body
+    -- endless headers of a kind that is not kept (chunked trailers, 103
+    -- responses), 8 MiB of them unless the client gives up first, then a
+    -- proper end
+    local stream = path == "/trailers" or path == "/hints"
+    if stream then
+      local unit = path == "/trailers" and "X-Trailer: " .. string.rep("t", 1000) .. "\r\n"
+        or "HTTP/1.1 103 Early Hints\r\nLink: </" .. string.rep("h", 1000) .. ">\r\n\r\n"
+      local block = string.rep(unit, 64)
+      if path == "/trailers" then
+        send(con, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+      end
+      for _ = 1, 8 * 1024 * 1024 / #block do
+        local ok = con:write(block)
+        if not ok or not con:flush() then return end
+      end
+      send(con, path == "/trailers" and "\r\n" or response("200 OK", {}, "ok"))
+      return
+    end
     if path == "/mute" then
       con:read("*l") -- until the client gives up and closes
       return
