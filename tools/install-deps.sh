@@ -3,7 +3,7 @@
 # a task needs, and only those (each set includes the ones before it):
 #   build  compile dps.core for Lua 5.4, 5.3, 5.1 and LuaJIT (make build)
 #   demo   run the library and the local DPS emulator (make demo)
-#   test   the whole test matrix: busted, luacheck, LDoc, luarocks,
+#   test   the whole test matrix: busted, luacheck, LDoc, luarocks, faketime,
 #          valgrind, clang's libFuzzer and sanitizers, curl (make test)
 #   bench  test's set (make bench)
 # Runs apt-get only when something is missing; needs root for that.
@@ -17,7 +17,7 @@ liblua5.1-0-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev"
 DEMO="ca-certificates openssl lua5.4 lua-cjson
 luajit lua-http lua-cqueues lua-luaossl lua-posix"
 TEST="lua5.1 lua5.3 lua-busted lua-check luarocks lua-ldoc
-valgrind clang libclang-rt-14-dev curl"
+valgrind clang libclang-rt-14-dev curl faketime"
 
 set_of() {
     case "$1" in
