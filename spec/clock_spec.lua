@@ -23,7 +23,9 @@ end
 -- local wall clock plus the machine's offset, and a fake server whose clock
 -- is `skew` seconds ahead of ours. It refuses (401, with its Date) a token
 -- that has expired by its clock or that a key it does not know signed.
--- Returns { sends = n, final = action, client = client }.
+-- opts: key (the client's), client (one that provisioned before),
+-- date_skew(n) (the Date of answer n, seconds ahead of our clock, when it
+-- should lie). Returns { sends = n, final = action, client, trace = requests }.
 local function run(skew, opts)
   opts = opts or {}
   local client = opts.client or dps.new{ id_scope = "0ne00000001", registration_id = "dev",
@@ -39,6 +41,7 @@ local function run(skew, opts)
       act = m:tick(now)
     else
       sends = sends + 1
+      assert(sends <= 20, "more than 20 requests: the machine retries without end")
       client:set_clock_offset(act.clock_offset)
       local here = EPOCH + now
       local req = client:_request(act.step, here + client.clock_offset, act.operation_id)
@@ -55,7 +58,8 @@ local function run(skew, opts)
         status, body = 200, cjson.encode{ operationId = "op-1", status = "assigned",
           registrationState = { assignedHub = "hub.example", deviceId = "dev", status = "assigned" } }
       end
-      act = m:answer(now, response.interpret(act.step, status, { date = http_date(server),
+      local date = opts.date_skew and here + opts.date_skew(sends) or server
+      act = m:answer(now, response.interpret(act.step, status, { date = http_date(date),
         ["content-type"] = "application/json" }, body, here))
     end
   end
@@ -99,6 +103,13 @@ describe("a wrong clock, in milliseconds", function()
 
   it("a wrong clock and a wrong key: one retry, then auth, saying the offset", function()
     local r = run(2 * DAY, { key = OTHER_KEY })
+    assert.are.equal("auth", r.final.info.kind)
+    assert.are.equal(2, r.sends)
+    assert.are.equal(2 * DAY, r.final.info.clock_offset)
+  end)
+
+  it("retries once only, even when every Date asks for another offset", function()
+    local r = run(0, { key = OTHER_KEY, date_skew = function(n) return n * 2 * DAY end })
     assert.are.equal("auth", r.final.info.kind)
     assert.are.equal(2, r.sends)
     assert.are.equal(2 * DAY, r.final.info.clock_offset)
