@@ -178,8 +178,9 @@ describe("a wrong clock, end to end (faketime)", function()
       endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 10 }
     -- the key goes in a 0600 file, never on a command line
     local file = shell.write(dir .. "/" .. id .. ".json", opts, "600")
-    local out, ok = shell.run(string.format("LUA_PATH=%s LUA_CPATH=%s faketime -f %s %s %s %s",
-      shell.quote(package.path), shell.quote(package.cpath), shell.quote(shift), shell.interpreter(),
+    local lua, cpath = shell.plain()
+    local out, ok = shell.run(string.format("LUA_PATH=%s LUA_CPATH=%s faketime -f %s %s %s %s 2>&1",
+      shell.quote(package.path), shell.quote(cpath), shell.quote(shift), lua,
       shell.quote(emulator.root .. "/spec/support/provision_once.lua"), shell.quote(file)))
     assert(ok, out)
     return cjson.decode(out)

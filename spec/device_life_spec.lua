@@ -59,7 +59,9 @@ describe("the assignment cache's rules (pure)", function()
       assert.matches("not JSON", problem("\0\0\0\0"))
       assert.matches("not a JSON object", problem("42"))
       assert.matches("format 0; this library reads format 1", problem((text:gsub('"format":1', '"format":0'))))
-      assert.matches("format missing", problem((text:gsub('"format":1,?', ""))))
+      local formatless = cjson.decode(text)
+      formatless.format = nil
+      assert.matches("format missing", problem(cjson.encode(formatless)))
       for _, field in ipairs({ "id_scope", "registration_id", "endpoint" }) do
         local other = copy(ID)
         other[field] = other[field] .. "x"
@@ -160,21 +162,27 @@ describe("dps.core.write_atomic", function()
     function()
       local path = dir .. "/assignment.json"
       local runs = 200
-      local lines = { string.format("export LUA_PATH=%s LUA_CPATH=%s", q(package.path), q(package.cpath)) }
+      local lua, cpath = shell.plain()
+      local started_file = dir .. "/started"
+      local lines = { string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SPEC_STARTED=%s", q(package.path),
+        q(cpath), q(started_file)) }
       local seed = os.time()
       math.randomseed(seed)
       for i = 1, runs do
-        -- the writer needs ~5 ms to start and ~10 ms per rewrite (two fsyncs)
-        lines[#lines + 1] = string.format("%s spec/support/cache_writer.lua %s & p=$!; sleep %.3f; "
+        -- once the writer has written (it then makes the "started" file), a
+        -- rewrite takes ~10 ms (two fsyncs): kill it 0-20 ms later
+        lines[#lines + 1] = string.format("rm -f %s; %s spec/support/cache_writer.lua %s & p=$!; "
+          .. "while [ ! -e %s ] && kill -0 $p 2>/dev/null; do sleep 0.001; done; sleep %.3f; "
           .. "kill -9 $p; wait $p 2>/dev/null; cp %s %s/snap.%d 2>/dev/null; ls -a %s | grep -c '^\\.assignment' "
-          .. ">%s/temps.%d", shell.interpreter(), q(path), 0.004 + math.random() * 0.016, q(path), q(dir), i,
-          q(dir), q(dir), i)
+          .. ">%s/temps.%d", q(started_file), lua, q(path), q(started_file), math.random() * 0.02, q(path), q(dir),
+          i, q(dir), q(dir), i)
       end
       local script = write(dir .. "/kill.sh", table.concat(lines, "\n") .. "\ntrue\n")
       local started = core.monotime()
       assert.is_true(shell.succeeds("sh " .. q(script) .. " >/dev/null 2>&1"))
       local took = core.monotime() - started
       local seen, piled = { 0, 0 }, 0
+      assert.truthy(read(started_file), "the writer never wrote")
       for i = 1, runs do
         local text = read(dir .. "/snap." .. i)
         if text then

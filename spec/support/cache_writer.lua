@@ -20,10 +20,14 @@ end
 
 if arg and arg[0] and arg[0]:match("cache_writer%.lua$") then
   local path, count = assert(arg[1], "usage: cache_writer.lua PATH [COUNT]"), tonumber(arg[2])
+  local started = os.getenv("DPS_SPEC_STARTED") -- made after the first write, for the kill -9 spec
   local i = 0
   while not count or i < count do
     i = i + 1
     assert(cache.store(path, writer.IDENTITY, writer.state(i % 2 + 1), 1700000000 + i))
+    if i == 1 and started then
+      assert(io.open(started, "w")):close()
+    end
   end
 end
 
