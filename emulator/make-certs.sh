@@ -32,7 +32,10 @@ complete() {
 	done
 	# keys from an older run of this script were 0644: make them again
 	[ -z "$(find "$1" -name '*.key' -perm /077)" ] || return 1
-	openssl x509 -in "$1/server.pem" -noout -checkend 86400 >/dev/null 2>&1
+	openssl x509 -in "$1/server.pem" -noout -checkend 86400 >/dev/null 2>&1 || return 1
+	# valid since 3 days ago at least (older runs of this script: from the moment they ran)
+	since=$(openssl x509 -in "$1/server.pem" -noout -startdate | sed 's/^notBefore=//')
+	[ $(($(date -u +%s) - $(date -u -d "$since" +%s))) -ge 259200 ]
 }
 
 if [ -d "$OUT" ] && complete "$OUT"; then
@@ -85,9 +88,29 @@ AKI="authorityKeyIdentifier=keyid"
 LEAF_KU="keyUsage=critical,digitalSignature"
 
 # --- server side -------------------------------------------------------------
-selfsigned ca "DPS Emulator Test Server CA" 3650 "$CA_EXT" "$CA_KU" "$SKI"
-signed server localhost ca 3650 "basicConstraints=CA:FALSE" "$LEAF_KU" \
-	"extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost" "$SKI" "$AKI"
+# The server CA and certificate are valid from 30 days ago (openssl ca sets the
+# dates), so a client whose clock is 2 days behind still trusts them (the
+# wrong-clock specs run it under faketime); 5 years behind is still refused.
+SINCE=$(date -u -d '30 days ago' +%Y%m%d%H%M%SZ)
+UNTIL=$(date -u -d '3650 days' +%Y%m%d%H%M%SZ)
+mkdir -p ca-db
+: > ca-db/index.txt
+openssl rand -hex 8 > ca-db/serial
+printf '%s\n' "[ca]" "default_ca = emu" "[emu]" "database = ca-db/index.txt" "serial = ca-db/serial" \
+	"new_certs_dir = ca-db" "default_md = sha256" "policy = any" "unique_subject = no" \
+	"copy_extensions = none" "[any]" "commonName = supplied" \
+	"[v3]" "$CA_EXT" "$CA_KU" "$SKI" \
+	"[srv]" "basicConstraints=CA:FALSE" "$LEAF_KU" "extendedKeyUsage=serverAuth" \
+	"subjectAltName=DNS:localhost" "$SKI" "$AKI" > ca-db/since.cnf
+key ca
+openssl req -new -key ca.key -subj "/CN=DPS Emulator Test Server CA" -out ca.csr
+openssl ca -batch -config ca-db/since.cnf -selfsign -keyfile ca.key -in ca.csr -out ca.pem -notext \
+	-startdate "$SINCE" -enddate "$UNTIL" -extensions v3 2>/dev/null
+key server
+openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
+openssl ca -batch -config ca-db/since.cnf -cert ca.pem -keyfile ca.key -in server.csr -out server.pem \
+	-notext -startdate "$SINCE" -enddate "$UNTIL" -extensions srv 2>/dev/null
+rm -rf ca-db ca.csr server.csr
 
 # expired.pem: same CA, validity entirely in the past (openssl ca sets the dates)
 key expired

@@ -91,18 +91,24 @@ end
 dps.new = Client.new
 
 --- Provision one device and close the client: `dps.new(opts):provision(opts)`.
--- `opts` holds the client's options plus `payload`; `timeout` is both the
--- per-request and the overall limit (default 60 s overall).
+-- `opts` holds the client's options plus `payload`, `cache` (the assignment
+-- cache's path: a matching cache answers with no request) and `force`
+-- (register even so); `timeout` is both the per-request and the overall
+-- limit (default 60 s overall).
 -- @tparam table opts
 -- @treturn table the assigned registration state, or nil, message, info
+-- @treturn table `{ source = "cache" | "service", clock_offset, … }` (see
+-- the client's `provision`)
 -- (as `dps.new`'s for local files that cannot be used, else as the client's
 -- `provision`)
 -- @raise on misuse, as `dps.new` and the client's `provision`
 function dps.provision(opts)
-  check.options(opts, setmetatable({ payload = "table" }, { __index = Client.OPTIONS }), "dps.provision")
-  local client_opts, provision_opts = {}, { payload = opts.payload, timeout = opts.timeout }
+  check.options(opts, setmetatable({ payload = "table", cache = "string", force = "boolean" },
+    { __index = Client.OPTIONS }), "dps.provision")
+  local client_opts, provision_opts = {}, { payload = opts.payload, timeout = opts.timeout, cache = opts.cache,
+    force = opts.force }
   for k, v in pairs(opts) do
-    if k ~= "payload" then client_opts[k] = v end
+    if k ~= "payload" and k ~= "cache" and k ~= "force" then client_opts[k] = v end
   end
   local client, message, info = Client._new(client_opts, 3)
   if not client then

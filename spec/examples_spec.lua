@@ -109,7 +109,8 @@ describe("examples", function()
       { type = "individual", registration_id = "dev-ex-01", symmetric_key = KEY, device_id = "router-01" },
     }
     for _, id in ipairs({ "router-01", "router-ow-01", "router-ow-02", "router-ow-03", "router-ow-04" }) do
-      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY }
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY,
+        secondary_key = keys.KEY_32 } -- the OpenWrt spec rotates router-ow-01's key
     end
     emu = emulator.start{
       retry_after = "0",
@@ -296,18 +297,18 @@ config_get_bool() {
       assert.truthy(config:find("\nconfig dps 'main'\n", 1, true))
     end)
 
-    it("provisions, writes the assignment atomically (0644, no key) and keeps it", function()
+    it("provisions through the assignment cache (0600, no key), keeps it, and notices a new key", function()
       local e = etc(settings({ registration_id = "router-ow-01", model_id = "dtmi:com:example:Router;1" }))
       local code, out, err = init(e, "provision")
       assert.are.equal(0, code, err)
       assert.are.equal("", out)
       local assignment = e .. "/dps/assignment.json"
       local text = assert(read(assignment), err)
-      local state = cjson.decode(text)
+      local state = cjson.decode(text).state
       assert.are.equal(HUB, state.assignedHub)
       assert.are.equal("router-ow-01", state.deviceId)
       assert.are.equal("initialAssignment", state.substatus)
-      assert.are.equal("-rw-r--r--", mode(assignment))
+      assert.are.equal("-rw-------", mode(assignment))
       assert.is_nil(leftovers(e))
       assert_no_keys(text .. err)
       assert.truthy(err:find("dps: provisioned; assignment in " .. assignment, 1, true), err)
@@ -318,16 +319,29 @@ config_get_bool() {
       code, out2, err = init(e, "provision")
       assert.are.equal(0, code, err)
       assert.are.equal("", out2)
-      assert.truthy(err:find("using the cached assignment", 1, true), err)
+      assert.truthy(err:find("from the cache " .. assignment, 1, true), err)
       os.execute("sleep 0.3")
       assert.are.equal(before, #emu:requests("router-ow-01"))
       assert.are.equal(text, read(assignment))
 
+      -- reprovision registers; the same hub and device: the file is spared
       code, out2, err = init(e, "reprovision")
       assert.are.equal("", out2)
       assert.are.equal(0, code, err)
       assert.is_true(#requests("router-ow-01", before + 1) > before)
-      assert.are.equal("deviceDataMigrated", cjson.decode(read(assignment)).substatus)
+      assert.truthy(err:find("cache unchanged", 1, true), err)
+      assert.are.equal(text, read(assignment))
+
+      -- a rotated key (the enrollment's secondary) provisions again by itself
+      before = #requests("router-ow-01", before + 2)
+      write(e .. "/dps/device.key", keys.KEY_32 .. "\n")
+      local _
+      code, _, err = init(e, "provision")
+      assert.are.equal(0, code, err)
+      assert.truthy(err:find("ignoring the cache " .. assignment .. ": for another credential", 1, true), err)
+      assert.is_true(#requests("router-ow-01", before + 1) > before)
+      assert.are_not.equal(text, read(assignment))
+      assert_no_keys(read(assignment) .. err)
     end)
 
     it("provisions a group member from group_key_file", function()
@@ -336,7 +350,7 @@ config_get_bool() {
       write(root .. "/group.key", GROUP_KEY)
       local code, _, err = init(e, "provision")
       assert.are.equal(0, code, err)
-      assert.are.equal("leaf-ow-01", cjson.decode(read(e .. "/dps/assignment.json")).deviceId)
+      assert.are.equal("leaf-ow-01", cjson.decode(read(e .. "/dps/assignment.json")).state.deviceId)
     end)
 
     it("leaves no assignment and returns dps's exit status when provisioning fails", function()

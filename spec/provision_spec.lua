@@ -64,8 +64,11 @@ describe("dps.provision against the emulator", function()
 
   describe("assignment", function()
     it("provisions an individual enrollment and returns the service's registration state", function()
-      local state, operation = dps.provision(opts("dev-01"))
-      assert.truthy(state, operation)
+      local state, how = dps.provision(opts("dev-01"))
+      assert.truthy(state, how)
+      assert.are.equal("service", how.source)
+      assert.are.equal(0, how.clock_offset)
+      local operation = how.result -- the final operation
       assert.are.equal("assigned", operation.status)
       assert.truthy(operation.operationId)
       assert.are.equal("emulated-hub.azure-devices.net", state.assignedHub)

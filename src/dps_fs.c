@@ -1,12 +1,18 @@
 /***
  * The file system: what the library and the `dps` command need to know
- * about local files (today a key file's mode; atomic writes belong here too).
+ * about local files (a key file's mode), and atomic writes (the assignment
+ * cache).
  * @module dps.core
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "dps_aux.h"
 #include "dps_core.h"
@@ -62,10 +68,157 @@ static int fs_stat(lua_State *L)
     return 1;
 }
 
+/* Longest path write_atomic takes (the temporary name adds a few bytes). */
+#define FS_MAX_PATH 4000
+/* The temporary file of "dir/name": "dir/.name.XXXXXX" (mkstemp's pattern). */
+#define FS_TMP_SUFFIX_LEN 6
+
+/* Splits path into its folder (".", "/" or "dir") and base name. */
+static int split_path(const char *path, char *dir, size_t dirsize, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL) {
+        *base = path;
+        return snprintf(dir, dirsize, ".") >= (int)dirsize ? -1 : 0;
+    }
+    *base = slash + 1;
+    if (slash == path)
+        return snprintf(dir, dirsize, "/") >= (int)dirsize ? -1 : 0;
+    return snprintf(dir, dirsize, "%.*s", (int)(slash - path), path) >= (int)dirsize ? -1 : 0;
+}
+
+/*
+ * Removes the temporary files an interrupted write_atomic of the same path
+ * left behind: ".name.XXXXXX" in the folder.  A writer that is still busy
+ * loses its temporary file and fails at rename; the target is never touched.
+ */
+static void remove_stale(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t blen = strlen(base);
+    char victim[FS_MAX_PATH + 64];
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (n[0] == '.' && strncmp(n + 1, base, blen) == 0 && n[1 + blen] == '.'
+            && strlen(n) == blen + 2 + FS_TMP_SUFFIX_LEN
+            && snprintf(victim, sizeof victim, "%s/%s", dir, n) < (int)sizeof victim)
+            (void)unlink(victim);
+    }
+    closedir(d);
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fs_failure(lua_State *L, const char *what, const char *path, int err)
+{
+    char reason[128];
+
+    if (strerror_r(err, reason, sizeof reason) != 0)
+        reason[0] = '\0';
+    reason[sizeof reason - 1] = '\0';
+    lua_pushfstring(L, "%s %s: %s", what, path, reason[0] != '\0' ? reason : "failed");
+    return dps_push_failure(L, "config", lua_tostring(L, -1));
+}
+
+/***
+ * Replace a file's contents atomically and durably: a temporary file
+ * (mode 0600) in the same folder, `fsync`, `rename` onto `path`, `fsync` of
+ * the folder. A power cut or `kill -9` at any instant leaves the old file or
+ * the new one, never a mix. Temporary files that an interrupted write of the
+ * same path left behind (`.NAME.XXXXXX` beside it) are removed first.
+ * The new file is mode 0600 whatever the old one was.
+ * @function write_atomic
+ * @tparam string path
+ * @tparam string contents
+ * @treturn boolean true
+ * @return nil, message, `{ kind = "config" }` when it cannot be written (the
+ * message names the path, the step and the system's reason, never the
+ * contents); the old file is then left as it was
+ * @raise when `path` is not a string, is empty, ends in `/`, holds a NUL
+ * byte or is longer than 4000 bytes, or `contents` is not a string
+ */
+static int fs_write_atomic(lua_State *L)
+{
+    size_t len, dlen;
+    const char *path, *data, *base;
+    char dir[FS_MAX_PATH + 1];
+    char tmp[FS_MAX_PATH + 16];
+    int fd, err, flags;
+
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "dps.core.write_atomic: path must be a string, got %s", luaL_typename(L, 1));
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return luaL_error(L, "dps.core.write_atomic: contents must be a string, got %s", luaL_typename(L, 2));
+    path = lua_tolstring(L, 1, &len);
+    data = lua_tolstring(L, 2, &dlen);
+    if (len == 0 || path[len - 1] == '/')
+        return luaL_error(L, "dps.core.write_atomic: path must name a file");
+    if (strlen(path) != len)
+        return luaL_error(L, "dps.core.write_atomic: path must not contain NUL bytes");
+    if (len > FS_MAX_PATH || split_path(path, dir, sizeof dir, &base) != 0)
+        return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
+    if (snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= (int)sizeof tmp)
+        return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
+
+    remove_stale(dir, base);
+    fd = mkstemp(tmp); /* 0600 */
+    if (fd < 0)
+        return fs_failure(L, "cannot create a temporary file beside", path, errno);
+    flags = fcntl(fd, F_GETFD);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    if (fchmod(fd, 0600) != 0 || write_all(fd, data, dlen) != 0 || fsync(fd) != 0) {
+        err = errno;
+        (void)close(fd);
+        (void)unlink(tmp);
+        return fs_failure(L, "cannot write a temporary file beside", path, err);
+    }
+    if (close(fd) != 0) {
+        err = errno;
+        (void)unlink(tmp);
+        return fs_failure(L, "cannot write a temporary file beside", path, err);
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        (void)unlink(tmp);
+        return fs_failure(L, "cannot rename a temporary file onto", path, err);
+    }
+    /* the rename itself must reach the disk: fsync the folder */
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        err = errno;
+        if (fd >= 0)
+            (void)close(fd);
+        return fs_failure(L, "cannot sync the folder of", path, err);
+    }
+    (void)close(fd);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void dps_open_fs(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         {"stat", fs_stat},
+        {"write_atomic", fs_write_atomic},
         {NULL, NULL}
     };
     luaL_setfuncs(L, functions, 0);

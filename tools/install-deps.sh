@@ -4,7 +4,7 @@
 # the ones before it):
 #   build  compile dps.core for Lua 5.4, 5.3, 5.1 and LuaJIT (make build)
 #   demo   run the library and the local DPS emulator (make demo)
-#   test   the whole test matrix: busted, luacheck, LDoc, luarocks,
+#   test   the whole test matrix: busted, luacheck, LDoc, luarocks, faketime,
 #          valgrind, clang's libFuzzer and sanitizers, curl (make test)
 #   bench  test's set (make bench)
 #   cross  build's and demo's sets, busted, the cross compilers for aarch64,
@@ -23,7 +23,7 @@ liblua5.1-0-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev"
 DEMO="ca-certificates openssl lua5.4 lua-cjson
 luajit lua-http lua-cqueues lua-luaossl lua-posix"
 TEST="lua5.1 lua5.3 lua-busted lua-check luarocks lua-ldoc
-valgrind clang libclang-rt-14-dev curl zip unzip"
+valgrind clang libclang-rt-14-dev curl zip unzip faketime"
 CROSS_ARCHS="arm64 armhf mipsel"
 CROSS="lua-busted file xz-utils qemu-user-static
 gcc-aarch64-linux-gnu libc6-dev-arm64-cross

@@ -2,7 +2,8 @@
 -- and the three device calls of the service.
 --
 --    local client = dps.new{ id_scope = "0ne…", registration_id = "dev-01", symmetric_key = key }
---    local state, err, info = client:provision{ payload = { modelId = "dtmi:…;1" } }
+--    local state, err, info = client:provision{ payload = { modelId = "dtmi:…;1" },
+--                                               cache = "/etc/dps/assignment.json" }
 --    client:close()
 --
 -- Each call returns the service's decoded JSON (its own field names) and a
@@ -14,6 +15,8 @@ local check = require "dps.check"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
 local response = require "dps.response"
+local cache = require "dps.cache"
+local clock = require "dps.clock"
 local json = require("cjson").new()
 
 local Client = {}
@@ -166,6 +169,7 @@ local function new(opts, level)
     api_version = opts.api_version or DEFAULTS.api_version,
     timeout = opts.timeout or DEFAULTS.timeout,
     token_ttl = opts.token_ttl or DEFAULTS.token_ttl,
+    clock_offset = 0, -- seconds added to the local clock when signing (dps.clock)
   }, Client)
   self.session = core.session({
     ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy, user_agent = opts.user_agent,
@@ -175,6 +179,7 @@ local function new(opts, level)
     key_password = opts.key_password,
   })
   secrets[self] = { key = key or opts.symmetric_key }
+  secrets[self].credential = Client._fingerprint(secrets[self].key, opts)
   return self
 end
 
@@ -201,6 +206,46 @@ end
 
 -- dps.new for dps.provision, which passes its own level (internal).
 Client._new = new
+
+-- The credential's fingerprint for the assignment cache (dps.cache): of the
+-- device key, or of the leaf certificate (read again: x509_identity has
+-- checked that the file can be used).
+function Client._fingerprint(key, opts)
+  if key then
+    return cache.key_fingerprint(key)
+  end
+  local pem = opts.cert
+  if not pem then
+    local f = io.open(opts.cert_file, "rb")
+    pem = f and f:read("*a") or opts.cert_file
+    if f then f:close() end
+  end
+  return cache.cert_fingerprint(pem)
+end
+
+--- What an assignment cache must match to answer for this client
+-- (`dps.cache`): never a key.
+-- @treturn table `{ id_scope, registration_id, endpoint, credential }`
+function Client:identity()
+  local s = secrets[self]
+  return { id_scope = self.id_scope, registration_id = self.registration_id, endpoint = self.endpoint,
+    credential = s and s.credential }
+end
+
+--- Sign from now on with the local clock plus `offset` seconds (the server's
+-- time, learnt from a 401's `Date`); drops the token signed with the old
+-- clock. `dps.client:provision` and the single calls do this themselves.
+-- @tparam number offset seconds
+function Client:set_clock_offset(offset)
+  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
+    error("dps.client: set_clock_offset: offset must be a number of seconds", 2)
+  end
+  if offset ~= self.clock_offset then
+    self.clock_offset = offset
+    local s = secrets[self]
+    if s then s.token = nil end
+  end
+end
 
 function Client:__tostring()
   return string.format("dps.client(%s%s)", self.registration_id, self.session and "" or ", closed")
@@ -307,14 +352,35 @@ end
 -- interprets the answer: returns decoded JSON and meta, or nil, message,
 -- info. `timeout` (optional) caps this request, for callers with a deadline.
 -- The public methods have checked that the client is open.
+-- Signs with the local clock plus the session's clock offset.
 function Client:_exchange(step, operation_id, body, timeout)
-  local req = self:_request(step, core.now(), operation_id, body)
+  local req = self:_request(step, core.now() + self.clock_offset, operation_id, body)
   local status, resp_headers, resp_body = self.session:request(req.method, req.url, req.headers, req.body,
     timeout and math.min(timeout, self.timeout) or nil)
   if not status then
+    local here = core.now()
+    if resp_body.kind == "tls" then
+      resp_headers = resp_headers .. clock.tls_note(here)
+      resp_body.local_time = here
+    end
     return errors.transport(step, resp_headers, resp_body)
   end
   return response.interpret(step, status, resp_headers, resp_body, core.now())
+end
+
+-- One exchange of the single calls, with dps.clock's rule: a 401 that a
+-- wrong clock explains is sent once more, signed with the server's time.
+function Client:_call(step, operation_id, body, timeout)
+  local result, meta, info = self:_exchange(step, operation_id, body, timeout)
+  local corrected = not result and clock.correction(info, self.clock_offset)
+  if corrected then
+    self:set_clock_offset(corrected)
+    result, meta, info = self:_exchange(step, operation_id, body, timeout)
+  end
+  if not result and self.clock_offset ~= 0 then
+    info.clock_offset = self.clock_offset
+  end
+  return result, meta, info
 end
 
 --- Register the device (`PUT …/register`).
@@ -324,7 +390,7 @@ end
 -- @treturn table `{ status, retry_after, headers }`
 function Client:register(payload, timeout)
   open_session(self)
-  return self:_exchange("register", nil, body_for(self, payload), timeout)
+  return self:_call("register", nil, body_for(self, payload), timeout)
 end
 
 --- Look up a registration operation (`GET …/operations/{id}`).
@@ -335,7 +401,7 @@ end
 function Client:operation_status(operation_id, timeout)
   open_session(self)
   check.nonempty_string(operation_id, "operation_id")
-  return self:_exchange("operation_status", operation_id, nil, timeout)
+  return self:_call("operation_status", operation_id, nil, timeout)
 end
 
 --- Look up the device's registration without registering again
@@ -345,20 +411,15 @@ end
 -- @treturn table `{ status, retry_after, headers }`
 function Client:registration_status(timeout)
   open_session(self)
-  return self:_exchange("registration_status", nil, body_for(self, nil), timeout)
+  return self:_call("registration_status", nil, body_for(self, nil), timeout)
 end
 
-local PROVISION_OPTIONS = { payload = "table", timeout = "number" }
+local PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean" }
 
--- client:provision itself, blaming `level` as check.fail counts it.
-local function provision(self, opts, level)
-  open_session(self, level + 1)
-  opts = opts or {}
-  check.options(opts, PROVISION_OPTIONS, "provision", level)
-  local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
-  check.seconds(timeout, "timeout", level)
-  local body = body_for(self, opts.payload, level) -- checked once, before anything is sent
-  local machine = poll.new{ timeout = timeout, now = core.monotime() }
+-- Register and poll until the service decides (the dps.poll machine, on the
+-- monotonic clock and this client's session).
+local function provision_at_service(self, body, timeout)
+  local machine = poll.new{ timeout = timeout, now = core.monotime(), clock_offset = self.clock_offset }
   local act = machine:tick(core.monotime())
   while true do
     if act.action == "wait" then
@@ -368,23 +429,82 @@ local function provision(self, opts, level)
       end
       act = machine:tick(core.monotime())
     elseif act.action == "send" then
+      self:set_clock_offset(act.clock_offset)
       local result, meta, info = self:_exchange(act.step, act.operation_id,
         act.step == "register" and body or nil, act.timeout)
       act = machine:answer(core.monotime(), result, meta, info)
     elseif act.action == "done" then
-      return act.state, act.result
+      return act
     else
       return nil, act.message, act.info
     end
   end
 end
 
---- Register and poll until the service decides, blocking: drives the
--- `dps.poll` machine with the monotonic clock and this client's session.
--- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds, default 60)
+-- client:provision itself, blaming `level` as check.fail counts it.
+local function provision(self, opts, level)
+  open_session(self, level + 1)
+  opts = opts or {}
+  check.options(opts, PROVISION_OPTIONS, "provision", level)
+  local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
+  check.seconds(timeout, "timeout", level)
+  if opts.cache ~= nil then
+    check.nonempty_string(opts.cache, "cache", level)
+  end
+  local body = body_for(self, opts.payload, level) -- checked once, before anything is sent
+  local identity = self:identity()
+  local old, ignored
+  if opts.cache then
+    old, ignored = cache.load(opts.cache, identity)
+    if old and not opts.force then
+      return old.state, { source = "cache", cache = opts.cache, written_at = old.written_at,
+        clock_offset = self.clock_offset, cache_written = false }
+    end
+  end
+  local act, message, info = provision_at_service(self, body, timeout)
+  if not act then
+    info.cache_ignored = ignored
+    return nil, message, info
+  end
+  local result = { source = "service", result = act.result, clock_offset = self.clock_offset,
+    cache = opts.cache, cache_ignored = ignored, cache_written = false }
+  if opts.cache then
+    local status, problem = cache.store(opts.cache, identity, act.state, core.now() + self.clock_offset, old)
+    result.cache_written = status == "written"
+    result.cache_error = problem
+  end
+  return act.state, result
+end
+
+--- Provision the device, blocking: from the assignment cache when one is
+-- given and matches this device (no request at all), else register and
+-- poll until the service decides (the `dps.poll` machine with the monotonic
+-- clock and this client's session), and keep the assignment in the cache.
+--
+-- A cache answers when it is a complete file of this library's format for
+-- the same ID scope, registration ID, endpoint and credential (a fingerprint
+-- of the key or certificate, so a rotated key or a new certificate provisions
+-- again). Any other cache (truncated, not JSON, another format, another
+-- device) is ignored, never an error: `info.cache_ignored` says why. The
+-- file is written atomically (`dps.core.write_atomic`, mode 0600), and only
+-- when the assignment changed. A cache that cannot be written does not fail
+-- the provisioning: `info.cache_error` says why.
+--
+-- When the service answers 401 and its `Date` shows the local clock off by
+-- more than a minute, the request is signed again with the server's time
+-- (once); the client keeps that offset (`dps.clock`).
+-- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds,
+--   default 60), `cache` (path of the assignment cache), `force` (boolean:
+--   do not answer from the cache; register, and write the cache unless it
+--   already holds the same assignment)
 -- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
--- @treturn table the final RegistrationOperationStatus
--- @return or nil, message, info (`info.kind` `timeout` when the deadline passed)
+-- @treturn table where it came from: `{ source = "cache" | "service",
+--   result = the final RegistrationOperationStatus (service), written_at =
+--   the cache's ISO time (cache), clock_offset = seconds (0 unless a 401
+--   showed the clock wrong), cache = path, cache_ignored = why a cache file
+--   there was not used, cache_written = boolean, cache_error = message }`
+-- @return or nil, message, info (`info.kind` `timeout` when the deadline
+--   passed; `info.cache_ignored` as above; `info.clock_offset` when not 0)
 function Client:provision(opts)
   local state, result, info = provision(self, opts, 3) -- not a tail call: blames this function's caller
   return state, result, info

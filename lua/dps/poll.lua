@@ -36,6 +36,12 @@
 --   service's per-device limit.
 -- * `assigned` ends with the registration state; `failed` and `disabled`
 --   end with an error carrying the service's `errorCode` and `errorMessage`.
+-- * On a 401 whose `Date` says the clock the token was signed with is off by
+--   more than a minute (`dps.clock.correction`), send the same request again
+--   at once, signed with the server's time: once per provisioning. Every
+--   later `send` carries that `clock_offset` (seconds to add to the local
+--   wall clock when signing); `done` reports it. A 401 with a correct
+--   clock, or a second one, ends with kind `auth`.
 -- * One deadline bounds everything: each request gets at most the time left,
 --   and any step that finds no time left ends with kind `timeout` (never a
 --   raise, however late the driver comes back).
@@ -45,6 +51,7 @@
 -- @module dps.poll
 local core = require "dps.core"
 local errors = require "dps.errors"
+local clock = require "dps.clock"
 
 local poll = {}
 
@@ -71,6 +78,9 @@ end
 -- @tparam number opts.timeout overall seconds (> 0)
 -- @tparam number opts.now the start, on the driver's monotonic clock (the
 --   deadline is `now + timeout`; every later time must be on the same clock)
+-- @tparam[opt] number opts.clock_offset seconds the driver adds to its
+--   wall clock when it signs (default 0: a session that learnt the server's
+--   time before passes it on)
 -- @tparam[opt] function opts.jitter `jitter(low, high)` → a number in
 --   `[low, high]`; default `dps.core.jitter` (OpenSSL's generator). Specs pass
 --   their own to make the waits exact.
@@ -88,6 +98,10 @@ function poll.new(opts)
   if type(jitter) ~= "function" then
     misuse("new: jitter must be a function, got " .. type(jitter))
   end
+  local offset = opts.clock_offset or 0
+  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
+    misuse("new: clock_offset must be a number of seconds")
+  end
   return setmetatable({
     timeout = timeout,
     deadline = now + timeout,
@@ -97,6 +111,8 @@ function poll.new(opts)
     recent = {},      -- times of the last LIMIT polls, oldest first
     failures = 0,     -- consecutive failures worth another try
     operation_id = nil,
+    clock_offset = offset, -- seconds added to the driver's wall clock when signing
+    clock_retried = false, -- the one retry after a 401 with a wrong clock is spent
     last_message = nil, last_info = nil,
   }, Machine)
 end
@@ -117,6 +133,9 @@ function Machine:_over(action)
 end
 
 function Machine:_fail(_, message, info)
+  if self.clock_offset ~= 0 then
+    info.clock_offset = self.clock_offset
+  end
   return self:_over({ action = "fail", message = message, info = info })
 end
 
@@ -143,9 +162,10 @@ end
 -- @treturn table one of
 --
 --  * `{ action = "send", step = "register" | "operation_status",
---    operation_id = id (for operation_status), timeout = seconds }`:
---    send that request now, with at most `timeout` seconds for it (the time
---    left; the client may cap it lower); then call `answer`.
+--    operation_id = id (for operation_status), timeout = seconds,
+--    clock_offset = seconds }`: send that request now, signed at the wall
+--    clock plus `clock_offset`, with at most `timeout` seconds for it (the
+--    time left; the client may cap it lower); then call `answer`.
 --  * `{ action = "wait", at = time }`: call `tick` again at `at`.
 --  * `{ action = "fail", message = …, info = … }`: kind `timeout`, the
 --    deadline passed.
@@ -179,7 +199,8 @@ function Machine:tick(now)
     end
   end
   self.phase = "sending"
-  return { action = "send", step = step, operation_id = self.operation_id, timeout = self.deadline - now }
+  return { action = "send", step = step, operation_id = self.operation_id, timeout = self.deadline - now,
+    clock_offset = self.clock_offset }
 end
 
 -- What the answer says to do: the next wait (and the server's Retry-After,
@@ -194,7 +215,8 @@ function Machine:_judge(step, result, meta, info)
         return nil, nil, self:_fail(errors.protocol(step, "status 'assigned' without assignedHub and deviceId",
           meta.status))
       end
-      return nil, nil, self:_over({ action = "done", state = state, result = result })
+      return nil, nil, self:_over({ action = "done", state = state, result = result,
+        clock_offset = self.clock_offset })
     elseif status == "failed" or status == "disabled" then
       local state = type(result.registrationState) == "table" and result.registrationState or {}
       state.status = state.status or status
@@ -217,7 +239,12 @@ function Machine:_judge(step, result, meta, info)
   end
   self.last_message, self.last_info = meta, info
   info.operation_id = info.operation_id or self.operation_id
-  if info.kind == "conflict" then
+  local corrected = not self.clock_retried and clock.correction(info, self.clock_offset)
+  if corrected then
+    self.clock_retried = true
+    self.clock_offset = corrected
+    return 0 -- the same request, at once, signed with the server's time
+  elseif info.kind == "conflict" then
     self.failures = self.failures + 1
     self.operation_id = nil -- register again
     return poll.backoff(self.jitter, self.failures)
@@ -239,7 +266,8 @@ end
 -- @treturn table one of
 --
 --  * `{ action = "wait", at = time }`: call `tick` at `at`.
---  * `{ action = "done", state = registrationState, result = operation status }`
+--  * `{ action = "done", state = registrationState, result = operation status,
+--    clock_offset = seconds }`
 --  * `{ action = "fail", message = …, info = … }`: the service's verdict, a
 --    failure not worth another try, or kind `timeout` when the next try
 --    would fall past the deadline.

@@ -32,13 +32,15 @@ end
 -- @tparam number status the HTTP status
 -- @tparam table headers response headers (lower-case names)
 -- @tparam string body the response body
--- @tparam number now wall-clock seconds since the epoch (for an HTTP-date
---   Retry-After)
+-- @tparam number now the local wall clock, seconds since the epoch, without
+--   any offset (for an HTTP-date Retry-After, and `info.local_time`)
 -- @treturn table the decoded JSON object
 -- @treturn table meta `{ status, retry_after, headers }` (`retry_after` in
 --   seconds, when the answer gave one worth following)
 -- @return or nil, message, info (kind from the status, or `protocol` for a
---   2xx whose body is not a JSON object; see `dps.errors`)
+--   2xx whose body is not a JSON object; see `dps.errors`); an error answer's
+--   info also has `server_time` (its `Date` header, seconds since the epoch,
+--   when it had one) and `local_time` (`now`), for `dps.clock`
 function response.interpret(step, status, headers, body, now)
   local retry_after = response.retry_after(headers["retry-after"], now)
   local decoded
@@ -47,7 +49,11 @@ function response.interpret(step, status, headers, body, now)
     decoded = ok and value or nil
   end
   if status < 200 or status > 299 then
-    return errors.service(step, status, headers, decoded, retry_after)
+    local _, message, info = errors.service(step, status, headers, decoded, retry_after)
+    -- the server's clock and ours, for dps.clock's rule on a 401
+    info.server_time = type(headers.date) == "string" and core.http_date(headers.date) or nil
+    info.local_time = now
+    return nil, message, info
   end
   if type(decoded) ~= "table" then
     return errors.protocol(step, string.format("HTTP %d with a body that is not a JSON object (%s, %d bytes)",

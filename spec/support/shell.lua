@@ -90,4 +90,18 @@ function shell.interpreter()
   return "lua" .. _VERSION:match("%d+%.%d+")
 end
 
+--- The interpreter and C path for child processes that must run without
+-- sanitizers (under faketime, whose preload the ASan wrapper's loader
+-- drops; or timed, like the kill -9 spec): the plain interpreter of this
+-- run's Lua version with its plain build of dps.core.
+-- @treturn string interpreter
+-- @treturn string value for LUA_CPATH
+function shell.plain()
+  local lua = shell.interpreter()
+  if lua:find("build/asan/", 1, true) then
+    return "lua5.4", "./build/5.4/?.so;" .. package.cpath:gsub("[^;]*build/asan/[^;]*;?", "")
+  end
+  return lua, package.cpath
+end
+
 return shell

@@ -23,7 +23,7 @@ end
 -- sources it can use.
 -- @table COMMANDS
 args.COMMANDS = {
-  provision = { flags = with(SERVICE_FLAGS, "payload"), required = { "id-scope" },
+  provision = { flags = with(SERVICE_FLAGS, "payload", "cache", "force"), required = { "id-scope" },
     sources = { symmetric = true, group = true, x509 = true } },
   status = { flags = SERVICE_FLAGS, required = { "id-scope" },
     sources = { symmetric = true, group = true, x509 = true } },
@@ -41,7 +41,7 @@ args.ORDER = { "provision", "status", "token", "derive-key" }
 local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }
 
 -- Flags that take no value.
-local BOOLEAN = { verbose = true, help = true }
+local BOOLEAN = { verbose = true, help = true, force = true }
 
 -- Flags someone might use to pass a secret: refused with a pointer to the
 -- safe way.

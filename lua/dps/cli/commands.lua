@@ -93,16 +93,37 @@ end
 
 function commands.provision(opts, source, term)
   local payload = decode_payload(opts.payload)
+  if opts.force and not opts.cache then
+    usage_error("--force goes with --cache: without a cache every run registers")
+  end
   local client, o = new_client(opts, source, term, "provisioning")
   if not client then return o end
-  local state, operation, info, stats = with_client(client, "provision", { payload = payload, timeout = o.timeout })
-  if not state then
-    return output.report(term, operation, info)
+  local state, how, info, stats = with_client(client, "provision", { payload = payload, timeout = o.timeout,
+    cache = opts.cache, force = opts.force or nil })
+  local ignored = (state and how or info or {}).cache_ignored
+  if ignored then
+    term.say(string.format("ignoring the cache %s: %s", opts.cache, ignored))
   end
-  term.say(string.format("assigned to %s as device %s (%s), operation %s; %d request%s on %d TLS connection%s",
-    tostring(state.assignedHub), tostring(state.deviceId), tostring(state.substatus or state.status),
-    tostring(operation.operationId), stats.requests, stats.requests == 1 and "" or "s", stats.connects,
-    stats.connects == 1 and "" or "s"))
+  if not state then
+    return output.report(term, how, info)
+  end
+  if how.clock_offset ~= 0 then
+    term.err(string.format("note: the local clock is %.0f s %s the server's; signing with the server's time "
+      .. "(set the clock: NTP)", math.abs(how.clock_offset), how.clock_offset > 0 and "behind" or "ahead of"))
+  end
+  if how.cache_error then
+    term.err("warning: provisioned, but the cache cannot be written: " .. how.cache_error)
+  end
+  if how.source == "cache" then
+    term.say(string.format("assigned to %s as device %s, from the cache %s (written %s); no request",
+      tostring(state.assignedHub), tostring(state.deviceId), opts.cache, tostring(how.written_at)))
+  else
+    term.say(string.format("assigned to %s as device %s (%s), operation %s; %d request%s on %d TLS connection%s%s",
+      tostring(state.assignedHub), tostring(state.deviceId), tostring(state.substatus or state.status),
+      tostring(how.result.operationId), stats.requests, stats.requests == 1 and "" or "s", stats.connects,
+      stats.connects == 1 and "" or "s", opts.cache and (how.cache_written and "; cache written"
+        or "; cache unchanged") or ""))
+  end
   term.out(encode(state) .. "\n")
   return EXIT.ok
 end

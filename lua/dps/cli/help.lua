@@ -11,7 +11,8 @@ Provision devices through the Azure IoT Hub Device Provisioning Service.
 
 Commands:
   provision    register the device and wait for its assignment; prints the
-               registration state as JSON
+               registration state as JSON (with --cache: once, then from the
+               cache)
   status       look up the device's registration (no new registration);
                prints the registration state as JSON
   token        print a DPS SAS token for the device
@@ -66,7 +67,14 @@ help.COMMANDS = {
     .. "registration state (assignedHub, deviceId, …) as one line of JSON.\n\n"
     .. CONNECTION:format(" (default 60)")
     .. "  --payload JSON          a JSON object sent as the registration's payload,\n"
-    .. "                          e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'\n",
+    .. "                          e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'\n"
+    .. "  --cache FILE            keep the assignment in FILE (no key in it) and\n"
+    .. "                          answer from it while it matches this device (ID\n"
+    .. "                          scope, registration ID, endpoint, key or\n"
+    .. "                          certificate): no request at all\n"
+    .. "  --force                 with --cache: register even so, and keep the new\n"
+    .. "                          assignment (after the device was moved or deleted\n"
+    .. "                          in DPS or at the hub)\n",
 
   status = "usage: dps status --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
     .. "Looks up the device's registration (Device Registration Status Lookup)\n"
