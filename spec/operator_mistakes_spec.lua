@@ -173,6 +173,17 @@ describe("operator mistakes", function()
       end
     end)
 
+    it("says a file name with control characters in one line of plain text", function()
+      local path = dir .. "/ca\27[2J\nfile\226\128\174.pem"
+      local code, out, err = main(provision("--registration-id", "dev-01", "--ca-file", path),
+        { DPS_SYMMETRIC_KEY = KEY })
+      assert.are.equal(1, code, err) -- config: a missing --ca-file
+      assert.are.equal("", out)
+      assert_one_line(err)
+      assert.is_nil(err:sub(1, -2):find("[%c\127]"), err)
+      assert.truthy(err:find("ca\\x1b[2J\\nfile\\u{202e}.pem: No such file or directory", 1, true), err)
+    end)
+
     it("a DNS failure with no time left for another try is reported as the DNS failure (kind resolve)", function()
       local t0 = core.monotime()
       local code, out, err = main({ "provision", "--id-scope", "0ne00000001", "--registration-id", "dev-01",
