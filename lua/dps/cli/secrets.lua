@@ -24,6 +24,17 @@ local function may_be_secret(text)
 end
 secrets.may_be_secret = may_be_secret
 
+-- Stops the command: the file named by `flag` cannot be opened (`problem`
+-- from io.open: "PATH: reason"); the path is shown only when it cannot be a
+-- secret (`hidden` false).
+local function fail_unreadable(flag, path, problem, hidden)
+  local reason = tostring(problem):sub(#path + 3)
+  if tostring(problem):sub(1, #path) ~= path or reason == "" then reason = "cannot be opened" end
+  fail("credentials", hidden and string.format("%s: the value given is no file that can be read (%s); it looks "
+    .. "like a key or pass phrase, so it is not shown: give the name of a file that holds it", flag, reason)
+    or string.format("%s %s: %s", flag, path, reason))
+end
+
 --- Warns when a secret file can be read by other users (group or others).
 function secrets.check_mode(path, term)
   local facts = core.stat(path)
@@ -47,12 +58,7 @@ function secrets.read(path, flag, term, exact)
   end
   local f, problem = io.open(path, "rb")
   if not f then
-    -- io.open says "PATH: reason"; the path is shown only when it cannot be a secret
-    local reason = tostring(problem):sub(#path + 3)
-    if tostring(problem):sub(1, #path) ~= path or reason == "" then reason = "cannot be opened" end
-    fail("credentials", hidden and string.format("%s: the value given is no file that can be read (%s); it looks "
-      .. "like a key or pass phrase, so it is not shown: give the name of a file that holds it", flag, reason)
-      or string.format("%s %s: %s", flag, path, reason))
+    fail_unreadable(flag, path, problem, hidden)
   end
   local text = f:read("*a") or ""
   f:close()
@@ -126,7 +132,12 @@ function secrets.source(opts, given, env, command, term)
       from = "certificate " .. opts["cert-file"],
       names = { cert_file = given["cert-file"], key_file = given["key-file"] } }
     if may_be_secret(opts["key-file"]) then
-      term.keep_secret(opts["key-file"]) -- perhaps the private key itself, given by mistake
+      -- perhaps the private key itself, given by mistake: kept out of every
+      -- message, and not handed to the library, whose message would name it
+      term.keep_secret(opts["key-file"])
+      local f, problem = io.open(opts["key-file"], "rb")
+      if not f then fail_unreadable(given["key-file"], opts["key-file"], problem, true) end
+      f:close()
     end
     secrets.check_mode(opts["key-file"], term)
     if opts["key-password-file"] then
