@@ -121,9 +121,15 @@ local ESCAPES = { [9] = "\\t", [10] = "\\n", [13] = "\\r" }
 function errors.safe(value, limit)
   limit = limit or 512
   local s = tostring(value)
+  local total = #s
+  if total > limit + 256 then
+    -- what can be shown comes from the first `limit` bytes; the rest is
+    -- room to redact a signature that starts among them
+    s = s:sub(1, limit + 256)
+  end
   s = s:gsub("([Ss][Ii][Gg]=)[%w%%+/=_%-]+", "%1<redacted>")
   s = s:gsub("([Ss][Ii][Gg]%%3[Dd])[%w%%+/=_%-]+", "%1<redacted>")
-  if not s:find("[^\32-\126]") and #s <= limit then
+  if #s <= limit and not s:find("[^\32-\126]") then
     return s
   end
   local out, size, i, len = {}, 0, 1, #s
@@ -147,7 +153,7 @@ function errors.safe(value, limit)
       end
     end
     if size + #piece > limit then
-      out[#out + 1] = string.format("... (%d more bytes)", len - i + 1)
+      out[#out + 1] = string.format("... (%d bytes in all)", total)
       break
     end
     out[#out + 1] = piece
