@@ -329,8 +329,11 @@ describe("hostile servers end to end, over HTTPS", function()
     for id in pairs(CASES) do
       enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY }
     end
-    enrollments[#enrollments + 1] = { type = "individual", registration_id = "h-slow", symmetric_key = KEY }
+    for _, id in ipairs({ "h-slow", "h-hang" }) do
+      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY }
+    end
     CASES["h-slow"] = { polls_before_assignment = 1000, retry_after = "1" }
+    CASES["h-hang"] = { retry_after = "0", poll = { { fault = "hang", seconds = 30 } } }
     emu = emulator.start{ retry_after = "0", enrollments = enrollments, scenarios = CASES }
   end)
 
@@ -407,13 +410,15 @@ describe("hostile servers end to end, over HTTPS", function()
   -- Case 2: a process stopped (SIGSTOP) across the deadline, then continued,
   -- ends as timeout (exit 5), at once: never `timeout must be greater than 0`
   -- (exit 2).
-  it("a dps process stopped across the deadline exits 5 with kind timeout, right after it continues", function()
-    local env = shell.write(dir .. "/env.sh", string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SYMMETRIC_KEY=%s\n",
-      q(package.path), q(package.cpath), q(KEY)), "600")
-    local quoted = {}
-    for i, a in ipairs(cli_args("provision", "h-slow", "--timeout", "2")) do quoted[i] = q(a) end
-    -- stopped 0.6 s in (waiting between polls, or in a request) for 3 s
-    local script = shell.write(dir .. "/stop.sh", string.format([[
+  -- stopped 0.6 s in for 3 s: in the wait between polls (h-slow: Retry-After 1 s), or in a poll that hangs
+  for _, row in ipairs({ { "h-slow", "in a wait" }, { "h-hang", "in a request" } }) do
+    it("a dps process stopped " .. row[2] .. " across the deadline exits 5 with kind timeout, right after it "
+      .. "continues", function()
+      local env = shell.write(dir .. "/env.sh", string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SYMMETRIC_KEY=%s\n",
+        q(package.path), q(package.cpath), q(KEY)), "600")
+      local quoted = {}
+      for i, a in ipairs(cli_args("provision", row[1], "--timeout", "2")) do quoted[i] = q(a) end
+      local script = shell.write(dir .. "/stop.sh", string.format([[
 . %s
 %s %s %s >%s 2>%s &
 pid=$!
@@ -425,14 +430,15 @@ kill -CONT $pid
 wait $pid
 echo "$? $(( ($(date +%%s%%N) - t0) / 1000000 ))"
 ]], q(env), shell.interpreter(), q(emulator.root .. "/bin/dps"), table.concat(quoted, " "), q(dir .. "/out"),
-      q(dir .. "/err")))
-    local result = shell.run("sh " .. q(script))
-    local code, ms = result:match("(%d+) (%d+)")
-    local err = read(dir .. "/err") or ""
-    assert.are.equal("5", code, err)
-    assert.are.equal("", read(dir .. "/out"))
-    assert_one_failure_line(err, "timeout")
-    assert.truthy(err:find("no assignment within 2 s", 1, true), err)
-    assert.is_true(tonumber(ms) < 1500, ms .. " ms after SIGCONT")
-  end)
+        q(dir .. "/err")))
+      local result = shell.run("sh " .. q(script))
+      local code, ms = result:match("(%d+) (%d+)")
+      local err = read(dir .. "/err") or ""
+      assert.are.equal("5", code, err)
+      assert.are.equal("", read(dir .. "/out"))
+      assert_one_failure_line(err, "timeout")
+      assert.truthy(err:find("no assignment within 2 s", 1, true), err)
+      assert.is_true(tonumber(ms) < 1500, ms .. " ms after SIGCONT")
+    end)
+  end
 end)
