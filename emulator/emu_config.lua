@@ -20,6 +20,7 @@ local FAULTS = {
 	no_operation_id = {},
 	no_assigned_hub = {},
 	delay = { seconds = "number" },
+	raw = { status = "number", body = "string", headers = "table" },
 }
 M.FAULTS = FAULTS
 

@@ -192,6 +192,14 @@ function H:handle(stream, listener)
 			local st = fault.status or 503
 			finish(st)
 			return http.respond_empty(stream, st)
+		elseif name == "raw" then
+			-- a hostile answer, exactly as scripted: status, extra headers, body
+			local st = fault.status or 200
+			local extra = {}
+			for k, v in pairs(fault.headers or {}) do extra[#extra + 1] = { tostring(k):lower(), tostring(v) } end
+			table.sort(extra, function(a, b) return a[1] < b[1] end)
+			finish(st)
+			return http.respond(stream, st, extra, fault.body or "")
 		elseif name == "delay" then
 			cqueues.sleep(fault.seconds or 1)
 		elseif name == "close" then

@@ -191,6 +191,34 @@ describe("examples", function()
       assert.are.equal(2, (example("gateway_leaves.lua", { DPS_GROUP_KEY = GROUP_KEY })))
     end)
 
+    -- issue #10, case 16: one result line per leaf and the summary, whatever goes wrong
+    it("gateway_leaves.lua reports a bad leaf ID, a bad setting or a missing key on its leaf's line", function()
+      local code, out, err = example("gateway_leaves.lua", { DPS_GROUP_KEY = GROUP_KEY },
+        { "leaf-ex-e", "bad id", "leaf\nex\27[2J", string.rep("l", 129) })
+      assert.are.equal(1, code, err)
+      assert.are.equal("", err)
+      local lines = {}
+      for line in out:gmatch("[^\n]*\n") do lines[#lines + 1] = line end
+      assert.are.equal(5, #lines, out)
+      assert.are.equal("leaf-ex-e: assigned to " .. HUB .. " as leaf-ex-e\n", lines[1])
+      assert.truthy(lines[2]:find("^bad id: FAILED registration_id may only contain .*%[kind=usage%]\n$"), lines[2])
+      assert.truthy(lines[3]:find("^leaf\\nex\\x1b%[2J: FAILED .*%[kind=usage%]\n$"), lines[3])
+      assert.truthy(lines[4]:find("%[kind=usage%]\n$"), lines[4])
+      assert.are.equal("1 of 4 leaves assigned\n", lines[5])
+      assert_no_keys(out)
+
+      for _, env in ipairs({ { DPS_GROUP_KEY_FILE = dir .. "/no-such.key" }, { DPS_GROUP_KEY = "not a key" },
+        { DPS_GROUP_KEY = GROUP_KEY, DPS_ID_SCOPE = "" },
+        { DPS_GROUP_KEY = GROUP_KEY, DPS_CA_FILE = dir .. "/none" } }) do
+        code, out, err = example("gateway_leaves.lua", env, { "leaf-ex-f", "leaf-ex-g" })
+        assert.are.equal(1, code, err)
+        assert.are.equal("", err)
+        assert.truthy(out:find("^leaf%-ex%-f: FAILED [^\n]+%]\nleaf%-ex%-g: FAILED [^\n]+%]\n"
+          .. "0 of 2 leaves assigned\n$"), out)
+        assert_no_keys(out)
+      end
+    end)
+
     it("x509.lua provisions with a certificate chain, a self-signed certificate and an encrypted key", function()
       local code, out, err = example("x509.lua", { DPS_CERT_FILE = certs.x509_device_01_chain,
         DPS_KEY_FILE = certs.x509_device_01_key })

@@ -44,7 +44,10 @@
 --   clock, or a second one, ends with kind `auth`.
 -- * One deadline bounds everything: each request gets at most the time left,
 --   and any step that finds no time left ends with kind `timeout` (never a
---   raise, however late the driver comes back).
+--   raise, however late the driver comes back). One exception: a connection
+--   failure (no HTTP status: `resolve`, `connect`, `network`, …) with no time
+--   left for another try ends as itself, before the deadline, so the cause
+--   is not hidden behind `timeout`.
 --
 -- The SAS token is renewed near expiry when the request is built
 -- (`dps.client`), not here.
@@ -148,6 +151,15 @@ function Machine:_give_up(retry_after)
   end
   return self:_fail(errors.deadline(self.timeout, self.last_message,
     last_info or (retry_after and { retry_after = retry_after })))
+end
+
+-- A connection failure worth another try, with no time left for one before
+-- the deadline: it ends as itself (kind `resolve`, `connect`, …, what really
+-- went wrong), saying how long was tried; the deadline did not pass.
+function Machine:_stop_early(now)
+  local tried = now - (self.deadline - self.timeout)
+  return self:_fail(nil, string.format("%s (gave up after %.1f s: no time left for another try within %g s)",
+    self.last_message, tried, self.timeout), self.last_info)
 end
 
 function Machine:_wait(at)
@@ -289,6 +301,9 @@ function Machine:answer(now, result, meta, info)
     return final
   end
   if delay >= self.deadline - now then
+    if result == nil and not asked and now < self.deadline and info.status == nil then
+      return self:_stop_early(now)
+    end
     return self:_give_up(asked)
   end
   return self:_wait(now + delay)

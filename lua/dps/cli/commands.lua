@@ -6,23 +6,50 @@ local args = require "dps.cli.args"
 local output = require "dps.cli.output"
 local json = require("cjson").new()
 
+local errors = require "dps.errors"
+
 local usage_error, required = output.usage_error, args.required
-local EXIT = require("dps.errors").EXIT
+local EXIT = errors.EXIT
 
 local commands = {}
 
 -- Runs a library function; a raise is misuse the library detected (a bad
--- registration ID, an http:// endpoint, …): a usage error in flag names.
-local function call(f, ...)
+-- registration ID, an http:// endpoint, …): a usage error in flag names
+-- (`names`: how the user gave the options, see output.in_flags).
+local function call_named(names, f, ...)
   local results = { pcall(f, ...) }
   if not results[1] then
-    usage_error(output.in_flags(results[2]))
+    usage_error(output.in_flags(results[2], names))
   end
   return results[2], results[3], results[4]
 end
 
+local function call(f, ...)
+  return call_named(nil, f, ...)
+end
+
+-- The registration state as one line of JSON, or nil and why not: the
+-- service's answer may hold what JSON cannot say again (a number such as
+-- 1e999, decoded as infinity).
 local function encode(value)
-  return (json.encode(value):gsub("\\/", "/"))
+  local ok, text = pcall(json.encode, value)
+  if not ok then
+    return nil, output.strip_position(text)
+  end
+  return (text:gsub("\\/", "/"))
+end
+
+-- Prints the state on stdout, or reports kind `protocol` when it cannot be
+-- written as JSON (the device is assigned; the message says where).
+local function print_state(term, state, step, status)
+  local text, problem = encode(state)
+  if not text then
+    return output.report(term, string.format("%s: the registration state (hub %s, device %s) cannot be printed "
+      .. "as JSON: %s", step, errors.safe(state.assignedHub, 253), errors.safe(state.deviceId, 128), problem),
+      { kind = "protocol", status = status, retryable = false, step = step })
+  end
+  term.out(text .. "\n")
+  return EXIT.ok
 end
 
 local function client_options(opts, source)
@@ -70,9 +97,9 @@ end
 -- The client, or nil and the exit code of a local file that cannot be used.
 local function new_client(opts, source, term, action)
   local o = client_options(opts, source)
-  local client, message, info = call(dps.new, o)
+  local client, message, info = call_named(source.names, dps.new, o)
   if not client then
-    return nil, output.report(term, output.in_flags(message), info)
+    return nil, output.report(term, output.in_flags(message, source.names), info)
   end
   term.say(string.format("%s %s at %s (ID scope %s) with %s", action,
     o.registration_id or "the device named by the certificate's CN", o.endpoint or "the global endpoint",
@@ -124,8 +151,7 @@ function commands.provision(opts, source, term)
       stats.connects == 1 and "" or "s", opts.cache and (how.cache_written and "; cache written"
         or "; cache unchanged") or ""))
   end
-  term.out(encode(state) .. "\n")
-  return EXIT.ok
+  return print_state(term, state, "provision", 200)
 end
 
 function commands.status(opts, source, term)
@@ -136,19 +162,13 @@ function commands.status(opts, source, term)
     return output.report(term, meta, info)
   end
   if result.status == "failed" or result.status == "disabled" then
-    local message = "registration " .. result.status
-    if type(result.errorMessage) == "string" and result.errorMessage ~= "" then
-      message = message .. ": " .. result.errorMessage
-    end
-    if tonumber(result.errorCode) then
-      message = message .. string.format(" (errorCode %d)", tonumber(result.errorCode))
-    end
-    return output.report(term, message, { kind = result.status, status = meta.status })
+    local _, message, outcome = errors.outcome(result)
+    outcome.status, outcome.step = meta.status, "registration_status"
+    return output.report(term, message, outcome)
   end
   term.say(string.format("registration status %s, hub %s, device %s", tostring(result.status),
     tostring(result.assignedHub), tostring(result.deviceId)))
-  term.out(encode(result) .. "\n")
-  return EXIT.ok
+  return print_state(term, result, "registration_status", meta.status)
 end
 
 function commands.token(opts, source, term)

@@ -39,21 +39,28 @@ end
 
 -- The library's option names, as the command line spells them.
 local FLAG_OF_OPTION = {
-  cert_file = "--cert-file", key_file = "--key-file", key_password = "--key-password-file / DPS_KEY_PASSWORD",
+  cert_file = "--cert-file", key_file = "--key-file", key_password = "--key-password-file FILE or DPS_KEY_PASSWORD",
   registration_id = "--registration-id", id_scope = "--id-scope", endpoint = "--endpoint",
   ca_file = "--ca-file", ca_path = "--ca-path", proxy = "--proxy", api_version = "--api-version",
   timeout = "--timeout", payload = "--payload", symmetric_key = "the symmetric key", group_key = "the group key",
 }
 
 --- A library message as the command line says it: without the function's
--- name and position, with flags in place of Lua option names.
-function output.in_flags(message)
+-- name and position, without the C core's `bad argument #1 to 'session'
+-- (…)` wrapping, with flags in place of Lua option names: as the user typed
+-- them when `names` (option name → flag text, e.g. `key_file = "--cert-key"`)
+-- says, else the canonical flag.
+-- @tparam string message
+-- @tparam[opt] table names
+function output.in_flags(message, names)
   message = output.strip_position(message):gsub("^dps%.[%w_.]+: ", "")
-  return (message:gsub("%f[%w_]([%l_]+)%f[^%w_]", FLAG_OF_OPTION))
-end
-
-local function one_line(text)
-  return (tostring(text):gsub("[\r\n]+", " "))
+  message = message:gsub("^bad argument #%d+ to '[^']*' %((.*)%)$", "%1")
+  message = message:gsub("^options? '([%l_]+)'", "%1"):gsub("'([%l_]+)'", function(word)
+    return FLAG_OF_OPTION[word] and word or nil
+  end)
+  return (message:gsub("%f[%w_]([%l_]+)%f[^%w_]", function(word)
+    return names and names[word] or FLAG_OF_OPTION[word]
+  end))
 end
 
 -- Replaces every occurrence of each secret with <redacted>, and any SAS
@@ -89,7 +96,9 @@ function output.terminal(stdio)
     stdio.stderr:write(text)
   end
   function t.err(text)
-    stdio.stderr:write(redact("dps: " .. one_line(text), t.secrets) .. "\n")
+    -- secrets first (as they were given, line breaks and all), then the
+    -- escapes that keep the message one line of plain text
+    stdio.stderr:write(errors.safe("dps: " .. redact(tostring(text), t.secrets), 4096) .. "\n")
   end
   function t.say(text)
     if t.verbose then t.err(text) end

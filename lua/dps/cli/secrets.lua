@@ -11,27 +11,28 @@ local fail, usage_error = output.fail, output.usage_error
 
 local secrets = {}
 
--- Whether a flag's value looks like a key given in place of a file name:
--- it is then kept out of every message.
-local function looks_like_key(text)
-  return #text >= 16 and #text % 4 == 0 and text:match("^[%w+/]+=?=?$") ~= nil
+-- Whether a key-file flag's value may be the secret itself, given by mistake
+-- in place of a file name: text with spaces, line breaks, control characters
+-- or quotes (a wrapped or quoted key, PEM text), a connection string, or 16
+-- or more characters of the base64 / base64url alphabets (a key; a path
+-- without a dot looks the same and is hidden too: safety first). Such a
+-- value is kept out of every message.
+local function may_be_secret(text)
+  return text:find("[%s%c\"';]") ~= nil or text:find("-----", 1, true) ~= nil
+    or text:lower():find("key=", 1, true) ~= nil
+    or (#text >= 16 and text:find("^[%w+/=_%-]+$") ~= nil)
 end
+secrets.may_be_secret = may_be_secret
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
--- nil when text is canonical base64, else what is wrong with it (as the C
--- core says it; never quoting the text).
-local function base64_problem(text)
-  if #text > 1024 then return "is too long (at most 1024 base64 characters)" end
-  if #text % 4 ~= 0 then return "has a length that is not a multiple of 4" end
-  local body, padding = text:match("^([%w+/]*)(=?=?)$")
-  if not body or #body + #padding ~= #text then return "is not valid base64" end
-  if body == "" then return "is not valid base64" end
-  local last = B64:find(body:sub(-1), 1, true) - 1
-  if (#padding == 2 and last % 16 ~= 0) or (#padding == 1 and last % 4 ~= 0) then
-    return "is not canonical (non-zero bits after its last byte)"
-  end
-  return nil
+-- Stops the command: the file named by `flag` cannot be opened (`problem`
+-- from io.open: "PATH: reason"); the path is shown only when it cannot be a
+-- secret (`hidden` false).
+local function fail_unreadable(flag, path, problem, hidden)
+  local reason = tostring(problem):sub(#path + 3)
+  if tostring(problem):sub(1, #path) ~= path or reason == "" then reason = "cannot be opened" end
+  fail("credentials", hidden and string.format("%s: the value given is no file that can be read (%s); it looks "
+    .. "like a key or pass phrase, so it is not shown: give the name of a file that holds it", flag, reason)
+    or string.format("%s %s: %s", flag, path, reason))
 end
 
 --- Warns when a secret file can be read by other users (group or others).
@@ -50,12 +51,14 @@ end
 -- the whole file for a pass phrase (`exact`: one trailing newline removed),
 -- the trimmed contents for a key. Registers it with `term`.
 function secrets.read(path, flag, term, exact)
-  if looks_like_key(path) or (exact and not path:find("/", 1, true)) then
+  local hidden = may_be_secret(path) or (exact and not path:find("/", 1, true))
+  if hidden then
     term.keep_secret(path) -- perhaps the secret itself, given by mistake
+    term.keep_secret(path:match("^%s*(.-)%s*$"))
   end
   local f, problem = io.open(path, "rb")
   if not f then
-    fail("credentials", string.format("%s %s", flag, output.strip_position(problem)))
+    fail_unreadable(flag, path, problem, hidden)
   end
   local text = f:read("*a") or ""
   f:close()
@@ -81,8 +84,10 @@ local function getenv_secret(env, name, term)
   return trimmed
 end
 
+-- The key's rules are the C core's (core.key_problem), as for dps.new and
+-- the token functions: a key the command accepts is one the library takes.
 local function key_source(kind, key, from)
-  local problem = base64_problem(key)
+  local problem = core.key_problem(key)
   if problem then
     fail("credentials", string.format("%s: the key is not base64: it %s", from, problem))
   end
@@ -124,12 +129,23 @@ function secrets.source(opts, given, env, command, term)
       usage_error(given["cert-file"] .. " needs the certificate's private key: give --key-file FILE")
     end
     source = { kind = "x509", cert_file = opts["cert-file"], key_file = opts["key-file"],
-      from = "certificate " .. opts["cert-file"] }
+      from = "certificate " .. opts["cert-file"],
+      names = { cert_file = given["cert-file"], key_file = given["key-file"] } }
+    if may_be_secret(opts["key-file"]) then
+      -- perhaps the private key itself, given by mistake: kept out of every
+      -- message, and not handed to the library, whose message would name it
+      term.keep_secret(opts["key-file"])
+      local f, problem = io.open(opts["key-file"], "rb")
+      if not f then fail_unreadable(given["key-file"], opts["key-file"], problem, true) end
+      f:close()
+    end
     secrets.check_mode(opts["key-file"], term)
     if opts["key-password-file"] then
       source.key_password = secrets.read(opts["key-password-file"], "--key-password-file", term, true)
+      source.names.key_password = "--key-password-file " .. opts["key-password-file"]
     else
       source.key_password = getenv_secret(env, "DPS_KEY_PASSWORD", term)
+      source.names.key_password = source.key_password and "DPS_KEY_PASSWORD" or nil
     end
   elseif symmetric_file then
     local flag = given["symmetric-key-file"]
