@@ -244,3 +244,21 @@ describe("building requests (Client:_request, no I/O)", function()
     assert.are.equal("application/json", r.headers.accept)
   end)
 end)
+
+describe("dps.new with a key where a file name goes", function()
+  it("returns a failure that names the option but never the value", function()
+    local opts = {
+      { id_scope = "0ne00000001", registration_id = "d", cert = "-----BEGIN CERTIFICATE-----\n", key_file = KEY },
+      { id_scope = "0ne00000001", registration_id = "d", cert = "-----BEGIN CERTIFICATE-----\n",
+        key_file = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n" },
+    }
+    for _, o in ipairs(opts) do
+      local client, err, info = dps.new(o)
+      assert.is_nil(client)
+      assert.are.equal("credentials", info.kind, err)
+      assert.truthy(err:find("it looks like a key", 1, true), err)
+      assert.is_nil(err:find(KEY, 1, true), err)
+      assert.is_nil(err:find("BEGIN", 1, true), err)
+    end
+  end)
+end)

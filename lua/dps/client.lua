@@ -61,12 +61,15 @@ end
 -- type, else a message naming the option, the path and the system's reason.
 local function local_file_problem(name, path, want)
   local facts, problem = core.stat(path)
-  if not facts then
-    return string.format("dps.new: %s %s", name, problem)
-  elseif facts.type ~= want then
-    return string.format("dps.new: %s %s: is not a %s", name, path, want)
+  local reason = facts and ("is not a " .. want) or tostring(problem):sub(#path + 3)
+  if facts and facts.type == want then
+    return nil
+  elseif not facts and name == "key_file" and errors.may_be_secret(path) then
+    -- no such file, and perhaps the key itself, given where its file's name goes
+    return string.format("dps.new: %s: the value given is no %s that can be used (%s); it looks like a key or "
+      .. "pass phrase, so it is not shown: give the name of a file", name, want, reason)
   end
-  return nil
+  return string.format("dps.new: %s %s: %s", name, path, reason)
 end
 
 local function failure(kind, message)

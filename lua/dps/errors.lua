@@ -108,6 +108,17 @@ end
 
 local ESCAPES = { [9] = "\\t", [10] = "\\n", [13] = "\\r" }
 
+--- Whether a value given where a file name goes may be a secret given by
+-- mistake (a key, a PEM block, a connection string, a pass phrase with
+-- spaces or quotes): such a value is never repeated in a message.
+-- @tparam string text
+-- @treturn boolean
+function errors.may_be_secret(text)
+  return text:find("[%s%c\"';]") ~= nil or text:find("-----", 1, true) ~= nil
+    or text:lower():find("key=", 1, true) ~= nil
+    or (#text >= 16 and text:find("^[%w+/=_%-]+$") ~= nil)
+end
+
 --- Text from outside (a server's message, a header, a tracking ID) made
 -- safe for a one-line message: SAS signatures redacted (`sig=<redacted>`,
 -- also percent-encoded), control characters, invalid UTF-8, C1 controls,

@@ -5,23 +5,16 @@
 -- shows it.
 -- @module dps.cli.secrets
 local core = require "dps.core"
+local errors = require "dps.errors"
 local output = require "dps.cli.output"
 
 local fail, usage_error = output.fail, output.usage_error
 
 local secrets = {}
 
--- Whether a key-file flag's value may be the secret itself, given by mistake
--- in place of a file name: text with spaces, line breaks, control characters
--- or quotes (a wrapped or quoted key, PEM text), a connection string, or 16
--- or more characters of the base64 / base64url alphabets (a key; a path
--- without a dot looks the same and is hidden too: safety first). Such a
--- value is kept out of every message.
-local function may_be_secret(text)
-  return text:find("[%s%c\"';]") ~= nil or text:find("-----", 1, true) ~= nil
-    or text:lower():find("key=", 1, true) ~= nil
-    or (#text >= 16 and text:find("^[%w+/=_%-]+$") ~= nil)
-end
+-- A key-file flag's value that may be the secret itself, given by mistake in
+-- place of a file name, is kept out of every message (the library's rule).
+local may_be_secret = errors.may_be_secret
 secrets.may_be_secret = may_be_secret
 
 -- Stops the command: the file named by `flag` cannot be opened (`problem`
