@@ -286,8 +286,9 @@ function Batch:_expire()
   self.free = self.concurrency
   for _, dev in ipairs(self.devices) do
     if not dev.over then
-      self:_finish(dev, nil, errors.deadline(self.timeout,
-        dev.machine and dev.machine.last_message or "never started", dev.machine and dev.machine.last_info))
+      local _, message, info = errors.deadline(self.timeout,
+        dev.machine and dev.machine.last_message or "never started", dev.machine and dev.machine.last_info)
+      self:_finish(dev, nil, message, info)
     end
   end
   self.queue_head = #self.devices + 1
