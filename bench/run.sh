@@ -14,3 +14,6 @@ awk -v ref="$openssl_ops" '{ printf "  %-22s %10.0f /s  = %5.1f%% of openssl spe
 if [ -f bench/provision.sh ]; then
     sh bench/provision.sh
 fi
+
+echo "== gateway: 1000 devices of a group, 20 ms latency per request, concurrency 32 (dps.batch)"
+LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/batch.lua 1000 0.02 32
