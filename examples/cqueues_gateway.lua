@@ -7,6 +7,7 @@
 -- Prints each leaf as it ends, then the worst delay of the 10 ms timer.
 local cqueues = require "cqueues"
 local dps = require "dps"
+local unpack = table.unpack or _G.unpack -- luacheck: ignore 143 (Lua 5.1 and LuaJIT)
 
 local id_scope, group_key, endpoint, ca_file, leaves = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5] or 100)
 if not id_scope or not group_key then
@@ -54,7 +55,7 @@ cq:wrap(function() -- provisioning, never blocking the loop
       local watch = {}
       for fd, mode in pairs(fds) do watch[#watch + 1] = pollable(fd, mode) end
       watch[#watch + 1] = wait
-      cqueues.poll(table.unpack and table.unpack(watch) or unpack(watch)) -- luacheck: ignore unpack
+      cqueues.poll(unpack(watch))
     end
   end
   cqueues.sleep(0) -- let cqueues forget the sockets of the last poll before they close

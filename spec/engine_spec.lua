@@ -110,7 +110,8 @@ describe("core.engine", function()
 
   it("raises on misuse", function()
     local e = engine(1)
-    assert.has_error(function() core.engine({ timout = 1 }) end, "bad argument #1 to 'engine' (unknown option 'timout')")
+    assert.has_error(function() core.engine({ timout = 1 }) end,
+      "bad argument #1 to 'engine' (unknown option 'timout')")
     assert.has_error(function() core.engine({}, 0) end)
     assert.has_error(function() core.engine({}, 1025) end)
     assert.has_error(function() e:request("DELETE", emu.endpoint) end)

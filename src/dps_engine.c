@@ -15,7 +15,6 @@
  * @module dps.core
  */
 #include <math.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,36 +23,14 @@
 
 #include "dps_aux.h"
 #include "dps_core.h"
-#include "dps_http.h"
+#include "dps_engine.h"
 
-#define DPS_ENGINE_MT "dps.core.Engine"
 #define SLOTS_MAX 1024
 #define SLOTS_DEFAULT 8
 /* Longest single wait of run(), in seconds (poll takes an int of ms). */
 #define WAIT_MAX 86400.0
 
-enum { FREE, BUSY, DONE };
-
-typedef struct {
-    dps_session s; /* the transfer: handle, buffers, flags */
-    int state;     /* FREE, BUSY (in the multi) or DONE (result unread) */
-    CURLcode result;
-} slot;
-
-typedef struct {
-    CURLM *multi;         /* NULL once closed */
-    CURLSH *share;
-    slot *slots;
-    int nslots, busy;
-    struct pollfd *watch; /* sockets libcurl wants watched */
-    struct pollfd *ready; /* scratch copy for poll() */
-    int nwatch, capwatch;
-    int *done;            /* ids finished and not yet reported by step/run */
-    int ndone;
-    double timer_at;      /* monotonic seconds libcurl wants a timeout action; < 0: none */
-} dps_engine;
-
-static double monotonic(void)
+double dps_engine_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -120,7 +97,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     dps_engine *e = userp;
 
     (void)multi;
-    e->timer_at = timeout_ms < 0 ? -1.0 : monotonic() + (double)timeout_ms / 1000.0;
+    e->timer_at = timeout_ms < 0 ? -1.0 : dps_engine_now() + (double)timeout_ms / 1000.0;
     return 0;
 }
 
@@ -135,24 +112,23 @@ static void collect(dps_engine *e)
 
     while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
         char *priv = NULL;
-        slot *sl;
+        dps_slot *sl;
         CURL *easy = msg->easy_handle;
         CURLcode result = msg->data.result;
         if (msg->msg != CURLMSG_DONE)
             continue;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
-        sl = (slot *)(void *)priv;
+        sl = (dps_slot *)(void *)priv;
         curl_multi_remove_handle(e->multi, easy);
         dps_http_finish(&sl->s);
         sl->result = result;
-        sl->state = DONE;
+        sl->state = DPS_SLOT_DONE;
         e->busy--;
         e->done[e->ndone++] = (int)(sl - e->slots) + 1;
     }
 }
 
-/* One pass without blocking: ready sockets, then a due timeout. */
-static void drive(dps_engine *e)
+void dps_engine_drive(dps_engine *e)
 {
     int i, n, running = 0, rounds;
 
@@ -174,7 +150,7 @@ static void drive(dps_engine *e)
                 }
             }
         }
-        if (e->timer_at >= 0 && monotonic() >= e->timer_at) {
+        if (e->timer_at >= 0 && dps_engine_now() >= e->timer_at) {
             e->timer_at = -1.0;
             curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
             acted = 1;
@@ -185,8 +161,7 @@ static void drive(dps_engine *e)
     }
 }
 
-/* Blocks on the watched sockets for at most seconds (> 0). */
-static void await(dps_engine *e, double seconds)
+void dps_engine_await(dps_engine *e, double seconds)
 {
     int n = e->nwatch;
     int ms = (int)ceil((seconds > WAIT_MAX ? WAIT_MAX : seconds) * 1000.0);
@@ -205,13 +180,13 @@ static void await(dps_engine *e, double seconds)
 /* ------------------------------------------------------------------------ */
 /* Lifecycle                                                                 */
 
-static void engine_release(dps_engine *e)
+void dps_engine_release(dps_engine *e)
 {
     int i;
 
     if (e->slots != NULL) {
         for (i = 0; i < e->nslots; i++) {
-            if (e->slots[i].state == BUSY && e->multi != NULL && e->slots[i].s.curl != NULL)
+            if (e->slots[i].state == DPS_SLOT_BUSY && e->multi != NULL && e->slots[i].s.curl != NULL)
                 curl_multi_remove_handle(e->multi, e->slots[i].s.curl);
             dps_session_release(&e->slots[i].s);
         }
@@ -286,7 +261,7 @@ static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
  * @treturn Engine
  * @raise as `session` on its options; on slots out of range
  */
-static int engine_new(lua_State *L)
+int dps_engine_new(lua_State *L)
 {
     lua_Integer n = luaL_optinteger(L, 2, SLOTS_DEFAULT);
     const void *opts;
@@ -304,294 +279,10 @@ static int engine_new(lua_State *L)
     e->nslots = (int)n;
     problem = setup_multi(e);
     if (problem != NULL) {
-        engine_release(e);
+        dps_engine_release(e);
         return luaL_error(L, "dps.core.engine: %s", problem);
     }
     for (i = 0; i < e->nslots; i++)
         setup_slot(L, e, i, opts); /* a raise leaves the rest to __gc */
     return 1;
-}
-
-static dps_engine *check_engine(lua_State *L)
-{
-    return (dps_engine *)luaL_checkudata(L, 1, DPS_ENGINE_MT);
-}
-
-static dps_engine *check_open(lua_State *L)
-{
-    dps_engine *e = check_engine(L);
-    if (e->multi == NULL)
-        luaL_argerror(L, 1, "engine is closed");
-    return e;
-}
-
-/* Argument 2 as the id of a transfer (a running one only when busy_ok). */
-static slot *check_id(lua_State *L, dps_engine *e, int busy_ok)
-{
-    lua_Integer id = luaL_checkinteger(L, 2);
-    slot *sl;
-
-    if (id < 1 || id > e->nslots || e->slots[id - 1].state == FREE)
-        luaL_argerror(L, 2, "no such transfer");
-    sl = &e->slots[id - 1];
-    if (!busy_ok && sl->state == BUSY)
-        luaL_argerror(L, 2, "the transfer is still running");
-    return sl;
-}
-
-/***
- * Closes the engine: every transfer in flight is dropped, every connection
- * closed, every buffer freed.  Also `__gc` and (Lua 5.4) `__close`; closing
- * twice is harmless.
- * @function Engine:close
- * @treturn boolean `true`
- */
-static int engine_close(lua_State *L)
-{
-    engine_release(check_engine(L));
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int engine_tostring(lua_State *L)
-{
-    dps_engine *e = check_engine(L);
-    if (e->multi == NULL)
-        lua_pushliteral(L, DPS_ENGINE_MT " (closed)");
-    else
-        lua_pushfstring(L, DPS_ENGINE_MT ": %p", (void *)e);
-    return 1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Transfers                                                                 */
-
-/***
- * Starts a request; it runs as `step` or `run` drive the engine.
- * @function Engine:request
- * @tparam string method `"GET"`, `"PUT"` or `"POST"`
- * @tparam string url, headers, body, timeout as `Session:request` (the body
- *   is copied)
- * @treturn integer the transfer's id, for `take` and `cancel`
- * @return[2] nil, message, info as `Session:request`'s failures
- * @raise as `Session:request`, and when every slot is busy or holds a
- *   result not yet taken
- */
-static int engine_request(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    dps_request r;
-    slot *sl = NULL;
-    CURLcode rc;
-    int i;
-
-    for (i = 0; i < e->nslots && sl == NULL; i++)
-        if (e->slots[i].state == FREE)
-            sl = &e->slots[i];
-    if (sl == NULL)
-        luaL_argerror(L, 1, "no free slot: take or cancel finished transfers first");
-    dps_http_check_request(L, &sl->s, &r);
-    r.copy_body = 1;
-    rc = dps_http_prepare(L, &sl->s, &r);
-    if (rc == CURLE_OK && curl_multi_add_handle(e->multi, sl->s.curl) != CURLM_OK)
-        rc = CURLE_OUT_OF_MEMORY;
-    if (rc != CURLE_OK) {
-        dps_http_finish(&sl->s);
-        return dps_http_push_result(L, &sl->s, rc);
-    }
-    sl->state = BUSY;
-    e->busy++;
-    lua_pushinteger(L, (lua_Integer)(sl - e->slots) + 1);
-    return 1;
-}
-
-/* Pushes the ids finished since the last report, as an array. */
-static void push_done(lua_State *L, dps_engine *e)
-{
-    int i;
-    lua_createtable(L, e->ndone, 0);
-    for (i = 0; i < e->ndone; i++) {
-        lua_pushinteger(L, (lua_Integer)e->done[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    e->ndone = 0;
-}
-
-/* Pushes seconds until libcurl's timer is due (nil: none). */
-static void push_wait(lua_State *L, const dps_engine *e)
-{
-    if (e->timer_at < 0) {
-        lua_pushnil(L);
-    } else {
-        double wait = e->timer_at - monotonic();
-        lua_pushnumber(L, wait > 0 ? wait : 0);
-    }
-}
-
-/***
- * Does what can be done now, without blocking.
- * @function Engine:step
- * @treturn number|nil seconds after which to call `step` again (nil: only a
- *   socket of the table can make progress, or nothing is in flight)
- * @treturn table sockets to watch: file descriptor → `"r"`, `"w"` or `"rw"`
- * @treturn table ids of the transfers finished since the last `step` or
- *   `run` (read each with `take`)
- * @raise on a closed engine
- */
-static int engine_step(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    int i;
-
-    drive(e);
-    push_wait(L, e);
-    lua_createtable(L, 0, e->nwatch);
-    for (i = 0; i < e->nwatch; i++) {
-        short ev = e->watch[i].events;
-        if (ev == 0)
-            continue;
-        lua_pushstring(L, ev == (POLLIN | POLLOUT) ? "rw" : ev == POLLIN ? "r" : "w");
-        lua_rawseti(L, -2, (int)e->watch[i].fd);
-    }
-    push_done(L, e);
-    return 3;
-}
-
-/***
- * Drives the transfers, blocking, until one finishes or `timeout` seconds
- * pass.
- * @function Engine:run
- * @tparam[opt] number timeout seconds (default: until a transfer finishes)
- * @treturn table ids of the transfers finished since the last `step` or `run`
- * @raise on a closed engine or a timeout that is not a number >= 0
- */
-static int engine_run(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    double timeout = luaL_optnumber(L, 2, HUGE_VAL);
-    double deadline;
-
-    if (!(timeout >= 0))
-        luaL_argerror(L, 2, "timeout must be a number >= 0");
-    deadline = monotonic() + timeout;
-    for (;;) {
-        double now, wait;
-        drive(e);
-        if (e->ndone > 0 || e->busy == 0)
-            break;
-        now = monotonic();
-        wait = deadline - now;
-        if (e->timer_at >= 0 && e->timer_at - now < wait)
-            wait = e->timer_at - now;
-        if (deadline <= now)
-            break;
-        if (wait > 0)
-            await(e, wait);
-    }
-    push_done(L, e);
-    return 1;
-}
-
-/***
- * The result of a finished transfer; frees its slot.
- * @function Engine:take
- * @tparam integer id from `request`
- * @return as `Session:request`: status, headers, body, or nil, message, info
- * @raise on an id that names no transfer, or one still running
- */
-static int engine_take(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    slot *sl = check_id(L, e, 0);
-
-    lua_settop(L, 2);
-    luaL_checkstack(L, 8, "take");
-    sl->state = FREE;
-    return dps_http_push_result(L, &sl->s, sl->result);
-}
-
-/***
- * Drops a transfer, running or finished; frees its slot.
- * @function Engine:cancel
- * @tparam integer id from `request`
- * @treturn boolean `true`
- * @raise on an id that names no transfer
- */
-static int engine_cancel(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    slot *sl = check_id(L, e, 1);
-    int i;
-
-    if (sl->state == BUSY) {
-        curl_multi_remove_handle(e->multi, sl->s.curl);
-        dps_http_finish(&sl->s);
-        e->busy--;
-    }
-    for (i = 0; i < e->ndone; i++)
-        if (e->done[i] == (int)(sl - e->slots) + 1)
-            e->done[i] = e->done[--e->ndone];
-    sl->state = FREE;
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/***
- * Counters of the engine.
- * @function Engine:stats
- * @treturn table `{ requests, connects, running, free, slots }`: transfers
- *   finished, new connections made, transfers in flight, free slots
- * @raise on a closed engine
- */
-static int engine_stats(lua_State *L)
-{
-    dps_engine *e = check_open(L);
-    double requests = 0, connects = 0;
-    int i, free_slots = 0;
-
-    for (i = 0; i < e->nslots; i++) {
-        requests += e->slots[i].s.requests;
-        connects += e->slots[i].s.connects;
-        free_slots += e->slots[i].state == FREE;
-    }
-    lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)requests);
-    lua_setfield(L, -2, "requests");
-    lua_pushinteger(L, (lua_Integer)connects);
-    lua_setfield(L, -2, "connects");
-    lua_pushinteger(L, (lua_Integer)e->busy);
-    lua_setfield(L, -2, "running");
-    lua_pushinteger(L, (lua_Integer)free_slots);
-    lua_setfield(L, -2, "free");
-    lua_pushinteger(L, (lua_Integer)e->nslots);
-    lua_setfield(L, -2, "slots");
-    return 1;
-}
-
-void dps_open_engine(lua_State *L)
-{
-    static const luaL_Reg meta[] = {
-        {"__gc", engine_close},
-#if LUA_VERSION_NUM >= 504
-        {"__close", engine_close},
-#endif
-        {"__tostring", engine_tostring},
-        {NULL, NULL}
-    };
-    static const luaL_Reg methods[] = {
-        {"request", engine_request}, {"step", engine_step}, {"run", engine_run},
-        {"take", engine_take}, {"cancel", engine_cancel}, {"stats", engine_stats},
-        {"close", engine_close}, {NULL, NULL}
-    };
-
-    luaL_newmetatable(L, DPS_ENGINE_MT);
-    luaL_setfuncs(L, meta, 0);
-    lua_pushliteral(L, DPS_ENGINE_MT);
-    lua_setfield(L, -2, "__name");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
-    lua_pushcfunction(L, engine_new);
-    lua_setfield(L, -2, "engine");
 }

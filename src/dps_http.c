@@ -430,6 +430,19 @@ static int session_stats(lua_State *L)
     return 1;
 }
 
+void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    /* Refilled on every luaopen (busted reloads modules): same functions. */
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 void dps_open_http(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -447,14 +460,7 @@ void dps_open_http(lua_State *L)
         {NULL, NULL}
     };
 
-    /* Refilled on every luaopen (busted reloads modules): same functions. */
-    luaL_newmetatable(L, DPS_SESSION_MT);
-    luaL_setfuncs(L, meta, 0);
-    lua_pushliteral(L, DPS_SESSION_MT);
-    lua_setfield(L, -2, "__name");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    dps_http_class(L, DPS_SESSION_MT, meta, methods);
 
     lua_pushcfunction(L, dps_session_new);
     lua_setfield(L, -2, "session");

@@ -84,6 +84,10 @@ void dps_http_finish(dps_session *s);
  * empties the buffers.  Returns 3. */
 int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
 
+/* dps_http.c: (re)fills the metatable `name` with meta and an __index
+ * table of methods (the Session's and the Engine's). */
+void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 /* dps_http.c: pushes a new open session (handle made, callbacks and the
  * security settings applied), or raises. */
 dps_session *dps_session_push(lua_State *L);
