@@ -4,6 +4,9 @@
 local dps = require "dps"
 local core = require "dps.core"
 local emulator = require "spec.support.emulator"
+
+-- Under valgrind (the suite's memcheck run) everything is ~30x slower.
+local SLOW = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 30 or 1
 local keys = require "spec.support.keys"
 
 local GROUP = { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY }
@@ -72,14 +75,19 @@ describe("dps.batch", function()
   it("paces registrations to rate per minute", function()
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP } }
     finally(function() emu:stop() end)
-    local b = batch(emu, { rate = 600 }) -- one every 0.1 s
+    -- one every 0.1 s, on one kept connection: arrivals are as far apart as sends
+    local b = batch(emu, { rate = 600, concurrency = 1 })
     for i = 1, 4 do b:add("paced-" .. i) end
     local summary = b:run()
     assert.equal(4, summary.assigned)
     local regs = registers(emu)
     assert.equal(4, #regs)
-    for i = 2, 4 do
-      assert.is_true(regs[i].t - regs[i - 1].t >= 0.09, "registrations " .. (regs[i].t - regs[i - 1].t) .. " s apart")
+    if SLOW == 1 then
+      for i = 2, 4 do
+        assert.is_true(regs[i].t - regs[i - 1].t >= 0.09, "registrations " .. (regs[i].t - regs[i - 1].t) .. " s apart")
+      end
+    else -- under valgrind the client's own delays (the first handshake) blur single gaps
+      assert.is_true(regs[4].t - regs[2].t >= 0.15, "registrations 2 to 4 within " .. (regs[4].t - regs[2].t) .. " s")
     end
   end)
 
@@ -115,7 +123,7 @@ describe("dps.batch", function()
     local t0 = core.monotime()
     local summary = b:run()
     local took = core.monotime() - t0
-    assert.is_true(took >= 0.55 and took < 2, "took " .. took)
+    assert.is_true(took >= 0.55 and took < 2 * SLOW, "took " .. took)
     assert.equal(0, summary.assigned)
     for _, r in ipairs(b:results()) do
       assert.equal("timeout", r.info.kind)
@@ -133,7 +141,7 @@ describe("dps.batch", function()
     while not b:done() and core.monotime() - t0 < 10 do
       local s0 = core.monotime()
       local wait, fds = b:step()
-      assert.is_true(core.monotime() - s0 < 0.1, "step blocked")
+      assert.is_true(core.monotime() - s0 < 0.1 * SLOW, "step blocked")
       assert.is_table(fds)
       steps = steps + 1
       core.sleep(math.min(wait, 0.005))
