@@ -37,7 +37,8 @@ build = {
     ["dps.core"] = {
       sources = {
         "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
-        "src/dps_http.c", "src/dps_x509.c", "src/dps_headers.c", "src/dps_fs.c", "src/dps_aux.c",
+        "src/dps_http.c", "src/dps_engine.c", "src/dps_engine_api.c", "src/dps_x509.c", "src/dps_headers.c",
+        "src/dps_fs.c", "src/dps_aux.c",
         "src/dps_http_failure.c", "src/dps_http_headers.c", "src/dps_http_options.c",
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
@@ -48,6 +49,7 @@ build = {
     ["dps"] = "lua/dps.lua",
     ["dps.check"] = "lua/dps/check.lua",
     ["dps.client"] = "lua/dps/client.lua",
+    ["dps.batch"] = "lua/dps/batch.lua",
     ["dps.errors"] = "lua/dps/errors.lua",
     ["dps.poll"] = "lua/dps/poll.lua",
     ["dps.response"] = "lua/dps/response.lua",
@@ -58,6 +60,7 @@ build = {
     ["dps.cli.commands"] = "lua/dps/cli/commands.lua",
     ["dps.cli.help"] = "lua/dps/cli/help.lua",
     ["dps.cli.output"] = "lua/dps/cli/output.lua",
+    ["dps.cli.batch"] = "lua/dps/cli/batch.lua",
     ["dps.cli.secrets"] = "lua/dps/cli/secrets.lua",
   },
   install = { bin = { ["dps"] = "bin/dps" } },

@@ -69,6 +69,14 @@ local function count(v, where, default)
 	return v
 end
 
+local function seconds(v, where, default)
+	if is_null(v) then return default end
+	if type(v) ~= "number" or v < 0 or v ~= v then
+		error(where .. " must be a number of seconds >= 0", 0)
+	end
+	return v
+end
+
 -- retry_after: string or number → header text; false/null → no header
 local function retry_after(v, where, default)
 	if v == nil then return default end
@@ -223,13 +231,19 @@ local function parse(t, dir)
 	want(t, "table", "config")
 	check_keys(t, { id_scope = true, hub = true, ready_file = true, log_file = true, listeners = true,
 		client_ca = true, retry_after = true, polls_before_assignment = true, enrollments = true,
-		scenarios = true, max_body_bytes = true }, "config")
+		scenarios = true, max_body_bytes = true, latency = true, register_quota = true,
+		quota_window = true }, "config")
 	local c = {
 		id_scope = opt_string(t.id_scope, "id_scope", "0ne00000001"),
 		hub = opt_string(t.hub, "hub", "emulated-hub.azure-devices.net"),
 		retry_after = retry_after(t.retry_after, "retry_after", "1"),
 		polls_before_assignment = count(t.polls_before_assignment, "polls_before_assignment", 1),
 		max_body_bytes = count(t.max_body_bytes, "max_body_bytes", 96 * 1024),
+		-- seconds every DPS request waits before its answer (a distant service)
+		latency = seconds(t.latency, "latency", 0),
+		-- registrations accepted per quota_window seconds; past that: 429 (0: no quota)
+		register_quota = count(t.register_quota, "register_quota", 0),
+		quota_window = seconds(t.quota_window, "quota_window", 60),
 		listeners = {},
 		individual = {},  -- lower-cased registration id → enrollment
 		groups = {},      -- symmetric-key groups, config order

@@ -10,6 +10,7 @@ local util = require "emu_util"
 local auth = require "emu_auth"
 local config = require "emu_config"
 local http = require "emu_http"
+local emu_tls = require "emu_tls"
 
 local H = {}
 H.__index = H
@@ -24,6 +25,7 @@ function H.new(cfg, log, registry)
 		registry = registry,
 		conns = setmetatable({}, { __mode = "k" }), -- connection → info
 		next_conn = 0,
+		quota_times = { first = 1, last = 0 }, -- monotonic times of accepted registrations
 	}, H)
 end
 
@@ -70,11 +72,13 @@ function H:connection(stream, listener)
 		info.leaf = ssl:getPeerCertificate()
 		info.chain = ssl:getPeerChain()
 		if info.leaf then info.cn = config.cn_of(info.leaf) end
+		info.resumed = emu_tls.session_reused(ssl)
 	end
 	self.conns[conn] = info
 	self.log:write({
 		event = "connection", conn = info.id, listener = listener, t = util.now(),
 		client_cert = info.cn or null,
+		resumed = info.resumed == nil and null or info.resumed, -- TLS session resumed (LuaJIT only)
 	})
 	return info
 end
@@ -120,6 +124,24 @@ local function check_body(body, registration_id)
 	return t, raw
 end
 
+--- The registration quota: nil when one more registration fits in the
+-- window (and counts it), else the whole seconds until one does.
+function H:over_quota()
+	local quota, window = self.cfg.register_quota, self.cfg.quota_window
+	if quota == 0 then return nil end
+	local now, times = cqueues.monotime(), self.quota_times
+	while times.first <= times.last and times[times.first] <= now - window do
+		times[times.first] = nil
+		times.first = times.first + 1
+	end
+	if times.last - times.first + 1 >= quota then
+		return math.max(1, math.ceil(times[times.first] + window - now))
+	end
+	times.last = times.last + 1
+	times[times.last] = now
+	return nil
+end
+
 --- Handle one request stream (called by http.server for each request).
 function H:handle(stream, listener)
 	local req_headers = stream:get_headers(30)
@@ -144,6 +166,9 @@ function H:handle(stream, listener)
 		self.log:write(entry, raw_payload)
 	end
 
+	if self.cfg.latency > 0 and kind ~= "other" then
+		cqueues.sleep(self.cfg.latency)
+	end
 	local body, berr = http.read_body(stream, req_headers, self.cfg.max_body_bytes)
 	if not body then
 		if berr == "too_large" then
@@ -245,6 +270,15 @@ function H:handle(stream, listener)
 	end
 
 	-- the operation --------------------------------------------------------------
+	if kind == "register" then
+		local wait = self:over_quota()
+		if wait then
+			entry.fault = "quota"
+			finish(429)
+			return http.error_response(stream, 429, 429001, "Too many requests: the registration quota is used up.",
+				{ { "retry-after", tostring(wait) } }, opts)
+		end
+	end
 	local status, result, splice
 	if kind == "register" then
 		status, result, splice = self.registry:register(reg_id, {

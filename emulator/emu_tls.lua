@@ -30,6 +30,8 @@ local function ffi_setup()
 		typedef int (*dps_emu_verify_cb)(int, dps_emu_X509_STORE_CTX *);
 		void SSL_CTX_set_verify(SSL_CTX *ctx, int mode, dps_emu_verify_cb cb);
 		int SSL_CTX_set_session_id_context(SSL_CTX *ctx, const unsigned char *sid, unsigned int len);
+		typedef struct ssl_st dps_emu_SSL;
+		int SSL_session_reused(const dps_emu_SSL *ssl);
 	]]
 	local ok_lib, l = pcall(ffi.load, "libssl.so.3")
 	if not ok_lib then
@@ -60,6 +62,14 @@ function M.server_context(cert, key)
 	end
 	lib.SSL_CTX_set_verify(p, ssl_context.VERIFY_PEER, accept_any)
 	return ctx, "handler"
+end
+
+--- Whether the handshake of a luaossl ssl object resumed a session (nil
+-- when it cannot tell: no FFI, as under PUC Lua).
+function M.session_reused(ssl)
+	local ffi = ffi_setup()
+	if not ffi then return nil end
+	return lib.SSL_session_reused(ffi.cast("dps_emu_SSL**", ssl)[0]) == 1
 end
 
 return M

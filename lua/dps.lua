@@ -13,6 +13,7 @@
 local core = require "dps.core"
 local check = require "dps.check"
 local Client = require "dps.client"
+local Batch = require "dps.batch"
 
 local pcall = pcall -- the level count in dps.provision needs the C pcall
 
@@ -122,6 +123,34 @@ function dps.provision(opts)
     error(results[2], 0)
   end
   return results[2], results[3], results[4]
+end
+
+--- Provision many devices at once, without blocking; see `dps.batch`.
+-- @function batch
+-- @tparam table opts
+-- @treturn dps.batch
+dps.batch = Batch.new
+
+--- Provision one device without blocking: a batch of one, for gateway code
+-- that drives everything with `step()`. `opts`: the batch's options plus
+-- `registration_id`, `symmetric_key` (or `group_key`) and `payload`.
+--
+--    local p = dps.start_provision{ id_scope = …, registration_id = "leaf-01", symmetric_key = key }
+--    repeat local wait_s, fds = p:step() --[[ … arm a timer / watch fds … ]] until p:done()
+--    local state, message, info = p:result("leaf-01")
+-- @tparam table opts
+-- @treturn dps.batch
+-- @raise on misuse, as `dps.batch` and `batch:add`
+function dps.start_provision(opts)
+  check.options(opts, setmetatable({ registration_id = "string", symmetric_key = "string", payload = "table" },
+    { __index = Batch.OPTIONS }), "dps.start_provision")
+  local batch_opts = { concurrency = 1 }
+  for k, v in pairs(opts) do
+    if Batch.OPTIONS[k] then batch_opts[k] = v end
+  end
+  local b = Batch._new(batch_opts, 3)
+  b:add(opts.registration_id, { payload = opts.payload, symmetric_key = opts.symmetric_key })
+  return b
 end
 
 return dps

@@ -165,6 +165,21 @@ static CURLcode setup_handle(dps_session *s, const char **what)
     return dps_http_secure(curl, what);
 }
 
+CURLcode dps_session_init(dps_session *s, const char **what)
+{
+    memset(s, 0, sizeof *s);
+    s->curl = NULL;
+    s->headers = NULL;
+    s->body.data = NULL;
+    s->head.data = NULL;
+    s->curl = curl_easy_init();
+    if (s->curl == NULL) {
+        *what = "a libcurl handle";
+        return CURLE_FAILED_INIT;
+    }
+    return setup_handle(s, what);
+}
+
 dps_session *dps_session_push(lua_State *L)
 {
     const char *what = "";
@@ -173,15 +188,8 @@ dps_session *dps_session_push(lua_State *L)
     dps_session *s = (dps_session *)dps_newuserdata(L, sizeof *s);
 
     memset(s, 0, sizeof *s);
-    s->curl = NULL;
-    s->headers = NULL;
-    s->body.data = NULL;
-    s->head.data = NULL;
     luaL_setmetatable(L, DPS_SESSION_MT);
-    s->curl = curl_easy_init();
-    if (s->curl == NULL)
-        luaL_error(L, "dps.core.session: cannot create a libcurl handle");
-    rc = setup_handle(s, &what);
+    rc = dps_session_init(s, &what);
     if (rc != CURLE_OK) {
         dps_session_release(s);
         luaL_error(L, "dps.core.session: cannot set %s (%s, %d)", what, curl_easy_strerror(rc), (int)rc);
@@ -230,18 +238,6 @@ static int session_tostring(lua_State *L)
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-enum { GET, PUT, POST };
-
-/* One request's arguments, checked. */
-typedef struct {
-    int method;
-    const char *url;
-    const char *body; /* NULL: none */
-    size_t body_len;
-    int headers;      /* stack index of the header table, 0: none */
-    double timeout, connect_timeout;
-} request;
-
 static long seconds_to_ms(double seconds)
 {
     double ms = ceil(seconds * 1000.0);
@@ -252,7 +248,7 @@ static long seconds_to_ms(double seconds)
     return (long)ms;
 }
 
-static void check_url(lua_State *L, request *r)
+static void check_url(lua_State *L, dps_request *r)
 {
     size_t len, i;
 
@@ -266,8 +262,7 @@ static void check_url(lua_State *L, request *r)
     }
 }
 
-/* Reads and checks every argument; raises on misuse. */
-static void check_request(lua_State *L, dps_session *s, request *r)
+void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
 {
     static const char *const methods[] = {"GET", "PUT", "POST", NULL};
 
@@ -282,7 +277,7 @@ static void check_request(lua_State *L, dps_session *s, request *r)
         if (lua_type(L, 5) != LUA_TSTRING)
             luaL_argerror(L, 5, lua_pushfstring(L, "body must be a string, got %s", luaL_typename(L, 5)));
         r->body = lua_tolstring(L, 5, &r->body_len);
-        if (r->method == GET)
+        if (r->method == DPS_GET)
             luaL_argerror(L, 5, "a GET request has no body");
     }
     r->timeout = s->timeout;
@@ -301,7 +296,7 @@ static void check_request(lua_State *L, dps_session *s, request *r)
 }
 
 /* The request's settings on the handle. */
-static CURLcode set_request(CURL *curl, dps_session *s, const request *r)
+static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
 {
     CURLcode rc = curl_easy_setopt(curl, CURLOPT_URL, r->url);
 
@@ -311,22 +306,22 @@ static CURLcode set_request(CURL *curl, dps_session *s, const request *r)
         rc = curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, seconds_to_ms(r->timeout));
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, seconds_to_ms(r->connect_timeout));
-    if (rc == CURLE_OK && r->method == GET) {
+    if (rc == CURLE_OK && r->method == DPS_GET) {
         rc = curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
         if (rc == CURLE_OK)
             rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     } else if (rc == CURLE_OK) {
         rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         if (rc == CURLE_OK)
-            rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDS, r->body != NULL ? r->body : "");
+            rc = curl_easy_setopt(curl, r->copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
+                                  r->body != NULL ? r->body : "");
         if (rc == CURLE_OK)
-            rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == PUT ? "PUT" : (char *)NULL);
+            rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_PUT ? "PUT" : (char *)NULL);
     }
     return rc;
 }
 
-/* Clears what the last request left; builds this one's header list. */
-static CURLcode prepare(lua_State *L, dps_session *s, const request *r)
+CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r)
 {
     buf_reset(&s->body);
     buf_reset(&s->head);
@@ -337,14 +332,12 @@ static CURLcode prepare(lua_State *L, dps_session *s, const request *r)
         dps_http_free_headers(s->headers);
         s->headers = NULL;
     }
-    if (dps_http_build_headers(L, s, r->headers, r->method != GET) != 0)
+    if (dps_http_build_headers(L, s, r->headers, r->method != DPS_GET) != 0)
         return CURLE_OUT_OF_MEMORY;
-    return CURLE_OK;
+    return set_request(s->curl, s, r);
 }
 
-/* Detaches what pointed into this call's arguments, drops the header list,
- * counts the transfer. */
-static void finish(dps_session *s)
+void dps_http_finish(dps_session *s)
 {
     long connects = 0;
 
@@ -384,18 +377,23 @@ static void finish(dps_session *s)
 static int session_request(lua_State *L)
 {
     dps_session *s = check_open(L);
-    request r;
+    dps_request r;
     CURLcode rc;
-    long status = 0;
 
-    check_request(L, s, &r);
+    dps_http_check_request(L, s, &r);
+    r.copy_body = 0; /* the body lives on the stack until the transfer is over */
     /* From here on nothing raises until the transfer is over. */
-    rc = prepare(L, s, &r);
-    if (rc == CURLE_OK)
-        rc = set_request(s->curl, s, &r);
+    rc = dps_http_prepare(L, s, &r);
     if (rc == CURLE_OK)
         rc = curl_easy_perform(s->curl);
-    finish(s);
+    dps_http_finish(s);
+    return dps_http_push_result(L, s, rc);
+}
+
+int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc)
+{
+    long status = 0;
+
     if (rc != CURLE_OK) {
         dps_http_push_failure(L, s, rc);
     } else {
@@ -427,6 +425,19 @@ static int session_stats(lua_State *L)
     return 1;
 }
 
+void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    /* Refilled on every luaopen (busted reloads modules): same functions. */
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 void dps_open_http(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -444,14 +455,7 @@ void dps_open_http(lua_State *L)
         {NULL, NULL}
     };
 
-    /* Refilled on every luaopen (busted reloads modules): same functions. */
-    luaL_newmetatable(L, DPS_SESSION_MT);
-    luaL_setfuncs(L, meta, 0);
-    lua_pushliteral(L, DPS_SESSION_MT);
-    lua_setfield(L, -2, "__name");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    dps_http_class(L, DPS_SESSION_MT, meta, methods);
 
     lua_pushcfunction(L, dps_session_new);
     lua_setfield(L, -2, "session");

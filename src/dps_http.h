@@ -51,6 +51,45 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } dps_session;
 
+enum { DPS_GET, DPS_PUT, DPS_POST };
+
+/* One request's arguments (method, url, headers, body, timeout at stack
+ * indices 2 to 6), checked. */
+typedef struct {
+    int method;
+    const char *url;
+    const char *body;  /* NULL: none */
+    size_t body_len;
+    int headers;       /* stack index of the header table, 0: none */
+    int copy_body;     /* libcurl copies the body (the call returns before the transfer ends) */
+    double timeout, connect_timeout;
+} dps_request;
+
+/* dps_http.c: makes s's easy handle with its callbacks and the security
+ * settings every handle has.  On failure *what names what failed; the
+ * caller releases s. */
+CURLcode dps_session_init(dps_session *s, const char **what);
+
+/* dps_http.c: reads and checks arguments 2 to 6 (method, url, headers,
+ * body, timeout) into r; raises on misuse. */
+void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r);
+
+/* dps_http.c: clears what the last request left, builds the header list
+ * and sets the request on s->curl.  Raises nothing. */
+CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r);
+
+/* dps_http.c: after the transfer: detaches the header list and body, counts
+ * the transfer. */
+void dps_http_finish(dps_session *s);
+
+/* dps_http.c: pushes status, headers, body, or nil, message, info for rc;
+ * empties the buffers.  Returns 3. */
+int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
+
+/* dps_http.c: (re)fills the metatable `name` with meta and an __index
+ * table of methods (the Session's and the Engine's). */
+void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 /* dps_http.c: pushes a new open session (handle made, callbacks and the
  * security settings applied), or raises. */
 dps_session *dps_session_push(lua_State *L);
@@ -68,6 +107,15 @@ CURLcode dps_http_secure(CURL *curl, const char **what);
 
 /* dps_http_options.c: core.session(options). */
 int dps_session_new(lua_State *L);
+
+/* dps_http_options.c: reads and checks the option table at index 1 (the
+ * options of core.session; raises on misuse) and pushes what it read as an
+ * opaque userdata, returned.  Valid while that table stays at index 1. */
+const void *dps_http_options_read(lua_State *L);
+
+/* dps_http_options.c: applies options read by dps_http_options_read to an
+ * initialised session; on failure releases s and raises, naming who. */
+void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const void *opts);
 
 /* dps_http_headers.c: raises on a header table (argument idx) that cannot
  * be sent as is. */

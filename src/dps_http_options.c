@@ -344,23 +344,37 @@ CURLcode dps_http_secure(CURL *curl, const char **what)
  */
 int dps_session_new(lua_State *L)
 {
-    session_options o;
-    dps_session *s;
+    const void *o = dps_http_options_read(L);
+    dps_session *s = dps_session_push(L);
+
+    dps_http_options_apply(L, "dps.core.session", s, o);
+    return 1;
+}
+
+const void *dps_http_options_read(lua_State *L)
+{
+    session_options read, *o;
+
+    options_read(L, &read);
+    options_check(L, &read);
+    o = (session_options *)dps_newuserdata(L, sizeof *o);
+    *o = read; /* its strings stay anchored by the table at index 1 */
+    return o;
+}
+
+void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const void *opts)
+{
+    const session_options *o = (const session_options *)opts;
     const char *what = "";
     CURLcode rc;
 
-    options_read(L, &o);
-    options_check(L, &o);
-    s = dps_session_push(L);
-    s->connect_timeout = o.num[OPT_CONNECT_TIMEOUT];
-    s->timeout = o.num[OPT_TIMEOUT];
-    s->max_body = (size_t)o.num[OPT_MAX_BODY];
-    s->proxied = o.str[OPT_PROXY] != NULL;
-    rc = options_apply(s->curl, &o, &what);
+    s->connect_timeout = o->num[OPT_CONNECT_TIMEOUT];
+    s->timeout = o->num[OPT_TIMEOUT];
+    s->max_body = (size_t)o->num[OPT_MAX_BODY];
+    s->proxied = o->str[OPT_PROXY] != NULL;
+    rc = options_apply(s->curl, o, &what);
     if (rc != CURLE_OK) {
         dps_session_release(s);
-        return luaL_error(L, "dps.core.session: cannot set option '%s' (%s, %d)", what,
-                          curl_easy_strerror(rc), (int)rc);
+        luaL_error(L, "%s: cannot set option '%s' (%s, %d)", who, what, curl_easy_strerror(rc), (int)rc);
     }
-    return 1;
 }

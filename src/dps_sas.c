@@ -7,8 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "dps_aux.h"
 #include "dps_codec.h"
@@ -63,22 +66,87 @@ static const char *check_key(lua_State *L, int arg, const char *who, const char 
     return lua_tolstring(L, arg, len);
 }
 
-/* HMAC-SHA256 with a base64 key into mac; wipes the decoded key.  A
- * problem may be written into why. */
-static const char *sign(const char *key_text, size_t key_len,
+/* The HMAC of a Lua state, made once (an upvalue of the signing
+ * functions): OpenSSL 3's one-shot HMAC() fetches SHA-256 and builds a
+ * context on every call.  The context keeps the key of the last call
+ * (its text is kept to recognise it; both wiped on close). */
+struct dps_hmac {
+    EVP_MAC *mac;
+    EVP_MAC_CTX *ctx;
+    char key_text[SAS_MAX_KEY_TEXT];
+    size_t key_len; /* 0: no key set */
+};
+
+#define HMAC_MT "dps.core.Hmac"
+
+static int hmac_gc(lua_State *L)
+{
+    dps_hmac *h = (dps_hmac *)luaL_checkudata(L, 1, HMAC_MT);
+    EVP_MAC_CTX_free(h->ctx); /* cleanses the keyed state */
+    EVP_MAC_free(h->mac);
+    h->ctx = NULL;
+    h->mac = NULL;
+    dps_wipe(h->key_text, sizeof h->key_text);
+    h->key_len = 0;
+    return 0;
+}
+
+/* Sets the key on h->ctx (decoded and wiped) unless it is the last one.
+ * NULL or what is wrong with the key. */
+static const char *hmac_key(dps_hmac *h, const char *key_text, size_t key_len, char why[WHY_SIZE])
+{
+    unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
+    size_t keylen = 0;
+    const char *problem;
+    OSSL_PARAM params[2];
+
+    if (h->key_len != 0 && h->key_len == key_len && CRYPTO_memcmp(h->key_text, key_text, key_len) == 0)
+        return EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1 ? NULL : "could not be used by OpenSSL's HMAC";
+    h->key_len = 0;
+    problem = decode_key(key_text, key_len, key, &keylen, why);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (problem == NULL && EVP_MAC_init(h->ctx, key, keylen, params) != 1)
+        problem = "could not be used by OpenSSL's HMAC";
+    dps_wipe(key, sizeof key);
+    if (problem == NULL && key_len > 0) {
+        memcpy(h->key_text, key_text, key_len);
+        h->key_len = key_len;
+    }
+    return problem;
+}
+
+/* HMAC-SHA256 with a base64 key into mac; wipes the decoded key.  With h
+ * (may be NULL: the fuzz targets) the context of the Lua state is used.
+ * A problem may be written into why. */
+static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
                         const unsigned char *msg, size_t msg_len,
                         unsigned char mac[SAS_MAC_SIZE], char why[WHY_SIZE])
 {
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
-    size_t keylen = 0;
+    size_t keylen = 0, outlen = 0;
     unsigned int maclen = 0;
-    const char *problem = decode_key(key_text, key_len, key, &keylen, why);
+    const char *problem;
 
+    if (h != NULL && h->ctx != NULL) {
+        problem = hmac_key(h, key_text, key_len, why);
+        if (problem == NULL && (EVP_MAC_update(h->ctx, msg, msg_len) != 1
+                                || EVP_MAC_final(h->ctx, mac, &outlen, SAS_MAC_SIZE) != 1))
+            problem = "could not be used by OpenSSL's HMAC";
+        return problem;
+    }
+    problem = decode_key(key_text, key_len, key, &keylen, why);
     if (problem == NULL &&
         HMAC(EVP_sha256(), key, (int)keylen, msg, msg_len, mac, &maclen) == NULL)
         problem = "could not be used by OpenSSL's HMAC";
     dps_wipe(key, sizeof key);
     return problem;
+}
+
+/* The HMAC context of the calling function (its first upvalue). */
+static dps_hmac *state_hmac(lua_State *L)
+{
+    return (dps_hmac *)lua_touserdata(L, lua_upvalueindex(1));
 }
 
 /***
@@ -150,7 +218,7 @@ static int sas_derive_key(lua_State *L)
     unsigned char mac[SAS_MAC_SIZE];
     char out[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
     char why[WHY_SIZE];
-    const char *problem = sign(key_text, key_len, (const unsigned char *)id, id_len, mac, why);
+    const char *problem = sign(state_hmac(L), key_text, key_len, (const unsigned char *)id, id_len, mac, why);
 
     if (problem != NULL)
         return dps_misuse(L, who, "group_key %s", problem);
@@ -192,6 +260,14 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
                           long long expiry, const char *name, size_t name_len,
                           char *scratch, const char **token, size_t *token_len, const char **subject)
 {
+    return dps_sas_build_hmac(NULL, uri, uri_len, key_text, key_len, expiry, name, name_len, scratch, token,
+                              token_len, subject);
+}
+
+const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, const char *key_text,
+                               size_t key_len, long long expiry, const char *name, size_t name_len,
+                               char *scratch, const char **token, size_t *token_len, const char **subject)
+{
     char se[32];
     int se_len;
     size_t sr_len, sig_len, skn_len = 0, pos = 0;
@@ -228,7 +304,7 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
     memcpy(sr + sr_len + 1, se, (size_t)se_len);
 
     *subject = "key";
-    problem = sign(key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac,
+    problem = sign(h, key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac,
                    scratch + DPS_SAS_SCRATCH - WHY_SIZE);
     if (problem != NULL)
         return problem;
@@ -284,8 +360,8 @@ static int sas_token(lua_State *L)
     /* Scratch owned by Lua, so nothing leaks if a push raises. */
     char *scratch = dps_newuserdata(L, DPS_SAS_SCRATCH);
 
-    problem = dps_sas_build(uri, uri_len, key_text, key_len, expiry, name, name_len, scratch,
-                            &token, &token_len, &subject);
+    problem = dps_sas_build_hmac(state_hmac(L), uri, uri_len, key_text, key_len, expiry, name, name_len,
+                                 scratch, &token, &token_len, &subject);
     /* The key, MAC and signature were wiped inside; of the scratch, only the
      * token (a bearer credential) is worth wiping. */
     if (problem != NULL)
@@ -302,7 +378,24 @@ static const luaL_Reg sas_functions[] = {
     {NULL, NULL}
 };
 
+/* The HMAC context of this Lua state, shared by the signing functions as
+ * their upvalue; without one (OpenSSL failed) they use one-shot HMAC(). */
+static void push_hmac(lua_State *L)
+{
+    dps_hmac *h = (dps_hmac *)dps_newuserdata(L, sizeof *h);
+
+    memset(h, 0, sizeof *h);
+    if (luaL_newmetatable(L, HMAC_MT)) {
+        lua_pushcfunction(L, hmac_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    h->ctx = h->mac != NULL ? EVP_MAC_CTX_new(h->mac) : NULL;
+}
+
 void dps_open_sas(lua_State *L)
 {
-    luaL_setfuncs(L, sas_functions, 0);
+    push_hmac(L);
+    luaL_setfuncs(L, sas_functions, 1);
 }

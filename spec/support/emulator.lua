@@ -168,7 +168,8 @@ end
 
 --- Start an emulator. opts: enrollments, scenarios, retry_after ("1"; false:
 -- no header), polls_before_assignment (1), id_scope ("0ne00000001"), hub,
--- client_ca (default: the device root CA), max_body_bytes.
+-- client_ca (default: the device root CA), max_body_bytes, latency (s per
+-- request), register_quota (registrations per quota_window s, default 60).
 function M.start(opts)
 	opts = opts or {}
 	local certs = M.certs()
@@ -196,6 +197,7 @@ function M.start(opts)
 		retry_after = retry_after,
 		polls_before_assignment = opts.polls_before_assignment or 1,
 		max_body_bytes = opts.max_body_bytes,
+		latency = opts.latency, register_quota = opts.register_quota, quota_window = opts.quota_window,
 		enrollments = opts.enrollments or {},
 		scenarios = opts.scenarios or {},
 	}

@@ -32,10 +32,13 @@ args.COMMANDS = {
     "ttl", "verbose" }, required = { "id-scope", "registration-id" }, sources = { symmetric = true, group = true } },
   ["derive-key"] = { flags = { "registration-id", "group-key-file" }, required = { "registration-id" },
     sources = { group = true } },
+  ["provision-batch"] = { flags = { "id-scope", "group-key-file", "ids", "concurrency", "rate", "endpoint",
+    "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" }, required = { "id-scope", "ids" },
+    sources = { group = true } },
 }
 
 --- The commands in the order `dps help` lists them.
-args.ORDER = { "provision", "status", "token", "derive-key" }
+args.ORDER = { "provision", "provision-batch", "status", "token", "derive-key" }
 
 -- Old flag names, still accepted.
 local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }

@@ -13,6 +13,8 @@ Commands:
   provision    register the device and wait for its assignment; prints the
                registration state as JSON (with --cache: once, then from the
                cache)
+  provision-batch  provision every device of a list at once (a group key);
+               one JSON line per device
   status       look up the device's registration (no new registration);
                prints the registration state as JSON
   token        print a DPS SAS token for the device
@@ -62,6 +64,14 @@ local CONNECTION = [[
 --- Each command's help text, by command name.
 -- @table COMMANDS
 help.COMMANDS = {
+  ["provision-batch"] = "usage: dps provision-batch --id-scope S --group-key-file F --ids FILE [OPTIONS]\n\n"
+    .. "Provisions every device of FILE (one registration ID per line, optionally a\n"
+    .. "tab and a JSON payload) at once, and prints one line of JSON per device as\n"
+    .. "it ends. Exit status 0 only when every device was assigned.\n\n"
+    .. "  --concurrency N         requests in flight (default 16)\n"
+    .. "  --rate N                registrations per minute (default 1000)\n"
+    .. "  --timeout SECONDS       overall (default 300)\n"
+    .. "  --endpoint, --ca-file, --ca-path, --proxy, --api-version, --verbose as for provision\n",
   provision = "usage: dps provision --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
     .. "Registers the device, polls until the service decides, and prints the\n"
     .. "registration state (assignedHub, deviceId, …) as one line of JSON.\n\n"

@@ -1,0 +1,154 @@
+-- core.engine: many transfers at once, driven by step() (sockets and timer
+-- handed out) or run(); the session's failure kinds; misuse raises; close
+-- mid-flight is clean.
+local core = require "dps.core"
+local emulator = require "spec.support.emulator"
+
+-- Under valgrind (the suite's memcheck run) everything is ~30x slower.
+local SLOW = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 30 or 1
+
+describe("core.engine", function()
+  local emu
+
+  setup(function()
+    emu = emulator.start{ scenarios = { hang = { register = { { fault = "hang", seconds = 30 } } } } }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+  end)
+
+  local function engine(slots)
+    return core.engine({ ca_file = emu.ca_file, timeout = 5 }, slots)
+  end
+
+  it("step() never blocks, hands out sockets and a timer, and reports finished transfers", function()
+    local e = engine(4)
+    -- a request the server never answers: step must not wait for it
+    local hung = e:request("PUT", emu.endpoint .. "/0ne00000001/registrations/hang/register?api-version=1",
+      { ["content-type"] = "application/json" }, "{}")
+    local ids = {}
+    for i = 1, 3 do ids[i] = assert(e:request("GET", emu.endpoint .. "/nowhere/" .. i)) end
+    local seen_fd, finished, t0 = false, {}, core.monotime()
+    while #finished < 3 and core.monotime() - t0 < 5 do
+      local s0 = core.monotime()
+      local wait, fds, done = e:step()
+      assert.is_true(core.monotime() - s0 < 0.5 * SLOW, "step blocked")
+      assert.is_true(wait == nil or (type(wait) == "number" and wait >= 0))
+      for fd, mode in pairs(fds) do
+        assert.is_number(fd)
+        assert.truthy(mode == "r" or mode == "w" or mode == "rw")
+        seen_fd = true
+      end
+      for _, id in ipairs(done) do finished[#finished + 1] = id end
+      core.sleep(math.min(wait or 0.005, 0.005))
+    end
+    assert.equal(1, e:stats().running) -- the hung one
+    assert.is_true(e:cancel(hung))
+    assert.is_true(seen_fd)
+    table.sort(finished)
+    assert.same(ids, finished)
+    for _, id in ipairs(finished) do
+      local status, headers, body = e:take(id)
+      assert.equal(404, status)
+      assert.is_table(headers)
+      assert.truthy(body:find("404001", 1, true))
+    end
+    local stats = e:stats()
+    assert.equal(3, stats.requests - 1) -- the cancelled one counts too
+    assert.equal(4, stats.free)
+    assert.equal(0, stats.running)
+    e:close()
+  end)
+
+  it("run() blocks until a transfer finishes, reuses kept connections", function()
+    local e = engine(2)
+    for round = 1, 3 do
+      local a = e:request("GET", emu.endpoint .. "/a")
+      local b = e:request("POST", emu.endpoint .. "/b", { ["content-type"] = "application/json" }, "{}")
+      local got = {}
+      while #got < 2 do
+        for _, id in ipairs(e:run(5)) do got[#got + 1] = id end
+      end
+      table.sort(got)
+      assert.same({ math.min(a, b), math.max(a, b) }, got, "round " .. round)
+      assert.equal(404, (e:take(a)))
+      assert.equal(404, (e:take(b)))
+    end
+    local stats = e:stats()
+    assert.equal(6, stats.requests)
+    assert.is_true(stats.connects <= 2, "connects: " .. stats.connects)
+    e:close()
+  end)
+
+  it("run(timeout) returns when the time is up, with nothing finished", function()
+    local e = engine(1)
+    local t0 = core.monotime()
+    assert.same({}, e:run(0.05)) -- nothing in flight: at once
+    assert.is_true(core.monotime() - t0 < 0.05)
+    e:close()
+  end)
+
+  it("fails a transfer with the session's kinds, others unharmed", function()
+    local e = engine(2)
+    local bad = e:request("GET", "https://127.0.0.1:1/")
+    local good = e:request("GET", emu.endpoint .. "/x")
+    local got = {}
+    while #got < 2 do
+      for _, id in ipairs(e:run(5)) do got[#got + 1] = id end
+    end
+    local ok, message, info = e:take(bad)
+    assert.is_nil(ok)
+    assert.equal("connect", info.kind)
+    assert.truthy(message:find("CURLE_COULDNT_CONNECT", 1, true))
+    assert.equal(404, (e:take(good)))
+    -- the expired certificate of the second listener: a TLS failure
+    local tls = e:request("GET", emu.expired_endpoint .. "/x")
+    while #e:run(5) == 0 do end
+    ok, message, info = e:take(tls)
+    assert.is_nil(ok)
+    assert.equal("tls", info.kind, message)
+    e:close()
+  end)
+
+  it("raises on misuse", function()
+    local e = engine(1)
+    assert.has_error(function() core.engine({ timout = 1 }) end,
+      "bad argument #1 to 'engine' (unknown option 'timout')")
+    assert.has_error(function() core.engine({}, 0) end)
+    assert.has_error(function() core.engine({}, 1025) end)
+    assert.has_error(function() e:request("DELETE", emu.endpoint) end)
+    assert.has_error(function() e:request("GET", emu.endpoint, nil, "body") end)
+    assert.has_error(function() e:take(1) end)   -- no such transfer
+    local id = e:request("GET", emu.endpoint .. "/x")
+    assert.has_error(function() e:request("GET", emu.endpoint .. "/y") end) -- no free slot
+    assert.has_error(function() e:take(id) end)  -- still running
+    assert.has_error(function() e:take(2) end)
+    assert.is_true(e:cancel(id))
+    assert.equal(1, e:stats().free)
+    e:close()
+    assert.is_true(e:close())
+    assert.has_error(function() e:step() end)
+    assert.truthy(tostring(e):find("closed", 1, true))
+  end)
+
+  it("closes mid-flight: transfers dropped, slots, connections and buffers freed", function()
+    local e = engine(8)
+    for i = 1, 8 do
+      e:request("POST", emu.endpoint .. "/p/" .. i, { ["content-type"] = "application/json" }, ("x"):rep(1000))
+    end
+    e:step()
+    e:step()
+    assert.is_true(e:close())
+    assert.is_true(e:close())
+    collectgarbage()
+    collectgarbage()
+    -- a fresh engine still works after the other was torn down mid-flight
+    local f = engine(1)
+    f:request("GET", emu.endpoint .. "/after")
+    while #f:run(5) == 0 do end
+    assert.equal(404, (f:take(1)))
+    f = nil -- luacheck: ignore
+    collectgarbage() -- __gc of an open engine with a finished transfer
+  end)
+end)

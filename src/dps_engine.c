@@ -1,0 +1,288 @@
+/***
+ * The transfer engine of `dps.core`: many HTTPS requests in flight at once
+ * on libcurl's multi interface, one connection pool (kept-alive
+ * connections), TLS sessions shared between connections (libcurl's share
+ * interface), so a new connection resumes instead of a full handshake.
+ *
+ * It never blocks unless asked to: `step()` does what can be done now and
+ * says when it wants to be called again and which sockets to watch, as
+ * libcurl's socket and timer callbacks recorded them (in C: no Lua runs
+ * inside a libcurl callback).  `run(timeout)` blocks until a transfer ends.
+ *
+ * Each slot is a session transfer (`dps_session` of dps_http.h): the same
+ * callbacks, buffers, options, security settings and failure kinds as
+ * `core.session`.
+ * @module dps.core
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "dps_aux.h"
+#include "dps_core.h"
+#include "dps_engine.h"
+
+#define SLOTS_MAX 1024
+#define SLOTS_DEFAULT 8
+/* Longest single wait of run(), in seconds (poll takes an int of ms). */
+#define WAIT_MAX 86400.0
+
+double dps_engine_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libcurl's multi callbacks: C arrays only, never the Lua API               */
+
+static int find_socket(const dps_engine *e, curl_socket_t fd)
+{
+    int i;
+    for (i = 0; i < e->nwatch; i++)
+        if (e->watch[i].fd == fd)
+            return i;
+    return -1;
+}
+
+/* Room for one more socket.  0, or -1 on OOM. */
+static int grow_watch(dps_engine *e)
+{
+    int cap = e->capwatch > 0 ? e->capwatch * 2 : 16;
+    struct pollfd *w, *r;
+
+    if (e->nwatch < e->capwatch)
+        return 0;
+    w = realloc(e->watch, (size_t)cap * sizeof *w);
+    if (w == NULL)
+        return -1;
+    e->watch = w;
+    r = realloc(e->ready, (size_t)cap * sizeof *r);
+    if (r == NULL)
+        return -1;
+    e->ready = r;
+    e->capwatch = cap;
+    return 0;
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    dps_engine *e = userp;
+    int i = find_socket(e, fd);
+
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (i >= 0)
+            e->watch[i] = e->watch[--e->nwatch];
+        return 0;
+    }
+    if (i < 0) {
+        if (grow_watch(e) != 0)
+            return -1; /* libcurl fails the transfer */
+        i = e->nwatch++;
+        e->watch[i].fd = fd;
+    }
+    e->watch[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    e->watch[i].revents = 0;
+    return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    dps_engine *e = userp;
+
+    (void)multi;
+    e->timer_at = timeout_ms < 0 ? -1.0 : dps_engine_now() + (double)timeout_ms / 1000.0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driving the transfers                                                     */
+
+/* Moves finished transfers out of the multi: their slots become DONE. */
+static void collect(dps_engine *e)
+{
+    CURLMsg *msg;
+    int left = 0;
+
+    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+        char *priv = NULL;
+        dps_slot *sl;
+        CURL *easy = msg->easy_handle;
+        CURLcode result = msg->data.result;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        sl = (dps_slot *)(void *)priv;
+        curl_multi_remove_handle(e->multi, easy);
+        dps_http_finish(&sl->s);
+        sl->result = result;
+        sl->state = DPS_SLOT_DONE;
+        e->busy--;
+        e->done[e->ndone++] = (int)(sl - e->slots) + 1;
+    }
+}
+
+void dps_engine_drive(dps_engine *e)
+{
+    int i, n, running = 0, rounds;
+
+    for (rounds = 0; rounds < 8; rounds++) {
+        int acted = 0;
+        n = e->nwatch;
+        if (n > 0) {
+            memcpy(e->ready, e->watch, (size_t)n * sizeof *e->ready);
+            if (poll(e->ready, (nfds_t)n, 0) > 0) {
+                for (i = 0; i < n; i++) {
+                    short rev = e->ready[i].revents;
+                    int flags = ((rev & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0)
+                                | ((rev & POLLOUT) ? CURL_CSELECT_OUT : 0)
+                                | ((rev & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+                    if (flags != 0) {
+                        curl_multi_socket_action(e->multi, e->ready[i].fd, flags, &running);
+                        acted = 1;
+                    }
+                }
+            }
+        }
+        if (e->timer_at >= 0 && dps_engine_now() >= e->timer_at) {
+            e->timer_at = -1.0;
+            curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            acted = 1;
+        }
+        collect(e);
+        if (!acted)
+            break;
+    }
+}
+
+void dps_engine_await(dps_engine *e, double seconds)
+{
+    int n = e->nwatch;
+    int ms = (int)ceil((seconds > WAIT_MAX ? WAIT_MAX : seconds) * 1000.0);
+
+    memcpy(e->ready, e->watch, (size_t)n * sizeof *e->ready);
+    if (n > 0) {
+        poll(e->ready, (nfds_t)n, ms);
+    } else {
+        struct timespec ts;
+        ts.tv_sec = ms / 1000;
+        ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                 */
+
+void dps_engine_release(dps_engine *e)
+{
+    int i;
+
+    if (e->slots != NULL) {
+        for (i = 0; i < e->nslots; i++) {
+            if (e->slots[i].state == DPS_SLOT_BUSY && e->multi != NULL && e->slots[i].s.curl != NULL)
+                curl_multi_remove_handle(e->multi, e->slots[i].s.curl);
+            dps_session_release(&e->slots[i].s);
+        }
+        free(e->slots);
+        e->slots = NULL;
+    }
+    if (e->multi != NULL)
+        curl_multi_cleanup(e->multi);
+    e->multi = NULL;
+    if (e->share != NULL)
+        curl_share_cleanup(e->share);
+    e->share = NULL;
+    free(e->watch);
+    free(e->ready);
+    free(e->done);
+    e->watch = e->ready = NULL;
+    e->done = NULL;
+    e->nwatch = e->capwatch = e->ndone = e->busy = e->nslots = 0;
+}
+
+/* The multi handle, the share and their settings.  NULL or what failed. */
+static const char *setup_multi(dps_engine *e)
+{
+    e->multi = curl_multi_init();
+    e->share = curl_share_init();
+    if (e->multi == NULL || e->share == NULL)
+        return "cannot create a libcurl multi or share handle";
+    if (curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK
+        || curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
+        return "cannot share TLS sessions";
+    if (curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, (void *)e) != CURLM_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e) != CURLM_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->nslots) != CURLM_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)e->nslots) != CURLM_OK)
+        return "cannot set the multi handle's callbacks";
+    e->slots = calloc((size_t)e->nslots, sizeof *e->slots);
+    e->done = calloc((size_t)e->nslots, sizeof *e->done);
+    if (e->slots == NULL || e->done == NULL || grow_watch(e) != 0)
+        return "out of memory";
+    return NULL;
+}
+
+/* Slot i: a session transfer with the options, the share and its id. */
+static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
+{
+    dps_session *s = &e->slots[i].s;
+    const char *what = "";
+    CURLcode rc = dps_session_init(s, &what);
+
+    if (rc == CURLE_OK) {
+        what = "CURLOPT_SHARE";
+        rc = curl_easy_setopt(s->curl, CURLOPT_SHARE, e->share);
+    }
+    if (rc == CURLE_OK) {
+        what = "CURLOPT_PRIVATE";
+        rc = curl_easy_setopt(s->curl, CURLOPT_PRIVATE, (void *)&e->slots[i]);
+    }
+    if (rc != CURLE_OK)
+        luaL_error(L, "dps.core.engine: cannot set %s (%s, %d)", what, curl_easy_strerror(rc), (int)rc);
+    dps_http_options_apply(L, "dps.core.engine", s, opts);
+}
+
+/***
+ * Creates a transfer engine.
+ * @function engine
+ * @tparam[opt] table options the options of `session` (TLS files, timeouts,
+ *   proxy, user agent, max_body, client certificate), for every transfer
+ * @tparam[opt=8] integer slots transfers in flight at once (1 to 1024); also
+ *   the most connections kept open
+ * @treturn Engine
+ * @raise as `session` on its options; on slots out of range
+ */
+int dps_engine_new(lua_State *L)
+{
+    lua_Integer n = luaL_optinteger(L, 2, SLOTS_DEFAULT);
+    const void *opts;
+    dps_engine *e;
+    const char *problem;
+    int i;
+
+    if (n < 1 || n > SLOTS_MAX)
+        luaL_argerror(L, 2, "slots must be an integer from 1 to 1024");
+    opts = dps_http_options_read(L);
+    e = (dps_engine *)dps_newuserdata(L, sizeof *e);
+    memset(e, 0, sizeof *e);
+    e->timer_at = -1.0;
+    luaL_setmetatable(L, DPS_ENGINE_MT);
+    e->nslots = (int)n;
+    problem = setup_multi(e);
+    if (problem != NULL) {
+        dps_engine_release(e);
+        return luaL_error(L, "dps.core.engine: %s", problem);
+    }
+    for (i = 0; i < e->nslots; i++)
+        setup_slot(L, e, i, opts); /* a raise leaves the rest to __gc */
+    return 1;
+}

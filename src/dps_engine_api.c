@@ -1,0 +1,290 @@
+/*
+ * The methods of the transfer engine (see dps_engine.c): request, step,
+ * run, take, cancel, stats, close.
+ * @module dps.core
+ */
+#include <math.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "dps_aux.h"
+#include "dps_core.h"
+#include "dps_engine.h"
+
+/* Argument 1 as an engine (an open one unless closed_ok). */
+static dps_engine *check_engine(lua_State *L, int closed_ok)
+{
+    dps_engine *e = (dps_engine *)luaL_checkudata(L, 1, DPS_ENGINE_MT);
+    if (!closed_ok && e->multi == NULL)
+        luaL_argerror(L, 1, "engine is closed");
+    return e;
+}
+
+/* Argument 2 as the id of a transfer (a running one only when busy_ok). */
+static dps_slot *check_id(lua_State *L, dps_engine *e, int busy_ok)
+{
+    lua_Integer id = luaL_checkinteger(L, 2);
+    dps_slot *sl;
+
+    if (id < 1 || id > e->nslots || e->slots[id - 1].state == DPS_SLOT_FREE)
+        luaL_argerror(L, 2, "no such transfer");
+    sl = &e->slots[id - 1];
+    if (!busy_ok && sl->state == DPS_SLOT_BUSY)
+        luaL_argerror(L, 2, "the transfer is still running");
+    return sl;
+}
+
+/***
+ * Closes the engine: every transfer in flight is dropped, every connection
+ * closed, every buffer freed.  Also `__gc` and (Lua 5.4) `__close`; closing
+ * twice is harmless.
+ * @function Engine:close
+ * @treturn boolean `true`
+ */
+static int engine_close(lua_State *L)
+{
+    dps_engine_release(check_engine(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int engine_tostring(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 1);
+
+    lua_pushstring(L, DPS_ENGINE_MT);
+    if (e->multi != NULL)
+        lua_pushfstring(L, ": %p, %d of %d slots running", (void *)e, e->busy, e->nslots);
+    else
+        lua_pushliteral(L, " (closed)");
+    lua_concat(L, 2);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transfers                                                                 */
+
+/***
+ * Starts a request; it runs as `step` or `run` drive the engine.
+ * @function Engine:request
+ * @tparam string method `"GET"`, `"PUT"` or `"POST"`
+ * @tparam string url, headers, body, timeout as `Session:request` (the body
+ *   is copied)
+ * @treturn integer the transfer's id, for `take` and `cancel`
+ * @return[2] nil, message, info as `Session:request`'s failures
+ * @raise as `Session:request`, and when every slot is busy or holds a
+ *   result not yet taken
+ */
+static int engine_request(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    dps_request r;
+    dps_slot *sl = NULL;
+    CURLcode rc;
+    int i;
+
+    for (i = 0; i < e->nslots && sl == NULL; i++)
+        if (e->slots[i].state == DPS_SLOT_FREE)
+            sl = &e->slots[i];
+    if (sl == NULL)
+        luaL_argerror(L, 1, "no free slot: take or cancel finished transfers first");
+    dps_http_check_request(L, &sl->s, &r);
+    r.copy_body = 1;
+    rc = dps_http_prepare(L, &sl->s, &r);
+    if (rc == CURLE_OK && curl_multi_add_handle(e->multi, sl->s.curl) != CURLM_OK)
+        rc = CURLE_OUT_OF_MEMORY;
+    if (rc != CURLE_OK) {
+        dps_http_finish(&sl->s);
+        return dps_http_push_result(L, &sl->s, rc);
+    }
+    sl->state = DPS_SLOT_BUSY;
+    e->busy++;
+    lua_pushinteger(L, (lua_Integer)(sl - e->slots) + 1);
+    return 1;
+}
+
+/* Pushes the ids finished since the last report, as an array. */
+static void push_done(lua_State *L, dps_engine *e)
+{
+    int i;
+    lua_createtable(L, e->ndone, 0);
+    for (i = 0; i < e->ndone; i++) {
+        lua_pushinteger(L, (lua_Integer)e->done[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    e->ndone = 0;
+}
+
+/* Pushes seconds until libcurl's timer is due (nil: none). */
+static void push_wait(lua_State *L, const dps_engine *e)
+{
+    if (e->timer_at < 0) {
+        lua_pushnil(L);
+    } else {
+        double wait = e->timer_at - dps_engine_now();
+        lua_pushnumber(L, wait > 0 ? wait : 0);
+    }
+}
+
+/***
+ * Does what can be done now, without blocking.
+ * @function Engine:step
+ * @treturn number|nil seconds after which to call `step` again (nil: only a
+ *   socket of the table can make progress, or nothing is in flight)
+ * @treturn table sockets to watch: file descriptor → `"r"`, `"w"` or `"rw"`
+ * @treturn table ids of the transfers finished since the last `step` or
+ *   `run` (read each with `take`)
+ * @raise on a closed engine
+ */
+static int engine_step(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    int i;
+
+    dps_engine_drive(e);
+    push_wait(L, e);
+    lua_createtable(L, 0, e->nwatch);
+    for (i = 0; i < e->nwatch; i++) {
+        short ev = e->watch[i].events;
+        if (ev == 0)
+            continue;
+        lua_pushstring(L, ev == (POLLIN | POLLOUT) ? "rw" : ev == POLLIN ? "r" : "w");
+        lua_rawseti(L, -2, (int)e->watch[i].fd);
+    }
+    push_done(L, e);
+    return 3;
+}
+
+/***
+ * Drives the transfers, blocking, until one finishes or `timeout` seconds
+ * pass.
+ * @function Engine:run
+ * @tparam[opt] number timeout seconds (default: until a transfer finishes)
+ * @treturn table ids of the transfers finished since the last `step` or `run`
+ * @raise on a closed engine or a timeout that is not a number >= 0
+ */
+static int engine_run(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    double timeout = luaL_optnumber(L, 2, HUGE_VAL);
+    double deadline;
+
+    if (!(timeout >= 0))
+        luaL_argerror(L, 2, "timeout must be a number >= 0");
+    deadline = dps_engine_now() + timeout;
+    for (;;) {
+        double now, wait;
+        dps_engine_drive(e);
+        if (e->ndone > 0 || e->busy == 0)
+            break;
+        now = dps_engine_now();
+        wait = deadline - now;
+        if (e->timer_at >= 0 && e->timer_at - now < wait)
+            wait = e->timer_at - now;
+        if (deadline <= now)
+            break;
+        if (wait > 0)
+            dps_engine_await(e, wait);
+    }
+    push_done(L, e);
+    return 1;
+}
+
+/***
+ * The result of a finished transfer; frees its slot.
+ * @function Engine:take
+ * @tparam integer id from `request`
+ * @return as `Session:request`: status, headers, body, or nil, message, info
+ * @raise on an id that names no transfer, or one still running
+ */
+static int engine_take(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    dps_slot *sl = check_id(L, e, 0);
+
+    lua_settop(L, 2);
+    luaL_checkstack(L, 8, "take");
+    sl->state = DPS_SLOT_FREE;
+    return dps_http_push_result(L, &sl->s, sl->result);
+}
+
+/***
+ * Drops a transfer, running or finished; frees its slot.
+ * @function Engine:cancel
+ * @tparam integer id from `request`
+ * @treturn boolean `true`
+ * @raise on an id that names no transfer
+ */
+static int engine_cancel(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    dps_slot *sl = check_id(L, e, 1);
+    int i;
+
+    if (sl->state == DPS_SLOT_BUSY) {
+        curl_multi_remove_handle(e->multi, sl->s.curl);
+        dps_http_finish(&sl->s);
+        e->busy--;
+    }
+    for (i = 0; i < e->ndone; i++)
+        if (e->done[i] == (int)(sl - e->slots) + 1)
+            e->done[i] = e->done[--e->ndone];
+    sl->state = DPS_SLOT_FREE;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/***
+ * Counters of the engine.
+ * @function Engine:stats
+ * @treturn table `{ requests, connects, running, free, slots }`: transfers
+ *   finished, new connections made, transfers in flight, free slots
+ * @raise on a closed engine
+ */
+static int engine_stats(lua_State *L)
+{
+    dps_engine *e = check_engine(L, 0);
+    double requests = 0, connects = 0;
+    int i, free_slots = 0;
+
+    for (i = 0; i < e->nslots; i++) {
+        requests += e->slots[i].s.requests;
+        connects += e->slots[i].s.connects;
+        free_slots += e->slots[i].state == DPS_SLOT_FREE;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, (lua_Integer)connects);
+    lua_setfield(L, -2, "connects");
+    lua_pushinteger(L, (lua_Integer)e->busy);
+    lua_setfield(L, -2, "running");
+    lua_pushinteger(L, (lua_Integer)free_slots);
+    lua_setfield(L, -2, "free");
+    lua_pushinteger(L, (lua_Integer)e->nslots);
+    lua_setfield(L, -2, "slots");
+    return 1;
+}
+
+void dps_open_engine(lua_State *L)
+{
+    static const luaL_Reg meta[] = {
+        {"__gc", engine_close},
+#if LUA_VERSION_NUM >= 504
+        {"__close", engine_close},
+#endif
+        {"__tostring", engine_tostring},
+        {NULL, NULL}
+    };
+    static const luaL_Reg methods[] = {
+        {"request", engine_request}, {"step", engine_step}, {"run", engine_run},
+        {"take", engine_take}, {"cancel", engine_cancel}, {"stats", engine_stats},
+        {"close", engine_close}, {NULL, NULL}
+    };
+
+    dps_http_class(L, DPS_ENGINE_MT, meta, methods);
+
+    lua_pushcfunction(L, dps_engine_new);
+    lua_setfield(L, -2, "engine");
+}
