@@ -83,9 +83,9 @@ describe("dps.batch", function()
     local regs = registers(emu)
     assert.equal(4, #regs)
     if SLOW == 1 then
-      for i = 2, 4 do
-        assert.is_true(regs[i].t - regs[i - 1].t >= 0.09, "registrations " .. (regs[i].t - regs[i - 1].t) .. " s apart")
-      end
+      -- 4 registrations at 600 a minute span at least 0.3 s; measured where
+      -- they arrive, where one late arrival may shorten the next gap
+      assert.is_true(regs[4].t - regs[1].t >= 0.27, "registrations 1 to 4 within " .. (regs[4].t - regs[1].t) .. " s")
     else -- under valgrind the client's own delays (the first handshake) blur single gaps
       assert.is_true(regs[4].t - regs[2].t >= 0.15, "registrations 2 to 4 within " .. (regs[4].t - regs[2].t) .. " s")
     end
