@@ -23,7 +23,7 @@ local errors = {}
 -- @field error 1: the service refused the request (400, 404, 409, 429, 5xx, an answer
 --   that breaks the protocol), or an internal error
 -- @field usage 2: a mistake on the command line or in an option's value
--- @field credentials 3: a key, certificate or pass phrase is missing, unreadable or unusable
+-- @field credentials 3: a key, certificate, pass phrase or CA file is missing, unreadable or unusable
 -- @field auth 4: the service refused the credentials (HTTP 401/403)
 -- @field network 5: DNS, connection, proxy, TLS, or no decision within the time limit
 -- @field outcome 6: the registration ended `failed` or `disabled`
@@ -113,6 +113,7 @@ local ESCAPES = { [9] = "\\t", [10] = "\\n", [13] = "\\r" }
 -- spaces or quotes): such a value is never repeated in a message.
 -- @tparam string text
 -- @treturn boolean
+-- @local (internal: how the library builds its failures)
 function errors.may_be_secret(text)
   return text:find("[%s%c\"';]") ~= nil or text:find("-----", 1, true) ~= nil
     or text:lower():find("key=", 1, true) ~= nil
@@ -180,6 +181,7 @@ end
 -- raises. The service's codes are int32 (dps-protocol.md §4.3).
 -- @param value
 -- @treturn integer|nil
+-- @local (internal: how the library builds its failures)
 function errors.code(value)
   if type(value) == "string" then
     if #value > 32 or not value:find("^%s*%-?%d+%s*$") then
@@ -201,6 +203,7 @@ local KIND_OF_STATUS = {
 }
 
 --- The kind of an HTTP status that is not a success.
+-- @local (internal: how the library builds its failures)
 function errors.kind_of_status(status)
   if KIND_OF_STATUS[status] then
     return KIND_OF_STATUS[status]
@@ -212,6 +215,7 @@ end
 
 --- Whether an HTTP status that is not a success is worth another try:
 -- 409, 429 and 5xx, by the kind it maps to.
+-- @local (internal: how the library builds its failures)
 function errors.retryable_status(status)
   return errors.retryable(errors.kind_of_status(status))
 end
@@ -220,6 +224,7 @@ end
 -- @treturn nil
 -- @treturn string message
 -- @treturn table info
+-- @local (internal: how the library builds its failures)
 function errors.transport(step, message, info)
   info.retryable = errors.retryable(info.kind)
   info.step = step
@@ -235,6 +240,7 @@ end
 -- @tparam table headers response headers (lower-case names)
 -- @param body decoded JSON body (a table) or nil
 -- @tparam[opt] number retry_after seconds, when the response said
+-- @local (internal: how the library builds its failures)
 function errors.service(step, status, headers, body, retry_after)
   local details = type(body) == "table" and body or {}
   local error_code = errors.code(details.errorCode) or errors.code(headers["x-ms-error-code"])
@@ -265,6 +271,7 @@ end
 
 --- A response that does not follow the protocol (`what` may quote the
 -- server's values: it is passed through `errors.safe`).
+-- @local (internal: how the library builds its failures)
 function errors.protocol(step, what, status)
   return nil, errors.safe(step .. ": " .. tostring(what), 1024),
     { kind = "protocol", status = status, retryable = false, step = step }
@@ -273,6 +280,7 @@ end
 --- The service's final word on a registration: `failed` or `disabled`.
 -- @tparam table state the registration state (`status`, `errorCode`, `errorMessage`)
 -- @param[opt] operation_id
+-- @local (internal: how the library builds its failures)
 function errors.outcome(state, operation_id)
   local kind = state.status == "disabled" and "disabled" or "failed"
   local code = errors.code(state.errorCode)
@@ -290,6 +298,7 @@ function errors.outcome(state, operation_id)
 end
 
 --- The overall deadline passed (or a Retry-After reaches past it).
+-- @local (internal: how the library builds its failures)
 function errors.deadline(timeout, last_message, last_info)
   local message = string.format("provision: no assignment within %g s", timeout)
   if last_message then
