@@ -708,15 +708,21 @@ describe("dps command line", function()
   describe("exit codes by kind", function()
     -- errors.KINDS holds the exit code of every kind; the command uses it, and
     -- decides by info.kind, never by a message's text.
-    it("are the documented ones for every kind, from one table", function()
+    it("are the documented ones for every kind, from one table: the README's", function()
       local errors = require "dps.errors"
-      local documented = {
-        resolve = 5, connect = 5, proxy = 5, tls = 5, timeout = 5, network = 5, credentials = 3, auth = 4,
-        failed = 6, disabled = 6, usage = 2, protocol = 1, too_large = 1, config = 3, oom = 1, bad_request = 1,
-        not_found = 1, conflict = 1, throttled = 1, service = 1, http = 1,
-      }
+      -- the README's table of kinds: | `kind` | what happened | retries | exit |
+      local documented, retries = {}, {}
+      for line in assert(io.open("README.md")):read("*a"):gmatch("[^\n]+") do
+        local kinds, again, code = line:match("^| (`[%w_]+`[^|]-) | [^|]+ | ([^|]+) | (%d) |$")
+        for kind in (kinds or ""):gmatch("`([%w_]+)`") do
+          documented[kind], retries[kind] = tonumber(code), again:match("^yes") ~= nil
+        end
+      end
+      assert.is_true(documented.resolve ~= nil and documented.usage ~= nil, "the README's table of kinds is gone")
       for kind, code in pairs(documented) do
+        assert.truthy(errors.KINDS[kind], "the README documents an unknown kind " .. kind)
         assert.are.equal(code, errors.KINDS[kind].exit, kind)
+        assert.are.equal(retries[kind], errors.KINDS[kind].retryable, kind)
       end
       for kind in pairs(errors.KINDS) do
         assert.truthy(documented[kind], "undocumented kind " .. kind)
