@@ -246,28 +246,6 @@ describe("examples", function()
   describe("OpenWrt init script", function()
     local root, n = nil, 0
 
-    -- OpenWrt's /lib/functions.sh (config_load, config_get, config_get_bool),
-    -- which rc.common loads on a router, read here from $UCI_CONFIG_DIR: just
-    -- the `option` lines of the one named section, as UCI stores them.
-    local FUNCTIONS = [[
-config_load() {
-	while read -r kw name value; do
-		[ "$kw" = option ] || continue
-		value=${value#\'}
-		value=${value%\'}
-		eval "CONFIG_main_$name=\$value"
-	done <"$UCI_CONFIG_DIR/$1"
-}
-config_get() {
-	eval "__value=\${CONFIG_$2_$3-}"
-	[ -n "$__value" ] || __value=$4
-	eval "$1=\$__value"
-}
-config_get_bool() {
-	config_get "$1" "$2" "$3" "$4"
-	eval "case \$$1 in 1|on|true|yes|enabled) $1=1 ;; *) $1=0 ;; esac"
-}
-]]
 
     -- A fresh /etc (UCI config from examples/openwrt/dps.config with OPTIONS
     -- set, key file in etc/dps); returns the etc dir.
@@ -310,7 +288,7 @@ config_get_bool() {
     setup(function()
       root = dir .. "/openwrt"
       os.execute("mkdir -p " .. q(root))
-      write(root .. "/functions.sh", FUNCTIONS, "644")
+      write(root .. "/functions.sh", assert(shell.read("spec/support/openwrt-functions.sh")), "644")
     end)
 
     it("reads every option of dps.config", function()

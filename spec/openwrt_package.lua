@@ -70,26 +70,7 @@ describe("the OpenWrt packages under qemu", function()
   end
 
   it("provisions at boot through the installed init script and /etc/config/dps", function()
-    -- OpenWrt's config_load / config_get for the one section, as examples_spec.lua has them
-    shell.write(dir .. "/functions.sh", [[
-config_load() {
-	while read -r kw name value; do
-		[ "$kw" = option ] || continue
-		value=${value#\'}
-		value=${value%\'}
-		eval "CONFIG_main_$name=\$value"
-	done <"$UCI_CONFIG_DIR/$1"
-}
-config_get() {
-	eval "__value=\${CONFIG_$2_$3-}"
-	[ -n "$__value" ] || __value=$4
-	eval "$1=\$__value"
-}
-config_get_bool() {
-	config_get "$1" "$2" "$3" "$4"
-	eval "case \$$1 in 1|on|true|yes|enabled) $1=1 ;; *) $1=0 ;; esac"
-}
-]], "644")
+    shell.write(dir .. "/functions.sh", assert(shell.read("spec/support/openwrt-functions.sh")), "644")
     local config = assert(read(ROOTFS .. "/etc/config/dps"))
     local options = { id_scope = emu.id_scope, registration_id = "router-boot", key_file = dir .. "/device.key",
       endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1", timeout = "20", attempts = "1" }
@@ -105,7 +86,7 @@ config_get_bool() {
       q(dir), q(dir .. "/config"), q(dir .. "/state"), q(dir .. "/dps"),
       q(". ./functions.sh; . " .. ROOTFS .. "/etc/init.d/dps; provision")))
     assert.is_true(ok, out)
-    local state = cjson.decode((assert(read(dir .. "/state/assignment.json"), out)))
-    assert.are.equal("router-boot", state.deviceId)
+    local cache = cjson.decode((assert(read(dir .. "/state/assignment.json"), out)))
+    assert.are.equal("router-boot", cache.state.deviceId) -- the library's assignment cache (dps.cache)
   end)
 end)
