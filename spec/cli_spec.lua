@@ -713,7 +713,7 @@ describe("dps command line", function()
       local documented = {
         resolve = 5, connect = 5, proxy = 5, tls = 5, timeout = 5, network = 5, credentials = 3, auth = 4,
         failed = 6, disabled = 6, usage = 2, protocol = 1, too_large = 1, config = 3, oom = 1, bad_request = 1,
-        not_found = 1, conflict = 1, throttled = 1, service = 1, http = 1,
+        not_found = 1, conflict = 1, throttled = 1, service = 1, http = 1, quota = 1, lock_lost = 1,
       }
       for kind, code in pairs(documented) do
         assert.are.equal(code, errors.KINDS[kind].exit, kind)
