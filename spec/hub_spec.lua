@@ -242,7 +242,8 @@ describe("dps.hub", function()
 
     it("raises when settling something that is no message", function()
       local hub = hub_with({})
-      assert.has_error(function() hub:complete({}) end, "dps.hub: complete needs a message from receive (or its lock_token)")
+      assert.has_error(function() hub:complete({}) end,
+        "dps.hub: complete needs a message from receive (or its lock_token)")
     end)
   end)
 

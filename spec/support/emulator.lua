@@ -198,6 +198,7 @@ function M.start(opts)
 		max_body_bytes = opts.max_body_bytes,
 		enrollments = opts.enrollments or {},
 		scenarios = opts.scenarios or {},
+		cloud_to_device = opts.cloud_to_device,
 	}
 	local f = assert(io.open(emu.config_file, "w"))
 	f:write(cjson.encode(config))
