@@ -24,6 +24,7 @@ describe("the hub at the emulator", function()
       { type = "individual", registration_id = "hub-401", symmetric_key = KEY },
       { type = "individual", registration_id = "hub-loop", symmetric_key = KEY },
       { type = "individual", registration_id = "hub-plain", symmetric_key = KEY },
+      { type = "individual", registration_id = "hub-cli", symmetric_key = KEY },
       { type = "group", group_id = "hub-group", symmetric_key = GROUP_KEY },
       { type = "group", attestation = "x509", group_id = "hub-x509" },
     }, scenarios = {
@@ -225,6 +226,61 @@ describe("the hub at the emulator", function()
     local hub = assert(connect("hub-member", { symmetric_key = false, group_key = GROUP_KEY }))
     assert(hub:send("member"))
     hub:close()
+  end)
+
+  describe("dps send and dps receive", function()
+    local cli = require "dps.cli"
+    local function run(argv, stdin)
+      local out, err = {}, {}
+      local full = { argv[1], "--id-scope", emu.id_scope, "--registration-id", "hub-cli", "--endpoint", emu.endpoint,
+        "--ca-file", emu.ca_file, "--hub-endpoint", emu.endpoint, "--cache", dir .. "/hub-cli.json" }
+      for i = 2, #argv do full[#full + 1] = argv[i] end
+      local code = cli.main(full, { DPS_SYMMETRIC_KEY = KEY }, {
+        stdout = { write = function(_, t) out[#out + 1] = t end },
+        stderr = { write = function(_, t) err[#err + 1] = t end },
+        stdin = { read = function() return stdin end },
+      })
+      return code, table.concat(out), table.concat(err)
+    end
+
+    it("send: DATA or stdin, with properties and a content type; exit 0, nothing on stdout", function()
+      local code, out, err = run({ "send", "--property", "room=kitchen", "--property", "unit=C", "--content-type",
+        "application/json", "-v", '{"t":20}' })
+      assert.are.equal(0, code, err)
+      assert.are.equal("", out)
+      assert.matches("sent 8 bytes; 1 request on 1 TLS connection to the hub", err)
+      code, _, err = run({ "send", "-" }, "from stdin")
+      assert.are.equal(0, code, err)
+      local got = entries("telemetry", function(e) return e.device_id == "hub-cli" end, 2)
+      assert.are.same({ '{"t":20}', { room = "kitchen", unit = "C" } }, { got[1].body, got[1].properties })
+      assert.are.equal("from stdin", got[2].body)
+    end)
+
+    it("receive: nothing printed when none waits; one message as JSON, settled as asked", function()
+      local code, out, err = run({ "receive" })
+      assert.are.same({ 0, "" }, { code, out }, err)
+      admin_request("POST", "/admin/devices/hub-cli/c2d", { body = "reboot", properties = { at = "now" } })
+      code, out, err = run({ "receive", "--complete" })
+      assert.are.equal(0, code, err)
+      local doc = cjson.decode(out)
+      assert.are.same({ "reboot", { at = "now" }, "complete", 1 },
+        { doc.body, doc.properties, doc.settled, doc.delivery_count })
+      local _, queue = admin_request("GET", "/admin/devices/hub-cli/c2d")
+      assert.are.equal(0, #queue.pending)
+    end)
+
+    it("usage errors exit 2; a refused key exits 4", function()
+      assert.are.equal(2, (run({ "send", "--property", "novalue", "x" })))
+      assert.are.equal(2, (run({ "send" })))
+      assert.are.equal(2, (run({ "receive", "--complete", "--reject" })))
+      assert.are.equal(2, (run({ "send", "x", "y" })))
+      local out, err = {}, {}
+      local code = cli.main({ "send", "--id-scope", emu.id_scope, "--registration-id", "hub-cli", "--endpoint",
+        emu.endpoint, "--ca-file", emu.ca_file, "x" }, { DPS_SYMMETRIC_KEY = OTHER_KEY },
+        { stdout = { write = function(_, t) out[#out + 1] = t end },
+          stderr = { write = function(_, t) err[#err + 1] = t end } })
+      assert.are.equal(4, code, table.concat(err))
+    end)
   end)
 
   it("X.509: mutual TLS, no token", function()
