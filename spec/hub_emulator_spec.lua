@@ -25,6 +25,7 @@ describe("the hub at the emulator", function()
       { type = "individual", registration_id = "hub-loop", symmetric_key = KEY },
       { type = "individual", registration_id = "hub-plain", symmetric_key = KEY },
       { type = "individual", registration_id = "hub-cli", symmetric_key = KEY },
+      { type = "individual", registration_id = "router-01", symmetric_key = KEY },
       { type = "group", group_id = "hub-group", symmetric_key = GROUP_KEY },
       { type = "group", attestation = "x509", group_id = "hub-x509" },
     }, scenarios = {
@@ -249,7 +250,7 @@ describe("the hub at the emulator", function()
       assert.are.equal(0, code, err)
       assert.are.equal("", out)
       assert.matches("sent 8 bytes; 1 request on 1 TLS connection to the hub", err)
-      code, _, err = run({ "send", "-" }, "from stdin")
+      code, out, err = run({ "send", "-" }, "from stdin")
       assert.are.equal(0, code, err)
       local got = entries("telemetry", function(e) return e.device_id == "hub-cli" end, 2)
       assert.are.same({ '{"t":20}', { room = "kitchen", unit = "C" } }, { got[1].body, got[1].properties })
@@ -281,6 +282,37 @@ describe("the hub at the emulator", function()
           stderr = { write = function(_, t) err[#err + 1] = t end } })
       assert.are.equal(4, code, table.concat(err))
     end)
+  end)
+
+  it("examples/router_telemetry.lua: provisions from the cache, then a reading per interval", function()
+    local build = package.cpath:match("build/([%w%.]+)/") or "5.4"
+    local lua = ({ ["5.1"] = "lua5.1", ["5.3"] = "lua5.3", ["5.4"] = "lua5.4", jit = "luajit" })[build] or "lua5.4"
+    local function router()
+      local out = dir .. "/router.out"
+      local cmd = string.format("cd %s && env LUA_PATH=%s LUA_CPATH=%s DPS_ID_SCOPE=%s DPS_REGISTRATION_ID=router-01 "
+        .. "DPS_SYMMETRIC_KEY=%s DPS_ENDPOINT=%s DPS_CA_FILE=%s DPS_CACHE=%s DPS_HUB_ENDPOINT=%s DPS_INTERVAL=0.05 "
+        .. "DPS_COUNT=3 %s examples/router_telemetry.lua >%s 2>&1", q(emulator.root), q(package.path),
+        q(package.cpath), q(emu.id_scope), q(KEY), q(emu.endpoint), q(emu.ca_file), q(dir .. "/router.json"),
+        q(emu.endpoint), lua, q(out))
+      local ok = shell.succeeds(cmd)
+      return ok, shell.read(out) or ""
+    end
+    admin_request("POST", "/admin/devices/router-01/c2d", { body = "set interval 120" })
+    local ok, out = router()
+    assert.is_true(ok, out)
+    assert.matches("router: router%-01 on emulated%-hub%.azure%-devices%.net %(assignment from service%)", out)
+    assert.matches("router: reading 3 sent", out)
+    assert.matches("router: message [%w%-]+: set interval 120", out)
+    assert.matches("router: 3 readings, 5 requests on 1 TLS connection%(s%) to the hub", out)
+    ok, out = router()
+    assert.is_true(ok, out)
+    assert.matches("assignment from cache", out)
+    assert.are.equal(1, registrations("router-01"))
+    local got = entries("telemetry", function(e) return e.device_id == "router-01" end, 6)
+    assert.are.equal(6, #got)
+    assert.matches('^{"n":1,"load1":', got[1].body)
+    assert.are.same({ kind = "reading" }, got[1].properties)
+    assert.is_nil(out:find(KEY, 1, true))
   end)
 
   it("X.509: mutual TLS, no token", function()
