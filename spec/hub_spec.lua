@@ -394,6 +394,13 @@ describe("dps.hub", function()
     end)
   end)
 
+  it("the session refuses a body on DELETE, as on GET (misuse, before any connection)", function()
+    local s = core.session{}
+    assert.has_error(function() s:request("DELETE", "https://localhost:1/x", nil, "body") end)
+    assert.has_error(function() s:request("PATCH", "https://localhost:1/x") end)
+    s:close()
+  end)
+
   describe("token and connection string", function()
     it("token(ttl) is the hub token at the offset clock; the connection string holds the key", function()
       local hub = hub_with({}, { clock_offset = 30 })
