@@ -167,10 +167,28 @@ local function fault_queue(q, where)
 	return out
 end
 
+-- The hub's fault queue: status answers with the hub's error code (a name).
+local function hub_fault_queue(q, where)
+	if is_null(q) then return nil end
+	if not is_array(q) then error(where .. " must be an array", 0) end
+	local out = {}
+	for i, f in ipairs(q) do
+		local w = where .. "[" .. i .. "]"
+		want(f, "table", w)
+		check_keys(f, { status = true, error_code = true, message = true, retry_after = true }, w)
+		local st = count(f.status, w .. ".status")
+		if st < 300 or st > 599 then error(w .. ".status must be 300..599", 0) end
+		out[i] = { status = st, error_code = opt_string(f.error_code, w .. ".error_code", "InjectedFault"),
+			message = opt_string(f.message, w .. ".message"),
+			retry_after = retry_after(f.retry_after, w .. ".retry_after", false) }
+	end
+	return out
+end
+
 local function scenario(s, where)
 	want(s, "table", where)
 	check_keys(s, { polls_before_assignment = true, retry_after = true, result = true,
-		register = true, poll = true, lookup = true, assigned_hub = true, device_id = true }, where)
+		register = true, poll = true, lookup = true, assigned_hub = true, device_id = true, hub = true }, where)
 	local result = opt_string(s.result, where .. ".result", "assigned")
 	if not RESULTS[result] then error(where .. ".result must be assigned, failed or disabled", 0) end
 	return {
@@ -182,6 +200,7 @@ local function scenario(s, where)
 		lookup = fault_queue(s.lookup, where .. ".lookup"),
 		assigned_hub = opt_string(s.assigned_hub, where .. ".assigned_hub"),
 		device_id = opt_string(s.device_id, where .. ".device_id"),
+		hub = hub_fault_queue(s.hub, where .. ".hub"),
 	}
 end
 
@@ -232,7 +251,7 @@ local function parse(t, dir)
 	check_keys(t, { id_scope = true, hub = true, ready_file = true, log_file = true, listeners = true,
 		client_ca = true, retry_after = true, polls_before_assignment = true, enrollments = true,
 		scenarios = true, max_body_bytes = true, latency = true, register_quota = true,
-		quota_window = true }, "config")
+		quota_window = true, cloud_to_device = true }, "config")
 	local c = {
 		id_scope = opt_string(t.id_scope, "id_scope", "0ne00000001"),
 		hub = opt_string(t.hub, "hub", "emulated-hub.azure-devices.net"),
@@ -302,6 +321,21 @@ local function parse(t, dir)
 			local sc = scenario(s, "scenarios." .. id)
 			sc.retry_after = retry_after(sc.retry_after, "scenarios." .. id .. ".retry_after", c.retry_after)
 			c.scenarios[id:lower()] = sc
+		end
+	end
+	-- the hub's cloud-to-device queues at start: device ID → messages (emu_hub)
+	if not is_null(t.cloud_to_device) then
+		want(t.cloud_to_device, "table", "cloud_to_device")
+		c.cloud_to_device = {}
+		for id, list in pairs(t.cloud_to_device) do
+			if type(id) == "string" and id:sub(1, 1) ~= "_" then
+				if not is_array(list) then error("cloud_to_device." .. id .. " must be an array", 0) end
+				for i, m in ipairs(list) do
+					want(m, "table", "cloud_to_device." .. id .. "[" .. i .. "]")
+					want(m.body, "string", "cloud_to_device." .. id .. "[" .. i .. "].body")
+				end
+				c.cloud_to_device[id] = list
+			end
 		end
 	end
 	return c

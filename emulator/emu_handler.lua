@@ -11,6 +11,7 @@ local auth = require "emu_auth"
 local config = require "emu_config"
 local http = require "emu_http"
 local emu_tls = require "emu_tls"
+local hub_mod = require "emu_hub"
 
 local H = {}
 H.__index = H
@@ -26,6 +27,7 @@ function H.new(cfg, log, registry)
 		conns = setmetatable({}, { __mode = "k" }), -- connection → info
 		next_conn = 0,
 		quota_times = { first = 1, last = 0 }, -- monotonic times of accepted registrations
+		hub = hub_mod.new(cfg, log, registry), -- the IoT Hub of assigned devices
 	}, H)
 end
 
@@ -150,6 +152,11 @@ function H:handle(stream, listener)
 	local method = req_headers:get(":method")
 	local target = req_headers:get(":path") or "/"
 	local path, query = target:match("^([^?]*)%??(.*)$")
+	if path:find("^/devices/") then
+		return self.hub:handle(stream, req_headers, info, method, path, query)
+	elseif path:find("^/admin/") then
+		return self.hub:admin(stream, req_headers, info, method, path)
+	end
 	local kind, scope, reg_id, op_id, bad_method = route(method, path)
 	local entry = {
 		event = "request", conn = info.id, method = method, path = path, kind = kind,

@@ -45,7 +45,8 @@ local function complete(self, op)
 		status = sc.result,
 	}
 	if sc.result == "assigned" then
-		state.assignedHub = sc.assigned_hub or self.cfg.hub
+		state.assignedHub = dev.moved_to or sc.assigned_hub or self.cfg.hub
+		dev.enrollment, dev.hub_gone = op.enrollment, nil -- on its hub again (emu_hub)
 		local e = op.enrollment
 		state.deviceId = sc.device_id or (e and e.type == "individual" and e.device_id) or op.registration_id
 		state.substatus = dev.assigned_before and "deviceDataMigrated" or "initialAssignment"

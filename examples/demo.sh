@@ -2,7 +2,8 @@
 # `make demo`: the whole provisioning flow, offline. Starts the local DPS
 # emulator with fresh certificates and keys, provisions one device by its
 # individual key, one by a key derived from a group key and one by an X.509
-# certificate, prints the assignments, and stops the emulator.
+# certificate, prints the assignments, sends one message from each device to
+# the emulator's hub (`dps send`), and stops the emulator.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -63,4 +64,20 @@ DPS_REGISTRATION_ID=demo-leaf-07 DPS_GROUP_KEY="$group_key" lua5.4 examples/prov
 echo "-- enrollment group (X.509 certificate signed by the device CA):"
 DPS_CERT_FILE="$certs/x509-device-01-chain.pem" DPS_KEY_FILE="$certs/x509-device-01.key" \
     lua5.4 examples/x509.lua
+echo "-- one message from each device to its hub (dps send; the assignment from DPS, a cache in build/demo):"
+send() {
+    lua5.4 bin/dps send --id-scope "$DPS_ID_SCOPE" --endpoint "$DPS_ENDPOINT" --ca-file "$DPS_CA_FILE" \
+        --hub-endpoint "$DPS_ENDPOINT" --property demo=yes --content-type application/json -v "$@"
+}
+DPS_SYMMETRIC_KEY="$individual_key" send --registration-id demo-router-01 --cache "$work/router-01.json" \
+    '{"hello":"from demo-router-01"}'
+DPS_GROUP_KEY="$group_key" send --registration-id demo-leaf-07 --cache "$work/leaf-07.json" \
+    '{"hello":"from demo-leaf-07"}'
+send --cert-file "$certs/x509-device-01-chain.pem" --key-file "$certs/x509-device-01.key" \
+    --cache "$work/x509-device-01.json" '{"hello":"from x509-device-01"}'
+lua5.4 -e '
+for line in io.lines() do
+  local e = require("cjson").decode(line)
+  if e.event == "telemetry" then print(string.format("hub got from %s: %s", e.device_id, e.body)) end
+end' <"$work/requests.jsonl"
 echo "demo: done (requests logged in build/demo/requests.jsonl)"

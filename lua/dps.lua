@@ -14,6 +14,7 @@ local core = require "dps.core"
 local check = require "dps.check"
 local Client = require "dps.client"
 local Batch = require "dps.batch"
+local Hub = require "dps.hub"
 
 local pcall = pcall -- the level count in dps.provision needs the C pcall
 
@@ -151,6 +152,28 @@ function dps.start_provision(opts)
   local b = Batch._new(batch_opts, 3)
   b:add(opts.registration_id, { payload = opts.payload, symmetric_key = opts.symmetric_key })
   return b
+end
+
+--- Provision (or read the cache) and return a client of the assigned hub
+-- (`dps.hub`), which provisions again, once per call, when the hub refuses
+-- the device (401 with a correct clock, 403, 404): see `dps.hub`.
+-- @tparam table opts the options of `dps.provision` (including `cache`),
+--   plus `hub_endpoint` (where the hub client connects instead of the
+--   assigned hub: an emulator, a proxy) and `hub_timeout` (seconds per hub
+--   call, default 30)
+-- @treturn dps.hub the hub client, or nil, message, info (as `dps.provision`)
+-- @raise on misuse, as `dps.provision`
+function dps.connect(opts)
+  local hub, message, info = Hub._connect(opts, 3) -- not a tail call: blames this function's caller
+  return hub, message, info
+end
+
+--- A client of the hub for an assignment you already have: see `dps.hub`'s `new`.
+-- @tparam table opts `state` (or `hub`, `device_id`), one attestation, …
+-- @treturn dps.hub
+function dps.hub(opts)
+  local hub = Hub._new(opts, 3)
+  return hub
 end
 
 return dps

@@ -117,7 +117,7 @@ describe("core.engine", function()
       "bad argument #1 to 'engine' (unknown option 'timout')")
     assert.has_error(function() core.engine({}, 0) end)
     assert.has_error(function() core.engine({}, 1025) end)
-    assert.has_error(function() e:request("DELETE", emu.endpoint) end)
+    assert.has_error(function() e:request("PATCH", emu.endpoint) end)
     assert.has_error(function() e:request("GET", emu.endpoint, nil, "body") end)
     assert.has_error(function() e:take(1) end)   -- no such transfer
     local id = e:request("GET", emu.endpoint .. "/x")

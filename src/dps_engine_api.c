@@ -68,7 +68,7 @@ static int engine_tostring(lua_State *L)
 /***
  * Starts a request; it runs as `step` or `run` drive the engine.
  * @function Engine:request
- * @tparam string method `"GET"`, `"PUT"` or `"POST"`
+ * @tparam string method `"GET"`, `"PUT"`, `"POST"` or `"DELETE"`
  * @tparam string url, headers, body, timeout as `Session:request` (the body
  *   is copied)
  * @treturn integer the transfer's id, for `take` and `cancel`

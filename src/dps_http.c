@@ -264,7 +264,7 @@ static void check_url(lua_State *L, dps_request *r)
 
 void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
 {
-    static const char *const methods[] = {"GET", "PUT", "POST", NULL};
+    static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", NULL};
 
     r->method = luaL_checkoption(L, 2, NULL, methods);
     check_url(L, r);
@@ -277,8 +277,8 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
         if (lua_type(L, 5) != LUA_TSTRING)
             luaL_argerror(L, 5, lua_pushfstring(L, "body must be a string, got %s", luaL_typename(L, 5)));
         r->body = lua_tolstring(L, 5, &r->body_len);
-        if (r->method == DPS_GET)
-            luaL_argerror(L, 5, "a GET request has no body");
+        if (r->method == DPS_GET || r->method == DPS_DELETE)
+            luaL_argerror(L, 5, r->method == DPS_GET ? "a GET request has no body" : "a DELETE request has no body");
     }
     r->timeout = s->timeout;
     if (!lua_isnoneornil(L, 6)) {
@@ -306,10 +306,10 @@ static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
         rc = curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, seconds_to_ms(r->timeout));
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, seconds_to_ms(r->connect_timeout));
-    if (rc == CURLE_OK && r->method == DPS_GET) {
+    if (rc == CURLE_OK && (r->method == DPS_GET || r->method == DPS_DELETE)) {
         rc = curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
         if (rc == CURLE_OK)
-            rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+            rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_DELETE ? "DELETE" : (char *)NULL);
     } else if (rc == CURLE_OK) {
         rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         if (rc == CURLE_OK)
@@ -332,7 +332,7 @@ CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r)
         dps_http_free_headers(s->headers);
         s->headers = NULL;
     }
-    if (dps_http_build_headers(L, s, r->headers, r->method != DPS_GET) != 0)
+    if (dps_http_build_headers(L, s, r->headers, r->method != DPS_GET && r->method != DPS_DELETE) != 0)
         return CURLE_OUT_OF_MEMORY;
     return set_request(s->curl, s, r);
 }
@@ -353,7 +353,7 @@ void dps_http_finish(dps_session *s)
 /***
  * Performs one HTTPS request on the session's kept connection.
  * @function Session:request
- * @tparam string method `"GET"`, `"PUT"` or `"POST"`
+ * @tparam string method `"GET"`, `"PUT"`, `"POST"` or `"DELETE"`
  * @tparam string url an `https://` URL
  * @tparam[opt] table headers name → string value; `Content-Length`,
  *   `Transfer-Encoding` and `Expect` are managed by the session
@@ -372,7 +372,7 @@ void dps_http_finish(dps_session *s)
  *   `network`, `protocol`, `config`, `oom`
  * @raise on a closed session, an unknown method, a URL that is not a string
  *   or is empty or holds spaces or control characters, bad header names or values (CR, LF, NUL), a body on
- *   GET, a non-string body, or a timeout that is not a positive number.
+ *   GET or DELETE, a non-string body, or a timeout that is not a positive number.
  */
 static int session_request(lua_State *L)
 {

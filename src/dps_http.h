@@ -51,7 +51,7 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } dps_session;
 
-enum { DPS_GET, DPS_PUT, DPS_POST };
+enum { DPS_GET, DPS_PUT, DPS_POST, DPS_DELETE };
 
 /* One request's arguments (method, url, headers, body, timeout at stack
  * indices 2 to 6), checked. */

@@ -1,5 +1,5 @@
 --- The `dps` command-line tool: `dps provision`, `status`, `token`,
--- `derive-key`.
+-- `derive-key`, and the hub's `send` and `receive` (`dps.cli.hub`).
 --
 -- `bin/dps` is a shim around `main`; busted calls `main` in-process:
 --
@@ -22,6 +22,7 @@ local errors = require "dps.errors"
 local args = require "dps.cli.args"
 local commands = require "dps.cli.commands"
 commands["provision-batch"] = require "dps.cli.batch"
+local hub_commands = require "dps.cli.hub"
 local help = require "dps.cli.help"
 local output = require "dps.cli.output"
 local secrets = require "dps.cli.secrets"
@@ -76,14 +77,14 @@ local function dispatch(argv, env, term)
     args.required(opts, "registration-id")
   end
   local source = secrets.source(opts, given, env, command, term)
-  return commands[name](opts, source, term)
+  return (commands[name] or hub_commands[name])(opts, source, term)
 end
 
 --- Runs the `dps` command.
 -- @tparam table argv the arguments (`arg` of a script: `argv[1]` is the command)
 -- @param[opt] env environment: a function `name -> value` or a table; default `os.getenv`
--- @tparam[opt] table stdio `{ stdout = f, stderr = f }`, objects with a `write` method;
---   default `io.stdout`, `io.stderr`
+-- @tparam[opt] table stdio `{ stdout = f, stderr = f, stdin = f }`, objects with a `write`
+--   (`read` for stdin) method; default `io.stdout`, `io.stderr`, `io.stdin`
 -- @treturn integer the exit code (see `EXIT`)
 function cli.main(argv, env, stdio)
   argv = argv or {}
@@ -95,6 +96,7 @@ function cli.main(argv, env, stdio)
   end
   stdio = stdio or {}
   local term = output.terminal({ stdout = stdio.stdout or io.stdout, stderr = stdio.stderr or io.stderr })
+  term.stdin = stdio.stdin or io.stdin -- dps send -
   local ok, result = pcall(dispatch, argv, getenv, term)
   if ok then
     return result

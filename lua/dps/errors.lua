@@ -7,7 +7,8 @@
 -- `tls`, `credentials`, `timeout`, `network`, `protocol`, `too_large`,
 -- `config`, `oom`. Kinds from the service's answer: `bad_request` (400),
 -- `auth` (401, 403), `not_found` (404), `conflict` (409), `throttled` (429),
--- `service` (5xx), `http` (any other unexpected status). Kinds of the
+-- `service` (5xx), `http` (any other unexpected status); from the hub also `quota`
+-- (403: the hub's quota or the device's queue is full) and `lock_lost` (412). Kinds of the
 -- outcome: `failed` and `disabled` (the service's final registration state),
 -- `timeout` (the overall deadline).
 --
@@ -63,6 +64,11 @@ errors.KINDS = {
   throttled = { retryable = true, exit = EXIT.error, hint = "throttled by the service: try again later" },
   service = { retryable = true, exit = EXIT.error, hint = "the service had a problem: try again later" },
   http = { retryable = false, exit = EXIT.error },
+  -- the hub's answer (dps.hub_response): a full quota or device queue (403), a lost message lock (412)
+  quota = { retryable = false, exit = EXIT.error,
+    hint = "the hub's daily message quota or the device's message queue is full: try again later" },
+  lock_lost = { retryable = false, exit = EXIT.error,
+    hint = "the message's lock expired: the hub delivers it again" },
   -- the outcome
   failed = { retryable = false, exit = EXIT.outcome },
   disabled = { retryable = false, exit = EXIT.outcome, hint = "the enrollment or the registration is disabled in DPS" },

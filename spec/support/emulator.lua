@@ -200,6 +200,7 @@ function M.start(opts)
 		latency = opts.latency, register_quota = opts.register_quota, quota_window = opts.quota_window,
 		enrollments = opts.enrollments or {},
 		scenarios = opts.scenarios or {},
+		cloud_to_device = opts.cloud_to_device,
 	}
 	local f = assert(io.open(emu.config_file, "w"))
 	f:write(cjson.encode(config))

@@ -89,6 +89,14 @@ for _, name in ipairs({ "register", "operation_status", "registration_status", "
   watched[Client[name]] = { ret = failure }
 end
 
+local Hub = require "dps.hub"
+watched[dps.connect] = { call = function(args) option_secrets(args[1]) end, ret = failure }
+watched[dps.hub], watched[Hub.new] = watched[dps.connect], watched[dps.connect]
+for _, name in ipairs({ "send", "send_batch", "receive", "complete", "reject", "abandon" }) do
+  watched[Hub[name]] = { ret = failure }
+end
+watched[Hub.token] = { ret = function(results) token_signature(results[1]) end }
+
 local getinfo, getlocal = debug.getinfo, debug.getlocal
 
 local function hook(event)

@@ -35,16 +35,22 @@ args.COMMANDS = {
   ["provision-batch"] = { flags = { "id-scope", "group-key-file", "ids", "concurrency", "rate", "endpoint",
     "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" }, required = { "id-scope", "ids" },
     sources = { group = true } },
+  -- the hub (dps.cli.hub): DATA is the one argument that is not an option
+  send = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "property", "content-type", "content-encoding",
+    "message-id", "payload"), required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true },
+    positional = "data", repeatable = { property = true } },
+  receive = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "complete", "reject", "abandon"),
+    required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true } },
 }
 
 --- The commands in the order `dps help` lists them.
-args.ORDER = { "provision", "provision-batch", "status", "token", "derive-key" }
+args.ORDER = { "provision", "provision-batch", "status", "token", "derive-key", "send", "receive" }
 
 -- Old flag names, still accepted.
 local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }
 
 -- Flags that take no value.
-local BOOLEAN = { verbose = true, help = true, force = true }
+local BOOLEAN = { verbose = true, help = true, force = true, complete = true, reject = true, abandon = true }
 
 -- Flags someone might use to pass a secret: refused with a pointer to the
 -- safe way.
@@ -76,6 +82,8 @@ function args.parse(argv, first, command)
     elseif a:sub(1, 2) == "--" and #a > 2 then
       name, value = a:match("^%-%-([^=]+)=(.*)$")
       name = name or a:sub(3)
+    elseif command.positional and opts[command.positional] == nil then
+      name, value = command.positional, a -- DATA, or "-" for stdin
     else
       usage_error(string.format("argument %d is not an option (options start with --); see dps %s --help",
         i, command.name))
@@ -86,16 +94,25 @@ function args.parse(argv, first, command)
     end
     local typed = "--" .. name
     name = ALIASES[name] or name
-    if not allowed[name] then
+    if name == command.positional then
+      typed = name:upper()
+    elseif not allowed[name] then
       usage_error(string.format("unknown option %s for dps %s; see dps %s --help", typed:sub(1, 42),
         command.name, command.name))
     end
-    if opts[name] ~= nil then
+    local repeatable = command.repeatable and command.repeatable[name]
+    if opts[name] ~= nil and not repeatable then
       usage_error(given[name] == typed and (typed .. " given more than once")
         or string.format("%s and %s are the same option: give it once", given[name], typed))
     end
     given[name] = typed
-    if BOOLEAN[name] then
+    if repeatable then -- a list of values (--property k=v …)
+      i = i + (value == nil and 1 or 0)
+      value = value or argv[i]
+      if value == nil or value == "" then usage_error(typed .. " needs a value") end
+      opts[name] = opts[name] or {}
+      opts[name][#opts[name] + 1] = tostring(value)
+    elseif BOOLEAN[name] then
       if value ~= nil then usage_error(typed .. " takes no value") end
       opts[name] = true
     else

@@ -19,6 +19,10 @@ Commands:
                prints the registration state as JSON
   token        print a DPS SAS token for the device
   derive-key   print the device key derived from an enrollment group key
+  send         send one message to the device's hub (provisions first;
+               with --cache once, then from the cache)
+  receive      print one cloud-to-device message as JSON (nothing: none
+               waits); --complete, --reject or --abandon settles it
 
 Keys are never taken from the command line (every user can read it with ps):
   --symmetric-key-file FILE  individual enrollment key   (or DPS_SYMMETRIC_KEY)
@@ -116,6 +120,37 @@ keep the group key off the devices.
   --registration-id R     the device's registration ID (required)
   --group-key-file FILE   enrollment group key, base64 (or DPS_GROUP_KEY)
 ]],
+
+  send = "usage: dps send --id-scope S --registration-id R KEY-SOURCE [OPTIONS] (DATA | -)\n\n"
+    .. "Provisions (from --cache when it matches), then sends DATA (- reads stdin)\n"
+    .. "to the assigned IoT Hub as one device-to-cloud message over HTTPS. When\n"
+    .. "the hub refuses the device (deleted, disabled, moved: 401, 403, 404), it\n"
+    .. "provisions again once, updates the cache, and sends again.\n\n"
+    .. CONNECTION:format(" of provisioning (default 60)")
+    .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
+    .. "  --payload JSON          the registration's payload when it provisions\n"
+    .. "  --hub-endpoint URL      connect here instead of the assigned hub (an\n"
+    .. "                          emulator, a proxy); tokens still name the hub\n"
+    .. "  --property NAME=VALUE   an application property (repeatable)\n"
+    .. "  --content-type T        the message's content type, e.g. application/json\n"
+    .. "  --content-encoding E    its encoding, e.g. utf-8\n"
+    .. "  --message-id ID         its message ID\n",
+
+  receive = "usage: dps receive --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n"
+    .. "                   [--complete | --reject | --abandon]\n\n"
+    .. "Provisions (from --cache when it matches), then takes one cloud-to-device\n"
+    .. "message from the hub and prints it as one line of JSON (body, properties,\n"
+    .. "message_id, lock_token, delivery_count, …); prints nothing and exits 0\n"
+    .. "when none waits. Without a flag the message stays locked and comes again\n"
+    .. "when the lock expires. The service asks HTTPS devices to check less often\n"
+    .. "than every 25 minutes.\n\n"
+    .. CONNECTION:format(" of provisioning (default 60)")
+    .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
+    .. "  --payload JSON          the registration's payload when it provisions\n"
+    .. "  --hub-endpoint URL      connect here instead of the assigned hub\n"
+    .. "  --complete              done with it: the hub deletes it\n"
+    .. "  --reject                refuse it: dead-lettered, never delivered again\n"
+    .. "  --abandon               put it back: delivered again\n",
 }
 
 --- The `--version` line.
