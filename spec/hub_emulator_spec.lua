@@ -286,15 +286,14 @@ describe("the hub at the emulator", function()
   end)
 
   it("examples/router_telemetry.lua: provisions from the cache, then a reading per interval", function()
-    local build = package.cpath:match("build/([%w%.]+)/") or "5.4"
-    local lua = ({ ["5.1"] = "lua5.1", ["5.3"] = "lua5.3", ["5.4"] = "lua5.4", jit = "luajit" })[build] or "lua5.4"
+    local lua = shell.interpreter() -- this run's interpreter (or its ASan wrapper) for this run's build
     local function router()
       local out = dir .. "/router.out"
       local cmd = string.format("cd %s && env LUA_PATH=%s LUA_CPATH=%s DPS_ID_SCOPE=%s DPS_REGISTRATION_ID=router-01 "
         .. "DPS_SYMMETRIC_KEY=%s DPS_ENDPOINT=%s DPS_CA_FILE=%s DPS_CACHE=%s DPS_HUB_ENDPOINT=%s DPS_INTERVAL=0.05 "
         .. "DPS_COUNT=3 %s examples/router_telemetry.lua >%s 2>&1", q(emulator.root), q(package.path),
         q(package.cpath), q(emu.id_scope), q(KEY), q(emu.endpoint), q(emu.ca_file), q(dir .. "/router.json"),
-        q(emu.endpoint), lua, q(out))
+        q(emu.endpoint), q(lua), q(out))
       local ok = shell.succeeds(cmd)
       return ok, shell.read(out) or ""
     end
