@@ -44,8 +44,9 @@ static const char *inspect(const dps_pem_source *cert, const dps_pem_source *key
         snprintf(msg, msgsize, "%s could not be decrypted or read (wrong key_password?)", key_what);
         break;
     case DPS_X509_KEY_UNSUPPORTED:
-        snprintf(msg, msgsize, "%s is encrypted with a cipher %s cannot decrypt: store it decrypted "
-                 "(openssl pkey) or encrypted with DES-EDE3-CBC", key_what, dps_crypto_version());
+        snprintf(msg, msgsize, "%s is encrypted in a form %s cannot decrypt (AES inside PKCS#8): "
+                 "store it as traditional PEM (openssl pkey -traditional -aes256) or decrypted",
+                 key_what, dps_crypto_version());
         break;
     case DPS_X509_MISMATCH:
         snprintf(msg, msgsize, "the private key does not belong to the certificate");
