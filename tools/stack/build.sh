@@ -59,17 +59,21 @@ unpack() { # unpack NAME: the newest .dsc of NAME, into $SRC/NAME
 }
 
 build_stack() {
-    rm -rf "$SRC" "$P"
     mkdir -p "$SRC" "$P/lib/lua/5.1" "$P/include" "$P/bin"
     [ -n "$(ls "$S"/dl/curl_*.dsc 2>/dev/null)" ] || fetch
 
+    # Each step is skipped when its product is there (rm -rf build/stack to
+    # start over).
+    [ -e "$P/lib/libmbedx509.so" ] || {
     log "mbedTLS"
     unpack mbedtls
     (cd "$SRC/mbedtls" && make -s -j"$JOBS" -C library CC="$CC" SHARED=1 CFLAGS="-Os -fPIC" \
         libmbedcrypto.so libmbedx509.so libmbedtls.so >/dev/null)
     cp -a "$SRC/mbedtls/include/mbedtls" "$SRC/mbedtls/include/psa" "$P/include/"
     cp -a "$SRC/mbedtls/library/"libmbed*.so* "$P/lib/"
+    }
 
+    [ -e "$P/lib/libcurl.so" ] || {
     log "libcurl on mbedTLS"
     unpack curl
     (cd "$SRC/curl" && CC="$CC" CFLAGS="-Os" CPPFLAGS="-I$P/include" LDFLAGS="-L$P/lib -Wl,-rpath,$P/lib" \
@@ -81,18 +85,23 @@ build_stack() {
         --without-nghttp2 --without-libidn2 --without-librtmp --without-libssh2 >/dev/null &&
         make -s -j"$JOBS" -C lib >/dev/null && make -s -C lib install >/dev/null &&
         make -s -C include install >/dev/null)
+    }
 
     log "Lua 5.1"
-    unpack lua5.1
+    # Upstream's 5.1.5 (the .orig tarball of Debian's source package), as
+    # OpenWrt starts from; paths of this stack only: the C modules built
+    # here, busted's Lua files from the host (no host C module may load into
+    # a musl process).
+    rm -rf "$SRC/lua5.1"
+    mkdir -p "$SRC/lua5.1"
+    tar -C "$SRC/lua5.1" --strip-components=1 -xzf "$(ls "$S"/dl/lua5.1_*.orig.tar.gz | tail -1)"
     l=$SRC/lua5.1/src
-    # Paths of this stack only: the C modules built here, busted's Lua files
-    # from the host (no host C module may load into a musl process).
-    sed -i -e "s|^#define LUA_ROOT.*|#define LUA_ROOT \"$P/\"|" \
-        -e "s|^#define LUA_PATH_DEFAULT.*|#define LUA_PATH_DEFAULT \"./?.lua;$P/share/lua/5.1/?.lua;$P/share/lua/5.1/?/init.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua\"|" \
-        -e "s|^#define LUA_CPATH_DEFAULT.*|#define LUA_CPATH_DEFAULT \"./?.so;$P/lib/lua/5.1/?.so\"|" \
-        -e '/^[[:space:]]*LUA_LDIR"?.lua;"  LUA_LDIR"?\/init.lua;" \\$/d' \
-        -e '/^[[:space:]]*LUA_CDIR"?.lua;"  LUA_CDIR"?\/init.lua"$/d' \
-        -e '/^[[:space:]]*"\.\/?.so;"  LUA_CDIR"?.so;" LUA_CDIR"loadall.so"$/d' "$l/luaconf.h"
+    cat >>"$l/luaconf.h" <<CONF
+#undef LUA_PATH_DEFAULT
+#define LUA_PATH_DEFAULT "./?.lua;$P/share/lua/5.1/?.lua;$P/share/lua/5.1/?/init.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
+#undef LUA_CPATH_DEFAULT
+#define LUA_CPATH_DEFAULT "./?.so;$P/lib/lua/5.1/?.so"
+CONF
     (cd "$l" && $CC -Os -DLUA_USE_POSIX -DLUA_USE_DLOPEN -o "$P/bin/lua" -Wl,-E \
         $(ls *.c | grep -v -e '^luac.c$' -e '^print.c$') -lm)
     cp "$l/lua.h" "$l/luaconf.h" "$l/lualib.h" "$l/lauxlib.h" "$P/include/"

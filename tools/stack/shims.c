@@ -14,6 +14,7 @@
 
 #include "lauxlib.h"
 #include "lua.h"
+#include "lualib.h"
 
 #ifdef SHIM_SYSTEM
 static double clock_of(clockid_t id)
