@@ -69,7 +69,7 @@ LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 OUT ?= build/$(LUA_VERSION)
 
 .PHONY: all build core deps deps-demo deps-test test lint demo bench docs install clean certs \
-	version version-check dist rock cross-test openwrt-test
+	version version-check dist rock cross-test openwrt-test stack-test
 
 all: build
 
@@ -163,9 +163,19 @@ cross-test:
 
 # The OpenWrt package (openwrt/lua-azure-dps) built and installed by a
 # stand-in of the SDK's rules for ARCH, then run under qemu (openwrt/test.sh).
+# DPS_CRYPTO=mbedtls (the package's default) or openssl.
+DPS_CRYPTO ?= mbedtls
 openwrt-test:
 	@sh tools/install-deps.sh cross
-	@sh openwrt/test.sh $(ARCH)
+	@DPS_CRYPTO=$(DPS_CRYPTO) sh openwrt/test.sh $(ARCH)
+
+# The busted suite on an OpenWrt-like stack: musl, Lua 5.1, libcurl on
+# mbedTLS and dps.core with the mbedTLS backend, built from Debian's source
+# packages into build/stack (tools/stack/build.sh; about 5 minutes once,
+# cached), the emulator on the host (tools/stack/test.sh).
+stack-test:
+	@sh tools/install-deps.sh stack
+	@sh tools/stack/test.sh
 
 clean:
 	rm -rf build dps src/*.o doc
