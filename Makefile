@@ -28,15 +28,24 @@ WARNINGS = -std=c99 -pedantic -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototyp
 DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
-# The crypto backend: CRYPTO=openssl (libcrypto, and libssl to keep
-# SSLKEYLOGFILE from turning on a TLS key log) is the only one so far; a
-# backend on mbedTLS adds its CRYPTO_LIBS_mbedtls (and its sources) here.
+# The crypto backend (src/dps_crypto.h): CRYPTO=openssl (libcrypto, and
+# libssl to keep SSLKEYLOGFILE from turning on a TLS key log), the default,
+# or CRYPTO=mbedtls (src/dps_crypto_mbedtls.c: mbedTLS's crypto and X.509
+# libraries, which libcurl on mbedTLS already loads; OpenWrt's choice).
+# CRYPTO_CFLAGS finds the backend's headers when they are not in the
+# compiler's path.
 CRYPTO ?= openssl
 CRYPTO_LIBS_openssl = -lssl -lcrypto
+CRYPTO_LIBS_mbedtls = -lmbedx509 -lmbedcrypto
+CRYPTO_CFLAGS ?=
 LIBS ?= -lcurl $(CRYPTO_LIBS_$(CRYPTO))
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-SOURCES = $(wildcard src/*.c)
+# Every source but the other backends' (src/dps_crypto_*.c).
+SOURCES = $(filter-out $(filter-out src/dps_crypto_$(CRYPTO).c,$(wildcard src/dps_crypto_*.c)),$(wildcard src/*.c))
+ifeq ($(wildcard src/dps_crypto_$(CRYPTO).c),)
+$(error CRYPTO=$(CRYPTO): no src/dps_crypto_$(CRYPTO).c (openssl or mbedtls))
+endif
 HEADERS = $(wildcard src/*.h)
 
 # One version for everything, kept in src/dps_core.h (make version-check).
@@ -60,7 +69,7 @@ LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 OUT ?= build/$(LUA_VERSION)
 
 .PHONY: all build core deps deps-demo deps-test test lint demo bench docs install clean certs \
-	version version-check dist rock cross-test openwrt-test
+	version version-check dist rock cross-test openwrt-test stack-test
 
 all: build
 
@@ -71,12 +80,12 @@ core: $(OUT)/dps/core.so
 
 $(OUT)/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -I$(LUA_INC) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
+	$(CC) $(CFLAGS) -I$(LUA_INC) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
 
 # One shared object per Lua ABI; LuaJIT gets its own from its own headers.
 build/%/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -I$(call lua_inc,$*) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
+	$(CC) $(CFLAGS) -I$(call lua_inc,$*) $(CPPFLAGS) $(MODULE_CFLAGS) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -shared $(LDFLAGS) -o $@ $(SOURCES) $(LIBS)
 
 build/asan/dps/core.so: $(SOURCES) $(HEADERS) Makefile
 	@mkdir -p $(@D)
@@ -154,9 +163,19 @@ cross-test:
 
 # The OpenWrt package (openwrt/lua-azure-dps) built and installed by a
 # stand-in of the SDK's rules for ARCH, then run under qemu (openwrt/test.sh).
+# DPS_CRYPTO=mbedtls (the package's default) or openssl.
+DPS_CRYPTO ?= mbedtls
 openwrt-test:
 	@sh tools/install-deps.sh cross
-	@sh openwrt/test.sh $(ARCH)
+	@DPS_CRYPTO=$(DPS_CRYPTO) sh openwrt/test.sh $(ARCH)
+
+# The busted suite on an OpenWrt-like stack: musl, Lua 5.1, libcurl on
+# mbedTLS and dps.core with the mbedTLS backend, built from Debian's source
+# packages into build/stack (tools/stack/build.sh; about 5 minutes once,
+# cached), the emulator on the host (tools/stack/test.sh).
+stack-test:
+	@sh tools/install-deps.sh stack
+	@sh tools/stack/test.sh
 
 clean:
 	rm -rf build dps src/*.o doc

@@ -29,6 +29,10 @@ dependencies = {
 -- include folder, where luarocks does not look, while the compiler does.
 external_dependencies = {
   CURL = { library = "curl" },
+  -- luarocks builds the OpenSSL crypto backend (src/dps_crypto_openssl.c).
+  -- A packager who wants mbedTLS instead (OpenWrt, whose libcurl is on
+  -- it) builds with the Makefile: make core install CRYPTO=mbedtls
+  -- (src/dps_crypto_mbedtls.c, -lmbedx509 -lmbedcrypto); README "Building".
   OPENSSL = { header = "openssl/hmac.h", library = "crypto" },
 }
 build = {
@@ -38,7 +42,7 @@ build = {
       sources = {
         "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
         "src/dps_http.c", "src/dps_engine.c", "src/dps_engine_api.c", "src/dps_x509.c", "src/dps_headers.c",
-        "src/dps_fs.c", "src/dps_aux.c",
+        "src/dps_fs.c", "src/dps_aux.c", "src/dps_crypto_openssl.c",
         "src/dps_http_failure.c", "src/dps_http_headers.c", "src/dps_http_options.c",
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },

@@ -40,5 +40,7 @@ lua_source=$(find lua -name '*.lua' -exec cat {} + | wc -c)
 printf '  %-40s %7d B (sources %d B; xz -9: %d B)\n' "Lua files on a router" "$lua_installed" "$lua_source" \
     "$(find build/bench/router/usr/lib/lua -name '*.lua' -exec cat {} + | xz -9e | wc -c)"
 
+sh bench/stack.sh
+
 echo "== gateway: 1000 devices of a group, 20 ms latency per request, concurrency 32 (dps.batch)"
 LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/batch.lua 1000 0.02 32

@@ -32,6 +32,8 @@ complete() {
 	done
 	# keys from an older run of this script were 0644: make them again
 	[ -z "$(find "$1" -name '*.key' -perm /077)" ] || return 1
+	# the encrypted key of older runs was PKCS#8 (AES), which mbedTLS 2.28 cannot decrypt
+	grep -q 'Proc-Type: 4,ENCRYPTED' "$1/x509-device-01-enc.key" || return 1
 	openssl x509 -in "$1/server.pem" -noout -checkend 86400 >/dev/null 2>&1 || return 1
 	# valid since 3 days ago at least (older runs of this script: from the moment they ran)
 	since=$(openssl x509 -in "$1/server.pem" -noout -startdate | sed 's/^notBefore=//')
@@ -155,7 +157,9 @@ for n in 01 02; do
 		"$LEAF_KU" "extendedKeyUsage=clientAuth" "$SKI" "$AKI"
 	cat "x509-device-$n.pem" device-int-ca.pem > "x509-device-$n-chain.pem"
 done
-openssl pkey -in x509-device-01.key -aes256 -passout pass:test-pass -out x509-device-01-enc.key
+# Traditional PEM encryption (AES-256-CBC): readable by OpenSSL and by mbedTLS 2.28,
+# which cannot decrypt AES inside PKCS#8 (spec/crypto_backend_spec.lua covers that).
+openssl pkey -in x509-device-01.key -traditional -aes256 -passout pass:test-pass -out x509-device-01-enc.key
 
 # self-signed device for an individual enrollment, and a rogue look-alike
 selfsigned x509-self-01 x509-self-01 3650 "basicConstraints=CA:FALSE" "$LEAF_KU" \

@@ -20,6 +20,9 @@ cd "$(dirname "$0")/.."
 . tools/cross/env.sh "${1:-}"
 began=$(date +%s)
 top=$(pwd)
+# The package's crypto backend: mbedtls (its default) or openssl.
+DPS_CRYPTO=${DPS_CRYPTO:-mbedtls}
+export DPS_CRYPTO
 WORK=$top/build/openwrt/$ARCH
 case "$ARCH" in
     aarch64) ARCH_PACKAGES=aarch64_generic ;;
@@ -37,6 +40,8 @@ cp "$ROOT/usr/include/lua5.1/"*.h "$staging/usr/include/"
 cp -R "$ROOT/usr/include/lua5.4" "$ROOT/usr/include/openssl" "$staging/usr/include/"
 cp -R "$ROOT/usr/include/$TRIPLET/curl" "$ROOT/usr/include/$TRIPLET/"*.h "$staging/usr/include/"
 cp "$ROOT/usr/include/$TRIPLET/openssl/"*.h "$staging/usr/include/openssl/"
+cp -R "$ROOT/usr/include/mbedtls" "$ROOT/usr/include/psa" "$staging/usr/include/" 2>/dev/null ||
+    cp -R "$ROOT/usr/include/mbedtls" "$staging/usr/include/"
 for f in "$ROOT/usr/lib/$TRIPLET"/*; do
     [ -d "$f" ] || ln -s "$f" "$staging/usr/lib/"
 done
@@ -49,7 +54,7 @@ cp "build/dist/lua-azure-dps-$(make --no-print-directory -s version).tar.gz" "$W
 # 3. compile and pack
 pkgmake() {
     make --no-print-directory -f openwrt/lua-azure-dps/Makefile TOPDIR="$top/openwrt/sdk" WORK="$WORK" \
-        TRIPLET="$TRIPLET" ARCH_PACKAGES="$ARCH_PACKAGES" "$@"
+        TRIPLET="$TRIPLET" ARCH_PACKAGES="$ARCH_PACKAGES" DPS_CRYPTO="$DPS_CRYPTO" "$@"
 }
 pkgmake compile
 
@@ -73,7 +78,7 @@ done
 # 5. run it under qemu
 make --no-print-directory certs >/dev/null
 status=0
-OPENWRT_ROOTFS=$rootfs OPENWRT_QEMU=$QEMU OPENWRT_WORK=$WORK OPENWRT_ARCH_PACKAGES=$ARCH_PACKAGES \
+OPENWRT_CRYPTO=$DPS_CRYPTO OPENWRT_ROOTFS=$rootfs OPENWRT_QEMU=$QEMU OPENWRT_WORK=$WORK OPENWRT_ARCH_PACKAGES=$ARCH_PACKAGES \
     busted --lua=lua5.4 --cpath='./build/5.4/?.so' --pattern=openwrt_package spec/openwrt_package.lua || status=$?
-echo "openwrt-test $ARCH took $(($(date +%s) - began)) s"
+echo "openwrt-test $ARCH ($DPS_CRYPTO) took $(($(date +%s) - began)) s"
 exit $status

@@ -154,11 +154,16 @@ describe("a wrong clock, in milliseconds", function()
 end)
 
 describe("a wrong clock, end to end (faketime)", function()
-  local emu, dir
+  local emu, dir, moves
 
   setup(function()
     dir = shell.tmpdir("dps-clock")
     assert(shell.succeeds("command -v faketime >/dev/null"), "faketime is not installed: make deps-test")
+    -- faketime is a glibc preload: it cannot move a musl interpreter's clock
+    -- (make stack-test), where these cases are pending
+    local lua = shell.plain()
+    local out = shell.run("faketime -f -2d " .. lua .. " -e 'print(os.time())' 2>/dev/null")
+    moves = (tonumber(out) or os.time()) < os.time() - 86400
     emu = emulator.start{ retry_after = "0", enrollments = {
       { type = "individual", registration_id = "clock-behind", symmetric_key = KEY },
       { type = "individual", registration_id = "clock-ahead", symmetric_key = KEY },
@@ -174,6 +179,7 @@ describe("a wrong clock, end to end (faketime)", function()
   -- dps.provision in a process of its own with its clock moved by `shift`
   -- (faketime's -f syntax); the emulator keeps the real clock.
   local function provision(id, shift)
+    if not moves then pending("faketime cannot move this interpreter's clock (not glibc)") end
     local opts = cjson.encode{ id_scope = emu.id_scope, registration_id = id, symmetric_key = KEY,
       endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 10 }
     -- the key goes in a 0600 file, never on a command line

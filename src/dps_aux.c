@@ -4,9 +4,8 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "dps_aux.h"
+#include "dps_crypto.h"
 
 int dps_push_failure(lua_State *L, const char *kind, const char *message)
 {
@@ -21,7 +20,18 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message)
 void dps_wipe(void *p, size_t n)
 {
     if (p != NULL && n > 0)
-        OPENSSL_cleanse(p, n);
+        dps_crypto_wipe(p, n);
+}
+
+int dps_memeq(const void *a, const void *b, size_t n)
+{
+    const volatile unsigned char *x = a, *y = b;
+    unsigned char diff = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        diff |= (unsigned char)(x[i] ^ y[i]);
+    return diff == 0;
 }
 
 int dps_misuse(lua_State *L, const char *who, const char *fmt, ...)

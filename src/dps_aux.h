@@ -21,6 +21,10 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message);
 /* Overwrite secret bytes in a way the compiler cannot drop. */
 void dps_wipe(void *p, size_t n);
 
+/* Whether n bytes at a and b are equal, in time that does not depend on
+ * where they differ (for comparing secrets). */
+int dps_memeq(const void *a, const void *b, size_t n);
+
 /*
  * Misuse.  Raises "POSITION: WHO: MESSAGE" (fmt as lua_pushfstring).  who is
  * the public Lua function that called this C function directly on its

@@ -1,5 +1,5 @@
 /***
- * Encodings used by SAS tokens: base64 (OpenSSL) and RFC 3986
+ * Encodings used by SAS tokens: base64 (the crypto backend) and RFC 3986
  * percent-encoding (libcurl).
  * @module dps.core
  */
@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 
 #include "dps_aux.h"
 #include "dps_codec.h"
 #include "dps_core.h"
+#include "dps_crypto.h"
 
 /* Inputs longer than this are refused; nothing in DPS comes close. */
 #define CODEC_MAX_INPUT (1024 * 1024)
@@ -22,7 +22,7 @@ size_t dps_base64_encode(const unsigned char *in, size_t len, char *out)
         out[0] = '\0';
         return 0;
     }
-    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+    return dps_crypto_base64_encode(in, len, out);
 }
 
 /* The 6-bit value of a base64 character, or -1. */
@@ -67,7 +67,7 @@ const char *dps_base64_decode(const char *in, size_t len,
                               unsigned char *out, size_t *outlen, size_t *pos)
 {
     size_t i, pad = 0;
-    int n;
+    long n;
 
     *pos = 0;
     if (len == 0)
@@ -95,10 +95,10 @@ const char *dps_base64_decode(const char *in, size_t len,
     /* Canonical: the bits after the last whole byte are zero ("QQ==", not "QR=="). */
     if (pad > 0 && (base64_value((unsigned char)in[len - pad - 1]) & (pad == 2 ? 0x0F : 0x03)) != 0)
         return "is not canonical (non-zero bits after its last byte)";
-    n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-    if (n < 0 || (size_t)n < pad)
+    n = dps_crypto_base64_decode(in, len, out, DPS_BASE64_DECODED_MAX(len));
+    if (n < 0)
         return "is not valid base64";
-    *outlen = (size_t)n - pad;
+    *outlen = (size_t)n;
     return NULL;
 }
 

@@ -3,17 +3,19 @@
  * session.  Users call the `dps` module; `dps.core` is its engine.
  * @module dps.core
  */
+#include <string.h>
+
 #include <curl/curl.h>
-#include <openssl/crypto.h>
-#include <openssl/opensslv.h>
 
 #include "dps_core.h"
+#include "dps_crypto.h"
 
 /***
  * Versions of the module and of the libraries it runs with.
  * @function version
- * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x", openssl = "OpenSSL 3.0.x …",
- *   async_dns = true }`; `async_dns` is false when libcurl resolves names
+ * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x" (libcurl's TLS library),
+ *   crypto = "OpenSSL 3.0.x …" or "mbed TLS 2.28.x" (the one dps.core signs with),
+ *   backend = "openssl" or "mbedtls", openssl = crypto (with OpenSSL only), async_dns = true }`; `async_dns` is false when libcurl resolves names
  *   with the blocking system resolver, whose lookups no timeout can cut
  *   short (README: "Deadlines and DNS")
  */
@@ -21,15 +23,21 @@ static int core_version(lua_State *L)
 {
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
 
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushstring(L, DPS_CORE_VERSION);
     lua_setfield(L, -2, "dps");
     lua_pushstring(L, info->version);
     lua_setfield(L, -2, "curl");
     lua_pushstring(L, info->ssl_version != NULL ? info->ssl_version : "none");
     lua_setfield(L, -2, "ssl");
-    lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
-    lua_setfield(L, -2, "openssl");
+    lua_pushstring(L, dps_crypto_version());
+    lua_setfield(L, -2, "crypto");
+    lua_pushstring(L, dps_crypto_backend());
+    lua_setfield(L, -2, "backend");
+    if (strcmp(dps_crypto_backend(), "openssl") == 0) {
+        lua_pushstring(L, dps_crypto_version());
+        lua_setfield(L, -2, "openssl");
+    }
     lua_pushboolean(L, (info->features & CURL_VERSION_ASYNCHDNS) != 0);
     lua_setfield(L, -2, "async_dns");
     return 1;

@@ -56,13 +56,15 @@ static const struct {
 
 /* Whether libcurl's error text says the transport failed (reset, EOF)
  * rather than TLS itself: libcurl reports both as CURLE_SSL_CONNECT_ERROR
- * during a handshake.  The texts are libcurl's own ("Recv failure: …") and
- * OpenSSL's; anything else stays a TLS failure. */
+ * during a handshake.  The texts are libcurl's own ("Recv failure: …"),
+ * OpenSSL's and mbedTLS's codes (SSL_CONN_EOF, NET_CONN_RESET,
+ * NET_RECV_FAILED, NET_SEND_FAILED); anything else stays a TLS failure. */
 static int transport_failed(const char *errbuf)
 {
     static const char *const texts[] = {
         "Recv failure", "Send failure", "reset by peer", "Broken pipe",
-        "SSL_ERROR_SYSCALL", "unexpected eof", NULL
+        "SSL_ERROR_SYSCALL", "unexpected eof",
+        "(-0x7280)", "(-0x0050)", "(-0x004C)", "(-0x004E)", NULL
     };
     int i;
     for (i = 0; texts[i] != NULL; i++)
@@ -86,6 +88,20 @@ static int request_sent(dps_session *s)
     return curl_easy_getinfo(s->curl, CURLINFO_REQUEST_SIZE, &size) == CURLE_OK && size > 0;
 }
 
+/* A reply whose head came and whose body stopped short of its
+ * Content-Length, without a transport error said: libcurl on OpenSSL calls
+ * it CURLE_PARTIAL_FILE (protocol), on mbedTLS a receive error. */
+static int cut_short(dps_session *s)
+{
+    long status = 0;
+    curl_off_t expected = -1, got = 0;
+
+    return !transport_failed(s->errbuf)
+           && curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status > 0
+           && curl_easy_getinfo(s->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK
+           && curl_easy_getinfo(s->curl, CURLINFO_SIZE_DOWNLOAD_T, &got) == CURLE_OK && expected > got;
+}
+
 /* Settles a rule of dps_curl_errors.h into a kind. */
 static int settle(dps_session *s, int rule)
 {
@@ -105,7 +121,7 @@ static int settle(dps_session *s, int rule)
     case KIND_RECV:
         if (connect_refused(s))
             return KIND_proxy;
-        if (!cert_required && strstr(s->errbuf, "chunk") != NULL)
+        if (!cert_required && (strstr(s->errbuf, "chunk") != NULL || cut_short(s)))
             return KIND_protocol;
         /* fall through */
     case KIND_SEND:
@@ -129,6 +145,33 @@ static const char *classify(dps_session *s, CURLcode rc, int *kind)
     return "CURLE";
 }
 
+/* A certificate that does not fit: the host it was checked against, when
+ * the TLS library's words leave it out (mbedTLS: "BADCERT_CN_MISMATCH"). */
+static void name_host(dps_session *s, char *detail, size_t size)
+{
+    char *url = NULL;
+    const char *host, *end;
+    size_t n = strlen(detail), len;
+
+    if (curl_easy_getinfo(s->curl, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL
+        || (host = strstr(url, "://")) == NULL)
+        return;
+    host += 3;
+    end = host[0] == '[' ? strchr(host, ']') : host + strcspn(host, ":/?#");
+    if (end == NULL)
+        return;
+    len = (size_t)(end - host) + (host[0] == '[');
+    if (len == 0 || len > 255)
+        return;
+    {
+        char name[256];
+        memcpy(name, host, len);
+        name[len] = '\0';
+        if (strstr(detail, name) == NULL && n + len + 12 < size)
+            snprintf(detail + n, size - n, " (host %s)", name);
+    }
+}
+
 /* What went wrong, in detail, without trailing blanks. */
 static void describe(dps_session *s, CURLcode rc, char *detail, size_t size)
 {
@@ -147,6 +190,8 @@ static void describe(dps_session *s, CURLcode rc, char *detail, size_t size)
     n = strlen(detail);
     while (n > 0 && (detail[n - 1] == '\n' || detail[n - 1] == '\r' || detail[n - 1] == ' '))
         detail[--n] = '\0';
+    if (rc == CURLE_PEER_FAILED_VERIFICATION)
+        name_host(s, detail, size);
 }
 
 int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)

@@ -9,11 +9,10 @@
 #include <string.h>
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
-#include <openssl/ssl.h>
 
 #include "dps_aux.h"
 #include "dps_core.h"
+#include "dps_crypto.h"
 #include "dps_http.h"
 
 /* Largest max_body accepted as is; larger values are clamped to it. */
@@ -177,6 +176,16 @@ static void options_check(lua_State *L, const session_options *o)
 }
 
 /* One row's value onto the handle. */
+#if HAS_BLOBS
+/* Whether libcurl's TLS library is mbedTLS. */
+static int tls_is_mbedtls(void)
+{
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+
+    return info->ssl_version != NULL && strncmp(info->ssl_version, "mbedTLS/", 8) == 0;
+}
+#endif
+
 static CURLcode apply_row(CURL *curl, const session_options *o, int i)
 {
     if (rows[i].curlopt == NO_CURLOPT)
@@ -192,7 +201,10 @@ static CURLcode apply_row(CURL *curl, const session_options *o, int i)
     if (rows[i].type == BLOB) {
         struct curl_blob blob;
         blob.data = (void *)o->str[i];
-        blob.len = o->len[i];
+        /* libcurl on mbedTLS hands a PEM blob to mbedTLS as it is, which
+         * wants the NUL counted (fixed in libcurl in 2026): a Lua string
+         * always has one after its end. */
+        blob.len = o->len[i] + (tls_is_mbedtls() ? 1 : 0);
         blob.flags = CURL_BLOB_COPY;
         return curl_easy_setopt(curl, rows[i].curlopt, &blob);
     }
@@ -248,33 +260,6 @@ static CURLcode options_apply(CURL *curl, const session_options *o, const char *
 /* ------------------------------------------------------------------------ */
 /* The settings of every handle                                              */
 
-/* Whether libcurl's TLS backend is the OpenSSL this module links (same
- * major version, and minor before 3.0): only then is its SSL_CTX ours to
- * touch. */
-static int same_openssl(void)
-{
-    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
-    unsigned long ours = OpenSSL_version_num();
-    unsigned major = 0, minor = 0;
-
-    if (info->ssl_version == NULL || sscanf(info->ssl_version, "OpenSSL/%u.%u", &major, &minor) != 2)
-        return 0;
-    if (major != (unsigned)(ours >> 28))
-        return 0;
-    return major >= 3 || minor == (unsigned)((ours >> 20) & 0xff);
-}
-
-/* CURLOPT_SSL_CTX_FUNCTION: libcurl has just set up the context (and, when
- * SSLKEYLOGFILE named a file at curl_global_init, its key-log callback);
- * no connection has used it yet.  Plain C, nothing that can fail. */
-static CURLcode no_keylog(CURL *curl, void *ssl_ctx, void *userptr)
-{
-    (void)curl;
-    (void)userptr;
-    SSL_CTX_set_keylog_callback((SSL_CTX *)ssl_ctx, NULL);
-    return CURLE_OK;
-}
-
 CURLcode dps_http_secure(CURL *curl, const char **what)
 {
     CURLcode rc;
@@ -298,11 +283,10 @@ CURLcode dps_http_secure(CURL *curl, const char **what)
     SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     /* No TLS key log: libcurl's OpenSSL backend installs one on every
      * context when SSLKEYLOGFILE was set at curl_global_init, and a key log
-     * next to a capture gives away the SAS token. */
-    if (same_openssl()) {
-        SET(CURLOPT_SSL_CTX_FUNCTION, no_keylog);
-        SET(CURLOPT_SSL_CTX_DATA, (void *)NULL);
-    }
+     * next to a capture gives away the SAS token.  The crypto backend
+     * does it where it can (dps_crypto.h). */
+    if ((rc = dps_crypto_no_keylog(curl)) != CURLE_OK)
+        return (*what = "CURLOPT_SSL_CTX_FUNCTION", rc);
 #undef SET
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* A name lookup that timed out is left to finish in its own thread,

@@ -7,20 +7,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/params.h>
-
 #include "dps_aux.h"
 #include "dps_codec.h"
 #include "dps_core.h"
+#include "dps_crypto.h"
 #include "dps_sas.h"
 
 #define SAS_MAX_KEY_TEXT DPS_SAS_MAX_KEY_TEXT
 #define SAS_MAX_EXPIRY 9007199254740991.0 /* 2^53 - 1: exact in every Lua */
-#define SAS_MAC_SIZE 32
+#define SAS_MAC_SIZE DPS_CRYPTO_MAC_SIZE
+#define HMAC_FAILED "could not be used by the crypto library's HMAC"
 #define KEY_TOO_LONG "is too long (at most 1024 base64 characters)"
 
 /* Scratch layout of dps_sas_build: sr "\n" se | skn | token. */
@@ -67,12 +63,11 @@ static const char *check_key(lua_State *L, int arg, const char *who, const char 
 }
 
 /* The HMAC of a Lua state, made once (an upvalue of the signing
- * functions): OpenSSL 3's one-shot HMAC() fetches SHA-256 and builds a
- * context on every call.  The context keeps the key of the last call
- * (its text is kept to recognise it; both wiped on close). */
+ * functions): the backend's keyed context (dps_crypto.h) is rekeyed only
+ * when the key changes.  It keeps the key of the last call (its text is
+ * kept to recognise it; both wiped on close). */
 struct dps_hmac {
-    EVP_MAC *mac;
-    EVP_MAC_CTX *ctx;
+    dps_crypto_hmac *ctx;
     char key_text[SAS_MAX_KEY_TEXT];
     size_t key_len; /* 0: no key set */
 };
@@ -82,10 +77,8 @@ struct dps_hmac {
 static int hmac_gc(lua_State *L)
 {
     dps_hmac *h = (dps_hmac *)luaL_checkudata(L, 1, HMAC_MT);
-    EVP_MAC_CTX_free(h->ctx); /* cleanses the keyed state */
-    EVP_MAC_free(h->mac);
+    dps_crypto_hmac_free(h->ctx); /* wipes the keyed state */
     h->ctx = NULL;
-    h->mac = NULL;
     dps_wipe(h->key_text, sizeof h->key_text);
     h->key_len = 0;
     return 0;
@@ -98,16 +91,13 @@ static const char *hmac_key(dps_hmac *h, const char *key_text, size_t key_len, c
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
     size_t keylen = 0;
     const char *problem;
-    OSSL_PARAM params[2];
 
-    if (h->key_len != 0 && h->key_len == key_len && CRYPTO_memcmp(h->key_text, key_text, key_len) == 0)
-        return EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1 ? NULL : "could not be used by OpenSSL's HMAC";
+    if (h->key_len != 0 && h->key_len == key_len && dps_memeq(h->key_text, key_text, key_len))
+        return dps_crypto_hmac_init(h->ctx, NULL, 0) == 0 ? NULL : HMAC_FAILED;
     h->key_len = 0;
     problem = decode_key(key_text, key_len, key, &keylen, why);
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    if (problem == NULL && EVP_MAC_init(h->ctx, key, keylen, params) != 1)
-        problem = "could not be used by OpenSSL's HMAC";
+    if (problem == NULL && dps_crypto_hmac_init(h->ctx, key, keylen) != 0)
+        problem = HMAC_FAILED;
     dps_wipe(key, sizeof key);
     if (problem == NULL && key_len > 0) {
         memcpy(h->key_text, key_text, key_len);
@@ -124,21 +114,18 @@ static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
                         unsigned char mac[SAS_MAC_SIZE], char why[WHY_SIZE])
 {
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
-    size_t keylen = 0, outlen = 0;
-    unsigned int maclen = 0;
+    size_t keylen = 0;
     const char *problem;
 
     if (h != NULL && h->ctx != NULL) {
         problem = hmac_key(h, key_text, key_len, why);
-        if (problem == NULL && (EVP_MAC_update(h->ctx, msg, msg_len) != 1
-                                || EVP_MAC_final(h->ctx, mac, &outlen, SAS_MAC_SIZE) != 1))
-            problem = "could not be used by OpenSSL's HMAC";
+        if (problem == NULL && dps_crypto_hmac_sign(h->ctx, msg, msg_len, mac) != 0)
+            problem = HMAC_FAILED;
         return problem;
     }
     problem = decode_key(key_text, key_len, key, &keylen, why);
-    if (problem == NULL &&
-        HMAC(EVP_sha256(), key, (int)keylen, msg, msg_len, mac, &maclen) == NULL)
-        problem = "could not be used by OpenSSL's HMAC";
+    if (problem == NULL && dps_crypto_hmac_once(key, keylen, msg, msg_len, mac) != 0)
+        problem = HMAC_FAILED;
     dps_wipe(key, sizeof key);
     return problem;
 }
@@ -189,11 +176,10 @@ static int sas_hmac_sha256(lua_State *L)
     const char *key = luaL_checklstring(L, 1, &keylen);
     const char *msg = luaL_checklstring(L, 2, &msglen);
     unsigned char mac[SAS_MAC_SIZE];
-    unsigned int maclen = 0;
 
-    if (HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, msglen, mac, &maclen) == NULL)
-        return luaL_error(L, "dps.core: HMAC-SHA256 failed in OpenSSL");
-    lua_pushlstring(L, (const char *)mac, maclen);
+    if (dps_crypto_hmac_once((const unsigned char *)key, keylen, (const unsigned char *)msg, msglen, mac) != 0)
+        return luaL_error(L, "dps.core: HMAC-SHA256 failed in %s", dps_crypto_version());
+    lua_pushlstring(L, (const char *)mac, sizeof mac);
     dps_wipe(mac, sizeof mac);
     return 1;
 }
@@ -379,7 +365,7 @@ static const luaL_Reg sas_functions[] = {
 };
 
 /* The HMAC context of this Lua state, shared by the signing functions as
- * their upvalue; without one (OpenSSL failed) they use one-shot HMAC(). */
+ * their upvalue; without one (the library failed) they use one-shot HMAC. */
 static void push_hmac(lua_State *L)
 {
     dps_hmac *h = (dps_hmac *)dps_newuserdata(L, sizeof *h);
@@ -390,8 +376,7 @@ static void push_hmac(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
-    h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    h->ctx = h->mac != NULL ? EVP_MAC_CTX_new(h->mac) : NULL;
+    h->ctx = dps_crypto_hmac_new();
 }
 
 void dps_open_sas(lua_State *L)

@@ -41,7 +41,7 @@ const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text,
 /* The HMAC-SHA256 context of a Lua state (dps_sas.c). */
 typedef struct dps_hmac dps_hmac;
 
-/* dps_sas_build with the HMAC context h (NULL: OpenSSL's one-shot HMAC). */
+/* dps_sas_build with the HMAC context h (NULL: the backend's one-shot HMAC). */
 const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, const char *key_text,
                                size_t key_len, long long expiry, const char *name, size_t name_len,
                                char *scratch, const char **token, size_t *token_len, const char **subject);

@@ -8,10 +8,10 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#include <openssl/rand.h>
 
 #include "dps_aux.h"
 #include "dps_core.h"
+#include "dps_crypto.h"
 #include "dps_time.h"
 
 #define MAX_DELAY 1e9
@@ -173,7 +173,7 @@ static int time_http_date(lua_State *L)
 }
 
 /***
- * A random delay for back-off jitter, from OpenSSL's generator, so that a
+ * A random delay for back-off jitter, from the crypto library's generator, so that a
  * fleet booting together spreads out without touching the host's math.random.
  * @function jitter
  * @tparam number low seconds
@@ -187,7 +187,7 @@ static int time_jitter(lua_State *L)
     unsigned int r = 0;
 
     luaL_argcheck(L, hi >= lo, 2, "high must not be below low");
-    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+    if (dps_crypto_random(&r, sizeof r) != 0)
         r = (unsigned int)(clock_seconds(CLOCK_MONOTONIC) * 1e6);
     lua_pushnumber(L, lo + (hi - lo) * ((double)r / 4294967295.0));
     return 1;

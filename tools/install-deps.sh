@@ -1,5 +1,5 @@
 #!/bin/sh
-# tools/install-deps.sh [build|demo|test|bench|cross]: installs the Debian 12
+# tools/install-deps.sh [build|demo|test|bench|cross|stack]: installs the Debian 12
 # packages a task needs, and only those (each of the first four sets includes
 # the ones before it):
 #   build  compile dps.core for Lua 5.4, 5.3, 5.1 and LuaJIT (make build)
@@ -12,6 +12,10 @@
 #          make openwrt-test); also adds those architectures to dpkg, so
 #          that tools/cross/sysroot.sh can download their packages (it
 #          extracts them into build/cross: nothing foreign is installed)
+#   stack  build's and demo's sets, busted, musl-tools, dpkg-dev (for
+#          dpkg-source) and libmbedtls-dev (make CRYPTO=mbedtls on the host):
+#          the OpenWrt-like stack of tools/stack/build.sh (make stack-test),
+#          whose sources come from Debian's source packages (apt-get source)
 # Runs apt-get only when something is missing; needs root for that.
 set -eu
 
@@ -30,13 +34,16 @@ gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 gcc-mipsel-linux-gnu libc6-dev-mipsel-cross"
 
+STACK="lua-busted musl-tools dpkg-dev libmbedtls-dev xz-utils"
+
 set_of() {
     case "$1" in
         build) echo "$BUILD" ;;
         demo) echo "$BUILD $DEMO" ;;
         test | bench) echo "$BUILD $DEMO $TEST" ;;
         cross) echo "$BUILD $DEMO $CROSS" ;;
-        *) echo "usage: tools/install-deps.sh [build|demo|test|bench|cross]" >&2; exit 2 ;;
+        stack) echo "$BUILD $DEMO $STACK" ;;
+        *) echo "usage: tools/install-deps.sh [build|demo|test|bench|cross|stack]" >&2; exit 2 ;;
     esac
 }
 PACKAGES=$(set_of "${1:-test}")

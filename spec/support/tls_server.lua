@@ -109,7 +109,7 @@ function M.make_certs(dir, key_password)
     client = dir .. "/client.pem", client_key = dir .. "/client.key",
   }
   if key_password then
-    M.openssl(dir, "pkey -in client.key -aes256 -passout " .. M.quote("pass:" .. key_password)
+    M.openssl(dir, "pkey -in client.key -traditional -aes256 -passout " .. M.quote("pass:" .. key_password)
                    .. " -out client-enc.key")
     certs.client_key_enc = dir .. "/client-enc.key"
   end

@@ -19,9 +19,10 @@ set -eu
 cd "$(dirname "$0")/../.."
 . tools/cross/env.sh "${1:-}"
 
-# (lua5.4 for the OpenWrt package's Lua 5.4 variant, openwrt/test.sh)
-RUNTIME="lua5.1 lua5.4 lua-cjson lua-filesystem lua-system lua-term libcurl4 libssl3"
-DEV="liblua5.1-0-dev liblua5.4-dev libcurl4-openssl-dev libssl-dev"
+# (lua5.4 for the OpenWrt package's Lua 5.4 variant and mbedTLS for its
+# default crypto backend, openwrt/test.sh)
+RUNTIME="lua5.1 lua5.4 lua-cjson lua-filesystem lua-system lua-term libcurl4 libssl3 libmbedtls14"
+DEV="liblua5.1-0-dev liblua5.4-dev libcurl4-openssl-dev libssl-dev libmbedtls-dev"
 
 stamp=$CROSS_DIR/root.stamp
 if [ "$(cat "$stamp" 2>/dev/null)" = "$RUNTIME $DEV" ] && [ -x "$CROSS_DIR/lua5.1" ]; then

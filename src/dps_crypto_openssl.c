@@ -1,0 +1,303 @@
+/*
+ * The crypto backend on OpenSSL (libcrypto; libssl only to clear libcurl's
+ * TLS key log): the default.  See dps_crypto.h.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "dps_crypto.h"
+
+const char *dps_crypto_version(void)
+{
+    return OpenSSL_version(OPENSSL_VERSION);
+}
+
+const char *dps_crypto_backend(void)
+{
+    return "openssl";
+}
+
+void dps_crypto_wipe(void *p, size_t n)
+{
+    OPENSSL_cleanse(p, n);
+}
+
+int dps_crypto_random(void *out, size_t n)
+{
+    return RAND_bytes((unsigned char *)out, (int)n) == 1 ? 0 : -1;
+}
+
+size_t dps_crypto_base64_encode(const unsigned char *in, size_t len, char *out)
+{
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+long dps_crypto_base64_decode(const char *in, size_t len, unsigned char *out, size_t outsize)
+{
+    size_t pad = len >= 1 && in[len - 1] == '=' ? (len >= 2 && in[len - 2] == '=' ? 2 : 1) : 0;
+    int n;
+
+    if (len / 4 * 3 > outsize)
+        return -1;
+    /* EVP_DecodeBlock counts the padding as zero bytes. */
+    n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+    if (n < 0 || (size_t)n < pad)
+        return -1;
+    return (long)((size_t)n - pad);
+}
+
+/* OpenSSL 3's one-shot HMAC() fetches SHA-256 and builds a context on
+ * every call: the context is made once and rekeyed. */
+struct dps_crypto_hmac {
+    EVP_MAC *mac;
+    EVP_MAC_CTX *ctx;
+};
+
+dps_crypto_hmac *dps_crypto_hmac_new(void)
+{
+    dps_crypto_hmac *h = OPENSSL_zalloc(sizeof *h);
+
+    if (h == NULL)
+        return NULL;
+    h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    h->ctx = h->mac != NULL ? EVP_MAC_CTX_new(h->mac) : NULL;
+    if (h->ctx == NULL) {
+        dps_crypto_hmac_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void dps_crypto_hmac_free(dps_crypto_hmac *h)
+{
+    if (h == NULL)
+        return;
+    EVP_MAC_CTX_free(h->ctx); /* cleanses the keyed state */
+    EVP_MAC_free(h->mac);
+    OPENSSL_free(h);
+}
+
+int dps_crypto_hmac_init(dps_crypto_hmac *h, const unsigned char *key, size_t keylen)
+{
+    OSSL_PARAM params[2];
+
+    if (key == NULL)
+        return EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1 ? 0 : -1;
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    return EVP_MAC_init(h->ctx, key, keylen, params) == 1 ? 0 : -1;
+}
+
+int dps_crypto_hmac_sign(dps_crypto_hmac *h, const unsigned char *msg, size_t len,
+                         unsigned char mac[DPS_CRYPTO_MAC_SIZE])
+{
+    size_t outlen = 0;
+
+    if (EVP_MAC_update(h->ctx, msg, len) != 1 || EVP_MAC_final(h->ctx, mac, &outlen, DPS_CRYPTO_MAC_SIZE) != 1)
+        return -1;
+    return outlen == DPS_CRYPTO_MAC_SIZE ? 0 : -1;
+}
+
+int dps_crypto_hmac_once(const unsigned char *key, size_t keylen, const unsigned char *msg, size_t len,
+                         unsigned char mac[DPS_CRYPTO_MAC_SIZE])
+{
+    unsigned int maclen = 0;
+
+    if (keylen > 0x7fffffff)
+        return -1;
+    if (HMAC(EVP_sha256(), key, (int)keylen, msg, len, mac, &maclen) == NULL)
+        return -1;
+    return maclen == DPS_CRYPTO_MAC_SIZE ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Client certificates                                                       */
+
+typedef struct {
+    const char *data;
+    size_t len;
+} password;
+
+/* Hands OpenSSL the password, or none: it never prompts on a terminal. */
+static int password_cb(char *buf, int size, int rwflag, void *userdata)
+{
+    const password *pw = userdata;
+
+    (void)rwflag;
+    if (pw == NULL || pw->data == NULL || size <= 0 || pw->len > (size_t)size)
+        return 0;
+    memcpy(buf, pw->data, pw->len);
+    return (int)pw->len;
+}
+
+static BIO *open_source(const dps_pem_source *src)
+{
+    if (src->file != NULL)
+        return BIO_new_file(src->file, "rb");
+    return BIO_new_mem_buf(src->pem, (int)src->len);
+}
+
+/* Whether a PEM key is encrypted (PKCS#8 or the traditional Proc-Type form). */
+static int is_encrypted(const dps_pem_source *src)
+{
+    static const char *const marks[] = {"BEGIN ENCRYPTED PRIVATE KEY", "Proc-Type: 4,ENCRYPTED"};
+    char line[256];
+    size_t i;
+    int found = 0;
+    BIO *bio = open_source(src);
+
+    while (bio != NULL && !found && BIO_gets(bio, line, sizeof line) > 0) {
+        for (i = 0; i < sizeof marks / sizeof marks[0]; i++)
+            if (strstr(line, marks[i]) != NULL)
+                found = 1;
+    }
+    OPENSSL_cleanse(line, sizeof line);
+    BIO_free(bio);
+    return found;
+}
+
+static double asn1_epoch(const ASN1_TIME *t)
+{
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int days = 0, secs = 0;
+    double result = -1;
+
+    if (epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t))
+        result = (double)days * 86400.0 + (double)secs;
+    ASN1_TIME_free(epoch);
+    return result;
+}
+
+/* The subject CN as UTF-8, or "" when there is none. */
+static void subject_cn(X509 *cert, char out[DPS_X509_CN_MAX])
+{
+    X509_NAME *name = X509_get_subject_name(cert);
+    int i = name != NULL ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    unsigned char *utf8 = NULL;
+    int n;
+
+    out[0] = '\0';
+    if (i < 0)
+        return;
+    n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    if (n > 0 && n < DPS_X509_CN_MAX && memchr(utf8, '\0', (size_t)n) == NULL) {
+        memcpy(out, utf8, (size_t)n);
+        out[n] = '\0';
+    }
+    OPENSSL_free(utf8);
+}
+
+dps_x509_result dps_crypto_x509_inspect(const dps_pem_source *cert, const dps_pem_source *key,
+                                        const char *password_data, size_t password_len, dps_cert_facts *facts)
+{
+    BIO *bio = NULL;
+    X509 *leaf = NULL, *extra = NULL;
+    EVP_PKEY *pkey = NULL;
+    password pw;
+    dps_x509_result result = DPS_X509_OK;
+
+    pw.data = password_data;
+    pw.len = password_len;
+    ERR_clear_error();
+    bio = open_source(cert);
+    if (bio == NULL) {
+        result = DPS_X509_CERT_UNREADABLE;
+        goto done;
+    }
+    leaf = PEM_read_bio_X509(bio, NULL, password_cb, NULL);
+    if (leaf == NULL) {
+        result = DPS_X509_CERT_NOT_PEM;
+        goto done;
+    }
+    facts->certificates = 1;
+    while ((extra = PEM_read_bio_X509(bio, NULL, password_cb, NULL)) != NULL) {
+        facts->certificates++;
+        X509_free(extra);
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+
+    bio = open_source(key);
+    if (bio == NULL) {
+        result = DPS_X509_KEY_UNREADABLE;
+        goto done;
+    }
+    pkey = PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)&pw);
+    if (pkey == NULL) {
+        if (pw.data == NULL && is_encrypted(key))
+            result = DPS_X509_KEY_NEEDS_PASSWORD;
+        else if (pw.data != NULL)
+            result = DPS_X509_KEY_WRONG_PASSWORD;
+        else
+            result = DPS_X509_KEY_NOT_PEM;
+        goto done;
+    }
+    if (X509_check_private_key(leaf, pkey) != 1) {
+        result = DPS_X509_MISMATCH;
+        goto done;
+    }
+    subject_cn(leaf, facts->cn);
+    facts->not_before = asn1_epoch(X509_get0_notBefore(leaf));
+    facts->not_after = asn1_epoch(X509_get0_notAfter(leaf));
+
+done:
+    BIO_free(bio);
+    X509_free(leaf);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* TLS                                                                       */
+
+/* Whether libcurl's TLS backend is the OpenSSL this module links (same
+ * major version, and minor before 3.0): only then is its SSL_CTX ours to
+ * touch. */
+static int same_openssl(void)
+{
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    unsigned long ours = OpenSSL_version_num();
+    unsigned major = 0, minor = 0;
+
+    if (info->ssl_version == NULL || sscanf(info->ssl_version, "OpenSSL/%u.%u", &major, &minor) != 2)
+        return 0;
+    if (major != (unsigned)(ours >> 28))
+        return 0;
+    return major >= 3 || minor == (unsigned)((ours >> 20) & 0xff);
+}
+
+/* CURLOPT_SSL_CTX_FUNCTION: libcurl has just set up the context (and, when
+ * SSLKEYLOGFILE named a file at curl_global_init, its key-log callback);
+ * no connection has used it yet.  Plain C, nothing that can fail. */
+static CURLcode no_keylog(CURL *curl, void *ssl_ctx, void *userptr)
+{
+    (void)curl;
+    (void)userptr;
+    SSL_CTX_set_keylog_callback((SSL_CTX *)ssl_ctx, NULL);
+    return CURLE_OK;
+}
+
+CURLcode dps_crypto_no_keylog(CURL *curl)
+{
+    CURLcode rc = CURLE_OK;
+
+    if (same_openssl()) {
+        rc = curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, no_keylog);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(curl, CURLOPT_SSL_CTX_DATA, (void *)NULL);
+    }
+    return rc;
+}
