@@ -79,6 +79,26 @@ describe("dps.registration_token", function()
     local token = dps.registration_token("0ne00000001", ("x"):rep(128), KEY, 1)
     assert.truthy(token:find(("x"):rep(128), 1, true))
   end)
+
+  -- the last valid ID scope is remembered (a gateway signs for one scope)
+  it("checks the ID scope on every call, right after a valid one too", function()
+    for _, bad in ipairs({ { nil, "id_scope must be a string, got nil" }, { "", "id_scope must not be empty" },
+      { "0ne/x", "id_scope must be up to 64 characters" }, { "0ne00000001 ", "id_scope must be up to 64" } }) do
+      assert.is_string(dps.registration_token("0ne00000001", "dev", KEY, 1))
+      local ok, err = pcall(dps.registration_token, bad[1], "dev", KEY, 1)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(bad[2], 1, true), tostring(err))
+    end
+  end)
+
+  it("refuses a missing ID scope before any valid one", function()
+    local saved = package.loaded["dps.check"]
+    package.loaded["dps.check"] = nil
+    local fresh = require "dps.check" -- no scope remembered yet
+    package.loaded["dps.check"] = saved
+    assert.error_matches(function() fresh.id_scope(nil) end, "id_scope must be a string, got nil", 1, true)
+    assert.error_matches(function() fresh.id_scope(false) end, "id_scope must be a string, got boolean", 1, true)
+  end)
 end)
 
 describe("dps.hub_token", function()

@@ -51,10 +51,18 @@ function check.registration_id(value, name, level)
   return value
 end
 
+-- The last ID scope found valid: a gateway signs for one scope over and over
+-- (a table until then, which no caller can pass).
+local last_scope = {}
+
 --- An ID scope: opaque, but it goes into a URL path, so no separators.
 function check.id_scope(value, level)
+  if value == last_scope then
+    return value
+  end
   if type(value) == "string" and #value <= 64 and find(value, "^[%w%-%._]+$") then
-    return value -- the usual case in one scan, as registration_id's
+    last_scope = value -- the usual case in one scan, as registration_id's
+    return value
   end
   level = (level or 2) + 1
   check.nonempty_string(value, "id_scope", level)
