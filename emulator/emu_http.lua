@@ -79,8 +79,12 @@ end
 local function respond_at_once(stream, h, body)
 	local conn = stream.connection
 	conn.write_headers_done, conn.write_body_chunk = buffered_headers_done, buffered_body_chunk
-	local ok = stream:write_headers(h, false, IO_TIMEOUT) and stream:write_chunk(body, true, IO_TIMEOUT)
+	-- the connection gets its own methods back whatever happens
+	local done, ok = yieldable_pcall(function()
+		return stream:write_headers(h, false, IO_TIMEOUT) and stream:write_chunk(body, true, IO_TIMEOUT)
+	end)
 	conn.write_headers_done, conn.write_body_chunk = nil, nil
+	if not done then error(ok, 0) end
 	if not ok or not conn.socket then return false end
 	return conn.socket:flush("n", IO_TIMEOUT) and true or false
 end
