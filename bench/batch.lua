@@ -45,7 +45,8 @@ end
 local ideal = s.requests * LATENCY / CONCURRENCY
 print(string.format("devices %d, concurrency %d, latency %g ms: %d assigned, %d failed", N, CONCURRENCY,
   LATENCY * 1000, s.assigned, s.failed))
-print(string.format("wall %.2f s, ideal %.2f s (%d requests x %g ms / %d) = %.2fx", s.seconds, ideal, s.requests,
-  LATENCY * 1000, CONCURRENCY, s.seconds / ideal))
-print(string.format("connections %d: TLS handshakes %d full, %d resumed", s.connects, full, resumed))
+print(string.format("wall %.2f s, ideal %.2f s (%d requests x %g ms / %d) = %.2fx (target: at most 1.3x)", s.seconds,
+  ideal, s.requests, LATENCY * 1000, CONCURRENCY, s.seconds / ideal))
+print(string.format("connections %d: TLS handshakes %d full (target: at most %d), %d resumed", s.connects, full,
+  CONCURRENCY, resumed))
 print(string.format("peak RSS %d KB; CPU: client %.2f s, emulator %.2f s", peak_rss_kb(), cpu, emu_cpu))

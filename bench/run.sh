@@ -11,6 +11,33 @@ openssl_ops=$(awk -v b="$openssl_bps" 'BEGIN { printf "%.0f", b / 64 }')
 echo "openssl_speed_hmac_sha256_64B $openssl_ops"
 awk -v ref="$openssl_ops" '{ printf "  %-22s %10.0f /s  = %5.1f%% of openssl speed\n", $1, $2, 100 * $2 / ref }' build/bench-tokens.txt
 
+# The official Node SDK's SharedAccessSignature on the same machine, in the
+# same run: azure-iot-common 1.x, installed under build/ for the bench only
+# (never a runtime or test dependency); skipped when node or npm are missing.
+echo "== registration tokens: dps.registration_token vs the Node SDK (azure-iot-common SharedAccessSignature)"
+node_dir=build/node-bench
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "  Node SDK: skipped (node and npm are needed)"
+elif [ ! -d "$node_dir/node_modules/azure-iot-common" ] && ! (mkdir -p "$node_dir" && cd "$node_dir" &&
+        npm install --no-audit --no-fund --silent azure-iot-common@1 >npm.log 2>&1); then
+    echo "  Node SDK: skipped (npm install azure-iot-common@1 failed: see $node_dir/npm.log)"
+else
+    # Lua and Node one after the other, twice, so both see the same load
+    : >build/bench-tokens-node.txt
+    for _ in 1 2; do
+        lua5.4 bench/tokens.lua 1 registration_token >>build/bench-tokens-node.txt
+        node bench/tokens.js "$node_dir" 1 >>build/bench-tokens-node.txt
+    done
+    awk '{ sum[$1] += $2; n[$1]++ }
+        END {
+            lua = sum["registration_token"] / n["registration_token"]
+            js = sum["node_registration_token"] / n["node_registration_token"]
+            printf "  %-34s %10.0f /s\n", "dps.registration_token (Lua 5.4)", lua
+            printf "  %-34s %10.0f /s\n", "Node SDK SharedAccessSignature", js
+            printf "  ratio %.2fx the Node SDK (target: at least 3x)\n", lua / js
+        }' build/bench-tokens-node.txt
+fi
+
 if [ -f bench/provision.sh ]; then
     sh bench/provision.sh
 fi

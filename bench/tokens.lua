@@ -6,8 +6,10 @@ local core = require "dps.core"
 
 local KEY = "18RQk/hOPJR9EbsJlk2j8WA6vWaj/yi+oaYg7zmxfQNdOyMSu+SJ8O7TSlZhDJCYmn4rzEiVKIzNiVAWjLxrGA=="
 local SECONDS = tonumber(arg[1]) or 1
+local ONLY = arg[2] -- one benchmark by name (bench/run.sh's Node comparison)
 
 local function rate(name, f)
+  if ONLY and name ~= ONLY then return end
   local n, t0 = 0, core.monotime()
   local elapsed
   repeat

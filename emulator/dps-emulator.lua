@@ -73,6 +73,9 @@ local function write_ready(path, pid, ports, x509)
 end
 
 local function main(argv)
+	-- collect when the heap has grown 4x instead of 2x: a few more MB for
+	-- less collector work per request (it was an eighth of the VM's time)
+	collectgarbage("setpause", 400)
 	local cfg, err = config.load(parse_args(argv))
 	if not cfg then die(err) end
 	local log, lerr = emu_log.open(cfg.log_file)

@@ -72,9 +72,18 @@ function M.check_sas(cfg, header, scope, registration_id, now)
 		end
 	end
 	for _, g in ipairs(cfg.groups) do
-		for _, gkey in ipairs(g.keys) do
-			-- the device's key is base64(derived); it signs with the raw bytes
-			if matches(M.derive(gkey, registration_id)) then
+		for i, gkey in ipairs(g.keys) do
+			-- the device's key is base64(derived); it signs with the raw bytes.
+			-- Derived keys are remembered per group key and registration id.
+			g.derived = g.derived or {}
+			local cache = g.derived[i] or {}
+			g.derived[i] = cache
+			local derived = cache[registration_id]
+			if not derived then
+				derived = M.derive(gkey, registration_id)
+				cache[registration_id] = derived
+			end
+			if matches(derived) then
 				return { ok = true, auth = "sas", enrollment = g, se = tonumber(f.se) }
 			end
 		end

@@ -353,14 +353,18 @@ function M.load(path)
 	return res
 end
 
---- The scenario for a registration id (defaults when none is configured).
+--- The scenario for a registration id (defaults when none is configured:
+-- one table per config, never changed by its callers).
 function M.scenario_for(c, registration_id)
 	local sc = c.scenarios[registration_id:lower()]
 	if sc then return sc end
-	return {
-		polls_before_assignment = nil, retry_after = c.retry_after, result = "assigned",
-		register = {}, poll = {}, lookup = {},
-	}
+	if not c.default_scenario then
+		c.default_scenario = {
+			polls_before_assignment = nil, retry_after = c.retry_after, result = "assigned",
+			register = {}, poll = {}, lookup = {},
+		}
+	end
+	return c.default_scenario
 end
 
 return M

@@ -166,16 +166,19 @@ function H:handle(stream, listener)
 		payload = null,
 	}
 	local raw_payload
-	-- Logs the request before its answer goes out, so a client that has its
-	-- answer always finds the request in the log.
+	-- When the answer may go out: `latency` seconds after the request came
+	-- in. The emulator's own work (body, token check, JSON) happens inside
+	-- that time, as a distant service's does, instead of on top of it.
+	local answer_at = cqueues.monotime() + (kind ~= "other" and self.cfg.latency or 0)
+	-- Waits until then and logs the request before its answer goes out, so a
+	-- client that has its answer always finds the request in the log.
 	local function finish(status)
+		local left = answer_at - cqueues.monotime()
+		if left > 0 then cqueues.sleep(left) end
 		entry.status = status or null
 		self.log:write(entry, raw_payload)
 	end
 
-	if self.cfg.latency > 0 and kind ~= "other" then
-		cqueues.sleep(self.cfg.latency)
-	end
 	local body, berr = http.read_body(stream, req_headers, self.cfg.max_body_bytes)
 	if not body then
 		if berr == "too_large" then
@@ -233,7 +236,9 @@ function H:handle(stream, listener)
 			finish(st)
 			return http.respond(stream, st, extra, fault.body or "")
 		elseif name == "delay" then
+			-- the request goes on after the delay; its answer, the latency later
 			cqueues.sleep(fault.seconds or 1)
+			answer_at = answer_at + (fault.seconds or 1)
 		elseif name == "close" then
 			opts.close = true
 		elseif name == "slow" then

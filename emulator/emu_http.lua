@@ -59,6 +59,36 @@ local function base_headers(status, extra)
 	return h
 end
 
+-- lua-http flushes after the headers and after each chunk: three TLS
+-- records and three sends for one small answer, each waking the client.
+-- These stand-ins for its connection's methods buffer instead; respond()
+-- flushes once at the end (same bytes, same chunked framing).
+local function buffered_headers_done(conn, timeout)
+	local ok, err, errno = conn.socket:xwrite("\r\n", "f", timeout)
+	if not ok then return nil, err, errno end
+	return true
+end
+
+local function buffered_body_chunk(conn, chunk, _, timeout)
+	local ok, err, errno = conn.socket:xwrite(string.format("%x\r\n", #chunk) .. chunk .. "\r\n", "f", timeout)
+	if not ok then return nil, err, errno end
+	return true
+end
+
+-- Headers, the whole body as one chunk and the last chunk, sent at once.
+local function respond_at_once(stream, h, body)
+	local conn = stream.connection
+	conn.write_headers_done, conn.write_body_chunk = buffered_headers_done, buffered_body_chunk
+	-- the connection gets its own methods back whatever happens
+	local done, ok = yieldable_pcall(function()
+		return stream:write_headers(h, false, IO_TIMEOUT) and stream:write_chunk(body, true, IO_TIMEOUT)
+	end)
+	conn.write_headers_done, conn.write_body_chunk = nil, nil
+	if not done then error(ok, 0) end
+	if not ok or not conn.socket then return false end
+	return conn.socket:flush("n", IO_TIMEOUT) and true or false
+end
+
 --- Write a complete response with a chunked body.
 -- opts: content_type, close (send Connection: close), slow (seconds between
 -- bytes), truncate (stop before the last chunk and drop the connection).
@@ -69,6 +99,9 @@ function M.respond(stream, status, extra, body, opts)
 	h:append("transfer-encoding", "chunked")
 	if opts.close then
 		h:append("connection", "close")
+	end
+	if not (opts.close or opts.slow or opts.truncate) and #body > 0 then
+		return respond_at_once(stream, h, body)
 	end
 	if not stream:write_headers(h, false, IO_TIMEOUT) then return false end
 	if opts.slow then

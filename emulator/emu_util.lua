@@ -25,21 +25,23 @@ function M.utc(t)
 	return os.date("!%Y-%m-%dT%H:%M:%S", sec) .. string.format(".%07dZ", frac)
 end
 
+-- byte → two lower-case hex digits
+local HEX = {}
+for i = 0, 255 do HEX[i] = string.format("%02x", i) end
+
 --- Random version-4 UUID string.
 function M.uuid()
-	local b = { rand.bytes(16):byte(1, 16) }
-	b[7] = b[7] % 16 + 0x40
-	b[9] = b[9] % 64 + 0x80
-	local hex = {}
-	for i = 1, 16 do hex[i] = string.format("%02x", b[i]) end
-	local s = table.concat(hex)
-	return s:sub(1, 8) .. "-" .. s:sub(9, 12) .. "-" .. s:sub(13, 16) .. "-" .. s:sub(17, 20) .. "-" .. s:sub(21)
+	local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 = rand.bytes(16):byte(1, 16)
+	b7 = b7 % 16 + 0x40
+	b9 = b9 % 64 + 0x80
+	return HEX[b1] .. HEX[b2] .. HEX[b3] .. HEX[b4] .. "-" .. HEX[b5] .. HEX[b6] .. "-" .. HEX[b7] .. HEX[b8]
+		.. "-" .. HEX[b9] .. HEX[b10] .. "-" .. HEX[b11] .. HEX[b12] .. HEX[b13] .. HEX[b14] .. HEX[b15] .. HEX[b16]
 end
 
 --- Operation id shaped like the service's: "5.<16 hex>.<uuid>".
 function M.operation_id()
 	local h = {}
-	for i, c in ipairs({ rand.bytes(8):byte(1, 8) }) do h[i] = string.format("%02x", c) end
+	for i, c in ipairs({ rand.bytes(8):byte(1, 8) }) do h[i] = HEX[c] end
 	return "5." .. table.concat(h) .. "." .. M.uuid()
 end
 
@@ -51,8 +53,35 @@ function M.b64decode(s)
 	return basexx.from_base64(s)
 end
 
+-- base64 of 12 bits at a time: value 0..4095 → two characters (basexx's
+-- encoder walks strings of "0"/"1" digits: a quarter of the emulator's time
+-- under load went there, once per token check)
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64_PAIR = {}
+for i = 0, 4095 do
+	local hi, lo = math.floor(i / 64), i % 64
+	B64_PAIR[i] = B64:sub(hi + 1, hi + 1) .. B64:sub(lo + 1, lo + 1)
+end
+
+--- Standard base64 with padding.
 function M.b64encode(s)
-	return basexx.to_base64(s)
+	local out, n, len = {}, 0, #s
+	local full = len - len % 3
+	for i = 1, full, 3 do
+		local a, b, c = s:byte(i, i + 2)
+		local v = a * 65536 + b * 256 + c
+		n = n + 1
+		out[n] = B64_PAIR[math.floor(v / 4096)] .. B64_PAIR[v % 4096]
+	end
+	local rest = len - full
+	if rest == 1 then
+		out[n + 1] = B64_PAIR[s:byte(len) * 16] .. "=="
+	elseif rest == 2 then
+		local a, b = s:byte(len - 1, len)
+		local v = (a * 256 + b) * 4
+		out[n + 1] = B64_PAIR[math.floor(v / 64)] .. B64:sub(v % 64 + 1, v % 64 + 1) .. "="
+	end
+	return table.concat(out)
 end
 
 --- One pass of percent-decoding (path segments: '+' stays '+').

@@ -489,4 +489,37 @@ describe("DPS emulator #emulator", function()
 			assert.is_nil(r.headers["retry-after"])
 		end)
 	end)
+
+	describe("latency", function()
+		local slow
+		lazy_setup(function()
+			slow = emulator.start {
+				latency = 0.3,
+				enrollments = { { type = "individual", registration_id = "dev-far", symmetric_key = KEY },
+					{ type = "individual", registration_id = "dev-far-delay", symmetric_key = KEY } },
+				scenarios = { ["dev-far-delay"] = { register = { { fault = "delay", seconds = 0.4 } } } },
+			}
+		end)
+		lazy_teardown(function()
+			if slow then slow:stop() end
+		end)
+
+		it("answers a request no sooner than `latency` after it came in, and a delay fault on top", function()
+			local r = register("dev-far", { token = token(KEY, slow.id_scope, "dev-far"), base = slow.endpoint })
+			assert.are.equal(202, r.status)
+			assert.is_true(r.seconds >= 0.3, tostring(r.seconds))
+			local p = poll("dev-far", r.json.operationId, { token = token(KEY, slow.id_scope, "dev-far"),
+				base = slow.endpoint })
+			assert.are.equal(200, p.status)
+			assert.is_true(p.seconds >= 0.3, tostring(p.seconds))
+			local d = register("dev-far-delay", { token = token(KEY, slow.id_scope, "dev-far-delay"),
+				base = slow.endpoint })
+			assert.are.equal(202, d.status)
+			assert.is_true(d.seconds >= 0.7, tostring(d.seconds))
+			-- unknown paths are not DPS calls: no latency
+			local other = curl { path = "/nowhere", base = slow.endpoint }
+			assert.are.equal(404, other.status)
+			assert.is_true(other.seconds < 0.3, tostring(other.seconds))
+		end)
+	end)
 end)

@@ -79,6 +79,26 @@ describe("dps.registration_token", function()
     local token = dps.registration_token("0ne00000001", ("x"):rep(128), KEY, 1)
     assert.truthy(token:find(("x"):rep(128), 1, true))
   end)
+
+  -- the last valid ID scope is remembered (a gateway signs for one scope)
+  it("checks the ID scope on every call, right after a valid one too", function()
+    for _, bad in ipairs({ { nil, "id_scope must be a string, got nil" }, { "", "id_scope must not be empty" },
+      { "0ne/x", "id_scope must be up to 64 characters" }, { "0ne00000001 ", "id_scope must be up to 64" } }) do
+      assert.is_string(dps.registration_token("0ne00000001", "dev", KEY, 1))
+      local ok, err = pcall(dps.registration_token, bad[1], "dev", KEY, 1)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(bad[2], 1, true), tostring(err))
+    end
+  end)
+
+  it("refuses a missing ID scope before any valid one", function()
+    local saved = package.loaded["dps.check"]
+    package.loaded["dps.check"] = nil
+    local fresh = require "dps.check" -- no scope remembered yet
+    package.loaded["dps.check"] = saved
+    assert.error_matches(function() fresh.id_scope(nil) end, "id_scope must be a string, got nil", 1, true)
+    assert.error_matches(function() fresh.id_scope(false) end, "id_scope must be a string, got boolean", 1, true)
+  end)
 end)
 
 describe("dps.hub_token", function()
@@ -106,6 +126,33 @@ describe("dps.sas_token", function()
     assert.are.equal("SharedAccessSignature sr=uri&sig=kcWxXAK2OAaAoq2oCkaGzX2NMqDB8nCyNuq2fPYCDhk%3D"
       .. "&se=12345&skn=policy", token)
   end)
+
+  -- percent-encoding by hand, not by the core
+  local function pct(s)
+    return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+  end
+
+  -- the C core builds short tokens in a buffer on its stack and long ones in
+  -- one sized by the arguments: both sides of that line, up to the limits,
+  -- with every byte of the URI and key name tripled by percent-encoding
+  for _, case in ipairs({ { 1, nil }, { 280, 1 }, { 300, 256 }, { 320, nil }, { 4096, 256 }, { 4096, nil } }) do
+    local uri_len, name_len = case[1], case[2]
+    it(("builds the token of a %d-byte URI and a %s key name"):format(uri_len, tostring(name_len)), function()
+      local uri = ("/é"):rep(uri_len):sub(1, uri_len)
+      local name = name_len and ("/"):rep(name_len) or nil
+      local expiry, se = 2 ^ 53 - 1, "9007199254740991" -- the longest expiry
+      local sig = core.base64_encode(core.hmac_sha256(core.base64_decode(KEY), pct(uri) .. "\n" .. se))
+      local want = "SharedAccessSignature sr=" .. pct(uri) .. "&sig=" .. pct(sig) .. "&se=" .. se
+        .. (name and "&skn=" .. pct(name) or "")
+      local got = dps.sas_token(uri, KEY, expiry, name)
+      -- not assert.are.equal: the tokens run to 12 KB
+      assert.is_true(got == want, ("%d bytes, %d expected"):format(#got, #want))
+      -- a key problem names its position whatever the size
+      local ok, err = pcall(dps.sas_token, uri, "QUJD RA=", expiry, name)
+      assert.is_false(ok)
+      assert.matches("key has a space at position 5$", err)
+    end)
+  end
 end)
 
 -- Misuse: each row is { pattern, function, arguments... }; the message must

@@ -37,7 +37,8 @@ const char *dps_base64_decode(const char *in, size_t len,
 /*
  * RFC 3986 percent-encoding: A-Z a-z 0-9 - . _ ~ stay, every other byte
  * becomes %XX with upper-case hex.  out must hold DPS_PERCENT_ENCODED_MAX(len)
- * bytes.  Returns the encoded length, or (size_t)-1 if libcurl failed.
+ * bytes.  Returns the encoded length (writes a terminating NUL), or
+ * (size_t)-1 when len * 3 would overflow.
  */
 size_t dps_percent_encode(const char *in, size_t len, char *out);
 

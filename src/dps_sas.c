@@ -19,10 +19,14 @@
 #define HMAC_FAILED "could not be used by the crypto library's HMAC"
 #define KEY_TOO_LONG "is too long (at most 1024 base64 characters)"
 
-/* Scratch layout of dps_sas_build: sr "\n" se | skn | token. */
-#define SAS_SR_CAP (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32)
-#define SAS_SKN_CAP DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME)
+/* Scratch layout of dps_sas_build, sized by the URI and key name:
+ * sr "\n" se | skn | token | why (DPS_SAS_SCRATCH_FOR). */
+#define SAS_SR_CAP(uri_len) (DPS_PERCENT_ENCODED_MAX(uri_len) + 1 + 32)
+#define SAS_SKN_CAP(name_len) DPS_PERCENT_ENCODED_MAX(name_len)
 #define SAS_SIG_CAP DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE))
+/* Tokens of URIs up to about 280 bytes are built on the C stack (no
+ * allocation, nothing for the collector); longer ones in a userdata. */
+#define SAS_STACK_SCRATCH 2048
 
 #define WHY_SIZE DPS_SAS_WHY_SIZE
 
@@ -242,6 +246,24 @@ static const char *text_problem(const char *p, size_t len, size_t max)
     return NULL;
 }
 
+/* The decimal digits of a non-negative expiry into se (NUL-terminated, at
+ * most 20 digits); returns their count. */
+static size_t format_expiry(long long expiry, char se[32])
+{
+    char digits[24];
+    size_t n = 0, i;
+    unsigned long long v = (unsigned long long)expiry;
+
+    do {
+        digits[n++] = (char)('0' + (int)(v % 10));
+        v /= 10;
+    } while (v != 0);
+    for (i = 0; i < n; i++)
+        se[i] = digits[n - 1 - i];
+    se[n] = '\0';
+    return n;
+}
+
 const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
                           long long expiry, const char *name, size_t name_len,
                           char *scratch, const char **token, size_t *token_len, const char **subject)
@@ -255,12 +277,12 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
                                char *scratch, const char **token, size_t *token_len, const char **subject)
 {
     char se[32];
-    int se_len;
+    size_t se_len;
     size_t sr_len, sig_len, skn_len = 0, pos = 0;
     unsigned char mac[SAS_MAC_SIZE];
     char sig_b64[DPS_BASE64_ENCODED_SIZE(SAS_MAC_SIZE)];
     char sig[SAS_SIG_CAP];
-    char *sr = scratch, *skn = scratch + SAS_SR_CAP, *out = skn + SAS_SKN_CAP;
+    char *sr, *skn, *out, *why;
     const char *problem;
 
     *subject = "resource_uri";
@@ -276,7 +298,11 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
     if (expiry < 0)
         return "must not be negative";
     *subject = "percent-encoding";
-    se_len = snprintf(se, sizeof se, "%lld", expiry);
+    se_len = format_expiry(expiry, se);
+    sr = scratch;
+    skn = sr + SAS_SR_CAP(uri_len);
+    out = skn + SAS_SKN_CAP(name != NULL ? name_len : 0);
+    why = out + SAS_SR_CAP(uri_len) + SAS_SKN_CAP(name != NULL ? name_len : 0) + SAS_SIG_CAP + 64;
 
     sr_len = dps_percent_encode(uri, uri_len, sr);
     if (sr_len == (size_t)-1)
@@ -287,11 +313,10 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
             return "failed (out of memory)";
     }
     sr[sr_len] = '\n';
-    memcpy(sr + sr_len + 1, se, (size_t)se_len);
+    memcpy(sr + sr_len + 1, se, se_len);
 
     *subject = "key";
-    problem = sign(h, key_text, key_len, (const unsigned char *)sr, sr_len + 1 + (size_t)se_len, mac,
-                   scratch + DPS_SAS_SCRATCH - WHY_SIZE);
+    problem = sign(h, key_text, key_len, (const unsigned char *)sr, sr_len + 1 + se_len, mac, why);
     if (problem != NULL)
         return problem;
     *subject = "percent-encoding";
@@ -308,7 +333,7 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
     APPEND("&sig=", 5);
     APPEND(sig, sig_len);
     APPEND("&se=", 4);
-    APPEND(se, (size_t)se_len);
+    APPEND(se, se_len);
     if (name != NULL) {
         APPEND("&skn=", 5);
         APPEND(skn, skn_len);
@@ -343,8 +368,13 @@ static int sas_token(lua_State *L)
     long long expiry = check_expiry(L, 3, who);
     const char *name = lua_isnoneornil(L, 4) ? NULL : dps_check_string(L, 4, who, "key_name", &name_len);
     const char *token = NULL, *problem, *subject = "";
-    /* Scratch owned by Lua, so nothing leaks if a push raises. */
-    char *scratch = dps_newuserdata(L, DPS_SAS_SCRATCH);
+    /* Scratch on the C stack or owned by Lua, so nothing leaks if a push
+     * raises; sized by the arguments (the build refuses longer ones before
+     * it writes). */
+    char stack[SAS_STACK_SCRATCH];
+    size_t need = DPS_SAS_SCRATCH_FOR(uri_len > DPS_SAS_MAX_URI ? 0 : uri_len,
+                                      name_len > DPS_SAS_MAX_KEY_NAME ? 0 : name_len);
+    char *scratch = need <= sizeof stack ? stack : dps_newuserdata(L, need);
 
     problem = dps_sas_build_hmac(state_hmac(L), uri, uri_len, key_text, key_len, expiry, name, name_len,
                                  scratch, &token, &token_len, &subject);

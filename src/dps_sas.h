@@ -17,16 +17,19 @@
  * position 77"). */
 #define DPS_SAS_WHY_SIZE 96
 
-/* Bytes of scratch dps_sas_build needs: sr + se, skn, the token, and the
- * text of a key problem at its end. */
-#define DPS_SAS_SCRATCH                                                         \
-    (2 * (DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_URI) + 1 + 32) +                  \
-     2 * DPS_PERCENT_ENCODED_MAX(DPS_SAS_MAX_KEY_NAME) +                        \
+/* Bytes of scratch dps_sas_build needs for a resource URI of uri_len bytes
+ * and a key name of name_len bytes (0: none): sr + se, skn, the token, and
+ * the text of a key problem at its end.  DPS_SAS_SCRATCH: at the maxima. */
+#define DPS_SAS_SCRATCH_FOR(uri_len, name_len)                                  \
+    (2 * (DPS_PERCENT_ENCODED_MAX(uri_len) + 1 + 32) +                          \
+     2 * DPS_PERCENT_ENCODED_MAX(name_len) +                                    \
      DPS_PERCENT_ENCODED_MAX(DPS_BASE64_ENCODED_SIZE(32)) + 64 + DPS_SAS_WHY_SIZE)
+#define DPS_SAS_SCRATCH DPS_SAS_SCRATCH_FOR(DPS_SAS_MAX_URI, DPS_SAS_MAX_KEY_NAME)
 
 /*
  * Builds `SharedAccessSignature sr=<enc uri>&sig=<enc sig>&se=<expiry>[&skn=<enc name>]`
- * in scratch (DPS_SAS_SCRATCH bytes), signing `<enc uri>\n<expiry>` with the
+ * in scratch (DPS_SAS_SCRATCH_FOR(uri_len, name_len) bytes, or
+ * DPS_SAS_SCRATCH for any lengths), signing `<enc uri>\n<expiry>` with the
  * base64-decoded key (one trailing "\n" or "\r\n" of its text allowed); the
  * decoded key is wiped before returning.  On success returns NULL and points
  * *token into scratch; otherwise a message about *subject (the argument's
