@@ -654,7 +654,11 @@ describe("dps.core.session", function()
         local s = session()
         finally(function() s:close() end)
         local _, info = failure(s:request("GET", mtls()))
-        assert.equal("credentials", info.kind)
+        -- libcurl on mbedTLS 2.28 speaks TLS 1.2 only, where the server's
+        -- refusal is a bare handshake alert: no way to tell it from other
+        -- handshake failures (the README's "crypto backend" notes say so)
+        local bare_alert = tostring(core.version().ssl):find("mbedTLS/2%.") ~= nil
+        assert.equal(bare_alert and "tls" or "credentials", info.kind)
       end)
     end)
 
