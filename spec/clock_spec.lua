@@ -155,8 +155,14 @@ end)
 
 describe("a wrong clock, end to end (faketime)", function()
   local emu, dir
+  -- faketime preloads a library of the host into the program it runs; an
+  -- interpreter under qemu-user makes its clock calls through the emulator,
+  -- which that library never sees
+  local emulated = shell.emulated()
+  local skip = emulated and ("faketime cannot move the clock of an interpreter under emulation (" .. emulated .. ")")
 
   setup(function()
+    if skip then return end
     dir = shell.tmpdir("dps-clock")
     assert(shell.succeeds("command -v faketime >/dev/null"), "faketime is not installed: make deps-test")
     emu = emulator.start{ retry_after = "0", enrollments = {
@@ -168,7 +174,7 @@ describe("a wrong clock, end to end (faketime)", function()
 
   teardown(function()
     if emu then emu:stop() end
-    shell.succeeds("rm -rf " .. shell.quote(dir))
+    if dir then shell.succeeds("rm -rf " .. shell.quote(dir)) end
   end)
 
   -- dps.provision in a process of its own with its clock moved by `shift`
@@ -197,6 +203,10 @@ describe("a wrong clock, end to end (faketime)", function()
   end
 
   it("2 days behind: provisioned with one extra request, clock_offset about 172800", function()
+    if skip then
+      pending(skip)
+      return
+    end
     local r = provision("clock-behind", "-2d")
     assert.truthy(r.state, r.message)
     assert.are.equal("clock-behind", r.state.deviceId)
@@ -205,6 +215,10 @@ describe("a wrong clock, end to end (faketime)", function()
   end)
 
   it("2 days ahead: provisioned", function()
+    if skip then
+      pending(skip)
+      return
+    end
     local r = provision("clock-ahead", "+2d")
     assert.truthy(r.state, r.message)
     assert.are.equal("clock-ahead", r.state.deviceId)
@@ -212,6 +226,10 @@ describe("a wrong clock, end to end (faketime)", function()
   end)
 
   it("5 years behind: tls, saying the local time and that the clock must be set", function()
+    if skip then
+      pending(skip)
+      return
+    end
     local r = provision("clock-years", "-5y")
     assert.is_nil(r.state)
     assert.are.equal("tls", r.info.kind)

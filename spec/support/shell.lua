@@ -104,4 +104,37 @@ function shell.plain()
   return lua, package.cpath
 end
 
+-- The ELF header's class, byte order and machine of a program: "32 le 8".
+local MACHINES = { [3] = "i386", [8] = "mips", [20] = "powerpc", [21] = "powerpc64", [40] = "arm",
+  [62] = "x86_64", [183] = "aarch64", [243] = "riscv" }
+local function elf_kind(header)
+  if not header or #header < 20 or header:sub(1, 4) ~= "\127ELF" then return nil end
+  local little = header:byte(6) == 1
+  local lo, hi = header:byte(19), header:byte(20)
+  local machine = little and lo + 256 * hi or hi + 256 * lo
+  return string.format("%s-bit %s-endian %s", header:byte(5) == 2 and "64" or "32",
+    little and "little" or "big", MACHINES[machine] or ("machine " .. machine))
+end
+
+--- Whether this interpreter runs under CPU emulation (qemu-user, as `make
+-- cross-test` runs it): its own program (/proc/self/exe, which qemu shows
+-- as the emulated program) is not of the machine a child process of the
+-- host runs on. Such a process makes its system calls through the
+-- emulator, so preloaded libraries of the host (faketime) cannot reach it.
+-- @treturn string|nil what runs on what ("32-bit little-endian mips on
+--   64-bit little-endian x86_64"), nil when native or where /proc is missing
+function shell.emulated()
+  if shell._emulated == nil then
+    local f = io.open("/proc/self/exe", "rb")
+    local ours = f and elf_kind(f:read(20))
+    if f then f:close() end
+    local out = shell.run("od -An -v -tu1 -N20 /proc/self/exe 2>/dev/null")
+    local bytes = {}
+    for b in (out or ""):gmatch("%d+") do bytes[#bytes + 1] = string.char(tonumber(b)) end
+    local host = elf_kind(table.concat(bytes))
+    shell._emulated = (ours and host and ours ~= host) and (ours .. " on " .. host) or false
+  end
+  return shell._emulated or nil
+end
+
 return shell
