@@ -4,9 +4,10 @@
 local dps = require "dps"
 local core = require "dps.core"
 local emulator = require "spec.support.emulator"
+local timing = require "spec.support.timing"
 
 -- Under valgrind (the suite's memcheck run) everything is ~30x slower.
-local SLOW = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 30 or 1
+local SLOW = timing.SLOW
 local keys = require "spec.support.keys"
 
 local GROUP = { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY }
@@ -77,18 +78,20 @@ describe("dps.batch", function()
     finally(function() emu:stop() end)
     -- one every 0.1 s, on one kept connection: arrivals are as far apart as sends
     local b = batch(emu, { rate = 600, concurrency = 1 })
-    for i = 1, 4 do b:add("paced-" .. i) end
+    for i = 1, 5 do b:add("paced-" .. i) end
     local summary = b:run()
-    assert.equal(4, summary.assigned)
+    assert.equal(5, summary.assigned)
     local regs = registers(emu)
-    assert.equal(4, #regs)
-    if SLOW == 1 then
-      -- 4 registrations at 600 a minute span at least 0.3 s; measured where
-      -- they arrive, where one late arrival may shorten the next gap
-      assert.is_true(regs[4].t - regs[1].t >= 0.27, "registrations 1 to 4 within " .. (regs[4].t - regs[1].t) .. " s")
-    else -- under valgrind the client's own delays (the first handshake) blur single gaps
-      assert.is_true(regs[4].t - regs[2].t >= 0.15, "registrations 2 to 4 within " .. (regs[4].t - regs[2].t) .. " s")
-    end
+    assert.equal(5, #regs)
+    -- Pacing counts from the moment a registration is handed to the engine;
+    -- the first one then spends the connection's TLS handshake on the way
+    -- (a second on an emulated CPU) and reaches the service late, just
+    -- before the second. So the span is measured from the second arrival:
+    -- registrations 2 to 5 at 600 a minute span at least 0.3 s, less what
+    -- one late arrival may take off (more under valgrind, where the
+    -- client's own delays blur single gaps).
+    local span, least = regs[5].t - regs[2].t, SLOW == 1 and 0.27 or 0.22
+    assert.is_true(span >= least, "registrations 2 to 5 within " .. span .. " s")
   end)
 
   it("holds every registration for the Retry-After of a 429", function()
@@ -133,21 +136,31 @@ describe("dps.batch", function()
   end)
 
   it("runs from step() alone, as inside an event loop; a batch of one too", function()
-    local emu = emulator.start{ retry_after = "0", enrollments = { GROUP } }
+    -- one device's registration never gets an answer: while only it is
+    -- left, nothing can happen, and step must still return at once
+    local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
+      scenarios = { ["looped-hung"] = { register = { { fault = "hang", seconds = 30 } } } } }
     finally(function() emu:stop() end)
-    local b = batch(emu)
+    local b = batch(emu, { device_timeout = 0.5 * SLOW })
     for i = 1, 3 do b:add("looped-" .. i) end
+    b:add("looped-hung")
     local steps, t0 = 0, core.monotime()
     while not b:done() and core.monotime() - t0 < 10 do
-      local s0 = core.monotime()
-      local wait, fds = b:step()
-      assert.is_true(core.monotime() - s0 < 0.1 * SLOW, "step blocked")
+      -- waiting, not computing (a TLS handshake under qemu-user takes a second)
+      local waited, wait, fds = timing.waited(b.step, b)
+      assert.is_true(waited < 0.1 * SLOW, "step blocked for " .. waited .. " s")
       assert.is_table(fds)
       steps = steps + 1
       core.sleep(math.min(wait, 0.005))
     end
     assert.is_true(b:done())
-    for _, r in ipairs(b:results()) do assert.is_table(r.state, r.message) end
+    for _, r in ipairs(b:results()) do
+      if r.id == "looped-hung" then
+        assert.equal("timeout", r.info.kind)
+      else
+        assert.is_table(r.state, r.message)
+      end
+    end
     local one = dps.start_provision{ id_scope = emu.id_scope, registration_id = "single", group_key = keys.GROUP_KEY,
       endpoint = emu.endpoint, ca_file = emu.ca_file }
     repeat core.sleep(math.min(one:step(), 0.005)) until one:done()

@@ -4,6 +4,16 @@
  * cache).
  * @module dps.core
  */
+/*
+ * 64-bit file offsets and inode numbers on 32-bit targets too (mipsel,
+ * armhf): without them glibc's readdir() fails with EOVERFLOW as soon as an
+ * entry's d_off or d_ino needs more than 32 bits (ext4's hashed directory
+ * offsets, XFS/btrfs inode numbers, any 32-bit program under qemu-user on a
+ * 64-bit kernel), and stat() does the same for large inodes or files.  Must
+ * come before the first system header.
+ */
+#define _FILE_OFFSET_BITS 64
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +26,9 @@
 
 #include "dps_aux.h"
 #include "dps_core.h"
+
+/* fails to compile where the definition above came too late to take effect */
+typedef char dps_fs_needs_64_bit_offsets[sizeof(off_t) == 8 ? 1 : -1];
 
 /***
  * Facts about a file, following symbolic links (like `stat(2)`, `ls -lL`).
