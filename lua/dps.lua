@@ -15,6 +15,7 @@ local check = require "dps.check"
 local Client = require "dps.client"
 local Batch = require "dps.batch"
 local Hub = require "dps.hub"
+local connect = require("dps.connect").connect
 
 local pcall = pcall -- the level count in dps.provision needs the C pcall
 
@@ -164,7 +165,7 @@ end
 -- @treturn dps.hub the hub client, or nil, message, info (as `dps.provision`)
 -- @raise on misuse, as `dps.provision`
 function dps.connect(opts)
-  local hub, message, info = Hub._connect(opts, 3) -- not a tail call: blames this function's caller
+  local hub, message, info = connect(opts, 3) -- not a tail call: blames this function's caller
   return hub, message, info
 end
 

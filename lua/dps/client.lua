@@ -12,6 +12,7 @@
 -- @classmod dps.client
 local core = require "dps.core"
 local check = require "dps.check"
+local device = require "dps.device"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
 local response = require "dps.response"
@@ -41,21 +42,8 @@ local OPTIONS = {
 }
 
 local MAX_BODY_BYTES = 96 * 1024 -- the service refuses larger messages
-local RENEW_BEFORE = 60          -- seconds: a token this close to expiry is renewed
-
--- Keys live here, not on the client table, so they never show up when a
--- client is printed, dumped or serialised.
-local secrets = setmetatable({}, { __mode = "k" })
 
 Client.OPTIONS = OPTIONS
-
-local function check_endpoint(endpoint, level)
-  local host = endpoint:match("^[Hh][Tt][Tt][Pp][Ss]://([%w%.%-%[%]:]+)/?$")
-  if not host then
-    check.fail("endpoint must be https://host[:port], got " .. string.format("%q", endpoint), level + 1)
-  end
-  return "https://" .. host
-end
 
 -- A local file the client needs: nil when it is there and of the right
 -- type, else a message naming the option, the path and the system's reason.
@@ -109,28 +97,14 @@ end
 local function new(opts, level)
   check.options(opts, OPTIONS, "dps.new", level)
   check.id_scope(opts.id_scope, level)
-  local has_cert = opts.cert_file ~= nil or opts.cert ~= nil
-  local attestations = (opts.symmetric_key and 1 or 0) + (opts.group_key and 1 or 0) + (has_cert and 1 or 0)
-  if attestations ~= 1 then
-    check.fail("dps.new: give exactly one attestation: symmetric_key, group_key, or cert_file/cert", level)
-  end
-  local problem = core.credentials_problem(opts)
-  if problem then
-    check.fail("dps.new: " .. problem, level)
-  end
+  local has_cert = device.check(opts, "dps.new", level, DEFAULTS.api_version)
   if opts.registration_id ~= nil or not has_cert then
     check.registration_id(opts.registration_id, nil, level)
-  end
-  if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
-    check.fail("dps.new: api_version must look like 2021-06-01", level)
-  end
-  for _, name in ipairs({ "timeout", "connect_timeout", "token_ttl" }) do
-    if opts[name] ~= nil then check.seconds(opts[name], name, level) end
   end
   for _, name in ipairs({ "ca_file", "ca_path", "cert_file", "key_file" }) do
     if opts[name] ~= nil then check.nonempty_string(opts[name], name, level) end
   end
-  local endpoint = check_endpoint(opts.endpoint or DEFAULTS.endpoint, level)
+  local endpoint = device.endpoint(opts.endpoint or DEFAULTS.endpoint, "dps.new", level)
 
   -- Local files: operational failures from here on, no raise.
   local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
@@ -147,22 +121,7 @@ local function new(opts, level)
     end
   end
 
-  local key
-  if opts.group_key then
-    -- the type was checked with the options; decoded bytes are wiped in C
-    problem = core.key_problem(opts.group_key)
-    if problem then
-      check.fail("dps.new: group_key is not base64: it " .. problem, level)
-    end
-    key = core.derive_key(opts.group_key, registration_id)
-  elseif opts.symmetric_key then
-    -- Checked in C, where the decoded bytes are wiped (base64_decode would
-    -- leave them in a Lua string); the type was checked with the options.
-    problem = core.key_problem(opts.symmetric_key)
-    if problem then
-      check.fail("dps.new: symmetric_key is not base64: it " .. problem, level)
-    end
-  end
+  local key = device.key(opts, registration_id, "dps.new", level)
 
   local self = setmetatable({
     id_scope = opts.id_scope,
@@ -174,15 +133,8 @@ local function new(opts, level)
     token_ttl = opts.token_ttl or DEFAULTS.token_ttl,
     clock_offset = 0, -- seconds added to the local clock when signing (dps.clock)
   }, Client)
-  self.session = core.session({
-    ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy, user_agent = opts.user_agent,
-    timeout = self.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
-    max_body = opts.max_body,
-    cert_file = opts.cert_file, cert = opts.cert, key_file = opts.key_file, key = opts.key,
-    key_password = opts.key_password,
-  })
-  secrets[self] = { key = key or opts.symmetric_key }
-  secrets[self].credential = Client._fingerprint(secrets[self].key, opts)
+  self.session = device.session(opts, self.timeout, opts.connect_timeout or DEFAULTS.connect_timeout)
+  device.keep(self, key, { credential = Client._fingerprint(key, opts) })
   return self
 end
 
@@ -230,7 +182,7 @@ end
 -- (`dps.cache`): never a key.
 -- @treturn table `{ id_scope, registration_id, endpoint, credential }`
 function Client:identity()
-  local s = secrets[self]
+  local s = device.secrets(self)
   return { id_scope = self.id_scope, registration_id = self.registration_id, endpoint = self.endpoint,
     credential = s and s.credential }
 end
@@ -240,14 +192,7 @@ end
 -- clock. `dps.client:provision` and the single calls do this themselves.
 -- @tparam number offset seconds
 function Client:set_clock_offset(offset)
-  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
-    error("dps.client: set_clock_offset: offset must be a number of seconds", 2)
-  end
-  if offset ~= self.clock_offset then
-    self.clock_offset = offset
-    local s = secrets[self]
-    if s then s.token = nil end
-  end
+  device.set_clock_offset(self, offset, "dps.client")
 end
 
 function Client:__tostring()
@@ -261,19 +206,12 @@ local function open_session(self, level)
   return self.session
 end
 
--- The Authorization header at wall-clock time `now`, renewed when near
--- expiry; none with X.509, where the TLS handshake authenticates the device.
+-- The Authorization header at wall-clock time `now` (dps.device): none with
+-- X.509, where the TLS handshake authenticates the device.
 local function authorization(self, now)
-  local s = secrets[self]
-  if not s.key then
-    return nil
-  end
-  if not s.token or s.expires - now < RENEW_BEFORE then
-    s.expires = math.floor(now) + math.floor(self.token_ttl)
-    s.token = core.sas_token(self.id_scope .. "/registrations/" .. self.registration_id,
-      s.key, s.expires, "registration")
-  end
-  return s.token
+  return device.authorization(self, now, function(key, expires)
+    return core.sas_token(self.id_scope .. "/registrations/" .. self.registration_id, key, expires, "registration")
+  end)
 end
 
 local function url(self, path)
@@ -527,10 +465,7 @@ function Client:close()
     self.session:close()
     self.session = nil
   end
-  local s = secrets[self]
-  if s then
-    s.key, s.token = nil, nil
-  end
+  device.forget(self)
   return true
 end
 Client.__close = Client.close

@@ -35,12 +35,13 @@
 -- @classmod dps.hub
 local core = require "dps.core"
 local check = require "dps.check"
+local device = require "dps.device"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
 local clock = require "dps.clock"
 local response = require "dps.response"
 local hub_response = require "dps.hub_response"
-local json = require("cjson").new()
+local hub_message = require "dps.hub_message"
 
 local Hub = {}
 Hub.__index = Hub
@@ -52,12 +53,10 @@ Hub.API_VERSION = "2021-04-12"
 -- library that receives repeatedly.
 Hub.RECEIVE_INTERVAL = 25 * 60
 --- The largest message (or batch) the hub takes, bytes.
-Hub.MAX_MESSAGE_BYTES = 256 * 1024
+Hub.MAX_MESSAGE_BYTES = hub_message.MAX_BYTES
 --- Default `timeout` of one call (seconds, retries included).
 Hub.DEFAULT_TIMEOUT = 30
 
-local RENEW_BEFORE = 60 -- seconds: a token this close to expiry is renewed
-local BATCH_TYPE = "application/vnd.microsoft.iothub.json"
 
 --- Option names and types of `dps.hub`.
 Hub.OPTIONS = {
@@ -69,17 +68,6 @@ Hub.OPTIONS = {
   timeout = "number", connect_timeout = "number", token_ttl = "number", max_body = "number",
   clock_offset = "number",
 }
-
--- Keys live here, not on the hub table (never printed or serialised).
-local secrets = setmetatable({}, { __mode = "k" })
-
-local function check_endpoint(endpoint, level)
-  local host = endpoint:match("^[Hh][Tt][Tt][Pp][Ss]://([%w%.%-%[%]:]+)/?$")
-  if not host then
-    check.fail("dps.hub: endpoint must be https://host[:port], got " .. string.format("%q", endpoint), level + 1)
-  end
-  return "https://" .. host
-end
 
 -- The assignment a hub client talks to: host and device ID, checked.
 local function assignment(opts, level)
@@ -112,37 +100,18 @@ end
 local function new(opts, level, rt)
   check.options(opts, Hub.OPTIONS, "dps.hub", level)
   local host, device_id = assignment(opts, level)
-  local has_cert = opts.cert_file ~= nil or opts.cert ~= nil
-  local attestations = (opts.symmetric_key and 1 or 0) + (opts.group_key and 1 or 0) + (has_cert and 1 or 0)
-  if attestations ~= 1 then
-    check.fail("dps.hub: give exactly one attestation: symmetric_key, group_key, or cert_file/cert", level)
-  end
-  local problem = core.credentials_problem(opts)
-  if problem then
-    check.fail("dps.hub: " .. problem, level)
-  end
-  if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
-    check.fail("dps.hub: api_version must look like 2021-04-12", level)
-  end
-  for _, name in ipairs({ "timeout", "connect_timeout", "token_ttl" }) do
-    if opts[name] ~= nil then check.seconds(opts[name], name, level) end
-  end
+  local has_cert = device.check(opts, "dps.hub", level, Hub.API_VERSION)
   local offset = opts.clock_offset or 0
   if offset ~= offset or math.abs(offset) == math.huge then
     check.fail("dps.hub: clock_offset must be a number of seconds", level)
   end
-  local key = opts.symmetric_key
+  local registration_id
   if opts.group_key then
-    local registration_id = opts.registration_id or (opts.state and opts.state.registrationId)
+    registration_id = opts.registration_id or (opts.state and opts.state.registrationId)
     check.registration_id(registration_id, "registration_id (or state.registrationId, for group_key)", level)
-    problem = core.key_problem(opts.group_key)
-    if problem then check.fail("dps.hub: group_key is not base64: it " .. problem, level) end
-    key = core.derive_key(opts.group_key, registration_id)
-  elseif key then
-    problem = core.key_problem(key)
-    if problem then check.fail("dps.hub: symmetric_key is not base64: it " .. problem, level) end
   end
-  local fixed = opts.endpoint and check_endpoint(opts.endpoint, level)
+  local key = device.key(opts, registration_id, "dps.hub", level)
+  local fixed = opts.endpoint and device.endpoint(opts.endpoint, "dps.hub", level)
   local runtime, session = runtime_of(rt)
   local self = setmetatable({
     host = host,
@@ -157,14 +126,8 @@ local function new(opts, level, rt)
     reprovisions = 0,
     runtime = runtime,
   }, Hub)
-  self.session = session or core.session({
-    ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy, user_agent = opts.user_agent,
-    timeout = self.timeout, connect_timeout = opts.connect_timeout,
-    max_body = opts.max_body,
-    cert_file = opts.cert_file, cert = opts.cert, key_file = opts.key_file, key = opts.key,
-    key_password = opts.key_password,
-  })
-  secrets[self] = { key = key }
+  self.session = session or device.session(opts, self.timeout, opts.connect_timeout)
+  device.keep(self, key)
   return self
 end
 
@@ -193,60 +156,6 @@ end
 
 Hub._new = new
 
---- Provision (or read the cache) and make a hub client for the assignment,
--- which provisions again when the hub refuses the device (`dps.connect`).
--- @tparam table opts the options of `dps.provision` (including `cache`,
---   `force`, `payload`; `endpoint` is DPS's), plus `hub_endpoint` (the
---   hub client's `endpoint`) and `hub_timeout` (its `timeout`)
--- @tparam number level as check.fail counts it
--- @tparam[opt] table runtime as in `Hub.new`
-function Hub._connect(opts, level, runtime)
-  local Client = require "dps.client"
-  local schema = setmetatable({ payload = "table", cache = "string", force = "boolean", hub_endpoint = "string",
-    hub_timeout = "number" }, { __index = Client.OPTIONS })
-  check.options(opts, schema, "dps.connect", level)
-  local client_opts = {}
-  for k, v in pairs(opts) do
-    if Client.OPTIONS[k] then client_opts[k] = v end
-  end
-  local client, message, info = Client._new(client_opts, level + 1)
-  if not client then
-    return nil, message, info
-  end
-  local provision_opts = { payload = opts.payload, timeout = opts.timeout, cache = opts.cache, force = opts.force }
-  local results = { pcall(Client._provision, client, provision_opts, level + 2) }
-  if not results[1] then
-    client:close()
-    error(results[2], 0)
-  end
-  local state, result = results[2], results[3]
-  if not state then
-    client:close()
-    return nil, result, results[4]
-  end
-  local hub_opts = {
-    state = state, registration_id = client.registration_id,
-    symmetric_key = opts.symmetric_key, group_key = opts.group_key,
-    cert_file = opts.cert_file, cert = opts.cert, key_file = opts.key_file, key = opts.key,
-    key_password = opts.key_password,
-    endpoint = opts.hub_endpoint, ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy,
-    user_agent = opts.user_agent, connect_timeout = opts.connect_timeout, token_ttl = opts.token_ttl,
-    max_body = opts.max_body, timeout = opts.hub_timeout, clock_offset = result.clock_offset,
-  }
-  local ok, hub = pcall(new, hub_opts, level + 1, runtime)
-  if not ok then
-    client:close()
-    error(hub, 0)
-  end
-  hub.provisioned = result
-  hub.dps = client
-  hub.reprovision = function()
-    provision_opts.force = true
-    return client:provision(provision_opts)
-  end
-  return hub
-end
-
 function Hub:__tostring()
   return string.format("dps.hub(%s, %s%s)", self.host, self.device_id, self.session and "" or ", closed")
 end
@@ -262,32 +171,17 @@ end
 -- token signed with the old clock.
 -- @tparam number offset seconds
 function Hub:set_clock_offset(offset)
-  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
-    error("dps.hub: set_clock_offset: offset must be a number of seconds", 2)
-  end
-  if offset ~= self.clock_offset then
-    self.clock_offset = offset
-    local s = secrets[self]
-    if s then s.token = nil end
-  end
+  device.set_clock_offset(self, offset, "dps.hub")
 end
 
 local function sign(self, key, expires)
   return core.sas_token(self.host .. "/devices/" .. self.device_id, key, expires, nil)
 end
 
--- The Authorization header at wall-clock time `now` (offset applied),
--- renewed near expiry; none with X.509.
+-- The Authorization header at wall-clock time `now` (offset applied;
+-- dps.device): none with X.509.
 local function authorization(self, now)
-  local s = secrets[self]
-  if not s.key then
-    return nil
-  end
-  if not s.token or s.expires - now < RENEW_BEFORE then
-    s.expires = math.floor(now) + math.floor(self.token_ttl)
-    s.token = sign(self, s.key, s.expires)
-  end
-  return s.token
+  return device.authorization(self, now, function(key, expires) return sign(self, key, expires) end)
 end
 
 --- The request of one call, without sending it (internal: for the blocking
@@ -333,7 +227,8 @@ function Hub:_assign(state, result)
   if result and type(result.clock_offset) == "number" then
     self.clock_offset = result.clock_offset
   end
-  secrets[self].token = nil
+  local s = device.secrets(self)
+  if s then s.token = nil end -- it named the old assignment
   self.provisioned = result
 end
 
@@ -399,63 +294,6 @@ function Hub:_call(call)
   end
 end
 
--- Message options -------------------------------------------------------
-
-local SYSTEM_HEADERS = {
-  message_id = "iothub-messageid", correlation_id = "iothub-correlationid",
-  content_type = "iothub-contenttype", content_encoding = "iothub-contentencoding",
-}
-local MESSAGE_OPTIONS = { properties = "table", message_id = "string", correlation_id = "string",
-  content_type = "string", content_encoding = "string" }
-
-local function header_value(value, what, level)
-  if type(value) == "number" or type(value) == "boolean" then
-    value = tostring(value)
-  end
-  if type(value) ~= "string" then
-    check.fail(what .. " must be a string, number or boolean, got " .. type(value), level + 1)
-  end
-  if value:find("[%c\127]") then
-    check.fail(what .. " must not contain control characters", level + 1)
-  end
-  return value
-end
-
--- The `iothub-*` headers of one message (names as the wire has them).
-local function message_headers(opts, what, level)
-  level = level + 1
-  check.options(opts, MESSAGE_OPTIONS, what, level)
-  local out = {}
-  for name, header in pairs(SYSTEM_HEADERS) do
-    if opts[name] ~= nil then
-      out[header] = header_value(opts[name], what .. ": " .. name, level)
-    end
-  end
-  for k, v in pairs(opts.properties or {}) do
-    if type(k) ~= "string" or not k:find("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") or #k > 128 then
-      check.fail(string.format("%s: property names must be 1-128 characters of letters, digits and "
-        .. "!#$%%&'*+-.^_`|~ (an HTTP header name), got %s", what, type(k) == "string" and string.format("%q", k)
-        or "a " .. type(k)), level)
-    end
-    out["iothub-app-" .. k] = header_value(v, what .. ": property " .. k, level)
-  end
-  return out
-end
-
-local function body_of(body, what, level)
-  if type(body) ~= "string" then
-    check.fail(what .. ": the body must be a string, got " .. type(body), level + 1)
-  end
-  return body
-end
-
-local function size_check(size, what, level)
-  if size > Hub.MAX_MESSAGE_BYTES then
-    check.fail(string.format("%s: %d bytes; the hub takes at most %d", what, size, Hub.MAX_MESSAGE_BYTES),
-      level + 1)
-  end
-end
-
 --- Send one message (device to cloud): `POST …/messages/events`.
 -- @tparam string body the message, as is (at most 256 KB)
 -- @tparam[opt] table opts `properties` (application properties: name →
@@ -467,42 +305,16 @@ end
 -- @raise on a closed client, a body that is not a string or too large, bad options
 function Hub:send(body, opts)
   open_session(self)
-  body_of(body, "send", 2)
-  size_check(#body, "send", 2)
-  local headers = message_headers(opts or {}, "send", 2)
+  hub_message.body(body, "send", 2)
+  hub_message.check_size(#body, "send", 2)
+  local headers = hub_message.headers(opts or {}, "send", 2)
   return self:_call({ step = "send", method = "POST", path = "/messages/events", to = "/messages/events",
     headers = headers, body = body })
 end
 
---- The JSON body of a batch (pure): `[{"body":"<base64>","properties":{"iothub-app-k":"v", …}}, …]`;
--- system properties keep their header names in `properties` too.
--- @tparam table messages `{ { body = "…", properties = {…}, message_id = …, … }, … }`
--- @treturn string
--- @raise on an empty list or a bad message
-function Hub.encode_batch(messages, level)
-  level = (level or 2) + 1
-  if type(messages) ~= "table" or messages[1] == nil then
-    check.fail("send_batch: give a non-empty list of messages", level)
-  end
-  local items = {}
-  for i, m in ipairs(messages) do
-    local what = "send_batch: message " .. i
-    if type(m) ~= "table" then
-      check.fail(what .. " must be a table { body = …, properties = … }, got " .. type(m), level)
-    end
-    local opts = {}
-    for k, v in pairs(m) do
-      if k ~= "body" then opts[k] = v end
-    end
-    local props = message_headers(opts, what, level)
-    items[i] = { body = core.base64_encode(body_of(m.body, what, level)), properties = props }
-    if next(props) == nil then
-      items[i].properties = json.decode("{}") -- an empty object, not an array
-    end
-  end
-  local text = json.encode(items):gsub("\\/", "/")
-  return text
-end
+--- The JSON body of a batch (pure); see `dps.hub_message.encode_batch`.
+-- @function encode_batch
+Hub.encode_batch = hub_message.encode_batch
 
 --- Send several messages in one request (`application/vnd.microsoft.iothub.json`).
 -- @tparam table messages `{ { body = "…", properties = {…}, message_id = …, content_type = …, … }, … }`
@@ -512,10 +324,10 @@ end
 -- @raise on a closed client, an empty list, a bad message, more than 256 KB in all
 function Hub:send_batch(messages)
   open_session(self)
-  local body = Hub.encode_batch(messages, 2)
-  size_check(#body, "send_batch", 2)
+  local body = hub_message.encode_batch(messages, 2)
+  hub_message.check_size(#body, "send_batch", 2)
   return self:_call({ step = "send_batch", method = "POST", path = "/messages/events", to = "/messages/events",
-    headers = { ["content-type"] = BATCH_TYPE }, body = body })
+    headers = { ["content-type"] = hub_message.BATCH_TYPE }, body = body })
 end
 
 --- Take the next cloud-to-device message, locked for this device until it
@@ -585,7 +397,7 @@ end
 -- @treturn string
 -- @raise with X.509 (there is no token), on a bad ttl or a closed client
 function Hub:token(ttl)
-  local s = secrets[self]
+  local s = device.secrets(self)
   if not s or not s.key then
     error("dps.hub: token: " .. (s and "an X.509 device has no SAS token" or "the hub client is closed"), 2)
   end
@@ -601,7 +413,7 @@ end
 -- @treturn string
 -- @raise on a closed client
 function Hub:connection_string()
-  local s = secrets[self]
+  local s = device.secrets(self)
   if not s then
     error("dps.hub: connection_string: the hub client is closed", 2)
   end
@@ -632,7 +444,7 @@ function Hub:close()
     self.dps:close()
   end
   self.reprovision = nil
-  secrets[self] = nil
+  device.forget(self)
   return true
 end
 Hub.__close = Hub.close
