@@ -112,8 +112,14 @@ describe("dps.batch", function()
         assert.is_true(e.t - last_429 >= 0.9, "a registration went out during the hold")
       end
     end
-    -- without the hold, the fifth device finds out alone
-    assert.equal(1, throttled)
+    -- without the hold, the fifth device finds out alone; under valgrind the
+    -- fifth registration is already on its way before the client has read
+    -- the fourth's 429 (one every 50 ms), so only what follows is held
+    if SLOW == 1 then
+      assert.equal(1, throttled)
+    else
+      assert.is_true(throttled <= 2, throttled .. " registrations throttled")
+    end
   end)
 
   it("ends every open device at the overall deadline", function()
