@@ -188,34 +188,24 @@ describe("hostile server values, in milliseconds", function()
       { "h1.x", "A-z0.9+%_#*?!(),=@$':;" }, { "localhost", "dev-01" },
     }
 
-    for _, value in ipairs(bad_hubs) do
-      it("refuses assignedHub " .. string.format("%q", tostring(value)):sub(1, 40) .. " as protocol", function()
-        local act = drive({ accepted(), assigned_with{ assignedHub = value } })
-        assert.are.equal("fail", act.action)
-        assert.are.equal("protocol", act.info.kind, act.message)
-        assert_safe(act.message)
-        -- and in a registration status lookup (dps status)
-        local doc, message, info = response.interpret("registration_status", 200, {},
-          cjson.encode{ registrationId = "dev", status = "assigned", assignedHub = value, deviceId = "dev" }, EPOCH)
-        assert.is_nil(doc)
-        assert.are.equal("protocol", info.kind)
-        assert_safe(message)
-      end)
-    end
-
-    for _, value in ipairs(bad_devices) do
-      it("refuses deviceId " .. string.format("%q", tostring(value)):sub(1, 40) .. " as protocol", function()
-        local act = drive({ accepted(), assigned_with{ deviceId = value } })
-        assert.are.equal("fail", act.action)
-        assert.are.equal("protocol", act.info.kind, act.message)
-        assert_safe(act.message)
-        local doc, message, info = response.interpret("registration_status", 200, {},
-          cjson.encode{ registrationId = "dev", status = "assigned", assignedHub = "hub.example", deviceId = value },
-          EPOCH)
-        assert.is_nil(doc)
-        assert.are.equal("protocol", info.kind)
-        assert_safe(message)
-      end)
+    -- each bad value of each server-chosen field, in the provisioning answer
+    -- and in a registration status lookup (dps status)
+    for _, field in ipairs({ { "assignedHub", bad_hubs }, { "deviceId", bad_devices } }) do
+      local name, values = field[1], field[2]
+      for _, value in ipairs(values) do
+        it("refuses " .. name .. " " .. string.format("%q", tostring(value)):sub(1, 40) .. " as protocol", function()
+          local act = drive({ accepted(), assigned_with{ [name] = value } })
+          assert.are.equal("fail", act.action)
+          assert.are.equal("protocol", act.info.kind, act.message)
+          assert_safe(act.message)
+          local doc = { registrationId = "dev", status = "assigned", assignedHub = "hub.example", deviceId = "dev" }
+          doc[name] = value
+          local result, message, info = response.interpret("registration_status", 200, {}, cjson.encode(doc), EPOCH)
+          assert.is_nil(result)
+          assert.are.equal("protocol", info.kind)
+          assert_safe(message)
+        end)
+      end
     end
 
     it("takes DNS host names and device IDs of the documented set (128 characters at most)", function()
