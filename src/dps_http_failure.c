@@ -3,6 +3,7 @@
  * from the list of codes in dps_curl_errors.h, settled by the transfer's
  * state where the code alone cannot tell.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,21 +34,44 @@ enum {
     KIND_DIAL, KIND_HANDSHAKE, KIND_WRITE, KIND_SCHEME, KIND_SEND, KIND_RECV
 };
 
+/* The texts of the tables below live in one block each, reached by
+ * offset: a table of pointers would cost a relocation per entry at load
+ * time (and in the file) for nothing. */
+static const struct kind_texts {
+#define KIND_FIELDS(kind, what) char kind##_kind[sizeof #kind]; char kind##_what[sizeof what];
+    DPS_KINDS(KIND_FIELDS)
+#undef KIND_FIELDS
+} kind_texts = {
+#define KIND_TEXTS(kind, what) #kind, what,
+    DPS_KINDS(KIND_TEXTS)
+#undef KIND_TEXTS
+};
+
 static const struct {
-    const char *kind;
-    const char *what;
+    unsigned short kind, what; /* offsets into kind_texts */
 } kinds[] = {
-#define KIND_ROW(kind, what) {#kind, what},
+#define KIND_ROW(kind, what) {offsetof(struct kind_texts, kind##_kind), offsetof(struct kind_texts, kind##_what)},
     DPS_KINDS(KIND_ROW)
 #undef KIND_ROW
 };
 
+#define KIND_TEXT(i, field) ((const char *)&kind_texts + kinds[i].field)
+
+static const struct code_names {
+#define DPS_CURLE(name, kind) char name##_name[sizeof "CURLE_" #name];
+#include "dps_curl_errors.h"
+#undef DPS_CURLE
+} code_names = {
+#define DPS_CURLE(name, kind) "CURLE_" #name,
+#include "dps_curl_errors.h"
+#undef DPS_CURLE
+};
+
 static const struct {
-    CURLcode code;
-    const char *name;
-    int kind;
+    unsigned short code, name; /* name: an offset into code_names */
+    unsigned char kind;
 } codes[] = {
-#define DPS_CURLE(name, kind) {CURLE_##name, "CURLE_" #name, KIND_##kind},
+#define DPS_CURLE(name, kind) {CURLE_##name, offsetof(struct code_names, name##_name), KIND_##kind},
 #include "dps_curl_errors.h"
 #undef DPS_CURLE
 };
@@ -61,14 +85,13 @@ static const struct {
  * NET_RECV_FAILED, NET_SEND_FAILED); anything else stays a TLS failure. */
 static int transport_failed(const char *errbuf)
 {
-    static const char *const texts[] = {
-        "Recv failure", "Send failure", "reset by peer", "Broken pipe",
-        "SSL_ERROR_SYSCALL", "unexpected eof",
-        "(-0x7280)", "(-0x0050)", "(-0x004C)", "(-0x004E)", NULL
-    };
-    int i;
-    for (i = 0; texts[i] != NULL; i++)
-        if (strstr(errbuf, texts[i]) != NULL)
+    static const char texts[] = "Recv failure\0Send failure\0reset by peer\0Broken pipe\0"
+                                "SSL_ERROR_SYSCALL\0unexpected eof\0"
+                                "(-0x7280)\0(-0x0050)\0(-0x004C)\0(-0x004E)\0";
+    const char *t;
+
+    for (t = texts; *t != '\0'; t += strlen(t) + 1)
+        if (strstr(errbuf, t) != NULL)
             return 1;
     return 0;
 }
@@ -136,9 +159,9 @@ static const char *classify(dps_session *s, CURLcode rc, int *kind)
 {
     size_t i;
     for (i = 0; i < COUNT(codes); i++) {
-        if (codes[i].code == rc) {
+        if (codes[i].code == (unsigned)rc) {
             *kind = settle(s, codes[i].kind);
-            return codes[i].name;
+            return (const char *)&code_names + codes[i].name;
         }
     }
     *kind = KIND_network;
@@ -202,8 +225,8 @@ int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
     const char *name = classify(s, rc, &kind);
 
     describe(s, rc, detail, sizeof detail);
-    snprintf(msg, sizeof msg, "%s: %s (%s %d)", kinds[kind].what, detail, name, (int)rc);
-    dps_push_failure(L, kinds[kind].kind, msg);
+    snprintf(msg, sizeof msg, "%s: %s (%s %d)", KIND_TEXT(kind, what), detail, name, (int)rc);
+    dps_push_failure(L, KIND_TEXT(kind, kind), msg);
     lua_pushinteger(L, (lua_Integer)rc);
     lua_setfield(L, -2, "curl_code");
     return 3;

@@ -5,6 +5,7 @@
  * @module dps.core
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,16 +57,28 @@ enum {
     OPT_COUNT
 };
 
+/* The names in one block, reached by offset (no pointer to relocate per row). */
+static const struct option_names {
+#define OPTION_NAME(id, name, type, opt, dflt) char id[sizeof name];
+    SESSION_OPTIONS(OPTION_NAME)
+#undef OPTION_NAME
+} option_names = {
+#define OPTION_TEXT(id, name, type, opt, dflt) name,
+    SESSION_OPTIONS(OPTION_TEXT)
+#undef OPTION_TEXT
+};
+
 static const struct {
-    const char *name;
-    int type;
+    unsigned char name, type; /* name: an offset into option_names */
     CURLoption curlopt;
     double dflt;
 } rows[OPT_COUNT] = {
-#define OPTION_ROW(id, name, type, opt, dflt) {name, type, opt, dflt},
+#define OPTION_ROW(id, name, type, opt, dflt) {offsetof(struct option_names, id), type, opt, dflt},
     SESSION_OPTIONS(OPTION_ROW)
 #undef OPTION_ROW
 };
+
+#define ROW_NAME(i) ((const char *)&option_names + rows[i].name)
 
 /* What the table held: a string (and its length) or a number per row. */
 typedef struct {
@@ -86,7 +99,7 @@ static void reject_unknown(lua_State *L)
             luaL_argerror(L, 1, "option names must be strings");
         key = lua_tolstring(L, -2, &klen);
         for (i = 0; i < OPT_COUNT; i++)
-            if (klen == strlen(rows[i].name) && memcmp(key, rows[i].name, klen) == 0)
+            if (klen == strlen(ROW_NAME(i)) && memcmp(key, ROW_NAME(i), klen) == 0)
                 break;
         if (i == OPT_COUNT)
             luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
@@ -99,15 +112,15 @@ static double read_number(lua_State *L, int i)
 {
     double v;
 
-    lua_getfield(L, 1, rows[i].name);
+    lua_getfield(L, 1, ROW_NAME(i));
     if (lua_isnil(L, -1))
         return rows[i].dflt;
     if (lua_type(L, -1) != LUA_TNUMBER)
-        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a number, got %s", rows[i].name,
+        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a number, got %s", ROW_NAME(i),
                                             luaL_typename(L, -1)));
     v = (double)lua_tonumber(L, -1);
     if (!(v > 0))
-        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be greater than 0", rows[i].name));
+        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be greater than 0", ROW_NAME(i)));
     return v;
 }
 
@@ -119,10 +132,10 @@ static void check_text(lua_State *L, int i, const char *p, size_t len)
     for (k = 0; k < len; k++) {
         unsigned char c = (unsigned char)p[k];
         if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
-            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain CR or LF", rows[i].name));
+            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain CR or LF", ROW_NAME(i)));
         if (rows[i].type == URL && (c <= 0x20 || c == 0x7f))
             luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain spaces or control characters",
-                                                rows[i].name));
+                                                ROW_NAME(i)));
     }
 }
 
@@ -147,7 +160,7 @@ static void options_read(lua_State *L, session_options *o)
         if (rows[i].type == SECONDS || rows[i].type == BYTES) {
             o->num[i] = read_number(L, i);
         } else {
-            o->str[i] = dps_opt_string(L, 1, 1, rows[i].name, &o->len[i]);
+            o->str[i] = dps_opt_string(L, 1, 1, ROW_NAME(i), &o->len[i]);
             if (o->str[i] != NULL)
                 check_text(L, i, o->str[i], o->len[i]);
         }
@@ -247,7 +260,7 @@ static CURLcode options_apply(CURL *curl, const session_options *o, const char *
     int i;
 
     for (i = 0; i < OPT_COUNT && rc == CURLE_OK; i++) {
-        *what = rows[i].name;
+        *what = ROW_NAME(i);
         rc = apply_row(curl, o, i);
     }
     if (rc == CURLE_OK) {

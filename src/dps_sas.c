@@ -247,19 +247,28 @@ static const char *text_problem(const char *p, size_t len, size_t max)
 }
 
 /* The decimal digits of a non-negative expiry into se (NUL-terminated, at
- * most 20 digits); returns their count. */
+ * most 20 digits); returns their count.  By subtracting powers of ten: a
+ * 64-bit division would link libgcc's division routines (4 KiB) into the
+ * module on 32-bit CPUs (MIPS, ARM). */
 static size_t format_expiry(long long expiry, char se[32])
 {
-    char digits[24];
-    size_t n = 0, i;
-    unsigned long long v = (unsigned long long)expiry;
+    unsigned long long v = (unsigned long long)expiry, p[20];
+    size_t n = 0;
+    int k = 0;
 
-    do {
-        digits[n++] = (char)('0' + (int)(v % 10));
-        v /= 10;
-    } while (v != 0);
-    for (i = 0; i < n; i++)
-        se[i] = digits[n - 1 - i];
+    p[0] = 1;
+    while (k < 19 && v >= p[k] && v - p[k] >= 9 * p[k]) { /* v >= 10 * p[k], no overflow */
+        p[k + 1] = p[k] * 10;
+        k++;
+    }
+    for (; k >= 0; k--) {
+        char d = '0';
+        while (v >= p[k]) {
+            v -= p[k];
+            d++;
+        }
+        se[n++] = d;
+    }
     se[n] = '\0';
     return n;
 }
