@@ -62,6 +62,7 @@ build = {
     ["dps.device"] = "lua/dps/device.lua",
     ["dps.connect"] = "lua/dps/connect.lua",
     ["dps.response"] = "lua/dps/response.lua",
+    ["dps.http_time"] = "lua/dps/http_time.lua",
     ["dps.cache"] = "lua/dps/cache.lua",
     ["dps.clock"] = "lua/dps/clock.lua",
     ["dps.cli"] = "lua/dps/cli.lua",

@@ -37,7 +37,7 @@ case "$CRYPTO" in
     *) echo "fuzz: CRYPTO=openssl or mbedtls" >&2; exit 2 ;;
 esac
 LIBS="-llua5.4 -lcurl $CRYPTO_LIBS -lm"
-TARGETS="fuzz_base64 fuzz_percent fuzz_time fuzz_sas fuzz_headers"
+TARGETS="fuzz_base64 fuzz_percent fuzz_sas fuzz_headers"
 
 # Builds into a private directory first, so that two runs at once (two
 # suites in one checkout) never link against each other's half-built files.

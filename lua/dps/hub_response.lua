@@ -4,8 +4,8 @@
 -- and its meta, or `nil, message, info`, out. Pure (no I/O, no clock: the
 -- time is an argument), like `dps.response`, whose `retry_after` it uses.
 -- @module dps.hub_response
-local core = require "dps.core"
 local errors = require "dps.errors"
+local http_time = require "dps.http_time"
 local response = require "dps.response"
 local json = require("cjson").new()
 
@@ -86,7 +86,7 @@ function hub_response.failure(step, status, headers, body, now)
     kind = kind, status = status, error_code = code, tracking_id = tracking_id(headers, doc),
     retry_after = response.retry_after(headers["retry-after"], now),
     retryable = errors.retryable(kind), step = step,
-    server_time = type(headers.date) == "string" and core.http_date(headers.date) or nil,
+    server_time = http_time.date(headers.date),
     local_time = now,
   }
   local parts = { string.format("%s: HTTP %d", step, status) }

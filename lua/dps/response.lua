@@ -3,8 +3,8 @@
 -- `nil, message, info`, out. Pure (no I/O, no clock: the time is an
 -- argument), so the blocking client and an event loop share it.
 -- @module dps.response
-local core = require "dps.core"
 local errors = require "dps.errors"
+local http_time = require "dps.http_time"
 local json = require("cjson").new()
 
 local response = {}
@@ -20,7 +20,7 @@ function response.retry_after(value, now)
   if type(value) ~= "string" then
     return nil
   end
-  local seconds = core.retry_after(value, now)
+  local seconds = http_time.retry_after(value, now)
   if seconds == 0 and not value:find("^%s*%d+%s*$") then
     return nil
   end
@@ -161,7 +161,7 @@ function response.interpret(step, status, headers, body, now)
   if status < 200 or status > 299 then
     local _, message, info = errors.service(step, status, headers, decoded, retry_after)
     -- the server's clock and ours, for dps.clock's rule on a 401
-    info.server_time = type(headers.date) == "string" and core.http_date(headers.date) or nil
+    info.server_time = http_time.date(headers.date)
     info.local_time = now
     return nil, message, info
   end

@@ -19,6 +19,9 @@ TARGET_CFLAGS:=-Os -pipe -fno-caller-saves
 TARGET_CPPFLAGS:=-I$(STAGING_DIR)/usr/include
 TARGET_LDFLAGS:=-L$(STAGING_DIR)/usr/lib -Wl,-rpath-link,$(STAGING_DIR)/usr/lib
 FPIC:=-fPIC
+# OpenWrt's 24Kc targets (ath79, ramips) have MIPS16e, and CONFIG_USE_MIPS16
+# defaults to y there: package.mk then builds packages as MIPS16.
+CONFIG_USE_MIPS16:=$(if $(filter mipsel_24kc,$(ARCH_PACKAGES)),y)
 
 INSTALL_DIR:=install -d -m0755
 INSTALL_BIN:=install -m0755

@@ -14,6 +14,14 @@
 #     opkg would (data unpacked, conffiles listed, /usr/lib/opkg/info/P.*).
 # Package dependencies are written into the control files, not resolved.
 
+# As the SDK's package.mk: with CONFIG_USE_MIPS16, code is MIPS16 unless
+# the package says no-mips16 in PKG_BUILD_FLAGS (set before this include).
+ifdef CONFIG_USE_MIPS16
+  ifeq ($(filter no-mips16,$(PKG_BUILD_FLAGS)),)
+    TARGET_CFLAGS+=-mips16 -minterlink-mips16
+  endif
+endif
+
 PKG_BUILD_DIR?=$(BUILD_DIR)/$(PKG_NAME)$(if $(BUILD_VARIANT),-$(BUILD_VARIANT))/$(PKG_NAME)-$(PKG_VERSION)
 PKG_INSTALL_DIR?=$(PKG_BUILD_DIR)/ipkg-install
 MAKE_FLAGS?=
