@@ -59,7 +59,7 @@ static char *field_colon(char *line, char *eol)
 {
     char *colon;
 
-    if (line == eol || is_blank(*line))
+    if (eol <= line || is_blank(*line)) /* "<=": lets the compiler see a positive length */
         return NULL;
     colon = memchr(line, ':', (size_t)(eol - line));
     return colon == line ? NULL : colon;
