@@ -14,10 +14,12 @@
 #   WERROR                         -Werror by default; WERROR= builds with warnings
 #   LTO                            -flto by default (the module optimised as one unit: about
 #                                  4 KiB smaller); LTO= for a compiler or linker without it
-#   UNWIND                         unwind tables: kept for LuaJIT, whose errors unwind through
-#                                  C frames; left out for the other Luas, whose errors are a
-#                                  longjmp (about 5 KiB on x86_64).  UNWIND=-funwind-tables
-#                                  for a Lua built as C++ (errors thrown as exceptions)
+#   UNWIND                         unwind tables as the compiler makes them for a Lua 5.1
+#                                  module, which LuaJIT may load (its errors unwind through C
+#                                  frames: on x86_64 a frame without them is a PANIC);
+#                                  left out for 5.2 to 5.4, whose errors are a longjmp (about
+#                                  5 KiB on x86_64).  UNWIND=-funwind-tables for a Lua built
+#                                  as C++ (errors thrown as exceptions)
 #   CURL_CFLAGS LIBS               how libcurl and the crypto library are found
 #   PREFIX DESTDIR LUA_CMOD_DIR LUA_LMOD_DIR BIN_DIR   where `make install` puts files
 #   LUA_STRIP                      an interpreter (e.g. lua5.1): install the Lua files without
@@ -39,7 +41,7 @@ LTO ?= -flto
 # descriptors no loader or debugger of ours reads: 4 KiB).
 MODULE_CFLAGS += -fno-plt $(if $(findstring mips,$(shell $(CC) -dumpmachine 2>/dev/null)),-Wa$(comma)-mno-pdr)
 comma := ,
-unwind = $(if $(filter jit,$(1)),-funwind-tables,-fno-asynchronous-unwind-tables -fno-unwind-tables)
+unwind = $(if $(filter 5.2 5.3 5.4,$(1)),-fno-asynchronous-unwind-tables -fno-unwind-tables)
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 # The crypto backend (src/dps_crypto.h): CRYPTO=openssl (libcrypto, and
 # libssl to keep SSLKEYLOGFILE from turning on a TLS key log), the default,

@@ -43,7 +43,7 @@ if [ -f bench/provision.sh ]; then
 fi
 
 # Footprint: dps.core built -Os (with the Makefile's defaults: LTO, no
-# PLT, unwind tables only for LuaJIT) and stripped, for Lua 5.1 as on a
+# PLT; unwind tables kept, as for every 5.1 module) and stripped, for Lua 5.1 as on a
 # router: x86_64 here, and mipsel when the cross tools are there
 # (tools/install-deps.sh cross), both as MIPS32 and as MIPS16e, which is
 # how OpenWrt builds packages for its 24Kc targets (CONFIG_USE_MIPS16).

@@ -105,4 +105,19 @@ describe("make install", function()
     out = make("-n -B core OUT=" .. q(dir))
     assert.is_truthy(out:find(" -Werror ", 1, true), out)
   end)
+
+  -- LuaJIT loads Lua 5.1 modules (it searches the same folders) and unwinds
+  -- its errors through the C frames between lua_error and the pcall (on
+  -- x86_64 and arm64): a frame without unwind tables ends the process in a
+  -- PANIC instead of the pcall returning false.
+  it("builds the Lua 5.1 module so that LuaJIT can raise through it", function()
+    local out, ok = shell.run("luajit -e " .. q([[
+      package.cpath = "./build/5.1/?.so;" .. package.cpath
+      local core = require "dps.core"
+      print(pcall(core.sas_token, 1, "a2V5", 0))
+      print(pcall(core.derive_key, "not base64!", "id"))]]) .. " 2>&1")
+    assert.is_true(ok, out)
+    assert.matches("^false\t[^\n]*resource_uri must be a string", out)
+    assert.matches("\nfalse\t[^\n]*group_key", out)
+  end)
 end)
