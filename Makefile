@@ -39,8 +39,9 @@ LTO ?= -flto
 # Calls to libcurl, Lua and libc through the GOT, bound at load: no PLT
 # stubs (about 2 KiB on x86_64).  On MIPS, no .pdr section (procedure
 # descriptors no loader or debugger of ours reads: 4 KiB).
-MODULE_CFLAGS += -fno-plt $(if $(findstring mips,$(shell $(CC) -dumpmachine 2>/dev/null)),-Wa$(comma)-mno-pdr)
 comma := ,
+NO_PDR := $(if $(findstring mips,$(shell $(CC) -dumpmachine 2>/dev/null)),-Wa$(comma)-mno-pdr)
+MODULE_CFLAGS += -fno-plt $(NO_PDR)
 unwind = $(if $(filter 5.2 5.3 5.4,$(1)),-fno-asynchronous-unwind-tables -fno-unwind-tables)
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 # The crypto backend (src/dps_crypto.h): CRYPTO=openssl (libcrypto, and

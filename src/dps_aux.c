@@ -17,6 +17,15 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message)
     return 3;
 }
 
+double dps_clock(clockid_t id)
+{
+    struct timespec ts;
+
+    if (clock_gettime(id, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void dps_wipe(void *p, size_t n)
 {
     if (p != NULL && n > 0)

@@ -9,6 +9,7 @@
 #define DPS_AUX_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "dps_compat.h"
 
@@ -17,6 +18,10 @@
  * { kind = kind }, and returns 3.  Never used for misuse, which raises.
  */
 int dps_push_failure(lua_State *L, const char *kind, const char *message);
+
+/* Seconds on clock id (CLOCK_REALTIME, CLOCK_MONOTONIC), with fractions;
+ * 0 if the clock cannot be read. */
+double dps_clock(clockid_t id);
 
 /* Overwrite secret bytes in a way the compiler cannot drop. */
 void dps_wipe(void *p, size_t n);

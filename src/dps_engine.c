@@ -30,13 +30,6 @@
 /* Longest single wait of run(), in seconds (poll takes an int of ms). */
 #define WAIT_MAX 86400.0
 
-double dps_engine_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------------------ */
 /* libcurl's multi callbacks: C arrays only, never the Lua API               */
 
@@ -97,7 +90,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     dps_engine *e = userp;
 
     (void)multi;
-    e->timer_at = timeout_ms < 0 ? -1.0 : dps_engine_now() + (double)timeout_ms / 1000.0;
+    e->timer_at = timeout_ms < 0 ? -1.0 : dps_clock(CLOCK_MONOTONIC) + (double)timeout_ms / 1000.0;
     return 0;
 }
 
@@ -150,7 +143,7 @@ void dps_engine_drive(dps_engine *e)
                 }
             }
         }
-        if (e->timer_at >= 0 && dps_engine_now() >= e->timer_at) {
+        if (e->timer_at >= 0 && dps_clock(CLOCK_MONOTONIC) >= e->timer_at) {
             e->timer_at = -1.0;
             curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
             acted = 1;

@@ -36,9 +36,6 @@ typedef struct {
     double timer_at;      /* monotonic seconds libcurl wants a timeout action; < 0: none */
 } dps_engine;
 
-/* Seconds on the monotonic clock. */
-double dps_engine_now(void);
-
 /* One pass without blocking: ready sockets, then a due timeout; finished
  * transfers become DONE and are queued in e->done. */
 void dps_engine_drive(dps_engine *e);

@@ -122,7 +122,7 @@ static void push_wait(lua_State *L, const dps_engine *e)
     if (e->timer_at < 0) {
         lua_pushnil(L);
     } else {
-        double wait = e->timer_at - dps_engine_now();
+        double wait = e->timer_at - dps_clock(CLOCK_MONOTONIC);
         lua_pushnumber(L, wait > 0 ? wait : 0);
     }
 }
@@ -172,13 +172,13 @@ static int engine_run(lua_State *L)
 
     if (!(timeout >= 0))
         luaL_argerror(L, 2, "timeout must be a number >= 0");
-    deadline = dps_engine_now() + timeout;
+    deadline = dps_clock(CLOCK_MONOTONIC) + timeout;
     for (;;) {
         double now, wait;
         dps_engine_drive(e);
         if (e->ndone > 0 || e->busy == 0)
             break;
-        now = dps_engine_now();
+        now = dps_clock(CLOCK_MONOTONIC);
         wait = deadline - now;
         if (e->timer_at >= 0 && e->timer_at - now < wait)
             wait = e->timer_at - now;

@@ -13,15 +13,6 @@
 
 #define MAX_DELAY 1e9
 
-static double clock_seconds(clockid_t id)
-{
-    struct timespec ts;
-
-    if (clock_gettime(id, &ts) != 0)
-        return 0;
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /***
  * Wall-clock time.
  * @function now
@@ -29,7 +20,7 @@ static double clock_seconds(clockid_t id)
  */
 static int time_now(lua_State *L)
 {
-    lua_pushnumber(L, clock_seconds(CLOCK_REALTIME));
+    lua_pushnumber(L, dps_clock(CLOCK_REALTIME));
     return 1;
 }
 
@@ -40,7 +31,7 @@ static int time_now(lua_State *L)
  */
 static int time_monotime(lua_State *L)
 {
-    lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+    lua_pushnumber(L, dps_clock(CLOCK_MONOTONIC));
     return 1;
 }
 
@@ -78,7 +69,7 @@ static int time_jitter(lua_State *L)
 
     luaL_argcheck(L, hi >= lo, 2, "high must not be below low");
     if (dps_crypto_random(&r, sizeof r) != 0)
-        r = (unsigned int)(clock_seconds(CLOCK_MONOTONIC) * 1e6);
+        r = (unsigned int)(dps_clock(CLOCK_MONOTONIC) * 1e6);
     lua_pushnumber(L, lo + (hi - lo) * ((double)r / 4294967295.0));
     return 1;
 }

@@ -199,12 +199,7 @@ function Client:__tostring()
   return string.format("dps.client(%s%s)", self.registration_id, self.session and "" or ", closed")
 end
 
-local function open_session(self, level)
-  if not self.session then
-    error("dps.client: the client is closed", level or 3)
-  end
-  return self.session
-end
+local CLOSED = "dps.client: the client is closed"
 
 -- The Authorization header at wall-clock time `now` (dps.device): none with
 -- X.509, where the TLS handshake authenticates the device.
@@ -330,7 +325,7 @@ end
 -- @treturn table RegistrationOperationStatus (`operationId`, `status`, `registrationState`)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:register(payload, timeout)
-  open_session(self)
+  device.open_session(self, CLOSED)
   return self:_call("register", nil, body_for(self, payload), timeout)
 end
 
@@ -340,7 +335,7 @@ end
 -- @treturn table RegistrationOperationStatus
 -- @treturn table `{ status, retry_after, headers }`
 function Client:operation_status(operation_id, timeout)
-  open_session(self)
+  device.open_session(self, CLOSED)
   check.nonempty_string(operation_id, "operation_id")
   return self:_call("operation_status", operation_id, nil, timeout)
 end
@@ -351,7 +346,7 @@ end
 -- @treturn table DeviceRegistrationResult (`assignedHub`, `deviceId`, `status`, …)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:registration_status(timeout)
-  open_session(self)
+  device.open_session(self, CLOSED)
   return self:_call("registration_status", nil, body_for(self, nil), timeout)
 end
 
@@ -384,7 +379,7 @@ end
 
 -- client:provision itself, blaming `level` as check.fail counts it.
 local function provision(self, opts, level)
-  open_session(self, level + 1)
+  device.open_session(self, CLOSED, level + 1)
   opts = opts or {}
   check.options(opts, PROVISION_OPTIONS, "provision", level)
   local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
@@ -456,16 +451,12 @@ Client._provision = provision
 
 --- Connection statistics: `{ requests = n, connects = n }`.
 function Client:stats()
-  return open_session(self):stats()
+  return device.open_session(self, CLOSED):stats()
 end
 
 --- Close the HTTPS session. Safe to call more than once.
 function Client:close()
-  if self.session then
-    self.session:close()
-    self.session = nil
-  end
-  device.forget(self)
+  device.close(self)
   return true
 end
 Client.__close = Client.close

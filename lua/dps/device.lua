@@ -75,6 +75,24 @@ function device.session(opts, timeout, connect_timeout)
   })
 end
 
+--- The owner's open session; raises `closed` (the message) at `level`
+-- (default 3: the caller of the method that asks) once it is closed.
+function device.open_session(owner, closed, level)
+  if not owner.session then
+    error(closed, level or 3)
+  end
+  return owner.session
+end
+
+--- Close the owner's session (if open) and drop its key and token.
+function device.close(owner)
+  if owner.session then
+    owner.session:close()
+    owner.session = nil
+  end
+  device.forget(owner)
+end
+
 -- Keys and tokens live here, not on the client's table, so they never show
 -- up when a client is printed, dumped or serialised.
 local secrets = setmetatable({}, { __mode = "k" })

@@ -160,12 +160,7 @@ function Hub:__tostring()
   return string.format("dps.hub(%s, %s%s)", self.host, self.device_id, self.session and "" or ", closed")
 end
 
-local function open_session(self, level)
-  if not self.session then
-    error("dps.hub: the hub client is closed", level or 3)
-  end
-  return self.session
-end
+local CLOSED = "dps.hub: the hub client is closed"
 
 --- Sign from now on with the local clock plus `offset` seconds; drops the
 -- token signed with the old clock.
@@ -304,7 +299,7 @@ end
 -- @return or nil, message, info
 -- @raise on a closed client, a body that is not a string or too large, bad options
 function Hub:send(body, opts)
-  open_session(self)
+  device.open_session(self, CLOSED)
   hub_message.body(body, "send", 2)
   hub_message.check_size(#body, "send", 2)
   local headers = hub_message.headers(opts or {}, "send", 2)
@@ -323,7 +318,7 @@ Hub.encode_batch = hub_message.encode_batch
 -- @return or nil, message, info
 -- @raise on a closed client, an empty list, a bad message, more than 256 KB in all
 function Hub:send_batch(messages)
-  open_session(self)
+  device.open_session(self, CLOSED)
   local body = hub_message.encode_batch(messages, 2)
   hub_message.check_size(#body, "send_batch", 2)
   return self:_call({ step = "send_batch", method = "POST", path = "/messages/events", to = "/messages/events",
@@ -341,7 +336,7 @@ end
 -- @treturn table meta
 -- @return or nil, message, info
 function Hub:receive()
-  open_session(self)
+  device.open_session(self, CLOSED)
   local msg, meta, info = self:_call({ step = "receive", method = "GET", path = "/messages/devicebound",
     to = "/messages/devicebound" })
   if msg == false then
@@ -359,7 +354,7 @@ local function lock_of(msg, what)
 end
 
 local function settle(self, step, msg)
-  open_session(self, 4)
+  device.open_session(self, CLOSED, 4)
   local token = lock_of(msg, step)
   local path = "/messages/devicebound/" .. core.url_encode(token)
   local call = { step = step, to = "/messages/devicebound", headers = { ["if-match"] = '"' .. token .. '"' } }
@@ -425,7 +420,7 @@ end
 -- { requests, connects } }` (`dps` only from `dps.connect`: the
 -- provisioning client's session).
 function Hub:stats()
-  local st = open_session(self):stats()
+  local st = device.open_session(self, CLOSED):stats()
   st.reprovisions = self.reprovisions
   if self.dps and self.dps.session then
     st.dps = self.dps:stats()
@@ -436,15 +431,11 @@ end
 --- Close the HTTPS session (and the provisioning client of `dps.connect`).
 -- Safe to call more than once.
 function Hub:close()
-  if self.session then
-    self.session:close()
-    self.session = nil
-  end
+  device.close(self)
   if self.dps then
     self.dps:close()
   end
   self.reprovision = nil
-  device.forget(self)
   return true
 end
 Hub.__close = Hub.close
