@@ -10,6 +10,12 @@ local timing = {}
 -- rules measured with `waited` need no allowance for it.
 timing.SLOW = (os.getenv("LD_PRELOAD") or ""):find("vgpreload", 1, true) and 30 or 1
 
+--- Whether the interpreter runs on an emulated CPU (qemu-user: make
+-- cross-test sets DPS_SPEC_EMULATED). There the client may still be
+-- computing (a TLS handshake) when a native one would long have read an
+-- answer: rules about what it does "as soon as it reads" need that allowance.
+timing.EMULATED = os.getenv("DPS_SPEC_EMULATED") ~= nil
+
 -- Nanoseconds this thread has spent runnable but not running (other
 -- processes had the CPUs): /proc/self/schedstat's second field, Linux only
 -- (under qemu-user it is the emulator's own thread, which is ours). 0 where
