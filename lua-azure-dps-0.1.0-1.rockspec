@@ -63,6 +63,7 @@ build = {
     ["dps.connect"] = "lua/dps/connect.lua",
     ["dps.response"] = "lua/dps/response.lua",
     ["dps.http_time"] = "lua/dps/http_time.lua",
+    ["dps.session"] = "lua/dps/session.lua",
     ["dps.cache"] = "lua/dps/cache.lua",
     ["dps.clock"] = "lua/dps/clock.lua",
     ["dps.cli"] = "lua/dps/cli.lua",

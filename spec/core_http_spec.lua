@@ -1,4 +1,5 @@
--- Specs for the HTTPS session of dps.core, at the C level.
+-- Specs for the HTTPS session (dps.session: a one-slot dps.core engine) and
+-- the C transfer code under it.
 --
 -- Everything runs against real local TLS servers started here: `openssl
 -- s_server` (a third-party HTTP/1.0 server that closes after each reply) and
@@ -11,6 +12,7 @@
 -- with load() on 5.4 only), no integer division or bit operators.
 
 local core = require "dps.core"
+local dps_session = require "dps.session"
 local tls = require "spec.support.tls_server"
 
 local read_file, now = tls.read_file, tls.now
@@ -22,10 +24,10 @@ local function failure(status, message, info)
   return message, info
 end
 
--- Misuse of core.session: each row's options raise with a message matching
+-- Misuse of the session's options (core.engine's): each row's options raise with a message matching
 -- its pattern (and never echo a secret).
 local BAD_OPTIONS = {
-  { "an unknown option, naming it", { timout = 5 }, "bad argument #1 to '[%w.]*session' %(unknown option 'timout'%)" },
+  { "an unknown option, naming it", { timout = 5 }, "bad argument #1 to '[%w.]*engine' %(unknown option 'timout'%)" },
   { "an option the session never has", { verify = false }, "unknown option 'verify'" },
   { "an insecure switch", { insecure = true }, "unknown option 'insecure'" },
   { "a name that is not a string", { [1] = "x" }, "option names must be strings" },
@@ -95,21 +97,21 @@ for _, name in ipairs{ "Content-Length", "transfer-encoding", "EXPECT" } do
                                       "is set by the session" }
 end
 
-describe("dps.core.session", function()
+describe("dps.session", function()
   describe("options", function()
     it("creates a session with no options, an empty table, or fractions", function()
-      local a, b = core.session(), core.session{}
-      local c = core.session{ connect_timeout = 0.25, timeout = 1.5, max_body = 10.5,
+      local a, b = dps_session.new(), dps_session.new{}
+      local c = dps_session.new{ connect_timeout = 0.25, timeout = 1.5, max_body = 10.5,
                               user_agent = "x/1", ca_path = "/nonexistent" }
       for _, s in ipairs{ a, b, c } do
-        assert.equal("userdata", type(s))
+        assert.equal("table", type(s))
         assert.is_true(s:close())
       end
     end)
 
     for _, row in ipairs(BAD_OPTIONS) do
       it("raises on " .. row[1], function()
-        local ok, err = pcall(function() local s = core.session(row[2]); return s end)
+        local ok, err = pcall(function() local s = dps_session.new(row[2]); return s end)
         assert.is_false(ok)
         assert.matches(row[3], err)
         assert.is_nil(tostring(err):find("hunter2", 1, true)) -- never a key password
@@ -119,7 +121,7 @@ describe("dps.core.session", function()
 
   describe("request arguments", function()
     local s
-    before_each(function() s = core.session() end)
+    before_each(function() s = dps_session.new() end)
     after_each(function() s:close() end)
 
     -- a row's arguments up to the last one given, holes included
@@ -151,36 +153,36 @@ describe("dps.core.session", function()
 
   describe("lifecycle", function()
     it("has __name and __tostring", function()
-      local s = core.session()
-      assert.equal("dps.core.Session", getmetatable(s).__name)
-      assert.matches("^dps%.core%.Session: 0x%x+$", tostring(s))
+      local s = dps_session.new()
+      assert.equal("dps.Session", getmetatable(s).__name)
+      assert.matches("^dps%.Session: 0x%x+$", tostring(s))
       s:close()
-      assert.equal("dps.core.Session (closed)", tostring(s))
+      assert.equal("dps.Session (closed)", tostring(s))
     end)
 
     it("closes idempotently", function()
-      local s = core.session()
+      local s = dps_session.new()
       assert.is_true(s:close())
       assert.is_true(s:close())
       assert.is_true(getmetatable(s).__gc(s))
     end)
 
     it("raises on use after close", function()
-      local s = core.session()
+      local s = dps_session.new()
       s:close()
       assert.error_matches(function() s:request("GET", "https://127.0.0.1:1/") end, "session is closed")
       assert.error_matches(function() s:stats() end, "session is closed")
     end)
 
     it("rejects other values as self", function()
-      local request = getmetatable(core.session()).__index.request
-      assert.error_matches(function() request({}, "GET", "https://x/") end, "dps.core.Session expected")
+      local request = getmetatable(dps_session.new()).__index.request
+      assert.error_matches(function() request({}, "GET", "https://x/") end, "dps.Session expected")
     end)
 
     it("is collected without leaking or crashing", function()
       local weak = setmetatable({}, { __mode = "k" })
       for i = 1, 200 do
-        local s = core.session{ timeout = i }
+        local s = dps_session.new{ timeout = i }
         weak[s] = true
         if i % 2 == 0 then s:close() end
       end
@@ -192,17 +194,17 @@ describe("dps.core.session", function()
     if _VERSION == "Lua 5.4" then
       it("closes as a to-be-closed variable (5.4)", function()
         local chunk = assert(load([[
-          local core = ...
+          local dps_session = ...
           local kept
           do
-            local s <close> = core.session()
+            local s <close> = dps_session.new()
             kept = s
-            assert(tostring(s):match("^dps%.core%.Session: "))
+            assert(tostring(s):match("^dps%.Session: "))
           end
           return kept
         ]]))
-        local kept = chunk(core)
-        assert.equal("dps.core.Session (closed)", tostring(kept))
+        local kept = chunk(dps_session)
+        assert.equal("dps.Session (closed)", tostring(kept))
         assert.is_true(kept:close())
       end)
     end
@@ -222,7 +224,7 @@ describe("dps.core.session", function()
       opts = opts or {}
       if opts.ca_file == nil then opts.ca_file = ca end
       if opts.ca_file == false then opts.ca_file = nil end
-      return core.session(opts)
+      return dps_session.new(opts)
     end
 
     setup(function()

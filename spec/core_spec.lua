@@ -39,7 +39,7 @@ describe("dps.core", function()
 end)
 
 -- The client-certificate option rule lives once in C (dps_aux.c) and serves
--- both core.session and core.x509_credentials; each row is { options,
+-- both core.engine and core.x509_credentials; each row is { options,
 -- pattern, whether x509_credentials raises too (it also needs a pair) }.
 describe("dps.core client-certificate options", function()
   local ROWS = {
@@ -57,8 +57,8 @@ describe("dps.core client-certificate options", function()
       assert.error_matches(function() local r = core.x509_credentials(row[1]); return r end, row[2], 1, true)
     end)
     if not row[3] then
-      it("session raises: " .. row[2], function()
-        assert.error_matches(function() local s = core.session(row[1]); return s end, row[2], 1, true)
+      it("engine raises: " .. row[2], function()
+        assert.error_matches(function() local e = core.engine(row[1]); return e end, row[2], 1, true)
       end)
     end
   end

@@ -58,7 +58,8 @@ describe("core.engine", function()
     for _, id in ipairs(finished) do
       local status, headers, body = e:take(id)
       assert.equal(404, status)
-      assert.is_table(headers)
+      assert.is_string(headers) -- the block of header lines, as received
+      assert.matches("\n$", headers)
       assert.truthy(body:find("404001", 1, true))
     end
     local stats = e:stats()

@@ -9,7 +9,7 @@
 --
 -- Must parse on Lua 5.1, 5.3, 5.4 and LuaJIT.
 
-local core = require "dps.core"
+local dps_session = require "dps.session"
 local dps = require "dps"
 local tls = require "spec.support.tls_server"
 local child = require "spec.support.child"
@@ -52,7 +52,7 @@ describe("hostile transport (issue #10)", function()
   describe("endless headers that are not kept", function()
     for _, path in ipairs{ "/trailers", "/hints" } do
       it("fail with too_large at the 64 KiB cap: " .. path, function()
-        local s = core.session{ ca_file = certs.ca, timeout = 20 }
+        local s = dps_session.new{ ca_file = certs.ca, timeout = 20 }
         finally(function() s:close() end)
         local started = tls.now()
         local message, info = failure(s:request("GET", url(path)))
@@ -78,7 +78,7 @@ describe("hostile transport (issue #10)", function()
     }
     for _, row in ipairs(BAD) do
       it(string.format("raise on %s %q", row[1], row[2]), function()
-        local ok, err = pcall(core.session, { [row[1]] = row[2] })
+        local ok, err = pcall(dps_session.new, { [row[1]] = row[2] })
         assert.is_false(ok)
         assert.matches(row[3], err, 1, true)
       end)
@@ -92,7 +92,7 @@ describe("hostile transport (issue #10)", function()
     end)
 
     it("keep a user agent with spaces and tabs", function()
-      local s = core.session{ ca_file = certs.ca, user_agent = "dps-spec/1.0 (tab\there)" }
+      local s = dps_session.new{ ca_file = certs.ca, user_agent = "dps-spec/1.0 (tab\there)" }
       finally(function() s:close() end)
       local status, _, body = s:request("GET", url("/echo"))
       assert.equal(200, status)
@@ -104,8 +104,8 @@ describe("hostile transport (issue #10)", function()
   it("uses the given proxy even when NO_PROXY names the host", function()
     local before = tls.read_file(proxy_log) or ""
     local out, ok = child.run(dir, string.format([[
-      local core = require "dps.core"
-      local s = core.session{ ca_file = %q, proxy = %q }
+      local dps_session = require "dps.session"
+      local s = dps_session.new{ ca_file = %q, proxy = %q }
       local status, _, body = s:request("GET", %q)
       print("status", status, body)
     ]], certs.ca, "http://127.0.0.1:" .. tunnel_port, url("/hello")),
@@ -121,14 +121,14 @@ describe("hostile transport (issue #10)", function()
   it("writes no TLS key log when SSLKEYLOGFILE is set", function()
     local keylog = dir .. "/keylog.txt"
     local out, ok = child.run(dir, string.format([[
-      local core = require "dps.core"
-      local s = core.session{ ca_file = %q }
+      local dps_session = require "dps.session"
+      local s = dps_session.new{ ca_file = %q }
       for _ = 1, 2 do
         local status = s:request("GET", %q)
         print("status", status)
       end
       s:close()
-      s = core.session{ ca_file = %q }
+      s = dps_session.new{ ca_file = %q }
       print("status", (s:request("GET", %q)))
     ]], certs.ca, url("/hello"), certs.ca, url("/close")), { env = { SSLKEYLOGFILE = keylog } })
     assert.is_true(ok, out)
@@ -228,7 +228,7 @@ else
       local out, ok = child.run(dir, string.format([[
         local core = require "dps.core"
         local dps = require "dps"
-        local s = core.session{ timeout = 1 }
+        local s = require("dps.session").new{ timeout = 1 }
         local t0 = core.monotime()
         local st, message, info = s:request("GET", "https://dps-dns-spec.example:443/")
         print("request", st, info and info.kind, string.format("%%.2f", core.monotime() - t0), message)

@@ -4,7 +4,7 @@
 -- tokens, the hub's refusals, provisioning again once (device deleted or
 -- moved, 401), and the requests and TLS handshakes of provision + 10 messages.
 local dps = require "dps"
-local core = require "dps.core"
+local dps_session = require "dps.session"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local keys = require "spec.support.keys"
@@ -36,7 +36,7 @@ describe("the hub at the emulator", function()
       ["hub-c2d"] = { { body = "from the config file", properties = { source = "config" } } },
     } }
     dir = shell.tmpdir("dps-hub")
-    admin = core.session{ ca_file = emu.ca_file }
+    admin = dps_session.new{ ca_file = emu.ca_file }
   end)
 
   teardown(function()

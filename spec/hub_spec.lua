@@ -4,6 +4,7 @@
 -- retries within the call's timeout, the wrong-clock rule, and provisioning
 -- again when the hub refuses the device (once per call, never a loop).
 local core = require "dps.core"
+local dps_session = require "dps.session"
 local dps = require "dps"
 local Hub = require "dps.hub"
 local json = require("cjson").new()
@@ -395,7 +396,7 @@ describe("dps.hub", function()
   end)
 
   it("the session refuses a body on DELETE, as on GET (misuse, before any connection)", function()
-    local s = core.session{}
+    local s = dps_session.new{}
     assert.has_error(function() s:request("DELETE", "https://localhost:1/x", nil, "body") end)
     assert.has_error(function() s:request("PATCH", "https://localhost:1/x") end)
     s:close()

@@ -1,4 +1,4 @@
--- Lifecycle of dps.core sessions: closing, use after close, garbage
+-- Lifecycle of dps.session sessions (one-slot dps.core engines): closing, use after close, garbage
 -- collection while other sessions work, many create/close/collect cycles,
 -- pcall and coroutines, and `local s <close>` on Lua 5.4.  Every request goes
 -- to a real local HTTPS server (`openssl s_server -WWW`, which serves files
@@ -7,12 +7,12 @@
 --
 -- Must parse on Lua 5.1: the <close> chunk is loaded with load() on 5.4 only.
 
-local core = require "dps.core"
+local dps_session = require "dps.session"
 local tls = require "spec.support.tls_server"
 
 local BODY = "hello from s_server -WWW\n"
 
-describe("dps.core session lifecycle", function()
+describe("dps.session lifecycle", function()
   local dir, certs, pid, port
 
   local function url(path) return "https://localhost:" .. port .. (path or "/hello.txt") end
@@ -21,7 +21,7 @@ describe("dps.core session lifecycle", function()
     opts = opts or {}
     opts.ca_file = certs.ca
     opts.timeout = opts.timeout or 30 -- generous: valgrind slows the TLS handshake down
-    return core.session(opts)
+    return dps_session.new(opts)
   end
 
   -- One request that must succeed with the served file.
@@ -37,7 +37,7 @@ describe("dps.core session lifecycle", function()
   end
 
   local function closed(s)
-    return tostring(s) == "dps.core.Session (closed)"
+    return tostring(s) == "dps.Session (closed)"
   end
 
   setup(function()
@@ -69,7 +69,7 @@ describe("dps.core session lifecycle", function()
     end)
 
     it("can follow a failed request", function()
-      local s = core.session{ timeout = 30 } -- without the spec CA: verification fails
+      local s = dps_session.new{ timeout = 30 } -- without the spec CA: verification fails
       local status, message, info = s:request("GET", url())
       assert.is_nil(status)
       assert.is_string(message)
@@ -269,7 +269,7 @@ describe("dps.core session lifecycle", function()
             local s <close> = session()
             fetch(s)
             outer = s
-            assert(tostring(s):match("^dps%.core%.Session: 0x"))
+            assert(tostring(s):match("^dps%.Session: 0x"))
           end
           local ok, err = pcall(function()
             local t <close> = session()

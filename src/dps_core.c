@@ -59,7 +59,6 @@ DPS_EXPORT int luaopen_dps_core(lua_State *L)
     dps_open_codec(L);
     dps_open_sas(L);
     dps_open_time(L);
-    dps_open_http(L);
     dps_open_engine(L);
     dps_open_x509(L);
     dps_open_fs(L);

@@ -23,9 +23,8 @@
 /* Each adds its functions to the table on top of the stack. */
 void dps_open_codec(lua_State *L); /* dps_codec.c: base64, percent-encoding */
 void dps_open_sas(lua_State *L);   /* dps_sas.c: HMAC, derived keys, SAS tokens */
-void dps_open_time(lua_State *L);  /* dps_time.c: clocks, sleep, Retry-After */
-void dps_open_http(lua_State *L);  /* dps_http.c: the libcurl session */
-void dps_open_engine(lua_State *L); /* dps_engine.c: many transfers at once */
+void dps_open_time(lua_State *L);  /* dps_time.c: clocks, sleep, jitter */
+void dps_open_engine(lua_State *L); /* dps_engine*.c: HTTPS transfers, one or many at once */
 void dps_open_x509(lua_State *L);  /* dps_x509.c: client-certificate checks */
 void dps_open_fs(lua_State *L);
 

@@ -1,6 +1,6 @@
 /***
- * The transfer engine of `dps.core`: many HTTPS requests in flight at once
- * on libcurl's multi interface, one connection pool (kept-alive
+ * The transfer engine of `dps.core`, its one HTTPS client: requests in
+ * flight at once on libcurl's multi interface, one connection pool (kept-alive
  * connections), TLS sessions shared between connections (libcurl's share
  * interface), so a new connection resumes instead of a full handshake.
  *
@@ -8,10 +8,12 @@
  * says when it wants to be called again and which sockets to watch, as
  * libcurl's socket and timer callbacks recorded them (in C: no Lua runs
  * inside a libcurl callback).  `run(timeout)` blocks until a transfer ends.
+ * With one slot it is the blocking session of a device (`dps.session`):
+ * one easy handle and one kept-alive TLS connection for a registration and
+ * all of its polls.
  *
- * Each slot is a session transfer (`dps_session` of dps_http.h): the same
- * callbacks, buffers, options, security settings and failure kinds as
- * `core.session`.
+ * Each slot is a transfer (`dps_session` of dps_http.h): a libcurl easy
+ * handle with its callbacks, buffers, options and security settings.
  * @module dps.core
  */
 #include <math.h>
@@ -247,12 +249,31 @@ static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
 /***
  * Creates a transfer engine.
  * @function engine
- * @tparam[opt] table options the options of `session` (TLS files, timeouts,
- *   proxy, user agent, max_body, client certificate), for every transfer
+ * @tparam[opt] table options for every transfer
+ * @tparam[opt] string options.ca_file PEM bundle of trusted CAs; it takes the
+ *   place of libcurl's default bundle (a default CA directory built into
+ *   libcurl, as on Debian, stays in use).  Without it: libcurl's default trust.
+ * @tparam[opt] string options.ca_path directory of hashed CA certificates
+ * @tparam[opt=10] number options.connect_timeout seconds (fractions allowed, > 0)
+ * @tparam[opt=30] number options.timeout seconds per request (> 0)
+ * @tparam[opt] string options.proxy `"http://host:port"`, used through HTTP CONNECT
+ *   for every host; without it the connection is direct (proxy environment
+ *   variables, `NO_PROXY` included, are ignored either way)
+ * @tparam[opt] string options.user_agent default `"lua-azure-dps/VERSION"`
+ * @tparam[opt=1048576] number options.max_body response body limit in bytes (> 0)
+ * @tparam[opt] string options.cert_file client certificate, PEM file
+ * @tparam[opt] string options.key_file client private key, PEM file
+ * @tparam[opt] string options.key_password pass phrase of an encrypted key
+ * @tparam[opt] string options.cert client certificate, PEM text
+ * @tparam[opt] string options.key client private key, PEM text
  * @tparam[opt=8] integer slots transfers in flight at once (1 to 1024); also
  *   the most connections kept open
  * @treturn Engine
- * @raise as `session` on its options; on slots out of range
+ * @raise on slots out of range; on an unknown option, a wrong type, a
+ *   non-positive number, an empty string or one with NUL bytes, a `user_agent` with CR or LF, a `proxy`
+ *   with spaces or control characters, conflicting options (`cert` with `cert_file`,
+ *   `key` with `key_file`, a key or password without a certificate, a proxy
+ *   that is not `http://`), or an option this libcurl cannot honour.
  */
 int dps_engine_new(lua_State *L)
 {

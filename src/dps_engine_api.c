@@ -69,12 +69,21 @@ static int engine_tostring(lua_State *L)
  * Starts a request; it runs as `step` or `run` drive the engine.
  * @function Engine:request
  * @tparam string method `"GET"`, `"PUT"`, `"POST"` or `"DELETE"`
- * @tparam string url, headers, body, timeout as `Session:request` (the body
- *   is copied)
+ * @tparam string url an `https://` URL
+ * @tparam[opt] table headers name → string value; `Content-Length`,
+ *   `Transfer-Encoding` and `Expect` are managed by the engine
+ * @tparam[opt] string body sent with its exact length (PUT and POST only;
+ *   copied)
+ * @tparam[opt] number timeout seconds for this request (default: the
+ *   engine's `timeout`); the connect timeout is the smaller of this and
+ *   `connect_timeout`
  * @treturn integer the transfer's id, for `take` and `cancel`
- * @return[2] nil, message, info as `Session:request`'s failures
- * @raise as `Session:request`, and when every slot is busy or holds a
- *   result not yet taken
+ * @return[2] nil, message, info as `take`'s failures
+ * @raise on a closed engine, an unknown method, a URL that is not a string
+ *   or is empty or holds spaces or control characters, bad header names or
+ *   values (CR, LF, NUL), a body on GET or DELETE, a non-string body, a
+ *   timeout that is not a positive number, and when every slot is busy or
+ *   holds a result not yet taken
  */
 static int engine_request(lua_State *L)
 {
@@ -195,7 +204,17 @@ static int engine_run(lua_State *L)
  * The result of a finished transfer; frees its slot.
  * @function Engine:take
  * @tparam integer id from `request`
- * @return as `Session:request`: status, headers, body, or nil, message, info
+ * @treturn integer HTTP status (a status of 400 or more is a response, not a failure)
+ * @treturn string the header lines of the final response, each ending in
+ *   `"\n"` (no status line, no 1xx or proxy responses, no trailers), as
+ *   received: `dps.session.headers` makes them a table
+ * @treturn string response body
+ * @return[2] nil
+ * @return[2] string message `"WHAT FAILED: DETAIL (CURLE_NAME n)"`, e.g.
+ *   `"could not connect: … (CURLE_COULDNT_CONNECT 7)"`; never holds secrets
+ * @return[2] table `{ kind = …, curl_code = n }`, kind one of `resolve`,
+ *   `proxy`, `connect`, `tls`, `credentials`, `timeout`, `too_large`,
+ *   `network`, `protocol`, `config`, `oom`
  * @raise on an id that names no transfer, or one still running
  */
 static int engine_take(lua_State *L)
@@ -267,6 +286,20 @@ static int engine_stats(lua_State *L)
     return 1;
 }
 
+/* (Re)fills the metatable with meta and an __index table of methods: busted
+ * reloads modules, and the functions are the same each time. */
+static void engine_class(lua_State *L, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, DPS_ENGINE_MT);
+    luaL_setfuncs(L, meta, 0);
+    lua_pushliteral(L, DPS_ENGINE_MT);
+    lua_setfield(L, -2, "__name");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 void dps_open_engine(lua_State *L)
 {
     static const luaL_Reg meta[] = {
@@ -283,7 +316,7 @@ void dps_open_engine(lua_State *L)
         {"close", engine_close}, {NULL, NULL}
     };
 
-    dps_http_class(L, DPS_ENGINE_MT, meta, methods);
+    engine_class(L, meta, methods);
 
     lua_pushcfunction(L, dps_engine_new);
     lua_setfield(L, -2, "engine");

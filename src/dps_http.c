@@ -1,13 +1,9 @@
-/***
- * The HTTPS session of `dps.core`: one libcurl easy handle per session,
- * reused for every request so that a registration and all of its polls run
- * over one kept-alive TLS connection.
- *
- * Transport failures return `nil, message, info` with
- * `info = { kind = …, curl_code = … }`; misuse raises.  An HTTP status of 400
- * or more is a response, not a failure.  TLS peer and host-name verification
- * are always on, only `https` URLs are accepted, redirects are not followed.
- * @module dps.core
+/*
+ * One HTTPS transfer slot of the engine (dps_engine.c): a libcurl easy
+ * handle kept for every request of the slot, its response buffers and
+ * callbacks, the checks of a request's arguments and the shape of its
+ * result.  TLS peer and host-name verification are always on, only `https`
+ * URLs are accepted, redirects are not followed.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -180,61 +176,6 @@ CURLcode dps_session_init(dps_session *s, const char **what)
     return setup_handle(s, what);
 }
 
-dps_session *dps_session_push(lua_State *L)
-{
-    const char *what = "";
-    CURLcode rc;
-    /* Allocate, clear, mark, then acquire. */
-    dps_session *s = (dps_session *)dps_newuserdata(L, sizeof *s);
-
-    memset(s, 0, sizeof *s);
-    luaL_setmetatable(L, DPS_SESSION_MT);
-    rc = dps_session_init(s, &what);
-    if (rc != CURLE_OK) {
-        dps_session_release(s);
-        luaL_error(L, "dps.core.session: cannot set %s (%s, %d)", what, curl_easy_strerror(rc), (int)rc);
-    }
-    return s;
-}
-
-static dps_session *check_session(lua_State *L)
-{
-    return (dps_session *)luaL_checkudata(L, 1, DPS_SESSION_MT);
-}
-
-static dps_session *check_open(lua_State *L)
-{
-    dps_session *s = check_session(L);
-    if (s->curl == NULL)
-        luaL_argerror(L, 1, "session is closed");
-    return s;
-}
-
-/***
- * Closes the session: frees the libcurl handle, its connections and buffers.
- * The same function serves as `__gc` and (Lua 5.4) `__close`; closing twice
- * is harmless.
- * @function Session:close
- * @treturn boolean `true`
- */
-static int session_close(lua_State *L)
-{
-    dps_session *s = check_session(L);
-    dps_session_release(s);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int session_tostring(lua_State *L)
-{
-    dps_session *s = check_session(L);
-    if (s->curl == NULL)
-        lua_pushliteral(L, DPS_SESSION_MT " (closed)");
-    else
-        lua_pushfstring(L, DPS_SESSION_MT ": %p", (void *)s);
-    return 1;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
@@ -350,46 +291,6 @@ void dps_http_finish(dps_session *s)
         s->connects += (double)connects;
 }
 
-/***
- * Performs one HTTPS request on the session's kept connection.
- * @function Session:request
- * @tparam string method `"GET"`, `"PUT"`, `"POST"` or `"DELETE"`
- * @tparam string url an `https://` URL
- * @tparam[opt] table headers name → string value; `Content-Length`,
- *   `Transfer-Encoding` and `Expect` are managed by the session
- * @tparam[opt] string body sent with its exact length (PUT and POST only)
- * @tparam[opt] number timeout seconds for this request (default: the
- *   session's `timeout`); the connect timeout is the smaller of this and
- *   `connect_timeout`
- * @treturn integer HTTP status (a status of 400 or more is a response, not a failure)
- * @treturn table response headers, names lower-cased, repeated ones joined with `", "`
- * @treturn string response body
- * @return[2] nil
- * @return[2] string message `"WHAT FAILED: DETAIL (CURLE_NAME n)"`, e.g.
- *   `"could not connect: … (CURLE_COULDNT_CONNECT 7)"`; never holds secrets
- * @return[2] table `{ kind = …, curl_code = n }`, kind one of `resolve`,
- *   `proxy`, `connect`, `tls`, `credentials`, `timeout`, `too_large`,
- *   `network`, `protocol`, `config`, `oom`
- * @raise on a closed session, an unknown method, a URL that is not a string
- *   or is empty or holds spaces or control characters, bad header names or values (CR, LF, NUL), a body on
- *   GET or DELETE, a non-string body, or a timeout that is not a positive number.
- */
-static int session_request(lua_State *L)
-{
-    dps_session *s = check_open(L);
-    dps_request r;
-    CURLcode rc;
-
-    dps_http_check_request(L, s, &r);
-    r.copy_body = 0; /* the body lives on the stack until the transfer is over */
-    /* From here on nothing raises until the transfer is over. */
-    rc = dps_http_prepare(L, s, &r);
-    if (rc == CURLE_OK)
-        rc = curl_easy_perform(s->curl);
-    dps_http_finish(s);
-    return dps_http_push_result(L, s, rc);
-}
-
 int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc)
 {
     long status = 0;
@@ -399,64 +300,10 @@ int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc)
     } else {
         curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
         lua_pushinteger(L, (lua_Integer)status);
-        dps_http_push_headers(L, s);
+        lua_pushlstring(L, s->head.data != NULL ? s->head.data : "", s->head.len);
         lua_pushlstring(L, s->body.data != NULL ? s->body.data : "", s->body.len);
     }
     buf_reset(&s->body);
     buf_reset(&s->head);
     return 3;
-}
-
-/***
- * Counters of the session, for specs and benchmarks.
- * @function Session:stats
- * @treturn table `{ requests = n, connects = n }`: transfers performed and
- *   new connections made (a kept connection reused adds no connect)
- * @raise on a closed session.
- */
-static int session_stats(lua_State *L)
-{
-    dps_session *s = check_open(L);
-    lua_createtable(L, 0, 2);
-    lua_pushinteger(L, (lua_Integer)s->requests);
-    lua_setfield(L, -2, "requests");
-    lua_pushinteger(L, (lua_Integer)s->connects);
-    lua_setfield(L, -2, "connects");
-    return 1;
-}
-
-void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
-{
-    /* Refilled on every luaopen (busted reloads modules): same functions. */
-    luaL_newmetatable(L, name);
-    luaL_setfuncs(L, meta, 0);
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
-void dps_open_http(lua_State *L)
-{
-    static const luaL_Reg meta[] = {
-        {"__gc", session_close},
-#if LUA_VERSION_NUM >= 504
-        {"__close", session_close},
-#endif
-        {"__tostring", session_tostring},
-        {NULL, NULL}
-    };
-    static const luaL_Reg methods[] = {
-        {"request", session_request},
-        {"stats", session_stats},
-        {"close", session_close},
-        {NULL, NULL}
-    };
-
-    dps_http_class(L, DPS_SESSION_MT, meta, methods);
-
-    lua_pushcfunction(L, dps_session_new);
-    lua_setfield(L, -2, "session");
 }

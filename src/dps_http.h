@@ -1,14 +1,18 @@
 /*
- * dps_http.h - what the files of the HTTPS session share (private to them):
- * the session userdata and the functions each file offers the others.
+ * dps_http.h - what the files of an HTTPS transfer share (private to them
+ * and to the engine, dps_engine.c, which drives the transfers): a slot's
+ * handle and buffers, and the functions each file offers the others.
  *
- *   dps_http.c          the Session object: buffers, libcurl callbacks,
- *                       lifecycle, request, stats
- *   dps_http_options.c  core.session: its options as rows of
- *                       {name, type, CURLOPT}, read -> check -> apply
- *   dps_http_headers.c  request header tables in, response header tables out
+ *   dps_http.c          a slot: buffers, libcurl callbacks, lifecycle, a
+ *                       request's arguments and its result
+ *   dps_http_options.c  the options of core.engine, as rows of
+ *                       {name, type, CURLOPT}: read -> check -> apply
+ *   dps_http_headers.c  request header tables in
  *   dps_http_failure.c  a failed transfer as nil, message, info (kinds from
  *                       the list in dps_curl_errors.h)
+ *
+ * The response headers go to Lua as the block of kept lines, read by
+ * dps.session.
  */
 #ifndef DPS_HTTP_H
 #define DPS_HTTP_H
@@ -19,13 +23,11 @@
 
 #include "dps_compat.h"
 
-#define DPS_SESSION_MT "dps.core.Session"
-
 /* Header bytes per transfer (every line counts: 1xx responses, the final
  * headers, chunked trailers); more aborts the request as too_large. */
 #define DPS_HEAD_MAX 65536
 
-/* A growable byte buffer owned by the session userdata. */
+/* A growable byte buffer owned by a slot. */
 typedef struct {
     char *data;
     size_t len;
@@ -82,39 +84,28 @@ CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r);
  * the transfer. */
 void dps_http_finish(dps_session *s);
 
-/* dps_http.c: pushes status, headers, body, or nil, message, info for rc;
- * empties the buffers.  Returns 3. */
+/* dps_http.c: pushes status, header block, body, or nil, message, info for
+ * rc; empties the buffers.  Returns 3. */
 int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
 
-/* dps_http.c: (re)fills the metatable `name` with meta and an __index
- * table of methods (the Session's and the Engine's). */
-void dps_http_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
-
-/* dps_http.c: pushes a new open session (handle made, callbacks and the
- * security settings applied), or raises. */
-dps_session *dps_session_push(lua_State *L);
-
-/* dps_http.c: releases everything; safe on a half-built or closed session. */
+/* dps_http.c: releases everything; safe on a half-built or released slot. */
 void dps_session_release(dps_session *s);
 
 /* dps_http_options.c: the settings every handle gets, whatever its options
- * and whoever drives it (the session, or a multi handle): https only, no
+ * and whoever drives it: https only, no
  * redirects, peer and host verified, TLS 1.2 or newer, no signals, no TLS
  * key log whatever SSLKEYLOGFILE says, and a timed-out name lookup that
  * does not hold the transfer (CURLOPT_QUICK_EXIT).  On failure *what names
  * the option libcurl refused. */
 CURLcode dps_http_secure(CURL *curl, const char **what);
 
-/* dps_http_options.c: core.session(options). */
-int dps_session_new(lua_State *L);
-
 /* dps_http_options.c: reads and checks the option table at index 1 (the
- * options of core.session; raises on misuse) and pushes what it read as an
+ * options of core.engine; raises on misuse) and pushes what it read as an
  * opaque userdata, returned.  Valid while that table stays at index 1. */
 const void *dps_http_options_read(lua_State *L);
 
 /* dps_http_options.c: applies options read by dps_http_options_read to an
- * initialised session; on failure releases s and raises, naming who. */
+ * initialised slot; on failure releases s and raises, naming who. */
 void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const void *opts);
 
 /* dps_http_headers.c: raises on a header table (argument idx) that cannot
@@ -127,10 +118,6 @@ int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
 
 /* dps_http_headers.c: wipes every string of a header list, then frees it. */
 void dps_http_free_headers(struct curl_slist *list);
-
-/* dps_http_headers.c: pushes the kept response headers of s->head as a
- * table (names lower-cased, repeats joined with ", ", folds unfolded). */
-void dps_http_push_headers(lua_State *L, dps_session *s);
 
 /* dps_http_failure.c: pushes nil, message, { kind, curl_code }; returns 3. */
 int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc);

@@ -1,7 +1,6 @@
 /*
- * Header tables of the session: the request's table checked and turned into
- * a libcurl list, the response's kept lines (see dps_headers.h) turned into
- * a table.
+ * A request's header table, checked and turned into a libcurl list.  (The
+ * response's kept lines go to Lua as they are: dps.session reads them.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +8,6 @@
 #include <curl/curl.h>
 
 #include "dps_aux.h"
-#include "dps_headers.h"
 #include "dps_http.h"
 
 int dps_http_ieq(const char *a, size_t alen, const char *b)
@@ -139,27 +137,4 @@ int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
     if (with_body && !has_type)
         return append_line(s, "Content-Type:");
     return 0;
-}
-
-void dps_http_push_headers(lua_State *L, dps_session *s)
-{
-    dps_headers_iter it;
-    dps_header_field f;
-
-    lua_newtable(L);
-    dps_headers_begin(&it, s->head.data, s->head.len);
-    while (dps_headers_next(&it, &f)) {
-        lua_pushlstring(L, f.name, f.name_len);
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, f.value, f.value_len);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, f.value, f.value_len);
-        }
-        lua_rawset(L, -3);
-    }
 }

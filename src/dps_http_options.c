@@ -1,8 +1,7 @@
-/***
- * `core.session`: the options of an HTTPS session, as rows of
- * {name, type, CURLOPT} (luasocket's optset), read from the table, checked
+/*
+ * The options of `core.engine`, for each of its transfer slots, as rows of
+ * {name, type, CURLOPT} (luasocket's optset): read from the table, checked
  * together, then applied to the handle.
- * @module dps.core
  */
 #include <math.h>
 #include <stddef.h>
@@ -310,42 +309,6 @@ CURLcode dps_http_secure(CURL *curl, const char **what)
         return (*what = "CURLOPT_QUICK_EXIT", rc);
 #endif
     return CURLE_OK;
-}
-
-/***
- * Creates an HTTPS session: one libcurl easy handle kept for all requests.
- * @function session
- * @tparam[opt] table options
- * @tparam[opt] string options.ca_file PEM bundle of trusted CAs; it takes the
- *   place of libcurl's default bundle (a default CA directory built into
- *   libcurl, as on Debian, stays in use).  Without it: libcurl's default trust.
- * @tparam[opt] string options.ca_path directory of hashed CA certificates
- * @tparam[opt=10] number options.connect_timeout seconds (fractions allowed, > 0)
- * @tparam[opt=30] number options.timeout seconds per request (> 0)
- * @tparam[opt] string options.proxy `"http://host:port"`, used through HTTP CONNECT
- *   for every host; without it the connection is direct (proxy environment
- *   variables, `NO_PROXY` included, are ignored either way)
- * @tparam[opt] string options.user_agent default `"lua-azure-dps/VERSION"`
- * @tparam[opt=1048576] number options.max_body response body limit in bytes (> 0)
- * @tparam[opt] string options.cert_file client certificate, PEM file
- * @tparam[opt] string options.key_file client private key, PEM file
- * @tparam[opt] string options.key_password pass phrase of an encrypted key
- * @tparam[opt] string options.cert client certificate, PEM text
- * @tparam[opt] string options.key client private key, PEM text
- * @treturn Session
- * @raise on an unknown option, a wrong type, a non-positive number, an empty
- *   string or one with NUL bytes, a `user_agent` with CR or LF, a `proxy`
- *   with spaces or control characters, conflicting options (`cert` with `cert_file`,
- *   `key` with `key_file`, a key or password without a certificate, a proxy
- *   that is not `http://`), or an option this libcurl cannot honour.
- */
-int dps_session_new(lua_State *L)
-{
-    const void *o = dps_http_options_read(L);
-    dps_session *s = dps_session_push(L);
-
-    dps_http_options_apply(L, "dps.core.session", s, o);
-    return 1;
 }
 
 const void *dps_http_options_read(lua_State *L)

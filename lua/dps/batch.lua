@@ -22,6 +22,7 @@ local check = require "dps.check"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
 local response = require "dps.response"
+local session = require "dps.session"
 local Client = require "dps.client"
 
 local Batch = {}
@@ -233,7 +234,7 @@ function Batch:_collect()
     local dev = self.inflight[xfer]
     self.inflight[xfer] = nil
     self.free = self.free + 1
-    local status, headers, body = self.engine:take(xfer)
+    local status, headers, body = session.result(self.engine:take(xfer))
     if status then
       self:_answer(dev, response.interpret(dev.step, status, headers, body, core.now()))
     else

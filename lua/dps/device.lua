@@ -9,6 +9,7 @@
 -- @module dps.device
 local core = require "dps.core"
 local check = require "dps.check"
+local session = require "dps.session"
 
 local device = {}
 
@@ -64,10 +65,10 @@ function device.key(opts, registration_id, who, level)
   return opts.symmetric_key
 end
 
---- The HTTPS session of a client: one kept-alive TLS connection, with the
--- client certificate when there is one.
+--- The HTTPS session of a client (`dps.session`): one kept-alive TLS
+-- connection, with the client certificate when there is one.
 function device.session(opts, timeout, connect_timeout)
-  return core.session({
+  return session.new({
     ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy, user_agent = opts.user_agent,
     timeout = timeout, connect_timeout = connect_timeout, max_body = opts.max_body,
     cert_file = opts.cert_file, cert = opts.cert, key_file = opts.key_file, key = opts.key,

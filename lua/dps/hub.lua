@@ -144,7 +144,7 @@ end
 --   3600), `max_body`, `clock_offset` (seconds added to the local clock when
 --   signing, e.g. the `clock_offset` that provisioning learnt)
 -- @tparam[opt] table runtime for specs and event loops: `session` (an object
---   with `request`, `stats` and `close` like `dps.core.session`), `now`,
+--   with `request`, `stats` and `close` like `dps.session`'s), `now`,
 --   `monotime`, `sleep`, `jitter` (as in `dps.core`)
 -- @treturn dps.hub
 -- @raise on unknown options, wrong types, a state without a usable
