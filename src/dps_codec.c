@@ -210,13 +210,10 @@ static int codec_url_encode(lua_State *L)
 }
 
 /* The functions this file adds to dps.core. */
-static const luaL_Reg codec_functions[] = {
-    {"base64_encode", codec_base64_encode}, {"base64_decode", codec_base64_decode},
-    {"url_encode", codec_url_encode},
-    {NULL, NULL}
-};
+#define CODEC_FUNCTIONS(X) \
+    X(base64_encode, codec_base64_encode) X(base64_decode, codec_base64_decode) X(url_encode, codec_url_encode)
 
 void dps_open_codec(lua_State *L)
 {
-    luaL_setfuncs(L, codec_functions, 0);
+    DPS_SETFUNCS(L, CODEC_FUNCTIONS, 0);
 }

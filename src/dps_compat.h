@@ -1,9 +1,9 @@
 /*
  * dps_compat.h - the one place that hides Lua version differences.
  *
- * The C core is written against the Lua 5.3/5.4 API.  Everything that 5.1,
- * 5.2 or LuaJIT lack is shimmed here with static, dps_-prefixed functions and
- * mapped by #define, so nothing clashes with what LuaJIT already exports.
+ * The C core is written against the Lua 5.3/5.4 API.  What it uses that 5.1,
+ * 5.2 or LuaJIT lack is mapped here by #define, so nothing clashes with what
+ * LuaJIT already exports.
  */
 #ifndef DPS_COMPAT_H
 #define DPS_COMPAT_H
@@ -12,37 +12,7 @@
 #include <lauxlib.h>
 
 #if LUA_VERSION_NUM == 501
-static inline void dps_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
-{
-    luaL_checkstack(L, nup + 1, "too many upvalues");
-    for (; l->name != NULL; l++) {
-        int i;
-        for (i = 0; i < nup; i++)
-            lua_pushvalue(L, -nup);
-        lua_pushcclosure(L, l->func, nup);
-        lua_setfield(L, -(nup + 2), l->name);
-    }
-    lua_pop(L, nup);
-}
-
-static inline void *dps_compat_testudata(lua_State *L, int i, const char *tname)
-{
-    void *p = lua_touserdata(L, i);
-    if (p == NULL || !lua_getmetatable(L, i))
-        return NULL;
-    luaL_getmetatable(L, tname);
-    if (!lua_rawequal(L, -1, -2))
-        p = NULL;
-    lua_pop(L, 2);
-    return p;
-}
-
-#define luaL_setfuncs dps_compat_setfuncs
-#define luaL_testudata dps_compat_testudata
 #define luaL_setmetatable(L, t) (luaL_getmetatable(L, t), lua_setmetatable(L, -2))
-#define lua_rawlen lua_objlen
-#undef luaL_newlib
-#define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
 #endif
 
 #if LUA_VERSION_NUM < 504

@@ -286,37 +286,28 @@ static int engine_stats(lua_State *L)
     return 1;
 }
 
-/* (Re)fills the metatable with meta and an __index table of methods: busted
- * reloads modules, and the functions are the same each time. */
-static void engine_class(lua_State *L, const luaL_Reg *meta, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, DPS_ENGINE_MT);
-    luaL_setfuncs(L, meta, 0);
-    lua_pushliteral(L, DPS_ENGINE_MT);
-    lua_setfield(L, -2, "__name");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
+#if LUA_VERSION_NUM >= 504
+#define ENGINE_CLOSE(X) X(__close, engine_close)
+#else
+#define ENGINE_CLOSE(X)
+#endif
+#define ENGINE_META(X) X(__gc, engine_close) ENGINE_CLOSE(X) X(__tostring, engine_tostring)
+#define ENGINE_METHODS(X)                                                                        \
+    X(request, engine_request) X(step, engine_step) X(run, engine_run) X(take, engine_take)       \
+    X(cancel, engine_cancel) X(stats, engine_stats) X(close, engine_close)
 
 void dps_open_engine(lua_State *L)
 {
-    static const luaL_Reg meta[] = {
-        {"__gc", engine_close},
-#if LUA_VERSION_NUM >= 504
-        {"__close", engine_close},
-#endif
-        {"__tostring", engine_tostring},
-        {NULL, NULL}
-    };
-    static const luaL_Reg methods[] = {
-        {"request", engine_request}, {"step", engine_step}, {"run", engine_run},
-        {"take", engine_take}, {"cancel", engine_cancel}, {"stats", engine_stats},
-        {"close", engine_close}, {NULL, NULL}
-    };
-
-    engine_class(L, meta, methods);
+    /* The metatable is refilled on every luaopen (busted reloads modules):
+     * the same functions each time. */
+    luaL_newmetatable(L, DPS_ENGINE_MT);
+    DPS_SETFUNCS(L, ENGINE_META, 0);
+    lua_pushliteral(L, DPS_ENGINE_MT);
+    lua_setfield(L, -2, "__name");
+    lua_newtable(L);
+    DPS_SETFUNCS(L, ENGINE_METHODS, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
 
     lua_pushcfunction(L, dps_engine_new);
     lua_setfield(L, -2, "engine");

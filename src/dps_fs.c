@@ -227,12 +227,9 @@ static int fs_write_atomic(lua_State *L)
     return 1;
 }
 
+#define FS_FUNCTIONS(X) X(stat, fs_stat) X(write_atomic, fs_write_atomic)
+
 void dps_open_fs(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"stat", fs_stat},
-        {"write_atomic", fs_write_atomic},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    DPS_SETFUNCS(L, FS_FUNCTIONS, 0);
 }

@@ -75,13 +75,9 @@ static int time_jitter(lua_State *L)
 }
 
 /* The functions this file adds to dps.core. */
-static const luaL_Reg time_functions[] = {
-    {"now", time_now}, {"monotime", time_monotime},
-    {"sleep", time_sleep}, {"jitter", time_jitter},
-    {NULL, NULL}
-};
+#define TIME_FUNCTIONS(X) X(now, time_now) X(monotime, time_monotime) X(sleep, time_sleep) X(jitter, time_jitter)
 
 void dps_open_time(lua_State *L)
 {
-    luaL_setfuncs(L, time_functions, 0);
+    DPS_SETFUNCS(L, TIME_FUNCTIONS, 0);
 }

@@ -158,12 +158,9 @@ static int credentials_problem(lua_State *L)
     return 1;
 }
 
+#define X509_FUNCTIONS(X) X(credentials_problem, credentials_problem) X(x509_credentials, x509_credentials)
+
 void dps_open_x509(lua_State *L)
 {
-    static const luaL_Reg functions[] = {
-        {"credentials_problem", credentials_problem},
-        {"x509_credentials", x509_credentials},
-        {NULL, NULL}
-    };
-    luaL_setfuncs(L, functions, 0);
+    DPS_SETFUNCS(L, X509_FUNCTIONS, 0);
 }
