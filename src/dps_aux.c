@@ -72,16 +72,21 @@ int dps_misuse(lua_State *L, const char *who, const char *fmt, ...)
     return lua_error(L);
 }
 
+int dps_argerror(lua_State *L, int arg, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
 const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len)
 {
     if (lua_type(L, arg) != LUA_TSTRING)
         dps_misuse(L, who, "%s must be a string, got %s", name, luaL_typename(L, arg));
     return lua_tolstring(L, arg, len);
-}
-
-static void opt_error(lua_State *L, int arg, const char *name, const char *what)
-{
-    luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' %s", name, what));
 }
 
 const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, size_t *len)
@@ -93,13 +98,12 @@ const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, siz
     if (lua_isnil(L, -1))
         return NULL;
     if (lua_type(L, -1) != LUA_TSTRING)
-        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be a string, got %s", name,
-                                              luaL_typename(L, -1)));
+        dps_argerror(L, arg, "option '%s' must be a string, got %s", name, luaL_typename(L, -1));
     p = lua_tolstring(L, -1, len);
     if (*len == 0)
-        opt_error(L, arg, name, "must not be empty");
+        dps_argerror(L, arg, "option '%s' must not be empty", name);
     if (memchr(p, '\0', *len) != NULL)
-        opt_error(L, arg, name, "must not contain NUL bytes");
+        dps_argerror(L, arg, "option '%s' must not contain NUL bytes", name);
     return p;
 }
 

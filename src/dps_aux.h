@@ -55,6 +55,9 @@ int dps_memeq(const void *a, const void *b, size_t n);
  */
 int dps_misuse(lua_State *L, const char *who, const char *fmt, ...);
 
+/* luaL_argerror with a message formatted as lua_pushfstring does. */
+int dps_argerror(lua_State *L, int arg, const char *fmt, ...);
+
 /*
  * The string argument arg, named name in messages ("NAME must be a string,
  * got TYPE"), raised through dps_misuse with who.

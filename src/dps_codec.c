@@ -180,9 +180,9 @@ static int codec_base64_decode(lua_State *L)
     out = dps_newuserdata(L, DPS_BASE64_DECODED_MAX(len));
     problem = dps_base64_decode(in, len, out, &outlen, &pos);
     if (problem != NULL && pos > 0)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "base64 text %s at position %d", problem, (int)pos));
+        return dps_argerror(L, 1, "base64 text %s at position %d", problem, (int)pos);
     if (problem != NULL)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "base64 text %s", problem));
+        return dps_argerror(L, 1, "base64 text %s", problem);
     lua_pushlstring(L, (const char *)out, outlen);
     return 1;
 }

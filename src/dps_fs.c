@@ -30,6 +30,29 @@
 /* fails to compile where the definition above came too late to take effect */
 typedef char dps_fs_needs_64_bit_offsets[sizeof(off_t) == 8 ? 1 : -1];
 
+/* The system's reason for err (never empty). */
+static void reason_of(int err, char reason[128])
+{
+    if (strerror_r(err, reason, 128) != 0 || reason[0] == '\0')
+        snprintf(reason, 128, "error %d", err);
+    reason[127] = '\0';
+}
+
+/* Argument 1 as a path; raises naming dps.core.WHO. */
+static const char *check_path(lua_State *L, const char *who, size_t *len)
+{
+    const char *path;
+
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaL_error(L, "dps.core.%s: path must be a string, got %s", who, luaL_typename(L, 1));
+    path = lua_tolstring(L, 1, len);
+    if (*len == 0)
+        luaL_error(L, "dps.core.%s: path must not be empty", who);
+    if (strlen(path) != *len)
+        luaL_error(L, "dps.core.%s: path must not contain NUL bytes", who);
+    return path;
+}
+
 /***
  * Facts about a file, following symbolic links (like `stat(2)`, `ls -lL`).
  * @function stat
@@ -44,24 +67,13 @@ typedef char dps_fs_needs_64_bit_offsets[sizeof(off_t) == 8 ? 1 : -1];
 static int fs_stat(lua_State *L)
 {
     size_t len;
-    const char *path;
+    const char *path = check_path(L, "stat", &len);
     struct stat st;
     char reason[128];
 
-    if (lua_type(L, 1) != LUA_TSTRING)
-        return luaL_error(L, "dps.core.stat: path must be a string, got %s", luaL_typename(L, 1));
-    path = lua_tolstring(L, 1, &len);
-    if (len == 0)
-        return luaL_error(L, "dps.core.stat: path must not be empty");
-    if (strlen(path) != len)
-        return luaL_error(L, "dps.core.stat: path must not contain NUL bytes");
     if (stat(path, &st) != 0) {
-        int err = errno;
-
-        if (strerror_r(err, reason, sizeof reason) != 0)
-            reason[0] = '\0';
-        reason[sizeof reason - 1] = '\0';
-        lua_pushfstring(L, "%s: %s", path, reason[0] != '\0' ? reason : "cannot look it up");
+        reason_of(errno, reason);
+        lua_pushfstring(L, "%s: %s", path, reason);
         return dps_push_failure(L, "config", lua_tostring(L, -1));
     }
     lua_createtable(L, 0, 4);
@@ -144,10 +156,8 @@ static int fs_failure(lua_State *L, const char *what, const char *path, int err)
 {
     char reason[128];
 
-    if (strerror_r(err, reason, sizeof reason) != 0)
-        reason[0] = '\0';
-    reason[sizeof reason - 1] = '\0';
-    lua_pushfstring(L, "%s %s: %s", what, path, reason[0] != '\0' ? reason : "failed");
+    reason_of(err, reason);
+    lua_pushfstring(L, "%s %s: %s", what, path, reason);
     return dps_push_failure(L, "config", lua_tostring(L, -1));
 }
 
@@ -176,16 +186,12 @@ static int fs_write_atomic(lua_State *L)
     char tmp[FS_MAX_PATH + 16];
     int fd, err, flags;
 
-    if (lua_type(L, 1) != LUA_TSTRING)
-        return luaL_error(L, "dps.core.write_atomic: path must be a string, got %s", luaL_typename(L, 1));
+    path = check_path(L, "write_atomic", &len);
     if (lua_type(L, 2) != LUA_TSTRING)
         return luaL_error(L, "dps.core.write_atomic: contents must be a string, got %s", luaL_typename(L, 2));
-    path = lua_tolstring(L, 1, &len);
     data = lua_tolstring(L, 2, &dlen);
-    if (len == 0 || path[len - 1] == '/')
+    if (path[len - 1] == '/')
         return luaL_error(L, "dps.core.write_atomic: path must name a file");
-    if (strlen(path) != len)
-        return luaL_error(L, "dps.core.write_atomic: path must not contain NUL bytes");
     if (len > FS_MAX_PATH || split_path(path, dir, sizeof dir, &base) != 0)
         return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
     if (snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= (int)sizeof tmp)

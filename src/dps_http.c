@@ -216,7 +216,7 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
     r->body_len = 0;
     if (!lua_isnoneornil(L, 5)) {
         if (lua_type(L, 5) != LUA_TSTRING)
-            luaL_argerror(L, 5, lua_pushfstring(L, "body must be a string, got %s", luaL_typename(L, 5)));
+            dps_argerror(L, 5, "body must be a string, got %s", luaL_typename(L, 5));
         r->body = lua_tolstring(L, 5, &r->body_len);
         if (r->method == DPS_GET || r->method == DPS_DELETE)
             luaL_argerror(L, 5, r->method == DPS_GET ? "a GET request has no body" : "a DELETE request has no body");
@@ -224,7 +224,7 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
     r->timeout = s->timeout;
     if (!lua_isnoneornil(L, 6)) {
         if (lua_type(L, 6) != LUA_TNUMBER)
-            luaL_argerror(L, 6, lua_pushfstring(L, "timeout must be a number, got %s", luaL_typename(L, 6)));
+            dps_argerror(L, 6, "timeout must be a number, got %s", luaL_typename(L, 6));
         r->timeout = (double)lua_tonumber(L, 6);
         if (!(r->timeout > 0))
             luaL_argerror(L, 6, "timeout must be greater than 0");

@@ -42,7 +42,7 @@ static void check_name(lua_State *L, int idx, const char *name, size_t nlen)
             luaL_argerror(L, idx, "header names must be tokens (no spaces, colons, CR, LF or NUL)");
     if (dps_http_ieq(name, nlen, "content-length") || dps_http_ieq(name, nlen, "transfer-encoding")
         || dps_http_ieq(name, nlen, "expect"))
-        luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' is set by the session", name));
+        dps_argerror(L, idx, "header '%s' is set by the session", name);
 }
 
 void dps_http_check_headers(lua_State *L, int idx)
@@ -57,12 +57,11 @@ void dps_http_check_headers(lua_State *L, int idx)
         check_name(L, idx, name, nlen);
         /* Values are not echoed: an Authorization value is a secret. */
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must be a string, got %s", name,
-                                                  luaL_typename(L, -1)));
+            dps_argerror(L, idx, "header '%s' must be a string, got %s", name, luaL_typename(L, -1));
         value = lua_tolstring(L, -1, &vlen);
         for (i = 0; i < vlen; i++)
             if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-                luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must not contain CR, LF or NUL", name));
+                dps_argerror(L, idx, "header '%s' must not contain CR, LF or NUL", name);
         lua_pop(L, 1);
     }
 }

@@ -101,7 +101,7 @@ static void reject_unknown(lua_State *L)
             if (klen == strlen(ROW_NAME(i)) && memcmp(key, ROW_NAME(i), klen) == 0)
                 break;
         if (i == OPT_COUNT)
-            luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
+            dps_argerror(L, 1, "unknown option '%s'", key);
         lua_pop(L, 1);
     }
 }
@@ -115,11 +115,10 @@ static double read_number(lua_State *L, int i)
     if (lua_isnil(L, -1))
         return rows[i].dflt;
     if (lua_type(L, -1) != LUA_TNUMBER)
-        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a number, got %s", ROW_NAME(i),
-                                            luaL_typename(L, -1)));
+        dps_argerror(L, 1, "option '%s' must be a number, got %s", ROW_NAME(i), luaL_typename(L, -1));
     v = (double)lua_tonumber(L, -1);
     if (!(v > 0))
-        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be greater than 0", ROW_NAME(i)));
+        dps_argerror(L, 1, "option '%s' must be greater than 0", ROW_NAME(i));
     return v;
 }
 
@@ -131,10 +130,9 @@ static void check_text(lua_State *L, int i, const char *p, size_t len)
     for (k = 0; k < len; k++) {
         unsigned char c = (unsigned char)p[k];
         if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
-            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain CR or LF", ROW_NAME(i)));
+            dps_argerror(L, 1, "option '%s' must not contain CR or LF", ROW_NAME(i));
         if (rows[i].type == URL && (c <= 0x20 || c == 0x7f))
-            luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must not contain spaces or control characters",
-                                                ROW_NAME(i)));
+            dps_argerror(L, 1, "option '%s' must not contain spaces or control characters", ROW_NAME(i));
     }
 }
 

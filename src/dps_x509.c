@@ -64,7 +64,7 @@ static const char *pem_option(lua_State *L, const char *name, size_t *len)
     const char *pem = dps_opt_string(L, 1, 1, name, len);
 
     if (pem != NULL && *len > DPS_X509_MAX_PEM)
-        luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be at most 1 MiB", name));
+        dps_argerror(L, 1, "option '%s' must be at most 1 MiB", name);
     return pem;
 }
 
