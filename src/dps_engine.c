@@ -230,20 +230,20 @@ static const char *setup_multi(dps_engine *e)
 static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
 {
     dps_session *s = &e->slots[i].s;
-    const char *what = "";
+    CURLoption what = DPS_NO_OPTION;
     CURLcode rc = dps_session_init(s, &what);
 
     if (rc == CURLE_OK) {
-        what = "CURLOPT_SHARE";
+        what = CURLOPT_SHARE;
         rc = curl_easy_setopt(s->curl, CURLOPT_SHARE, e->share);
     }
     if (rc == CURLE_OK) {
-        what = "CURLOPT_PRIVATE";
+        what = CURLOPT_PRIVATE;
         rc = curl_easy_setopt(s->curl, CURLOPT_PRIVATE, (void *)&e->slots[i]);
     }
     if (rc != CURLE_OK)
-        luaL_error(L, "dps.core.engine: cannot set %s (%s, %d)", what, curl_easy_strerror(rc), (int)rc);
-    dps_http_options_apply(L, "dps.core.engine", s, opts);
+        dps_http_refused(L, what, rc);
+    dps_http_options_apply(L, s, opts);
 }
 
 /***

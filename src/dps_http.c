@@ -144,14 +144,14 @@ void dps_session_release(dps_session *s)
 
 /* The session's own settings: error buffer, callbacks, then the security
  * settings every handle has (dps_http_secure). */
-static CURLcode setup_handle(dps_session *s, const char **what)
+static CURLcode setup_handle(dps_session *s, CURLoption *what)
 {
     CURL *curl = s->curl;
     CURLcode rc;
 
 #define SET(opt, val) \
     if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
-        return (*what = #opt, rc)
+        return (*what = opt, rc)
     SET(CURLOPT_ERRORBUFFER, s->errbuf);
     SET(CURLOPT_WRITEFUNCTION, write_cb);
     SET(CURLOPT_WRITEDATA, (void *)s);
@@ -161,7 +161,7 @@ static CURLcode setup_handle(dps_session *s, const char **what)
     return dps_http_secure(curl, what);
 }
 
-CURLcode dps_session_init(dps_session *s, const char **what)
+CURLcode dps_session_init(dps_session *s, CURLoption *what)
 {
     memset(s, 0, sizeof *s);
     s->curl = NULL;
@@ -170,7 +170,7 @@ CURLcode dps_session_init(dps_session *s, const char **what)
     s->head.data = NULL;
     s->curl = curl_easy_init();
     if (s->curl == NULL) {
-        *what = "a libcurl handle";
+        *what = DPS_NO_OPTION;
         return CURLE_FAILED_INIT;
     }
     return setup_handle(s, what);

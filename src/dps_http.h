@@ -67,10 +67,14 @@ typedef struct {
     double timeout, connect_timeout;
 } dps_request;
 
+/* An option libcurl refused, for dps_http_refused: none when the handle
+ * itself could not be made. */
+#define DPS_NO_OPTION ((CURLoption)0)
+
 /* dps_http.c: makes s's easy handle with its callbacks and the security
- * settings every handle has.  On failure *what names what failed; the
- * caller releases s. */
-CURLcode dps_session_init(dps_session *s, const char **what);
+ * settings every handle has.  On failure *what is the option libcurl
+ * refused; the caller releases s. */
+CURLcode dps_session_init(dps_session *s, CURLoption *what);
 
 /* dps_http.c: reads and checks arguments 2 to 6 (method, url, headers,
  * body, timeout) into r; raises on misuse. */
@@ -92,12 +96,17 @@ int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
 void dps_session_release(dps_session *s);
 
 /* dps_http_options.c: the settings every handle gets, whatever its options
- * and whoever drives it: https only, no
- * redirects, peer and host verified, TLS 1.2 or newer, no signals, no TLS
- * key log whatever SSLKEYLOGFILE says, and a timed-out name lookup that
- * does not hold the transfer (CURLOPT_QUICK_EXIT).  On failure *what names
- * the option libcurl refused. */
-CURLcode dps_http_secure(CURL *curl, const char **what);
+ * and whoever drives it: https only, no redirects, peer and host verified,
+ * TLS 1.2 or newer, no signals, no TLS key log whatever SSLKEYLOGFILE says,
+ * and a timed-out name lookup that does not hold the transfer
+ * (CURLOPT_QUICK_EXIT).  On failure *what is the option libcurl refused. */
+CURLcode dps_http_secure(CURL *curl, CURLoption *what);
+
+/* dps_http_options.c: raises "dps.core.engine: cannot set option 'NAME'
+ * (libcurl's reason, rc)" for option what (DPS_NO_OPTION: the handle could
+ * not be made); NAME is the engine's option that sets it, else libcurl's
+ * name for it. */
+int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc);
 
 /* dps_http_options.c: reads and checks the option table at index 1 (the
  * options of core.engine; raises on misuse) and pushes what it read as an
@@ -105,8 +114,8 @@ CURLcode dps_http_secure(CURL *curl, const char **what);
 const void *dps_http_options_read(lua_State *L);
 
 /* dps_http_options.c: applies options read by dps_http_options_read to an
- * initialised slot; on failure releases s and raises, naming who. */
-void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const void *opts);
+ * initialised slot; on failure releases s and raises (dps_http_refused). */
+void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts);
 
 /* dps_http_headers.c: raises on a header table (argument idx) that cannot
  * be sent as is. */

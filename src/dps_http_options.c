@@ -223,90 +223,124 @@ static CURLcode apply_row(CURL *curl, const session_options *o, int i)
 }
 
 /* What goes with an option, or stands in for a missing one. */
-static CURLcode apply_companions(CURL *curl, const session_options *o)
+static CURLcode apply_companions(CURL *curl, const session_options *o, CURLoption *what)
 {
-    CURLcode rc = CURLE_OK;
+    int proxied = o->str[OPT_PROXY] != NULL;
+    CURLcode rc;
 
+#define SET(opt, val) \
+    if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
+        return (*what = opt, rc)
     if (o->str[OPT_USER_AGENT] == NULL)
-        rc = curl_easy_setopt(curl, CURLOPT_USERAGENT, "lua-azure-dps/" DPS_CORE_VERSION);
-    if (rc == CURLE_OK && o->str[OPT_PROXY] == NULL) /* "": no proxy environment variables either */
-        rc = curl_easy_setopt(curl, CURLOPT_PROXY, "");
-    /* "": every host goes through the given proxy, whatever NO_PROXY says. */
-    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
-        rc = curl_easy_setopt(curl, CURLOPT_NOPROXY, "");
-    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
-        rc = curl_easy_setopt(curl, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
-    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
-        rc = curl_easy_setopt(curl, CURLOPT_HTTPPROXYTUNNEL, 1L);
+        SET(CURLOPT_USERAGENT, "lua-azure-dps/" DPS_CORE_VERSION);
+    /* Without a proxy, "": no proxy environment variables either; with
+     * one, NOPROXY "": every host goes through it, whatever NO_PROXY says. */
+    SET(proxied ? CURLOPT_NOPROXY : CURLOPT_PROXY, "");
+    if (proxied) {
+        SET(CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
+        SET(CURLOPT_HTTPPROXYTUNNEL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x073600
-    if (rc == CURLE_OK && o->str[OPT_PROXY] != NULL)
-        rc = curl_easy_setopt(curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+        SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 #endif
-    if (rc == CURLE_OK && (o->str[OPT_CERT_FILE] != NULL || o->str[OPT_CERT] != NULL))
-        rc = curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
-    if (rc == CURLE_OK && (o->str[OPT_KEY_FILE] != NULL || o->str[OPT_KEY] != NULL))
-        rc = curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
-    return rc;
+    }
+    if (o->str[OPT_CERT_FILE] != NULL || o->str[OPT_CERT] != NULL)
+        SET(CURLOPT_SSLCERTTYPE, "PEM");
+    if (o->str[OPT_KEY_FILE] != NULL || o->str[OPT_KEY] != NULL)
+        SET(CURLOPT_SSLKEYTYPE, "PEM");
+#undef SET
+    return CURLE_OK;
 }
 
-/* Apply: every row, then its companions.  On failure *what names the
- * option that libcurl refused. */
-static CURLcode options_apply(CURL *curl, const session_options *o, const char **what)
+/* Apply: every row, then its companions.  On failure *what is the option
+ * that libcurl refused. */
+static CURLcode options_apply(CURL *curl, const session_options *o, CURLoption *what)
 {
     CURLcode rc = CURLE_OK;
     int i;
 
     for (i = 0; i < OPT_COUNT && rc == CURLE_OK; i++) {
-        *what = ROW_NAME(i);
+        *what = rows[i].curlopt;
         rc = apply_row(curl, o, i);
     }
-    if (rc == CURLE_OK) {
-        *what = "proxy, user_agent or a PEM type";
-        rc = apply_companions(curl, o);
-    }
-    return rc;
+    return rc == CURLE_OK ? apply_companions(curl, o, what) : rc;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The settings of every handle                                              */
 
-CURLcode dps_http_secure(CURL *curl, const char **what)
+CURLcode dps_http_secure(CURL *curl, CURLoption *what)
 {
-    CURLcode rc;
-
-#define SET(opt, val) \
-    if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
-        return (*what = #opt, rc)
-    SET(CURLOPT_NOSIGNAL, 1L);
-    /* Security: only https, for redirects too; redirects not followed. */
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SET(CURLOPT_PROTOCOLS_STR, "https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
-#else
-    SET(CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
-    SET(CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS);
+    /* The libcurl defaults among them asserted: peer and host name are
+     * verified; redirects are not followed. */
+    static const struct {
+        CURLoption opt;
+        long value;
+    } fixed[] = {
+        {CURLOPT_NOSIGNAL, 1L},
+        {CURLOPT_FOLLOWLOCATION, 0L},
+        {CURLOPT_SSL_VERIFYPEER, 1L},
+        {CURLOPT_SSL_VERIFYHOST, 2L},
+        {CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2},
+#if LIBCURL_VERSION_NUM < 0x075500
+        {CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS},
+        {CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS},
 #endif
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    /* The libcurl defaults, asserted: peer and host name are verified. */
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    };
+    CURLcode rc = CURLE_OK;
+    size_t i;
+
+    for (i = 0; i < sizeof fixed / sizeof fixed[0] && rc == CURLE_OK; i++) {
+        *what = fixed[i].opt;
+        rc = curl_easy_setopt(curl, fixed[i].opt, fixed[i].value);
+    }
+#if LIBCURL_VERSION_NUM >= 0x075500
+    /* Only https, for redirects too. */
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(curl, *what = CURLOPT_PROTOCOLS_STR, "https");
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(curl, *what = CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#endif
     /* No TLS key log: libcurl's OpenSSL backend installs one on every
      * context when SSLKEYLOGFILE was set at curl_global_init, and a key log
      * next to a capture gives away the SAS token.  The crypto backend
      * does it where it can (dps_crypto.h). */
-    if ((rc = dps_crypto_no_keylog(curl)) != CURLE_OK)
-        return (*what = "CURLOPT_SSL_CTX_FUNCTION", rc);
-#undef SET
+    if (rc == CURLE_OK) {
+        *what = CURLOPT_SSL_CTX_FUNCTION;
+        rc = dps_crypto_no_keylog(curl);
+    }
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* A name lookup that timed out is left to finish in its own thread,
      * detached, instead of holding the transfer past its timeout.  An
      * older libcurl at run time refuses the option: nothing to do then. */
-    rc = curl_easy_setopt(curl, CURLOPT_QUICK_EXIT, 1L);
-    if (rc != CURLE_OK && rc != CURLE_UNKNOWN_OPTION)
-        return (*what = "CURLOPT_QUICK_EXIT", rc);
+    if (rc == CURLE_OK) {
+        rc = curl_easy_setopt(curl, *what = CURLOPT_QUICK_EXIT, 1L);
+        if (rc == CURLE_UNKNOWN_OPTION)
+            rc = CURLE_OK;
+    }
 #endif
-    return CURLE_OK;
+    return rc;
+}
+
+int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
+{
+    const char *name = NULL;
+    int i;
+
+    if (what == DPS_NO_OPTION)
+        return luaL_error(L, "dps.core.engine: cannot make a libcurl handle (%s, %d)", curl_easy_strerror(rc),
+                          (int)rc);
+    for (i = 0; i < OPT_COUNT && name == NULL; i++)
+        if (rows[i].curlopt == what)
+            name = ROW_NAME(i);
+#if LIBCURL_VERSION_NUM >= 0x074900
+    if (name == NULL && curl_easy_option_by_id(what) != NULL)
+        name = curl_easy_option_by_id(what)->name;
+#endif
+    if (name == NULL)
+        return luaL_error(L, "dps.core.engine: cannot set libcurl option %d (%s, %d)", (int)what,
+                          curl_easy_strerror(rc), (int)rc);
+    return luaL_error(L, "dps.core.engine: cannot set option '%s' (%s, %d)", name, curl_easy_strerror(rc),
+                      (int)rc);
 }
 
 const void *dps_http_options_read(lua_State *L)
@@ -320,10 +354,10 @@ const void *dps_http_options_read(lua_State *L)
     return o;
 }
 
-void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const void *opts)
+void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts)
 {
     const session_options *o = (const session_options *)opts;
-    const char *what = "";
+    CURLoption what = DPS_NO_OPTION;
     CURLcode rc;
 
     s->connect_timeout = o->num[OPT_CONNECT_TIMEOUT];
@@ -333,6 +367,6 @@ void dps_http_options_apply(lua_State *L, const char *who, dps_session *s, const
     rc = options_apply(s->curl, o, &what);
     if (rc != CURLE_OK) {
         dps_session_release(s);
-        luaL_error(L, "%s: cannot set option '%s' (%s, %d)", who, what, curl_easy_strerror(rc), (int)rc);
+        dps_http_refused(L, what, rc);
     }
 }
