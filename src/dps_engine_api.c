@@ -53,12 +53,10 @@ static int engine_tostring(lua_State *L)
 {
     dps_engine *e = check_engine(L, 1);
 
-    lua_pushstring(L, DPS_ENGINE_MT);
     if (e->multi != NULL)
-        lua_pushfstring(L, ": %p, %d of %d slots running", (void *)e, e->busy, e->nslots);
+        lua_pushfstring(L, DPS_ENGINE_MT ": %p, %d of %d slots running", (void *)e, e->busy, e->nslots);
     else
-        lua_pushliteral(L, " (closed)");
-    lua_concat(L, 2);
+        lua_pushliteral(L, DPS_ENGINE_MT " (closed)");
     return 1;
 }
 

@@ -57,12 +57,13 @@ static const struct {
 
 #define KIND_TEXT(i, field) ((const char *)&kind_texts + kinds[i].field)
 
+/* The mnemonics without their "CURLE_". */
 static const struct code_names {
-#define DPS_CURLE(name, kind) char name##_name[sizeof "CURLE_" #name];
+#define DPS_CURLE(name, kind) char name##_name[sizeof #name];
 #include "dps_curl_errors.h"
 #undef DPS_CURLE
 } code_names = {
-#define DPS_CURLE(name, kind) "CURLE_" #name,
+#define DPS_CURLE(name, kind) #name,
 #include "dps_curl_errors.h"
 #undef DPS_CURLE
 };
@@ -154,7 +155,7 @@ static int settle(dps_session *s, int rule)
     }
 }
 
-/* The mnemonic and kind of rc. */
+/* The mnemonic (without "CURLE_") and kind of rc. */
 static const char *classify(dps_session *s, CURLcode rc, int *kind)
 {
     size_t i;
@@ -165,7 +166,7 @@ static const char *classify(dps_session *s, CURLcode rc, int *kind)
         }
     }
     *kind = KIND_network;
-    return "CURLE";
+    return "";
 }
 
 /* A certificate that does not fit: the host it was checked against, when
@@ -225,7 +226,8 @@ int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
     const char *name = classify(s, rc, &kind);
 
     describe(s, rc, detail, sizeof detail);
-    snprintf(msg, sizeof msg, "%s: %s (%s %d)", KIND_TEXT(kind, what), detail, name, (int)rc);
+    snprintf(msg, sizeof msg, "%s: %s (CURLE%s%s %d)", KIND_TEXT(kind, what), detail, name[0] ? "_" : "", name,
+             (int)rc);
     dps_push_failure(L, KIND_TEXT(kind, kind), msg);
     lua_pushinteger(L, (lua_Integer)rc);
     lua_setfield(L, -2, "curl_code");
