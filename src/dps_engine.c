@@ -16,7 +16,6 @@
  * handle with its callbacks, buffers, options and security settings.
  * @module dps.core
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -159,7 +158,7 @@ void dps_engine_drive(dps_engine *e)
 void dps_engine_await(dps_engine *e, double seconds)
 {
     int n = e->nwatch;
-    int ms = (int)ceil((seconds > WAIT_MAX ? WAIT_MAX : seconds) * 1000.0);
+    int ms = (int)dps_http_ms(seconds > WAIT_MAX ? WAIT_MAX : seconds);
 
     memcpy(e->ready, e->watch, (size_t)n * sizeof *e->ready);
     if (n > 0) {

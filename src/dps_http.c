@@ -5,7 +5,6 @@
  * result.  TLS peer and host-name verification are always on, only `https`
  * URLs are accepted, redirects are not followed.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,14 +178,17 @@ CURLcode dps_session_init(dps_session *s, CURLoption *what)
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-static long seconds_to_ms(double seconds)
+long dps_http_ms(double seconds)
 {
-    double ms = ceil(seconds * 1000.0);
+    double ms = seconds * 1000.0;
+    long whole;
+
+    if (!(ms < TIMEOUT_MAX_MS)) /* NaN too */
+        return (long)TIMEOUT_MAX_MS;
     if (ms < 1.0)
-        ms = 1.0;
-    if (ms > TIMEOUT_MAX_MS)
-        ms = TIMEOUT_MAX_MS;
-    return (long)ms;
+        return 1;
+    whole = (long)ms; /* rounded up below: no libm for ceil() */
+    return whole < ms ? whole + 1 : whole;
 }
 
 static void check_url(lua_State *L, dps_request *r)
@@ -244,9 +246,9 @@ static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(curl, CURLOPT_HTTPHEADER, s->headers);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, seconds_to_ms(r->timeout));
+        rc = curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, dps_http_ms(r->timeout));
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, seconds_to_ms(r->connect_timeout));
+        rc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, dps_http_ms(r->connect_timeout));
     if (rc == CURLE_OK && (r->method == DPS_GET || r->method == DPS_DELETE)) {
         rc = curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
         if (rc == CURLE_OK)

@@ -71,6 +71,9 @@ typedef struct {
  * itself could not be made. */
 #define DPS_NO_OPTION ((CURLoption)0)
 
+/* dps_http.c: seconds as whole milliseconds, rounded up, from 1 to 2^31-1. */
+long dps_http_ms(double seconds);
+
 /* dps_http.c: makes s's easy handle with its callbacks and the security
  * settings every handle has.  On failure *what is the option libcurl
  * refused; the caller releases s. */

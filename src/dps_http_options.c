@@ -3,7 +3,6 @@
  * {name, type, CURLOPT} (luasocket's optset): read from the table, checked
  * together, then applied to the handle.
  */
-#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -162,9 +161,12 @@ static void options_read(lua_State *L, session_options *o)
                 check_text(L, i, o->str[i], o->len[i]);
         }
     }
-    o->num[OPT_MAX_BODY] = ceil(o->num[OPT_MAX_BODY]);
+    /* Whole bytes, rounded up, at most MAX_BODY_LIMIT: 32-bit conversions
+     * only, no libm. */
     if (o->num[OPT_MAX_BODY] > MAX_BODY_LIMIT)
         o->num[OPT_MAX_BODY] = MAX_BODY_LIMIT;
+    if ((double)(long)o->num[OPT_MAX_BODY] < o->num[OPT_MAX_BODY])
+        o->num[OPT_MAX_BODY] = (double)((long)o->num[OPT_MAX_BODY] + 1);
 }
 
 /* Check: the options together. */
@@ -201,7 +203,7 @@ static CURLcode apply_row(CURL *curl, const session_options *o, int i)
     if (rows[i].curlopt == NO_CURLOPT)
         return CURLE_OK;
     if (rows[i].type == BYTES)
-        return curl_easy_setopt(curl, rows[i].curlopt, (curl_off_t)o->num[i]);
+        return curl_easy_setopt(curl, rows[i].curlopt, (curl_off_t)(long)o->num[i]); /* a whole number < 2^31 */
     if (o->str[i] == NULL)
         return CURLE_OK;
 #if HAS_BLOBS

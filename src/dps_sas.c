@@ -3,7 +3,6 @@
  * live only in a scratch buffer that is wiped before anything can raise.
  * @module dps.core
  */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -219,19 +218,39 @@ static int sas_derive_key(lua_State *L)
     return 1;
 }
 
+/* e (0 to 2^53-1) as an integer, or -1 when it has a fraction.  By
+ * conversions of 32 bits (exact: every part is a whole number below 2^32):
+ * one of 64 bits links libgcc's routines into the module on 32-bit CPUs,
+ * and floor() the math library. */
+static long long whole_seconds(double e)
+{
+    long hi = (long)(e / 4294967296.0); /* below 2^21 */
+    double rest = e - (double)hi * 4294967296.0;
+    long mid = (long)(rest / 65536.0);
+    double low = rest - (double)mid * 65536.0;
+    long lo = (long)low;
+
+    if ((double)lo != low)
+        return -1;
+    return (long long)(((unsigned long long)hi << 32) | ((unsigned long long)mid << 16) | (unsigned long long)lo);
+}
+
 /* An expiry that prints as a decimal integer on every Lua version: the one
  * place of the 0 to 2^53-1 rule. */
 static long long check_expiry(lua_State *L, int arg, const char *who)
 {
     lua_Number e;
+    long long whole = -1;
 
     if (lua_type(L, arg) != LUA_TNUMBER)
         dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch, got %s",
                    luaL_typename(L, arg));
     e = lua_tonumber(L, arg);
-    if (e != e || e < 0 || e > SAS_MAX_EXPIRY || floor(e) != e)
+    if (e >= 0 && e <= SAS_MAX_EXPIRY) /* NaN fails both */
+        whole = whole_seconds(e);
+    if (whole < 0)
         dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch (0 to 2^53-1)");
-    return (long long)e;
+    return whole;
 }
 
 /* The byte rules of a resource URI or key name: NULL or what is wrong. */

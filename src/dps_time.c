@@ -4,7 +4,6 @@
  * @module dps.core
  */
 #include <errno.h>
-#include <math.h>
 #include <time.h>
 
 #include "dps_aux.h"
@@ -47,7 +46,7 @@ static int time_sleep(lua_State *L)
 
     luaL_argcheck(L, s >= 0 && s <= MAX_DELAY, 1, "seconds must be between 0 and 1e9");
     req.tv_sec = (time_t)s;
-    req.tv_nsec = (long)((s - floor(s)) * 1e9);
+    req.tv_nsec = (long)((s - (double)req.tv_sec) * 1e9);
     while (nanosleep(&req, &rem) != 0 && errno == EINTR)
         req = rem;
     return 0;
