@@ -3,6 +3,7 @@
  * TLS key log): the default.  See dps_crypto.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
@@ -67,7 +68,7 @@ struct dps_crypto_hmac {
 
 dps_crypto_hmac *dps_crypto_hmac_new(void)
 {
-    dps_crypto_hmac *h = OPENSSL_zalloc(sizeof *h);
+    dps_crypto_hmac *h = calloc(1, sizeof *h);
 
     if (h == NULL)
         return NULL;
@@ -86,7 +87,7 @@ void dps_crypto_hmac_free(dps_crypto_hmac *h)
         return;
     EVP_MAC_CTX_free(h->ctx); /* cleanses the keyed state */
     EVP_MAC_free(h->mac);
-    OPENSSL_free(h);
+    free(h);
 }
 
 int dps_crypto_hmac_init(dps_crypto_hmac *h, const unsigned char *key, size_t keylen)
