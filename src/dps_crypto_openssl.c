@@ -129,15 +129,19 @@ int dps_crypto_hmac_once(const unsigned char *key, size_t keylen, const unsigned
 typedef struct {
     const char *data;
     size_t len;
+    int asked; /* OpenSSL asks only for an encrypted key's pass phrase */
 } password;
 
 /* Hands OpenSSL the password, or none: it never prompts on a terminal. */
 static int password_cb(char *buf, int size, int rwflag, void *userdata)
 {
-    const password *pw = userdata;
+    password *pw = userdata;
 
     (void)rwflag;
-    if (pw == NULL || pw->data == NULL || size <= 0 || pw->len > (size_t)size)
+    if (pw == NULL)
+        return 0;
+    pw->asked = 1;
+    if (pw->data == NULL || size <= 0 || pw->len > (size_t)size)
         return 0;
     memcpy(buf, pw->data, pw->len);
     return (int)pw->len;
@@ -148,25 +152,6 @@ static BIO *open_source(const dps_pem_source *src)
     if (src->file != NULL)
         return BIO_new_file(src->file, "rb");
     return BIO_new_mem_buf(src->pem, (int)src->len);
-}
-
-/* Whether a PEM key is encrypted (PKCS#8 or the traditional Proc-Type form). */
-static int is_encrypted(const dps_pem_source *src)
-{
-    static const char *const marks[] = {"BEGIN ENCRYPTED PRIVATE KEY", "Proc-Type: 4,ENCRYPTED"};
-    char line[256];
-    size_t i;
-    int found = 0;
-    BIO *bio = open_source(src);
-
-    while (bio != NULL && !found && BIO_gets(bio, line, sizeof line) > 0) {
-        for (i = 0; i < sizeof marks / sizeof marks[0]; i++)
-            if (strstr(line, marks[i]) != NULL)
-                found = 1;
-    }
-    OPENSSL_cleanse(line, sizeof line);
-    BIO_free(bio);
-    return found;
 }
 
 static double asn1_epoch(const ASN1_TIME *t)
@@ -211,6 +196,7 @@ dps_x509_result dps_crypto_x509_inspect(const dps_pem_source *cert, const dps_pe
 
     pw.data = password_data;
     pw.len = password_len;
+    pw.asked = 0;
     ERR_clear_error();
     bio = open_source(cert);
     if (bio == NULL) {
@@ -237,12 +223,10 @@ dps_x509_result dps_crypto_x509_inspect(const dps_pem_source *cert, const dps_pe
     }
     pkey = PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)&pw);
     if (pkey == NULL) {
-        if (pw.data == NULL && is_encrypted(key))
-            result = DPS_X509_KEY_NEEDS_PASSWORD;
-        else if (pw.data != NULL)
+        if (pw.data != NULL)
             result = DPS_X509_KEY_WRONG_PASSWORD;
         else
-            result = DPS_X509_KEY_NOT_PEM;
+            result = pw.asked ? DPS_X509_KEY_NEEDS_PASSWORD : DPS_X509_KEY_NOT_PEM;
         goto done;
     }
     if (X509_check_private_key(leaf, pkey) != 1) {
