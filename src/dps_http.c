@@ -232,8 +232,6 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
             luaL_argerror(L, 6, "timeout must be greater than 0");
     }
     lua_settop(L, 6);
-    if (r->headers != 0)
-        dps_http_check_headers(L, 4);
     luaL_checkstack(L, 8, "request");
     r->connect_timeout = s->connect_timeout < r->timeout ? s->connect_timeout : r->timeout;
 }

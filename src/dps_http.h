@@ -80,11 +80,13 @@ long dps_http_ms(double seconds);
 CURLcode dps_session_init(dps_session *s, CURLoption *what);
 
 /* dps_http.c: reads and checks arguments 2 to 6 (method, url, headers,
- * body, timeout) into r; raises on misuse. */
+ * body, timeout) into r; raises on misuse (the header table's contents:
+ * dps_http_prepare). */
 void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r);
 
 /* dps_http.c: clears what the last request left, builds the header list
- * and sets the request on s->curl.  Raises nothing. */
+ * and sets the request on s->curl.  Raises only on a bad header name or
+ * value, before anything reaches libcurl. */
 CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r);
 
 /* dps_http.c: after the transfer: detaches the header list and body, counts
@@ -120,12 +122,10 @@ const void *dps_http_options_read(lua_State *L);
  * initialised slot; on failure releases s and raises (dps_http_refused). */
 void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts);
 
-/* dps_http_headers.c: raises on a header table (argument idx) that cannot
- * be sent as is. */
-void dps_http_check_headers(lua_State *L, int idx);
-
-/* dps_http_headers.c: builds s->headers from the checked table at idx (0:
- * none).  Returns 0, or -1 on OOM.  Raises nothing. */
+/* dps_http_headers.c: builds s->headers from the table at idx (0: none),
+ * raising on a name or value that cannot be sent as is (what is built so
+ * far stays in s->headers, freed by the next request or the release).
+ * Returns 0, or -1 on OOM. */
 int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body);
 
 /* dps_http_headers.c: wipes every string of a header list, then frees it. */

@@ -1,5 +1,5 @@
 /*
- * A request's header table, checked and turned into a libcurl list.  (The
+ * A request's header table, checked as it is turned into a libcurl list.  (The
  * response's kept lines go to Lua as they are: dps.session reads them.)
  */
 #include <stdlib.h>
@@ -43,27 +43,6 @@ static void check_name(lua_State *L, int idx, const char *name, size_t nlen)
     if (dps_http_ieq(name, nlen, "content-length") || dps_http_ieq(name, nlen, "transfer-encoding")
         || dps_http_ieq(name, nlen, "expect"))
         dps_argerror(L, idx, "header '%s' is set by the session", name);
-}
-
-void dps_http_check_headers(lua_State *L, int idx)
-{
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        const char *name, *value;
-        size_t nlen, vlen, i;
-        if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_argerror(L, idx, "header names must be strings");
-        name = lua_tolstring(L, -2, &nlen);
-        check_name(L, idx, name, nlen);
-        /* Values are not echoed: an Authorization value is a secret. */
-        if (lua_type(L, -1) != LUA_TSTRING)
-            dps_argerror(L, idx, "header '%s' must be a string, got %s", name, luaL_typename(L, -1));
-        value = lua_tolstring(L, -1, &vlen);
-        for (i = 0; i < vlen; i++)
-            if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
-                dps_argerror(L, idx, "header '%s' must not contain CR, LF or NUL", name);
-        lua_pop(L, 1);
-    }
 }
 
 void dps_http_free_headers(struct curl_slist *list)
@@ -117,9 +96,19 @@ int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
     if (idx != 0) {
         lua_pushnil(L);
         while (lua_next(L, idx) != 0) {
-            size_t nlen, vlen;
-            const char *name = lua_tolstring(L, -2, &nlen);
-            const char *value = lua_tolstring(L, -1, &vlen);
+            size_t nlen, vlen, i;
+            const char *name, *value;
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_argerror(L, idx, "header names must be strings");
+            name = lua_tolstring(L, -2, &nlen);
+            check_name(L, idx, name, nlen);
+            /* Values are not echoed: an Authorization value is a secret. */
+            if (lua_type(L, -1) != LUA_TSTRING)
+                dps_argerror(L, idx, "header '%s' must be a string, got %s", name, luaL_typename(L, -1));
+            value = lua_tolstring(L, -1, &vlen);
+            for (i = 0; i < vlen; i++)
+                if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+                    dps_argerror(L, idx, "header '%s' must not contain CR, LF or NUL", name);
             if (dps_http_ieq(name, nlen, "content-type"))
                 has_type = 1;
             if (append_header(s, name, nlen, value, vlen) != 0) {
