@@ -12,8 +12,7 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message)
     luaL_pushfail(L);
     lua_pushstring(L, message);
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
+    dps_set_string(L, "kind", kind);
     return 3;
 }
 
@@ -30,6 +29,18 @@ void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, s
         lua_setfield(L, -(nup + 2), names);
     }
     lua_pop(L, nup);
+}
+
+void dps_set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void dps_set_integer(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
 }
 
 double dps_clock(clockid_t id)

@@ -35,6 +35,10 @@ void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, s
  */
 int dps_push_failure(lua_State *L, const char *kind, const char *message);
 
+/* t[k] = v, t the table on top of the stack. */
+void dps_set_string(lua_State *L, const char *k, const char *v);
+void dps_set_integer(lua_State *L, const char *k, lua_Integer v);
+
 /* Seconds on clock id (CLOCK_REALTIME, CLOCK_MONOTONIC), with fractions;
  * 0 if the clock cannot be read. */
 double dps_clock(clockid_t id);

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_crypto.h"
 
@@ -24,19 +25,13 @@ static int core_version(lua_State *L)
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
 
     lua_createtable(L, 0, 7);
-    lua_pushstring(L, DPS_CORE_VERSION);
-    lua_setfield(L, -2, "dps");
-    lua_pushstring(L, info->version);
-    lua_setfield(L, -2, "curl");
-    lua_pushstring(L, info->ssl_version != NULL ? info->ssl_version : "none");
-    lua_setfield(L, -2, "ssl");
-    lua_pushstring(L, dps_crypto_version());
-    lua_setfield(L, -2, "crypto");
-    lua_pushstring(L, dps_crypto_backend());
-    lua_setfield(L, -2, "backend");
+    dps_set_string(L, "dps", DPS_CORE_VERSION);
+    dps_set_string(L, "curl", info->version);
+    dps_set_string(L, "ssl", info->ssl_version != NULL ? info->ssl_version : "none");
+    dps_set_string(L, "crypto", dps_crypto_version());
+    dps_set_string(L, "backend", dps_crypto_backend());
     if (strcmp(dps_crypto_backend(), "openssl") == 0) {
-        lua_pushstring(L, dps_crypto_version());
-        lua_setfield(L, -2, "openssl");
+        dps_set_string(L, "openssl", dps_crypto_version());
     }
     lua_pushboolean(L, (info->features & CURL_VERSION_ASYNCHDNS) != 0);
     lua_setfield(L, -2, "async_dns");

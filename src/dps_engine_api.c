@@ -271,16 +271,11 @@ static int engine_stats(lua_State *L)
         free_slots += e->slots[i].state == DPS_SLOT_FREE;
     }
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)requests);
-    lua_setfield(L, -2, "requests");
-    lua_pushinteger(L, (lua_Integer)connects);
-    lua_setfield(L, -2, "connects");
-    lua_pushinteger(L, (lua_Integer)e->busy);
-    lua_setfield(L, -2, "running");
-    lua_pushinteger(L, (lua_Integer)free_slots);
-    lua_setfield(L, -2, "free");
-    lua_pushinteger(L, (lua_Integer)e->nslots);
-    lua_setfield(L, -2, "slots");
+    dps_set_integer(L, "requests", (lua_Integer)requests);
+    dps_set_integer(L, "connects", (lua_Integer)connects);
+    dps_set_integer(L, "running", (lua_Integer)e->busy);
+    dps_set_integer(L, "free", (lua_Integer)free_slots);
+    dps_set_integer(L, "slots", (lua_Integer)e->nslots);
     return 1;
 }
 

@@ -77,19 +77,10 @@ static int fs_stat(lua_State *L)
         return dps_push_failure(L, "config", lua_tostring(L, -1));
     }
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
-    lua_setfield(L, -2, "mode");
-    if (S_ISREG(st.st_mode))
-        lua_pushliteral(L, "file");
-    else if (S_ISDIR(st.st_mode))
-        lua_pushliteral(L, "directory");
-    else
-        lua_pushliteral(L, "other");
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)st.st_size);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)st.st_uid);
-    lua_setfield(L, -2, "uid");
+    dps_set_integer(L, "mode", (lua_Integer)(st.st_mode & 07777));
+    dps_set_string(L, "type", S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
+    dps_set_integer(L, "size", (lua_Integer)st.st_size);
+    dps_set_integer(L, "uid", (lua_Integer)st.st_uid);
     return 1;
 }
 

@@ -229,7 +229,6 @@ int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
     snprintf(msg, sizeof msg, "%s: %s (CURLE%s%s %d)", KIND_TEXT(kind, what), detail, name[0] ? "_" : "", name,
              (int)rc);
     dps_push_failure(L, KIND_TEXT(kind, kind), msg);
-    lua_pushinteger(L, (lua_Integer)rc);
-    lua_setfield(L, -2, "curl_code");
+    dps_set_integer(L, "curl_code", (lua_Integer)rc);
     return 3;
 }

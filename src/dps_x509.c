@@ -71,14 +71,12 @@ static const char *pem_option(lua_State *L, const char *name, size_t *len)
 static void push_facts(lua_State *L, const dps_cert_facts *facts)
 {
     lua_createtable(L, 0, 4);
-    lua_pushstring(L, facts->cn);
-    lua_setfield(L, -2, "cn");
+    dps_set_string(L, "cn", facts->cn);
     lua_pushnumber(L, facts->not_before);
     lua_setfield(L, -2, "not_before");
     lua_pushnumber(L, facts->not_after);
     lua_setfield(L, -2, "not_after");
-    lua_pushinteger(L, facts->certificates);
-    lua_setfield(L, -2, "certificates");
+    dps_set_integer(L, "certificates", facts->certificates);
 }
 
 /***
