@@ -69,28 +69,21 @@ int dps_memeq(const void *a, const void *b, size_t n)
     return diff == 0;
 }
 
-int dps_misuse(lua_State *L, const char *who, const char *fmt, ...)
+int dps_raise(lua_State *L, const char *who, int arg, const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    if (arg > 0)
+        return luaL_argerror(L, arg, lua_tostring(L, -1));
     luaL_where(L, who != NULL ? 2 : 1);
     if (who != NULL)
         lua_pushfstring(L, "%s: ", who);
-    va_start(ap, fmt);
-    lua_pushvfstring(L, fmt, ap);
-    va_end(ap);
+    lua_pushvalue(L, who != NULL ? -3 : -2);
     lua_concat(L, who != NULL ? 3 : 2);
     return lua_error(L);
-}
-
-int dps_argerror(lua_State *L, int arg, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    lua_pushvfstring(L, fmt, ap);
-    va_end(ap);
-    return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
 const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len)
