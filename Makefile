@@ -37,11 +37,13 @@ DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
 LTO ?= -flto
 # Calls to libcurl, Lua and libc through the GOT, bound at load: no PLT
-# stubs (about 2 KiB on x86_64).  On MIPS, no .pdr section (procedure
-# descriptors no loader or debugger of ours reads: 4 KiB).
+# stubs (about 2 KiB on x86_64).  No jump tables: a sparse switch (the
+# stray characters of a base64 key) takes more room as a table than as
+# tests, and nothing here is hot enough to notice.  On MIPS, no .pdr
+# section (procedure descriptors no loader or debugger of ours reads: 4 KiB).
 comma := ,
 NO_PDR := $(if $(findstring mips,$(shell $(CC) -dumpmachine 2>/dev/null)),-Wa$(comma)-mno-pdr)
-MODULE_CFLAGS += -fno-plt $(NO_PDR)
+MODULE_CFLAGS += -fno-plt -fno-jump-tables $(NO_PDR)
 # Without libcurl's compile-time check of curl_easy_setopt's arguments
 # (typecheck-gcc.h): its warning stubs stay in the module (0.6 KiB on
 # x86_64).  `make lint` compiles every source with it, warnings as errors.
