@@ -11,50 +11,52 @@
 #include "dps_core.h"
 #include "dps_crypto.h"
 
-/* "cannot read cert_file PATH" / "cannot read cert" into msg. */
-static void unreadable(char *msg, size_t msgsize, const char *what, const char *file)
-{
-    snprintf(msg, msgsize, "cannot read %s%s%s", what, file ? " " : "", file ? file : "");
-}
-
 /* Reads and checks (through the crypto backend); NULL on success, else what
- * is wrong, written into msg: the same words on every backend. */
+ * is wrong, written into msg: the same words on every backend.  One format
+ * per result, each taking what it needs of (WHAT, X, Y). */
 static const char *inspect(const dps_pem_source *cert, const dps_pem_source *key, const char *pw,
                            size_t pw_len, dps_cert_facts *facts, char *msg, size_t msgsize)
 {
+    const char *what = key->file != NULL ? "key_file" : "key", *x = "", *y = "", *fmt;
     const char *cert_what = cert->file != NULL ? "cert_file" : "cert";
-    const char *key_what = key->file != NULL ? "key_file" : "key";
 
     switch (dps_crypto_x509_inspect(cert, key, pw, pw_len, facts)) {
     case DPS_X509_OK:
         return NULL;
     case DPS_X509_CERT_UNREADABLE:
-        unreadable(msg, msgsize, cert_what, cert->file);
+        what = cert_what;
+        key = cert;
+        /* fall through */
+    case DPS_X509_KEY_UNREADABLE:
+        fmt = "cannot read %s%s%s"; /* "cannot read cert_file PATH", "cannot read key" */
+        if (key->file != NULL) {
+            x = " ";
+            y = key->file;
+        }
         break;
     case DPS_X509_CERT_NOT_PEM:
-        snprintf(msg, msgsize, "%s holds no PEM certificate", cert_what);
-        break;
-    case DPS_X509_KEY_UNREADABLE:
-        unreadable(msg, msgsize, key_what, key->file);
+        what = cert_what;
+        fmt = "%s holds no PEM certificate";
         break;
     case DPS_X509_KEY_NEEDS_PASSWORD:
-        snprintf(msg, msgsize, "%s is encrypted: give key_password", key_what);
+        fmt = "%s is encrypted: give key_password";
         break;
     case DPS_X509_KEY_WRONG_PASSWORD:
-        snprintf(msg, msgsize, "%s could not be decrypted or read (wrong key_password?)", key_what);
+        fmt = "%s could not be decrypted or read (wrong key_password?)";
         break;
     case DPS_X509_KEY_UNSUPPORTED:
-        snprintf(msg, msgsize, "%s is encrypted in a form %s cannot decrypt (AES inside PKCS#8): "
-                 "store it as traditional PEM (openssl pkey -traditional -aes256) or decrypted",
-                 key_what, dps_crypto_version());
+        fmt = "%s is encrypted in a form %s cannot decrypt (AES inside PKCS#8): "
+              "store it as traditional PEM (openssl pkey -traditional -aes256) or decrypted";
+        x = dps_crypto_version();
         break;
     case DPS_X509_MISMATCH:
-        snprintf(msg, msgsize, "the private key does not belong to the certificate");
+        fmt = "the private key does not belong to the certificate";
         break;
     default:
-        snprintf(msg, msgsize, "%s holds no PEM private key", key_what);
+        fmt = "%s holds no PEM private key";
         break;
     }
+    snprintf(msg, msgsize, fmt, what, x, y);
     return msg;
 }
 
