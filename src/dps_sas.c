@@ -87,31 +87,10 @@ static int hmac_gc(lua_State *L)
     return 0;
 }
 
-/* Sets the key on h->ctx (decoded and wiped) unless it is the last one.
- * NULL or what is wrong with the key. */
-static const char *hmac_key(dps_hmac *h, const char *key_text, size_t key_len, char why[WHY_SIZE])
-{
-    unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
-    size_t keylen = 0;
-    const char *problem;
-
-    if (h->key_len != 0 && h->key_len == key_len && dps_memeq(h->key_text, key_text, key_len))
-        return dps_crypto_hmac_init(h->ctx, NULL, 0) == 0 ? NULL : HMAC_FAILED;
-    h->key_len = 0;
-    problem = decode_key(key_text, key_len, key, &keylen, why);
-    if (problem == NULL && dps_crypto_hmac_init(h->ctx, key, keylen) != 0)
-        problem = HMAC_FAILED;
-    dps_wipe(key, sizeof key);
-    if (problem == NULL && key_len > 0) {
-        memcpy(h->key_text, key_text, key_len);
-        h->key_len = key_len;
-    }
-    return problem;
-}
-
 /* HMAC-SHA256 with a base64 key into mac; wipes the decoded key.  With h
- * (may be NULL: the fuzz targets) the context of the Lua state is used.
- * A problem may be written into why. */
+ * (may be NULL: the fuzz targets) the context of the Lua state is used,
+ * rekeyed only when the key is not the last one.  A problem may be written
+ * into why. */
 static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
                         const unsigned char *msg, size_t msg_len,
                         unsigned char mac[SAS_MAC_SIZE], char why[WHY_SIZE])
@@ -119,18 +98,30 @@ static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
     size_t keylen = 0;
     const char *problem;
+    int keyed = h != NULL && h->ctx != NULL, rc;
 
-    if (h != NULL && h->ctx != NULL) {
-        problem = hmac_key(h, key_text, key_len, why);
-        if (problem == NULL && dps_crypto_hmac_sign(h->ctx, msg, msg_len, mac) != 0)
-            problem = HMAC_FAILED;
-        return problem;
+    if (keyed && h->key_len != 0 && h->key_len == key_len && dps_memeq(h->key_text, key_text, key_len)) {
+        rc = dps_crypto_hmac_init(h->ctx, NULL, 0); /* the same key: only reset */
+    } else {
+        if (keyed)
+            h->key_len = 0;
+        problem = decode_key(key_text, key_len, key, &keylen, why);
+        if (problem != NULL) {
+            dps_wipe(key, sizeof key);
+            return problem;
+        }
+        rc = keyed ? dps_crypto_hmac_init(h->ctx, key, keylen) : dps_crypto_hmac_once(key, keylen, msg, msg_len, mac);
+        dps_wipe(key, sizeof key);
+        /* The text is kept to recognise the key (with a trailing line end
+         * it may be 2 bytes longer than the buffer: then it is not kept). */
+        if (keyed && rc == 0 && key_len <= sizeof h->key_text) {
+            memcpy(h->key_text, key_text, key_len);
+            h->key_len = key_len;
+        }
     }
-    problem = decode_key(key_text, key_len, key, &keylen, why);
-    if (problem == NULL && dps_crypto_hmac_once(key, keylen, msg, msg_len, mac) != 0)
-        problem = HMAC_FAILED;
-    dps_wipe(key, sizeof key);
-    return problem;
+    if (keyed && rc == 0)
+        rc = dps_crypto_hmac_sign(h->ctx, msg, msg_len, mac);
+    return rc == 0 ? NULL : HMAC_FAILED;
 }
 
 /* The HMAC context of the calling function (its first upvalue). */
