@@ -4,6 +4,7 @@
 -- retries within the call's timeout, the wrong-clock rule, and provisioning
 -- again when the hub refuses the device (once per call, never a loop).
 local core = require "dps.core"
+local base64 = require "spec.support.base64"
 local dps_session = require "dps.session"
 local dps = require "dps"
 local Hub = require "dps.hub"
@@ -164,9 +165,9 @@ describe("dps.hub", function()
       assert.are.equal("application/vnd.microsoft.iothub.json", req.headers["content-type"])
       local doc = json.decode(req.body)
       assert.are.equal(2, #doc)
-      assert.are.equal('{"t":1}', core.base64_decode(doc[1].body))
+      assert.are.equal('{"t":1}', base64.decode(doc[1].body))
       assert.are.same({ ["iothub-app-kind"] = "reading", ["iothub-messageid"] = "b-1" }, doc[1].properties)
-      assert.are.equal(bin, core.base64_decode(doc[2].body))
+      assert.are.equal(bin, base64.decode(doc[2].body))
       assert.truthy(req.body:find('"properties":{}', 1, true), req.body)
     end)
 

@@ -151,31 +151,6 @@ static int codec_base64_encode(lua_State *L)
 }
 
 /***
- * Strictly decode base64: bad characters, bad padding and empty input raise.
- * @function base64_decode
- * @tparam string text
- * @treturn string the decoded bytes
- * @raise when the text is not canonical base64
- */
-static int codec_base64_decode(lua_State *L)
-{
-    size_t len, outlen = 0, pos = 0;
-    const char *in = luaL_checklstring(L, 1, &len);
-    const char *problem;
-    unsigned char *out;
-
-    luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
-    out = dps_newuserdata(L, DPS_BASE64_DECODED_MAX(len));
-    problem = dps_base64_decode(in, len, out, &outlen, &pos);
-    if (problem != NULL && pos > 0)
-        return dps_argerror(L, 1, "base64 text %s at position %d", problem, (int)pos);
-    if (problem != NULL)
-        return dps_argerror(L, 1, "base64 text %s", problem);
-    lua_pushlstring(L, (const char *)out, outlen);
-    return 1;
-}
-
-/***
  * Percent-encode per RFC 3986: `A-Z a-z 0-9 - . _ ~` stay, the rest becomes
  * `%XX` with upper-case hex.
  * @function url_encode
@@ -199,7 +174,7 @@ static int codec_url_encode(lua_State *L)
 
 /* The functions this file adds to dps.core. */
 #define CODEC_FUNCTIONS(X) \
-    X(base64_encode, codec_base64_encode) X(base64_decode, codec_base64_decode) X(url_encode, codec_url_encode)
+    X(base64_encode, codec_base64_encode) X(url_encode, codec_url_encode)
 
 void dps_open_codec(lua_State *L)
 {

@@ -72,7 +72,7 @@ end
 local function key_arguments(args)
   for i = 1, args.n do
     local v = args[i]
-    if type(v) == "string" and #v >= 16 and pcall(core.base64_decode, v) then secret(v) end
+    if type(v) == "string" and #v >= 16 and core.key_problem(v) == nil then secret(v) end
   end
 end
 
