@@ -325,24 +325,24 @@ CURLcode dps_http_secure(CURL *curl, CURLoption *what)
 
 int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
 {
+    char failed[64];
     const char *name = NULL;
     int i;
 
-    if (what == DPS_NO_OPTION)
-        return luaL_error(L, "dps.core.engine: cannot make a libcurl handle (%s, %d)", curl_easy_strerror(rc),
-                          (int)rc);
-    for (i = 0; i < OPT_COUNT && name == NULL; i++)
+    for (i = 0; i < OPT_COUNT && name == NULL && what != DPS_NO_OPTION; i++)
         if (rows[i].curlopt == what)
             name = ROW_NAME(i);
 #if LIBCURL_VERSION_NUM >= 0x074900
-    if (name == NULL && curl_easy_option_by_id(what) != NULL)
+    if (name == NULL && what != DPS_NO_OPTION && curl_easy_option_by_id(what) != NULL)
         name = curl_easy_option_by_id(what)->name;
 #endif
-    if (name == NULL)
-        return luaL_error(L, "dps.core.engine: cannot set libcurl option %d (%s, %d)", (int)what,
-                          curl_easy_strerror(rc), (int)rc);
-    return luaL_error(L, "dps.core.engine: cannot set option '%s' (%s, %d)", name, curl_easy_strerror(rc),
-                      (int)rc);
+    if (what == DPS_NO_OPTION)
+        snprintf(failed, sizeof failed, "make a libcurl handle");
+    else if (name != NULL)
+        snprintf(failed, sizeof failed, "set option '%s'", name);
+    else
+        snprintf(failed, sizeof failed, "set libcurl option %d", (int)what);
+    return luaL_error(L, "dps.core.engine: cannot %s (%s, %d)", failed, curl_easy_strerror(rc), (int)rc);
 }
 
 const void *dps_http_options_read(lua_State *L)
