@@ -118,6 +118,12 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc);
  * opaque userdata, returned.  Valid while that table stays at index 1. */
 const void *dps_http_options_read(lua_State *L);
 
+/* dps_http_options.c: the client-certificate options among options read by
+ * dps_http_options_read (NULL where absent), with the lengths of the PEM
+ * texts and the pass phrase (0 where absent). */
+void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
+                          size_t *password_len);
+
 /* dps_http_options.c: applies options read by dps_http_options_read to an
  * initialised slot; on failure releases s and raises (dps_http_refused). */
 void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts);

@@ -30,7 +30,8 @@
 
 /* STRING: any text (a path, a pass phrase); FIELD: goes into a request
  * header, so no CR, LF or NUL (the rule of request header values); URL: no
- * spaces or control characters (the rule of request URLs). */
+ * spaces or control characters (the rule of request URLs); BLOB: PEM text,
+ * at most DPS_X509_MAX_PEM bytes (a memory BIO takes an int length). */
 enum { STRING, FIELD, URL, BLOB, SECONDS, BYTES };
 
 /* Every option: X(ID, name, type, CURLOPT, default of a number). */
@@ -126,6 +127,8 @@ static void check_text(lua_State *L, int i, const char *p, size_t len)
 {
     size_t k;
 
+    if (rows[i].type == BLOB && len > DPS_X509_MAX_PEM)
+        dps_argerror(L, 1, "option '%s' must be at most 1 MiB", ROW_NAME(i));
     for (k = 0; k < len; k++) {
         unsigned char c = (unsigned char)p[k];
         if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
@@ -343,6 +346,21 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
     else
         snprintf(failed, sizeof failed, "set libcurl option %d", (int)what);
     return luaL_error(L, "dps.core.engine: cannot %s (%s, %d)", failed, curl_easy_strerror(rc), (int)rc);
+}
+
+void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
+                          size_t *password_len)
+{
+    const session_options *o = (const session_options *)opts;
+
+    c->cert_file = o->str[OPT_CERT_FILE];
+    c->cert = o->str[OPT_CERT];
+    c->key_file = o->str[OPT_KEY_FILE];
+    c->key = o->str[OPT_KEY];
+    c->key_password = o->str[OPT_KEY_PASSWORD];
+    *cert_len = o->len[OPT_CERT];
+    *key_len = o->len[OPT_KEY];
+    *password_len = o->len[OPT_KEY_PASSWORD];
 }
 
 const void *dps_http_options_read(lua_State *L)

@@ -10,6 +10,7 @@
 #include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_crypto.h"
+#include "dps_http.h"
 
 /* Reads and checks (through the crypto backend); NULL on success, else what
  * is wrong, written into msg: the same words on every backend.  One format
@@ -60,16 +61,6 @@ static const char *inspect(const dps_pem_source *cert, const dps_pem_source *key
     return msg;
 }
 
-/* A PEM text option: memory BIOs take an int length. */
-static const char *pem_option(lua_State *L, const char *name, size_t *len)
-{
-    const char *pem = dps_opt_string(L, 1, 1, name, len);
-
-    if (pem != NULL && *len > DPS_X509_MAX_PEM)
-        dps_argerror(L, 1, "option '%s' must be at most 1 MiB", name);
-    return pem;
-}
-
 static void push_facts(lua_State *L, const dps_cert_facts *facts)
 {
     lua_createtable(L, 0, 4);
@@ -90,25 +81,23 @@ static void push_facts(lua_State *L, const dps_cert_facts *facts)
  * @return nil, message, `{ kind = "credentials" }` when they cannot be used
  * (unreadable, not PEM, encrypted without the right password, not a pair);
  * messages never quote key material
+ * @raise as `engine` on its options (these are its client-certificate
+ * options), and when there is no certificate or no key
  */
 static int x509_credentials(lua_State *L)
 {
-    size_t unused, c_len, k_len;
+    size_t c_len, k_len, pw_len;
     dps_credentials c;
     dps_pem_source cert, key;
-    size_t pw_len = 0;
     dps_cert_facts facts;
     char msg[512];
     const char *failed;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    /* Each value stays on the stack while its pointer is in use. */
-    c.cert_file = dps_opt_string(L, 1, 1, "cert_file", &unused);
-    c.cert = pem_option(L, "cert", &c_len);
-    c.key_file = dps_opt_string(L, 1, 1, "key_file", &unused);
-    c.key = pem_option(L, "key", &k_len);
-    c.key_password = dps_opt_string(L, 1, 1, "key_password", &pw_len);
+    /* The options of core.engine, read and checked as it reads them (their
+     * values stay on the stack while their pointers are in use); here a
+     * certificate needs its key. */
+    dps_http_credentials(dps_http_options_read(L), &c, &c_len, &k_len, &pw_len);
     dps_check_credentials(L, 1, &c, 1);
 
     memset(&facts, 0, sizeof facts);
