@@ -3,7 +3,6 @@
  * session.  Users call the `dps` module; `dps.core` is its engine.
  * @module dps.core
  */
-#include <string.h>
 
 #include <curl/curl.h>
 
@@ -16,7 +15,7 @@
  * @function version
  * @treturn table `{ dps = "0.1.0", curl = "8.x", ssl = "OpenSSL/3.0.x" (libcurl's TLS library),
  *   crypto = "OpenSSL 3.0.x …" or "mbed TLS 2.28.x" (the one dps.core signs with),
- *   backend = "openssl" or "mbedtls", openssl = crypto (with OpenSSL only), async_dns = true }`; `async_dns` is false when libcurl resolves names
+ *   backend = "openssl" or "mbedtls", async_dns = true }`; `async_dns` is false when libcurl resolves names
  *   with the blocking system resolver, whose lookups no timeout can cut
  *   short (README: "Deadlines and DNS")
  */
@@ -24,15 +23,12 @@ static int core_version(lua_State *L)
 {
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
 
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 6);
     dps_set_string(L, "dps", DPS_CORE_VERSION);
     dps_set_string(L, "curl", info->version);
     dps_set_string(L, "ssl", info->ssl_version != NULL ? info->ssl_version : "none");
     dps_set_string(L, "crypto", dps_crypto_version());
     dps_set_string(L, "backend", dps_crypto_backend());
-    if (strcmp(dps_crypto_backend(), "openssl") == 0) {
-        dps_set_string(L, "openssl", dps_crypto_version());
-    }
     lua_pushboolean(L, (info->features & CURL_VERSION_ASYNCHDNS) != 0);
     lua_setfield(L, -2, "async_dns");
     return 1;

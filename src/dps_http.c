@@ -221,7 +221,7 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
             dps_argerror(L, 5, "body must be a string, got %s", luaL_typename(L, 5));
         r->body = lua_tolstring(L, 5, &r->body_len);
         if (r->method == DPS_GET || r->method == DPS_DELETE)
-            luaL_argerror(L, 5, r->method == DPS_GET ? "a GET request has no body" : "a DELETE request has no body");
+            dps_argerror(L, 5, "a %s request has no body", methods[r->method]);
     }
     r->timeout = s->timeout;
     if (!lua_isnoneornil(L, 6)) {
