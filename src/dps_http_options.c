@@ -241,17 +241,14 @@ static CURLcode apply_companions(CURL *curl, const session_options *o, CURLoptio
     /* Without a proxy, "": no proxy environment variables either; with
      * one, NOPROXY "": every host goes through it, whatever NO_PROXY says. */
     SET(proxied ? CURLOPT_NOPROXY : CURLOPT_PROXY, "");
+    /* (An http:// proxy is libcurl's default type, and PEM its default
+     * certificate and key type: not set again.) */
     if (proxied) {
-        SET(CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
         SET(CURLOPT_HTTPPROXYTUNNEL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x073600
         SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 #endif
     }
-    if (o->str[OPT_CERT_FILE] != NULL || o->str[OPT_CERT] != NULL)
-        SET(CURLOPT_SSLCERTTYPE, "PEM");
-    if (o->str[OPT_KEY_FILE] != NULL || o->str[OPT_KEY] != NULL)
-        SET(CURLOPT_SSLKEYTYPE, "PEM");
 #undef SET
     return CURLE_OK;
 }
