@@ -89,19 +89,16 @@ static int fs_stat(lua_State *L)
 /* The temporary file of "dir/name": "dir/.name.XXXXXX" (mkstemp's pattern). */
 #define FS_TMP_SUFFIX_LEN 6
 
-/* Splits path into its folder (".", "/" or "dir") and base name. */
-static int split_path(const char *path, char *dir, size_t dirsize, const char **base)
+/* Splits path (at most FS_MAX_PATH bytes) into its folder (".", "/" or
+ * "dir", into dir) and base name. */
+static const char *split_path(const char *path, char dir[FS_MAX_PATH + 1])
 {
     const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
 
-    if (slash == NULL) {
-        *base = path;
-        return snprintf(dir, dirsize, ".") >= (int)dirsize ? -1 : 0;
-    }
-    *base = slash + 1;
-    if (slash == path)
-        return snprintf(dir, dirsize, "/") >= (int)dirsize ? -1 : 0;
-    return snprintf(dir, dirsize, "%.*s", (int)(slash - path), path) >= (int)dirsize ? -1 : 0;
+    memcpy(dir, n > 0 ? path : ".", n > 0 ? n : 1);
+    dir[n > 0 ? n : 1] = '\0';
+    return slash != NULL ? slash + 1 : path;
 }
 
 /*
@@ -172,10 +169,10 @@ static int fs_failure(lua_State *L, const char *what, const char *path, int err)
 static int fs_write_atomic(lua_State *L)
 {
     size_t len, dlen;
-    const char *path, *data, *base;
+    const char *path, *data, *base, *failed = "cannot write a temporary file beside";
     char dir[FS_MAX_PATH + 1];
     char tmp[FS_MAX_PATH + 16];
-    int fd, err, flags;
+    int fd, err;
 
     path = check_path(L, "write_atomic", &len);
     if (lua_type(L, 2) != LUA_TSTRING)
@@ -183,33 +180,26 @@ static int fs_write_atomic(lua_State *L)
     data = lua_tolstring(L, 2, &dlen);
     if (path[len - 1] == '/')
         return luaL_error(L, "dps.core.write_atomic: path must name a file");
-    if (len > FS_MAX_PATH || split_path(path, dir, sizeof dir, &base) != 0)
+    if (len > FS_MAX_PATH)
         return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
-    if (snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= (int)sizeof tmp)
-        return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
+    base = split_path(path, dir);
+    snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base); /* fits: FS_MAX_PATH + 10 at most */
 
     remove_stale(dir, base);
     fd = mkstemp(tmp); /* 0600 */
     if (fd < 0)
         return fs_failure(L, "cannot create a temporary file beside", path, errno);
-    flags = fcntl(fd, F_GETFD);
-    if (flags >= 0)
-        (void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-    if (fchmod(fd, 0600) != 0 || write_all(fd, data, dlen) != 0 || fsync(fd) != 0) {
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* the only descriptor flag there is */
+    err = fchmod(fd, 0600) == 0 && write_all(fd, data, dlen) == 0 && fsync(fd) == 0 ? 0 : errno;
+    if (close(fd) != 0 && err == 0)
         err = errno;
-        (void)close(fd);
-        (void)unlink(tmp);
-        return fs_failure(L, "cannot write a temporary file beside", path, err);
+    if (err == 0 && rename(tmp, path) != 0) {
+        err = errno;
+        failed = "cannot rename a temporary file onto";
     }
-    if (close(fd) != 0) {
-        err = errno;
+    if (err != 0) {
         (void)unlink(tmp);
-        return fs_failure(L, "cannot write a temporary file beside", path, err);
-    }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        (void)unlink(tmp);
-        return fs_failure(L, "cannot rename a temporary file onto", path, err);
+        return fs_failure(L, failed, path, err);
     }
     /* the rename itself must reach the disk: fsync the folder */
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
