@@ -165,9 +165,7 @@ static int codec_url_encode(lua_State *L)
 
     luaL_argcheck(L, len <= CODEC_MAX_INPUT, 1, "input is too long");
     out = dps_newuserdata(L, DPS_PERCENT_ENCODED_MAX(len));
-    n = dps_percent_encode(in, len, out);
-    if (n == (size_t)-1)
-        return luaL_error(L, "dps.core: percent-encoding failed (out of memory)");
+    n = dps_percent_encode(in, len, out); /* cannot fail below CODEC_MAX_INPUT */
     lua_pushlstring(L, out, n);
     return 1;
 }

@@ -230,17 +230,15 @@ static long long whole_seconds(double e)
  * place of the 0 to 2^53-1 rule. */
 static long long check_expiry(lua_State *L, int arg, const char *who)
 {
-    lua_Number e;
+    int number = lua_type(L, arg) == LUA_TNUMBER;
+    lua_Number e = number ? lua_tonumber(L, arg) : -1;
     long long whole = -1;
 
-    if (lua_type(L, arg) != LUA_TNUMBER)
-        dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch, got %s",
-                   luaL_typename(L, arg));
-    e = lua_tonumber(L, arg);
     if (e >= 0 && e <= SAS_MAX_EXPIRY) /* NaN fails both */
         whole = whole_seconds(e);
-    if (whole < 0)
-        dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch (0 to 2^53-1)");
+    if (whole < 0) /* an expiry is no secret: a number is shown */
+        dps_misuse(L, who, "expiry must be a whole number of seconds since the epoch (0 to 2^53-1), got %s",
+                   number ? lua_tostring(L, arg) : luaL_typename(L, arg));
     return whole;
 }
 
