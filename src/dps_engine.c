@@ -201,28 +201,25 @@ void dps_engine_release(dps_engine *e)
     e->nwatch = e->capwatch = e->ndone = e->busy = e->nslots = 0;
 }
 
-/* The multi handle, the share and their settings.  NULL or what failed. */
-static const char *setup_multi(dps_engine *e)
+/* The multi handle, the share, their settings and the engine's arrays: 0,
+ * or -1 when libcurl or memory failed (nothing else can). */
+static int setup_multi(dps_engine *e)
 {
     e->multi = curl_multi_init();
     e->share = curl_share_init();
-    if (e->multi == NULL || e->share == NULL)
-        return "cannot create a libcurl multi or share handle";
-    if (curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK
-        || curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
-        return "cannot share TLS sessions";
-    if (curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK
+    if (e->multi == NULL || e->share == NULL
+        || curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK
+        || curl_share_setopt(e->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK
+        || curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK
         || curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, (void *)e) != CURLM_OK
         || curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb) != CURLM_OK
         || curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e) != CURLM_OK
         || curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->nslots) != CURLM_OK
         || curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)e->nslots) != CURLM_OK)
-        return "cannot set the multi handle's callbacks";
+        return -1;
     e->slots = calloc((size_t)e->nslots, sizeof *e->slots);
     e->done = calloc((size_t)e->nslots, sizeof *e->done);
-    if (e->slots == NULL || e->done == NULL || grow_watch(e) != 0)
-        return "out of memory";
-    return NULL;
+    return e->slots == NULL || e->done == NULL || grow_watch(e) != 0 ? -1 : 0;
 }
 
 /* Slot i: a session transfer with the options, the share and its id. */
@@ -279,7 +276,6 @@ int dps_engine_new(lua_State *L)
     lua_Integer n = luaL_optinteger(L, 2, SLOTS_DEFAULT);
     const void *opts;
     dps_engine *e;
-    const char *problem;
     int i;
 
     if (n < 1 || n > SLOTS_MAX)
@@ -290,10 +286,9 @@ int dps_engine_new(lua_State *L)
     e->timer_at = -1.0;
     luaL_setmetatable(L, DPS_ENGINE_MT);
     e->nslots = (int)n;
-    problem = setup_multi(e);
-    if (problem != NULL) {
+    if (setup_multi(e) != 0) {
         dps_engine_release(e);
-        return luaL_error(L, "dps.core.engine: %s", problem);
+        return luaL_error(L, "dps.core.engine: cannot set up libcurl's multi interface (out of memory)");
     }
     for (i = 0; i < e->nslots; i++)
         setup_slot(L, e, i, opts); /* a raise leaves the rest to __gc */
