@@ -16,16 +16,15 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message)
     return 3;
 }
 
-void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, size_t n, int nup)
+void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, int nup)
 {
-    size_t i;
     int k;
 
     luaL_checkstack(L, nup + 1, "too many upvalues");
-    for (i = 0; i < n; i++, names += strlen(names) + 1) {
+    for (; *funcs != NULL; funcs++, names += strlen(names) + 1) {
         for (k = 0; k < nup; k++)
             lua_pushvalue(L, -nup);
-        lua_pushcclosure(L, funcs[i], nup);
+        lua_pushcclosure(L, *funcs, nup);
         lua_setfield(L, -(nup + 2), names);
     }
     lua_pop(L, nup);

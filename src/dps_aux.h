@@ -22,12 +22,12 @@
  */
 #define DPS_REG_NAME(name, f) #name "\0"
 #define DPS_REG_FUNC(name, f) f,
-#define DPS_SETFUNCS(L, LIST, nup)                                                 \
-    do {                                                                           \
-        static const lua_CFunction funcs_[] = {LIST(DPS_REG_FUNC)};                \
-        dps_setfuncs(L, LIST(DPS_REG_NAME), funcs_, sizeof funcs_ / sizeof *funcs_, nup); \
+#define DPS_SETFUNCS(L, LIST, nup)                                      \
+    do {                                                                \
+        static const lua_CFunction funcs_[] = {LIST(DPS_REG_FUNC) NULL}; \
+        dps_setfuncs(L, LIST(DPS_REG_NAME), funcs_, nup);               \
     } while (0)
-void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, size_t n, int nup);
+void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, int nup);
 
 /*
  * Operational failure: pushes fail (nil), message, and an info table

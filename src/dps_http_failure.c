@@ -68,11 +68,12 @@ static const struct code_names {
 #undef DPS_CURLE
 };
 
+/* Four bytes a row: curl codes stay below 256 and the names within 64 KiB. */
 static const struct {
-    unsigned short code, name; /* name: an offset into code_names */
-    unsigned char kind;
+    unsigned char code, kind;
+    unsigned short name; /* an offset into code_names */
 } codes[] = {
-#define DPS_CURLE(name, kind) {CURLE_##name, offsetof(struct code_names, name##_name), KIND_##kind},
+#define DPS_CURLE(name, kind) {CURLE_##name, KIND_##kind, offsetof(struct code_names, name##_name)},
 #include "dps_curl_errors.h"
 #undef DPS_CURLE
 };
