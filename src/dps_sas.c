@@ -254,6 +254,33 @@ static const char *text_problem(const char *p, size_t len, size_t max)
     return NULL;
 }
 
+/* The decimal digits of a non-negative expiry into se (NUL-terminated, at
+ * most 20 digits); returns their count.  By subtracting powers of ten: a
+ * 64-bit division would link libgcc's division routines (4 KiB) into the
+ * module on 32-bit CPUs (MIPS, ARM). */
+static size_t format_expiry(long long expiry, char se[32])
+{
+    unsigned long long v = (unsigned long long)expiry, p[20];
+    size_t n = 0;
+    int k = 0;
+
+    p[0] = 1;
+    while (k < 19 && v >= p[k] && v - p[k] >= 9 * p[k]) { /* v >= 10 * p[k], no overflow */
+        p[k + 1] = p[k] * 10;
+        k++;
+    }
+    for (; k >= 0; k--) {
+        char d = '0';
+        while (v >= p[k]) {
+            v -= p[k];
+            d++;
+        }
+        se[n++] = d;
+    }
+    se[n] = '\0';
+    return n;
+}
+
 const char *dps_sas_build(const char *uri, size_t uri_len, const char *key_text, size_t key_len,
                           long long expiry, const char *name, size_t name_len,
                           char *scratch, const char **token, size_t *token_len, const char **subject)
@@ -290,7 +317,7 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
     *subject = "percent-encoding";
     /* libc's formatting: a 64-bit division of our own would link libgcc's
      * routines into the module on 32-bit CPUs (MIPS, ARM). */
-    se_len = (size_t)snprintf(se, sizeof se, "%lld", expiry);
+    se_len = format_expiry(expiry, se);
     sr = scratch;
     skn = sr + SAS_SR_CAP(uri_len);
     out = skn + SAS_SKN_CAP(name != NULL ? name_len : 0);
