@@ -118,7 +118,7 @@ static int x509_credentials(lua_State *L)
  * What breaks the rule of the client-certificate options, without reading
  * any file: 'cert' and 'cert_file' exclude each other, as do 'key' and
  * 'key_file'; a key or a password needs a certificate, and a certificate
- * needs its key.  The one place the rule is written: `core.session` and
+ * needs its key.  The one place the rule is written: `core.engine` and
  * `x509_credentials` raise on the same text, and `dps.new` says it in its
  * own name.
  * @function credentials_problem
