@@ -1,9 +1,8 @@
 /***
- * The C core of lua-azure-dps: signing, encodings, clocks and the HTTPS
- * session.  Users call the `dps` module; `dps.core` is its engine.
+ * The C core of lua-azure-dps: signing, encodings, clocks, files and the
+ * HTTPS transfers.  Users call the `dps` module; `dps.core` is its engine.
  * @module dps.core
  */
-
 #include <curl/curl.h>
 
 #include "dps_aux.h"

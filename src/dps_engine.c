@@ -222,7 +222,7 @@ static int setup_multi(dps_engine *e)
     return e->slots == NULL || e->done == NULL || grow_watch(e) != 0 ? -1 : 0;
 }
 
-/* Slot i: a session transfer with the options, the share and its id. */
+/* Slot i: a transfer handle with the options, the share and its id. */
 static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
 {
     dps_session *s = &e->slots[i].s;
@@ -266,10 +266,12 @@ static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
  *   the most connections kept open
  * @treturn Engine
  * @raise on slots out of range; on an unknown option, a wrong type, a
- *   non-positive number, an empty string or one with NUL bytes, a `user_agent` with CR or LF, a `proxy`
- *   with spaces or control characters, conflicting options (`cert` with `cert_file`,
- *   `key` with `key_file`, a key or password without a certificate, a proxy
- *   that is not `http://`), or an option this libcurl cannot honour.
+ *   non-positive number, an empty string or one with NUL bytes, a
+ *   `user_agent` with CR or LF, a `proxy` with spaces or control
+ *   characters, a PEM text over 1 MiB, conflicting options (`cert` with
+ *   `cert_file`, `key` with `key_file`, a key or password without a
+ *   certificate, a proxy that is not `http://`), or an option this libcurl
+ *   cannot honour.
  */
 int dps_engine_new(lua_State *L)
 {

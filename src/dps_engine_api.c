@@ -97,7 +97,6 @@ static int engine_request(lua_State *L)
     if (sl == NULL)
         luaL_argerror(L, 1, "no free slot: take or cancel finished transfers first");
     dps_http_check_request(L, &sl->s, &r);
-    r.copy_body = 1;
     rc = dps_http_prepare(L, &sl->s, &r);
     if (rc == CURLE_OK && curl_multi_add_handle(e->multi, sl->s.curl) != CURLM_OK)
         rc = CURLE_OUT_OF_MEMORY;

@@ -253,9 +253,9 @@ static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
             rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_DELETE ? "DELETE" : (char *)NULL);
     } else if (rc == CURLE_OK) {
         rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        /* copied: the request call returns before the transfer ends */
         if (rc == CURLE_OK)
-            rc = curl_easy_setopt(curl, r->copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
-                                  r->body != NULL ? r->body : "");
+            rc = curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, r->body != NULL ? r->body : "");
         if (rc == CURLE_OK)
             rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_PUT ? "PUT" : (char *)NULL);
     }

@@ -63,7 +63,6 @@ typedef struct {
     const char *body;  /* NULL: none */
     size_t body_len;
     int headers;       /* stack index of the header table, 0: none */
-    int copy_body;     /* libcurl copies the body (the call returns before the transfer ends) */
     double timeout, connect_timeout;
 } dps_request;
 
