@@ -28,8 +28,11 @@
 
 #define SLOTS_MAX 1024
 #define SLOTS_DEFAULT 8
-/* Longest single wait of run(), in seconds (poll takes an int of ms). */
-#define WAIT_MAX 86400.0
+/* Longest single wait of run(), in seconds: it looks at the clock again at
+ * least once a second, as curl_easy_perform does.  A process stopped in a
+ * wait and continued after its deadline then ends within a second even
+ * where poll() restarts with its whole timeout (qemu-user does). */
+#define WAIT_MAX 1.0
 
 /* ------------------------------------------------------------------------ */
 /* libcurl's multi callbacks: C arrays only, never the Lua API               */
