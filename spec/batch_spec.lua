@@ -103,22 +103,26 @@ describe("dps.batch", function()
     for i = 1, 5 do b:add("held-" .. i) end
     local summary = b:run()
     assert.equal(5, summary.assigned)
-    local throttled, last_429 = 0, nil
+    local throttled, last_429, early = 0, nil, 0
     for _, e in ipairs(registers(emu)) do
       if e.status == 429 then
         throttled = throttled + 1
         last_429 = e.t
-      elseif last_429 then
-        assert.is_true(e.t - last_429 >= 0.9, "a registration went out during the hold")
+      elseif last_429 and e.t - last_429 < 0.9 then
+        early = early + 1
       end
     end
     -- without the hold, the fifth device finds out alone; under valgrind or
     -- qemu the fifth registration may be on its way before the client has
-    -- read the fourth's 429 (one every 50 ms), so only what follows is held
+    -- read the fourth's 429 (one every 50 ms), so only what follows is held:
+    -- that one is throttled too, or arrives after the quota's window and is
+    -- served inside the hold
     if SLOW == 1 and not timing.EMULATED then
       assert.equal(1, throttled)
+      assert.equal(0, early, "a registration went out during the hold")
     else
       assert.is_true(throttled <= 2, throttled .. " registrations throttled")
+      assert.is_true(early + throttled <= 2, "a registration went out during the hold")
     end
   end)
 
