@@ -92,24 +92,6 @@ const char *dps_check_string(lua_State *L, int arg, const char *who, const char 
     return lua_tolstring(L, arg, len);
 }
 
-const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, size_t *len)
-{
-    const char *p;
-
-    *len = 0;
-    lua_getfield(L, idx, name);
-    if (lua_isnil(L, -1))
-        return NULL;
-    if (lua_type(L, -1) != LUA_TSTRING)
-        dps_argerror(L, arg, "option '%s' must be a string, got %s", name, luaL_typename(L, -1));
-    p = lua_tolstring(L, -1, len);
-    if (*len == 0)
-        dps_argerror(L, arg, "option '%s' must not be empty", name);
-    if (memchr(p, '\0', *len) != NULL)
-        dps_argerror(L, arg, "option '%s' must not contain NUL bytes", name);
-    return p;
-}
-
 const char *dps_credentials_problem(const dps_credentials *c, int need_pair)
 {
     int has_cert = c->cert != NULL || c->cert_file != NULL;

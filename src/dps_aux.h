@@ -1,6 +1,7 @@
 /*
- * dps_aux.h - helpers every part of dps.core uses: failures, misuse errors
- * that name the public function, secret wiping, and option strings.
+ * dps_aux.h - helpers every part of dps.core uses: registration, failures,
+ * result tables, misuse errors that name the public function, clocks,
+ * secret wiping, and the rule of the client-certificate options.
  *
  * dps_core.c opens the module; the files of each concern include this
  * header, never dps_core.h's opener, so there is no circle.
@@ -70,15 +71,6 @@ int dps_raise(lua_State *L, const char *who, int arg, const char *fmt, ...);
  * got TYPE"), raised through dps_misuse with who.
  */
 const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len);
-
-/*
- * The option name of the table at stack index idx, which is argument arg:
- * NULL when absent, else a string that is not empty and holds no NUL byte
- * ("option 'NAME' must …" as bad argument arg).  The value is pushed and
- * stays on the stack, so the pointer stays valid; callers count on one
- * pushed value per call.
- */
-const char *dps_opt_string(lua_State *L, int arg, int idx, const char *name, size_t *len);
 
 /*
  * The one rule of client-certificate options, for the session and the X.509

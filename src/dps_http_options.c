@@ -122,20 +122,35 @@ static double read_number(lua_State *L, int i)
     return v;
 }
 
-/* A text option's bytes against its row's class (see the enum above). */
-static void check_text(lua_State *L, int i, const char *p, size_t len)
+/* A text option: NULL when absent, else a string that is not empty, holds
+ * no NUL byte and keeps its row's class (see the enum above).  The value
+ * stays on the stack, so the pointer stays valid. */
+static const char *read_text(lua_State *L, int i, size_t *len)
 {
+    const char *p;
     size_t k;
 
-    if (rows[i].type == BLOB && len > DPS_X509_MAX_PEM)
+    *len = 0;
+    lua_getfield(L, 1, ROW_NAME(i));
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        dps_argerror(L, 1, "option '%s' must be a string, got %s", ROW_NAME(i), luaL_typename(L, -1));
+    p = lua_tolstring(L, -1, len);
+    if (*len == 0)
+        dps_argerror(L, 1, "option '%s' must not be empty", ROW_NAME(i));
+    if (memchr(p, '\0', *len) != NULL)
+        dps_argerror(L, 1, "option '%s' must not contain NUL bytes", ROW_NAME(i));
+    if (rows[i].type == BLOB && *len > DPS_X509_MAX_PEM)
         dps_argerror(L, 1, "option '%s' must be at most 1 MiB", ROW_NAME(i));
-    for (k = 0; k < len; k++) {
+    for (k = 0; k < *len; k++) {
         unsigned char c = (unsigned char)p[k];
         if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
             dps_argerror(L, 1, "option '%s' must not contain CR or LF", ROW_NAME(i));
         if (rows[i].type == URL && (c <= 0x20 || c == 0x7f))
             dps_argerror(L, 1, "option '%s' must not contain spaces or control characters", ROW_NAME(i));
     }
+    return p;
 }
 
 /* Read: every value checked alone, and left on the stack until the handle
@@ -159,9 +174,7 @@ static void options_read(lua_State *L, session_options *o)
         if (rows[i].type == SECONDS || rows[i].type == BYTES) {
             o->num[i] = read_number(L, i);
         } else {
-            o->str[i] = dps_opt_string(L, 1, 1, ROW_NAME(i), &o->len[i]);
-            if (o->str[i] != NULL)
-                check_text(L, i, o->str[i], o->len[i]);
+            o->str[i] = read_text(L, i, &o->len[i]);
         }
     }
     /* Whole bytes, rounded up, at most MAX_BODY_LIMIT: 32-bit conversions
@@ -172,16 +185,28 @@ static void options_read(lua_State *L, session_options *o)
         o->num[OPT_MAX_BODY] = (double)((long)o->num[OPT_MAX_BODY] + 1);
 }
 
+void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
+                          size_t *password_len)
+{
+    const session_options *o = (const session_options *)opts;
+
+    c->cert_file = o->str[OPT_CERT_FILE];
+    c->cert = o->str[OPT_CERT];
+    c->key_file = o->str[OPT_KEY_FILE];
+    c->key = o->str[OPT_KEY];
+    c->key_password = o->str[OPT_KEY_PASSWORD];
+    *cert_len = o->len[OPT_CERT];
+    *key_len = o->len[OPT_KEY];
+    *password_len = o->len[OPT_KEY_PASSWORD];
+}
+
 /* Check: the options together. */
 static void options_check(lua_State *L, const session_options *o)
 {
     dps_credentials c;
+    size_t unused;
 
-    c.cert_file = o->str[OPT_CERT_FILE];
-    c.cert = o->str[OPT_CERT];
-    c.key_file = o->str[OPT_KEY_FILE];
-    c.key = o->str[OPT_KEY];
-    c.key_password = o->str[OPT_KEY_PASSWORD];
+    dps_http_credentials(o, &c, &unused, &unused, &unused);
     dps_check_credentials(L, 1, &c, 0);
     if (!HAS_BLOBS && (c.cert != NULL || c.key != NULL))
         luaL_argerror(L, 1, "options 'cert' and 'key' need libcurl 7.71.0 or newer");
@@ -333,8 +358,10 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
         if (rows[i].curlopt == what)
             name = ROW_NAME(i);
 #if LIBCURL_VERSION_NUM >= 0x074900
-    if (name == NULL && what != DPS_NO_OPTION && curl_easy_option_by_id(what) != NULL)
-        name = curl_easy_option_by_id(what)->name;
+    if (name == NULL && what != DPS_NO_OPTION) {
+        const struct curl_easyoption *known = curl_easy_option_by_id(what);
+        name = known != NULL ? known->name : NULL;
+    }
 #endif
     if (what == DPS_NO_OPTION)
         snprintf(failed, sizeof failed, "make a libcurl handle");
@@ -343,21 +370,6 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
     else
         snprintf(failed, sizeof failed, "set libcurl option %d", (int)what);
     return luaL_error(L, "dps.core.engine: cannot %s (%s, %d)", failed, curl_easy_strerror(rc), (int)rc);
-}
-
-void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
-                          size_t *password_len)
-{
-    const session_options *o = (const session_options *)opts;
-
-    c->cert_file = o->str[OPT_CERT_FILE];
-    c->cert = o->str[OPT_CERT];
-    c->key_file = o->str[OPT_KEY_FILE];
-    c->key = o->str[OPT_KEY];
-    c->key_password = o->str[OPT_KEY_PASSWORD];
-    *cert_len = o->len[OPT_CERT];
-    *key_len = o->len[OPT_KEY];
-    *password_len = o->len[OPT_KEY_PASSWORD];
 }
 
 const void *dps_http_options_read(lua_State *L)

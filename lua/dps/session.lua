@@ -75,8 +75,7 @@ end
 -- @treturn Session
 -- @raise as `dps.core.engine` on its options
 function session.new(opts)
-  local engine = core.engine(opts == nil and {} or opts, 1)
-  return setmetatable({ engine = engine, address = tostring(engine):match("^[^:]*: ([^,]+)") }, Session)
+  return setmetatable({ engine = core.engine(opts == nil and {} or opts, 1) }, Session)
 end
 
 -- The engine of an open session; raises at the caller of `method`.
@@ -144,8 +143,8 @@ Session.__gc = Session.close
 Session.__close = Session.close
 
 function Session:__tostring()
-  if self.engine then
-    return "dps.Session: " .. self.address
+  if self.engine then -- the engine's address: "dps.core.Engine: 0x…, 0 of 1 slots running"
+    return "dps.Session: " .. tostring(self.engine):match("^[^:]*: ([^,]+)")
   end
   return "dps.Session (closed)"
 end
