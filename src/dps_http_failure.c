@@ -34,28 +34,13 @@ enum {
     KIND_DIAL, KIND_HANDSHAKE, KIND_WRITE, KIND_SCHEME, KIND_SEND, KIND_RECV
 };
 
-/* The texts of the tables below live in one block each, reached by
- * offset: a table of pointers would cost a relocation per entry at load
- * time (and in the file) for nothing. */
-static const struct kind_texts {
-#define KIND_FIELDS(kind, what) char kind##_kind[sizeof #kind]; char kind##_what[sizeof what];
-    DPS_KINDS(KIND_FIELDS)
-#undef KIND_FIELDS
-} kind_texts = {
-#define KIND_TEXTS(kind, what) #kind, what,
-    DPS_KINDS(KIND_TEXTS)
-#undef KIND_TEXTS
-};
-
 static const struct {
-    unsigned short kind, what; /* offsets into kind_texts */
+    const char *kind, *what;
 } kinds[] = {
-#define KIND_ROW(kind, what) {offsetof(struct kind_texts, kind##_kind), offsetof(struct kind_texts, kind##_what)},
+#define KIND_ROW(kind, what) {#kind, what},
     DPS_KINDS(KIND_ROW)
 #undef KIND_ROW
 };
-
-#define KIND_TEXT(i, field) ((const char *)&kind_texts + kinds[i].field)
 
 /* The mnemonics without their "CURLE_". */
 static const struct code_names {
@@ -87,13 +72,14 @@ static const struct {
  * NET_RECV_FAILED, NET_SEND_FAILED); anything else stays a TLS failure. */
 static int transport_failed(const char *errbuf)
 {
-    static const char texts[] = "Recv failure\0Send failure\0reset by peer\0Broken pipe\0"
-                                "SSL_ERROR_SYSCALL\0unexpected eof\0"
-                                "(-0x7280)\0(-0x0050)\0(-0x004C)\0(-0x004E)\0";
-    const char *t;
+    static const char *const texts[] = {
+        "Recv failure", "Send failure", "reset by peer", "Broken pipe", "SSL_ERROR_SYSCALL", "unexpected eof",
+        "(-0x7280)", "(-0x0050)", "(-0x004C)", "(-0x004E)",
+    };
+    size_t i;
 
-    for (t = texts; *t != '\0'; t += strlen(t) + 1)
-        if (strstr(errbuf, t) != NULL)
+    for (i = 0; i < COUNT(texts); i++)
+        if (strstr(errbuf, texts[i]) != NULL)
             return 1;
     return 0;
 }
@@ -227,9 +213,9 @@ int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
     const char *name = classify(s, rc, &kind);
 
     describe(s, rc, detail, sizeof detail);
-    snprintf(msg, sizeof msg, "%s: %s (CURLE%s%s %d)", KIND_TEXT(kind, what), detail, name[0] ? "_" : "", name,
+    snprintf(msg, sizeof msg, "%s: %s (CURLE%s%s %d)", kinds[kind].what, detail, name[0] ? "_" : "", name,
              (int)rc);
-    dps_push_failure(L, KIND_TEXT(kind, kind), msg);
+    dps_push_failure(L, kinds[kind].kind, msg);
     dps_set_integer(L, "curl_code", (lua_Integer)rc);
     return 3;
 }

@@ -3,7 +3,6 @@
  * {name, type, CURLOPT} (luasocket's optset): read from the table, checked
  * together, then applied to the handle.
  */
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,28 +55,16 @@ enum {
     OPT_COUNT
 };
 
-/* The names in one block, reached by offset (no pointer to relocate per row). */
-static const struct option_names {
-#define OPTION_NAME(id, name, type, opt, dflt) char id[sizeof name];
-    SESSION_OPTIONS(OPTION_NAME)
-#undef OPTION_NAME
-} option_names = {
-#define OPTION_TEXT(id, name, type, opt, dflt) name,
-    SESSION_OPTIONS(OPTION_TEXT)
-#undef OPTION_TEXT
-};
-
 static const struct {
-    unsigned char name, type; /* name: an offset into option_names */
+    const char *name;
+    int type;
     CURLoption curlopt;
     double dflt;
 } rows[OPT_COUNT] = {
-#define OPTION_ROW(id, name, type, opt, dflt) {offsetof(struct option_names, id), type, opt, dflt},
+#define OPTION_ROW(id, name, type, opt, dflt) {name, type, opt, dflt},
     SESSION_OPTIONS(OPTION_ROW)
 #undef OPTION_ROW
 };
-
-#define ROW_NAME(i) ((const char *)&option_names + rows[i].name)
 
 /* What the table held: a string (and its length) or a number per row. */
 typedef struct {
@@ -98,7 +85,7 @@ static void reject_unknown(lua_State *L)
             luaL_argerror(L, 1, "option names must be strings");
         key = lua_tolstring(L, -2, &klen);
         for (i = 0; i < OPT_COUNT; i++)
-            if (klen == strlen(ROW_NAME(i)) && memcmp(key, ROW_NAME(i), klen) == 0)
+            if (klen == strlen(rows[i].name) && memcmp(key, rows[i].name, klen) == 0)
                 break;
         if (i == OPT_COUNT)
             dps_argerror(L, 1, "unknown option '%s'", key);
@@ -111,14 +98,14 @@ static double read_number(lua_State *L, int i)
 {
     double v;
 
-    lua_getfield(L, 1, ROW_NAME(i));
+    lua_getfield(L, 1, rows[i].name);
     if (lua_isnil(L, -1))
         return rows[i].dflt;
     if (lua_type(L, -1) != LUA_TNUMBER)
-        dps_argerror(L, 1, "option '%s' must be a number, got %s", ROW_NAME(i), luaL_typename(L, -1));
+        dps_argerror(L, 1, "option '%s' must be a number, got %s", rows[i].name, luaL_typename(L, -1));
     v = (double)lua_tonumber(L, -1);
     if (!(v > 0))
-        dps_argerror(L, 1, "option '%s' must be greater than 0", ROW_NAME(i));
+        dps_argerror(L, 1, "option '%s' must be greater than 0", rows[i].name);
     return v;
 }
 
@@ -131,24 +118,24 @@ static const char *read_text(lua_State *L, int i, size_t *len)
     size_t k;
 
     *len = 0;
-    lua_getfield(L, 1, ROW_NAME(i));
+    lua_getfield(L, 1, rows[i].name);
     if (lua_isnil(L, -1))
         return NULL;
     if (lua_type(L, -1) != LUA_TSTRING)
-        dps_argerror(L, 1, "option '%s' must be a string, got %s", ROW_NAME(i), luaL_typename(L, -1));
+        dps_argerror(L, 1, "option '%s' must be a string, got %s", rows[i].name, luaL_typename(L, -1));
     p = lua_tolstring(L, -1, len);
     if (*len == 0)
-        dps_argerror(L, 1, "option '%s' must not be empty", ROW_NAME(i));
+        dps_argerror(L, 1, "option '%s' must not be empty", rows[i].name);
     if (memchr(p, '\0', *len) != NULL)
-        dps_argerror(L, 1, "option '%s' must not contain NUL bytes", ROW_NAME(i));
+        dps_argerror(L, 1, "option '%s' must not contain NUL bytes", rows[i].name);
     if (rows[i].type == BLOB && *len > DPS_X509_MAX_PEM)
-        dps_argerror(L, 1, "option '%s' must be at most 1 MiB", ROW_NAME(i));
+        dps_argerror(L, 1, "option '%s' must be at most 1 MiB", rows[i].name);
     for (k = 0; k < *len; k++) {
         unsigned char c = (unsigned char)p[k];
         if (rows[i].type == FIELD && (c == '\r' || c == '\n'))
-            dps_argerror(L, 1, "option '%s' must not contain CR or LF", ROW_NAME(i));
+            dps_argerror(L, 1, "option '%s' must not contain CR or LF", rows[i].name);
         if (rows[i].type == URL && (c <= 0x20 || c == 0x7f))
-            dps_argerror(L, 1, "option '%s' must not contain spaces or control characters", ROW_NAME(i));
+            dps_argerror(L, 1, "option '%s' must not contain spaces or control characters", rows[i].name);
     }
     return p;
 }
@@ -356,7 +343,7 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
 
     for (i = 0; i < OPT_COUNT && name == NULL && what != DPS_NO_OPTION; i++)
         if (rows[i].curlopt == what)
-            name = ROW_NAME(i);
+            name = rows[i].name;
 #if LIBCURL_VERSION_NUM >= 0x074900
     if (name == NULL && what != DPS_NO_OPTION) {
         const struct curl_easyoption *known = curl_easy_option_by_id(what);
