@@ -706,10 +706,13 @@ describe("dps command line", function()
   end)
 
   describe("exit codes by kind", function()
-    -- errors.KINDS holds the exit code of every kind; the command uses it, and
-    -- decides by info.kind, never by a message's text.
+    -- dps.cli.output.KINDS holds the exit code of every kind; the command uses
+    -- it, and decides by info.kind, never by a message's text. Whether a kind
+    -- is retried is the library's: dps.errors.KINDS, which knows nothing of
+    -- the command line.
     it("are the documented ones for every kind, from one table: the README's", function()
       local errors = require "dps.errors"
+      local output = require "dps.cli.output"
       -- the README's table of kinds: | `kind` | what happened | retries | exit |
       local documented, retries = {}, {}
       for line in assert(io.open("README.md")):read("*a"):gmatch("[^\n]+") do
@@ -720,13 +723,37 @@ describe("dps command line", function()
       end
       assert.is_true(documented.resolve ~= nil and documented.usage ~= nil, "the README's table of kinds is gone")
       for kind, code in pairs(documented) do
-        assert.truthy(errors.KINDS[kind], "the README documents an unknown kind " .. kind)
-        assert.are.equal(code, errors.KINDS[kind].exit, kind)
-        assert.are.equal(retries[kind], errors.KINDS[kind].retryable, kind)
+        assert.truthy(output.KINDS[kind], "the README documents an unknown kind " .. kind)
+        assert.are.equal(code, output.exit_code(kind), kind)
+        assert.are.equal(retries[kind], errors.retryable(kind), kind)
       end
-      for kind in pairs(errors.KINDS) do
+      for kind in pairs(output.KINDS) do
         assert.truthy(documented[kind], "undocumented kind " .. kind)
       end
+      for kind, entry in pairs(errors.KINDS) do
+        assert.truthy(output.KINDS[kind], "the command has no exit code for the library's kind " .. kind)
+        for field in pairs(entry) do
+          assert.are.equal("retryable", field, "dps.errors.KINDS." .. kind .. " holds more than the library needs")
+        end
+      end
+      assert.is_nil(rawget(errors, "EXIT"), "dps.errors holds the command's exit codes")
+      assert.are.same({ ok = 0, error = 1, usage = 2, credentials = 3, auth = 4, network = 5, outcome = 6 }, cli.EXIT)
+    end)
+
+    it("names --hub-endpoint, not DPS's --endpoint, when the hub's host fails to resolve or connect", function()
+      local output = require "dps.cli.output"
+      for _, step in ipairs({ "send", "send_batch", "receive", "complete", "reject", "abandon" }) do
+        assert.are.equal("check --hub-endpoint and DNS", output.hint({ kind = "resolve", step = step }), step)
+        assert.are.equal("check --hub-endpoint, the network and --proxy",
+          output.hint({ kind = "connect", step = step }), step)
+        assert.are.equal("check the network, or give more --timeout", output.hint({ kind = "timeout", step = step }))
+      end
+      for _, step in ipairs({ "new", "register", "operation_status", "registration_status", "provision" }) do
+        assert.are.equal("check --endpoint and DNS", output.hint({ kind = "resolve", step = step }), step)
+        assert.are.equal("check --endpoint, the network and --proxy", output.hint({ kind = "connect", step = step }))
+      end
+      assert.are.equal("check --endpoint and DNS", output.hint({ kind = "timeout", last_kind = "resolve",
+        step = "provision" }))
     end)
 
     it("and the service's 409 is retryable, as the README promises", function()

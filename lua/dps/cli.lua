@@ -15,10 +15,9 @@
 -- The parts: `dps.cli.args` (commands, flags, parsing), `dps.cli.secrets`
 -- (key sources), `dps.cli.commands` (what each command does),
 -- `dps.cli.output` (stdout, stderr, failures by kind), `dps.cli.help`.
--- Exit codes and hints come from `dps.errors.KINDS`, by `info.kind`.
+-- Exit codes and hints come from `dps.cli.output`, by `info.kind`.
 -- @module dps.cli
 local dps = require "dps"
-local errors = require "dps.errors"
 local args = require "dps.cli.args"
 local commands = require "dps.cli.commands"
 commands["provision-batch"] = require "dps.cli.batch"
@@ -29,9 +28,9 @@ local secrets = require "dps.cli.secrets"
 
 local cli = {}
 
---- Exit codes, as listed by `dps help` and in the README (`dps.errors.EXIT`).
+--- Exit codes, as listed by `dps help` and in the README (`dps.cli.output.EXIT`).
 -- @table EXIT
-cli.EXIT = errors.EXIT
+cli.EXIT = output.EXIT
 local EXIT = cli.EXIT
 
 local usage_error = output.usage_error

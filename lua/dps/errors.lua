@@ -12,68 +12,43 @@
 -- outcome: `failed` and `disabled` (the service's final registration state),
 -- `timeout` (the overall deadline).
 --
--- `errors.KINDS[kind]` is `{ retryable = bool, exit = n, hint = "…" }`: whether
--- a failure of that kind is worth another try, the exit code of the `dps`
--- command, and the hint it prints (none for some kinds).
+-- `errors.KINDS[kind]` is `{ retryable = bool }`: whether a failure of that
+-- kind is worth another try (`errors.retryable`).
 -- @module dps.errors
 local errors = {}
 
---- Exit codes of the `dps` command (`dps help` and the README list them).
--- @table EXIT
--- @field ok 0: success
--- @field error 1: the service refused the request (400, 404, 409, 429, 5xx, an answer
---   that breaks the protocol), or an internal error
--- @field usage 2: a mistake on the command line or in an option's value
--- @field credentials 3: a key, certificate, pass phrase or CA file is missing, unreadable or unusable
--- @field auth 4: the service refused the credentials (HTTP 401/403)
--- @field network 5: DNS, connection, proxy, TLS, or no decision within the time limit
--- @field outcome 6: the registration ended `failed` or `disabled`
-errors.EXIT = { ok = 0, error = 1, usage = 2, credentials = 3, auth = 4, network = 5, outcome = 6 }
-local EXIT = errors.EXIT
-
--- errors.KINDS: everything known about each `info.kind`, in one place: whether the
--- failure is worth another try before the deadline (`retryable`), the exit
--- code of the `dps` command (`exit`), and the hint it prints (`hint`, naming
--- command-line flags). `usage` is the command line's own kind: a mistake in
--- its arguments, or misuse the library raised. (A plain comment: LDoc
--- cannot read this table.)
+-- errors.KINDS: each `info.kind` the library returns, and whether a failure
+-- of that kind is worth another try before the deadline. (A plain comment:
+-- LDoc cannot read this table.)
 errors.KINDS = {
   -- the connection (the C core)
-  resolve = { retryable = true, exit = EXIT.network, hint = "check --endpoint and DNS" },
-  connect = { retryable = true, exit = EXIT.network, hint = "check --endpoint, the network and --proxy" },
-  proxy = { retryable = false, exit = EXIT.network, hint = "check --proxy" },
-  tls = { retryable = false, exit = EXIT.network, hint = "check --ca-file / the system CA store and the clock" },
-  credentials = { retryable = false, exit = EXIT.credentials,
-    hint = "check --cert-file, --key-file and the key's pass phrase" },
-  timeout = { retryable = true, exit = EXIT.network, hint = "check the network, or give more --timeout" },
-  network = { retryable = true, exit = EXIT.network, hint = "check the network" },
+  resolve = { retryable = true },
+  connect = { retryable = true },
+  proxy = { retryable = false },
+  tls = { retryable = false },
+  credentials = { retryable = false },
+  timeout = { retryable = true },
+  network = { retryable = true },
   -- broken HTTP is worth another try; errors.protocol marks an answer that
   -- breaks the DPS protocol as not retryable
-  protocol = { retryable = true, exit = EXIT.error },
-  too_large = { retryable = false, exit = EXIT.error },
-  config = { retryable = false, exit = EXIT.credentials },
-  oom = { retryable = false, exit = EXIT.error },
+  protocol = { retryable = true },
+  too_large = { retryable = false },
+  config = { retryable = false },
+  oom = { retryable = false },
   -- the service's answer
-  bad_request = { retryable = false, exit = EXIT.error,
-    hint = "check --payload, --registration-id and --api-version" },
-  auth = { retryable = false, exit = EXIT.auth,
-    hint = "the service refused the credentials: check the key or certificate, the registration ID and the clock" },
-  not_found = { retryable = false, exit = EXIT.error, hint = "check --id-scope and --endpoint" },
-  conflict = { retryable = true, exit = EXIT.error,
-    hint = "another registration of this device is in progress: try again" },
-  throttled = { retryable = true, exit = EXIT.error, hint = "throttled by the service: try again later" },
-  service = { retryable = true, exit = EXIT.error, hint = "the service had a problem: try again later" },
-  http = { retryable = false, exit = EXIT.error },
+  bad_request = { retryable = false },
+  auth = { retryable = false },
+  not_found = { retryable = false },
+  conflict = { retryable = true },
+  throttled = { retryable = true },
+  service = { retryable = true },
+  http = { retryable = false },
   -- the hub's answer (dps.hub_response): a full quota or device queue (403), a lost message lock (412)
-  quota = { retryable = false, exit = EXIT.error,
-    hint = "the hub's daily message quota or the device's message queue is full: try again later" },
-  lock_lost = { retryable = false, exit = EXIT.error,
-    hint = "the message's lock expired: the hub delivers it again" },
+  quota = { retryable = false },
+  lock_lost = { retryable = false },
   -- the outcome
-  failed = { retryable = false, exit = EXIT.outcome },
-  disabled = { retryable = false, exit = EXIT.outcome, hint = "the enrollment or the registration is disabled in DPS" },
-  -- the command line's own
-  usage = { retryable = false, exit = EXIT.usage },
+  failed = { retryable = false },
+  disabled = { retryable = false },
 }
 local KINDS = errors.KINDS
 
@@ -131,8 +106,8 @@ end
 -- also percent-encoded), control characters, invalid UTF-8, C1 controls,
 -- line separators and bidirectional overrides escaped (`\n`, `\x1b`,
 -- `\u{202e}`), and at most `limit` bytes (default 512) with a note of what
--- was cut. Every message of `dps.errors` goes through it, so library callers
--- get safe messages as the command line does.
+-- was cut. Every message of `dps.errors` goes through it, so every caller
+-- gets safe messages.
 -- @param value any value (`tostring` is applied)
 -- @tparam[opt] number limit
 -- @treturn string

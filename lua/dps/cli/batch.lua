@@ -14,7 +14,7 @@ local output = require "dps.cli.output"
 local json = require("cjson").new()
 
 local usage_error = output.usage_error
-local EXIT = require("dps.errors").EXIT
+local EXIT = output.EXIT
 
 local function encode(value)
   return (json.encode(value):gsub("\\/", "/"))

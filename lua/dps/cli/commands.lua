@@ -9,7 +9,7 @@ local json = require("cjson").new()
 local errors = require "dps.errors"
 
 local usage_error, required = output.usage_error, args.required
-local EXIT = errors.EXIT
+local EXIT = output.EXIT
 
 local commands = {}
 

@@ -4,13 +4,12 @@
 -- the device (`dps.connect`). Exit codes and messages as for `provision`.
 -- @module dps.cli.hub
 local dps = require "dps"
-local errors = require "dps.errors"
 local output = require "dps.cli.output"
 local commands = require "dps.cli.commands"
 local json = require("cjson").new()
 
 local usage_error = output.usage_error
-local EXIT = errors.EXIT
+local EXIT = output.EXIT
 
 local hub_cli = {}
 
