@@ -3,7 +3,6 @@
  * from the list of codes in dps_curl_errors.h, settled by the transfer's
  * state where the code alone cannot tell.
  */
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,23 +41,13 @@ static const struct {
 #undef KIND_ROW
 };
 
-/* The mnemonics without their "CURLE_". */
-static const struct code_names {
-#define DPS_CURLE(name, kind) char name##_name[sizeof #name];
-#include "dps_curl_errors.h"
-#undef DPS_CURLE
-} code_names = {
-#define DPS_CURLE(name, kind) #name,
-#include "dps_curl_errors.h"
-#undef DPS_CURLE
-};
-
-/* Four bytes a row: curl codes stay below 256 and the names within 64 KiB. */
+/* Each listed code with its name and its kind (or rule). */
 static const struct {
-    unsigned char code, kind;
-    unsigned short name; /* an offset into code_names */
+    CURLcode code;
+    const char *name;
+    int kind;
 } codes[] = {
-#define DPS_CURLE(name, kind) {CURLE_##name, KIND_##kind, offsetof(struct code_names, name##_name)},
+#define DPS_CURLE(code, kind) {code, #code, KIND_##kind},
 #include "dps_curl_errors.h"
 #undef DPS_CURLE
 };
@@ -142,18 +131,18 @@ static int settle(dps_session *s, int rule)
     }
 }
 
-/* The mnemonic (without "CURLE_") and kind of rc. */
+/* The name ("CURLE_…", or "CURLE" for a code not listed) and kind of rc. */
 static const char *classify(dps_session *s, CURLcode rc, int *kind)
 {
     size_t i;
     for (i = 0; i < COUNT(codes); i++) {
-        if (codes[i].code == (unsigned)rc) {
+        if (codes[i].code == rc) {
             *kind = settle(s, codes[i].kind);
-            return (const char *)&code_names + codes[i].name;
+            return codes[i].name;
         }
     }
     *kind = KIND_network;
-    return "";
+    return "CURLE";
 }
 
 /* A certificate that does not fit: the host it was checked against, when
@@ -213,8 +202,7 @@ int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
     const char *name = classify(s, rc, &kind);
 
     describe(s, rc, detail, sizeof detail);
-    snprintf(msg, sizeof msg, "%s: %s (CURLE%s%s %d)", kinds[kind].what, detail, name[0] ? "_" : "", name,
-             (int)rc);
+    snprintf(msg, sizeof msg, "%s: %s (%s %d)", kinds[kind].what, detail, name, (int)rc);
     dps_push_failure(L, kinds[kind].kind, msg);
     dps_set_integer(L, "curl_code", (lua_Integer)rc);
     return 3;
