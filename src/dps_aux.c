@@ -68,20 +68,20 @@ int dps_memeq(const void *a, const void *b, size_t n)
     return diff == 0;
 }
 
-int dps_raise(lua_State *L, const char *who, int arg, const char *fmt, ...)
+int dps_misuse(lua_State *L, const char *who, const char *fmt, ...)
 {
     va_list ap;
 
+    if (who == NULL) {
+        luaL_where(L, 1);
+    } else {
+        luaL_where(L, 2);
+        lua_pushfstring(L, "%s: ", who);
+    }
     va_start(ap, fmt);
     lua_pushvfstring(L, fmt, ap);
     va_end(ap);
-    if (arg > 0)
-        return luaL_argerror(L, arg, lua_tostring(L, -1));
-    luaL_where(L, who != NULL ? 2 : 1);
-    if (who != NULL)
-        lua_pushfstring(L, "%s: ", who);
-    lua_pushvalue(L, who != NULL ? -3 : -2);
-    lua_concat(L, who != NULL ? 3 : 2);
+    lua_concat(L, who == NULL ? 2 : 3);
     return lua_error(L);
 }
 

@@ -58,13 +58,10 @@ int dps_memeq(const void *a, const void *b, size_t n);
  * function's caller's.  With who NULL the message is bare and the position is
  * the C function's caller's, as luaL_error gives.  Never returns.
  */
-#define dps_misuse(L, who, ...) dps_raise(L, who, 0, __VA_ARGS__)
+int dps_misuse(lua_State *L, const char *who, const char *fmt, ...);
 
-/* luaL_argerror (arg > 0) with a message formatted as lua_pushfstring does. */
-#define dps_argerror(L, arg, ...) dps_raise(L, NULL, arg, __VA_ARGS__)
-
-/* Both of the above, in one function. */
-int dps_raise(lua_State *L, const char *who, int arg, const char *fmt, ...);
+/* luaL_argerror with a message formatted as lua_pushfstring does. */
+#define dps_argerror(L, arg, ...) luaL_argerror(L, arg, lua_pushfstring(L, __VA_ARGS__))
 
 /*
  * The string argument arg, named name in messages ("NAME must be a string,
