@@ -2,7 +2,6 @@
  * Helpers shared by the parts of dps.core (see dps_aux.h).
  */
 #include <stdarg.h>
-#include <string.h>
 
 #include "dps_aux.h"
 #include "dps_crypto.h"
@@ -14,20 +13,6 @@ int dps_push_failure(lua_State *L, const char *kind, const char *message)
     lua_createtable(L, 0, 2);
     dps_set_string(L, "kind", kind);
     return 3;
-}
-
-void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, int nup)
-{
-    int k;
-
-    luaL_checkstack(L, nup + 1, "too many upvalues");
-    for (; *funcs != NULL; funcs++, names += strlen(names) + 1) {
-        for (k = 0; k < nup; k++)
-            lua_pushvalue(L, -nup);
-        lua_pushcclosure(L, *funcs, nup);
-        lua_setfield(L, -(nup + 2), names);
-    }
-    lua_pop(L, nup);
 }
 
 void dps_set_string(lua_State *L, const char *k, const char *v)

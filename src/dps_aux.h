@@ -15,22 +15,6 @@
 #include "dps_compat.h"
 
 /*
- * Registration: LIST(X) names each function as X(name, cfunction).  Sets
- * them into the table on top of the stack (below nup upvalues, which each
- * closure shares and which are popped), as luaL_setfuncs does, from one
- * block of names and one array of functions: a luaL_Reg table costs a
- * load-time relocation per name, these only one per function.
- */
-#define DPS_REG_NAME(name, f) #name "\0"
-#define DPS_REG_FUNC(name, f) f,
-#define DPS_SETFUNCS(L, LIST, nup)                                      \
-    do {                                                                \
-        static const lua_CFunction funcs_[] = {LIST(DPS_REG_FUNC) NULL}; \
-        dps_setfuncs(L, LIST(DPS_REG_NAME), funcs_, nup);               \
-    } while (0)
-void dps_setfuncs(lua_State *L, const char *names, const lua_CFunction *funcs, int nup);
-
-/*
  * Operational failure: pushes fail (nil), message, and an info table
  * { kind = kind }, and returns 3.  Never used for misuse, which raises.
  */

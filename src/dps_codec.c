@@ -171,10 +171,13 @@ static int codec_url_encode(lua_State *L)
 }
 
 /* The functions this file adds to dps.core. */
-#define CODEC_FUNCTIONS(X) \
-    X(base64_encode, codec_base64_encode) X(url_encode, codec_url_encode)
+static const luaL_Reg codec_functions[] = {
+    {"base64_encode", codec_base64_encode},
+    {"url_encode", codec_url_encode},
+    {NULL, NULL},
+};
 
 void dps_open_codec(lua_State *L)
 {
-    DPS_SETFUNCS(L, CODEC_FUNCTIONS, 0);
+    luaL_setfuncs(L, codec_functions, 0);
 }

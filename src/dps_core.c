@@ -35,14 +35,18 @@ static int core_version(lua_State *L)
 
 DPS_EXPORT int luaopen_dps_core(lua_State *L)
 {
+    static const luaL_Reg functions[] = {
+        {"version", core_version},
+        {NULL, NULL},
+    };
+
     /* libcurl keeps a reference count: every call is balanced by nothing,
      * and repeated calls after the first are cheap no-ops. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return luaL_error(L, "dps.core: libcurl could not be initialised");
 
     lua_newtable(L);
-    lua_pushcfunction(L, core_version);
-    lua_setfield(L, -2, "version");
+    luaL_setfuncs(L, functions, 0);
     dps_open_codec(L);
     dps_open_sas(L);
     dps_open_time(L);

@@ -204,7 +204,7 @@ static int engine_run(lua_State *L)
  * @treturn integer HTTP status (a status of 400 or more is a response, not a failure)
  * @treturn string the header lines of the final response, each ending in
  *   `"\n"` (no status line, no 1xx or proxy responses, no trailers), as
- *   received: `dps.session.headers` makes them a table
+ *   received: `dps.headers.parse` makes them a table
  * @treturn string response body
  * @return[2] nil
  * @return[2] string message `"WHAT FAILED: DETAIL (CURLE_NAME n)"`, e.g.
@@ -278,26 +278,36 @@ static int engine_stats(lua_State *L)
     return 1;
 }
 
+static const luaL_Reg engine_meta[] = {
+    {"__gc", engine_close},
 #if LUA_VERSION_NUM >= 504
-#define ENGINE_CLOSE(X) X(__close, engine_close)
-#else
-#define ENGINE_CLOSE(X)
+    {"__close", engine_close},
 #endif
-#define ENGINE_META(X) X(__gc, engine_close) ENGINE_CLOSE(X) X(__tostring, engine_tostring)
-#define ENGINE_METHODS(X)                                                                        \
-    X(request, engine_request) X(step, engine_step) X(run, engine_run) X(take, engine_take)       \
-    X(cancel, engine_cancel) X(stats, engine_stats) X(close, engine_close)
+    {"__tostring", engine_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg engine_methods[] = {
+    {"request", engine_request},
+    {"step", engine_step},
+    {"run", engine_run},
+    {"take", engine_take},
+    {"cancel", engine_cancel},
+    {"stats", engine_stats},
+    {"close", engine_close},
+    {NULL, NULL},
+};
 
 void dps_open_engine(lua_State *L)
 {
     /* The metatable is refilled on every luaopen (busted reloads modules):
      * the same functions each time. */
     luaL_newmetatable(L, DPS_ENGINE_MT);
-    DPS_SETFUNCS(L, ENGINE_META, 0);
+    luaL_setfuncs(L, engine_meta, 0);
     lua_pushliteral(L, DPS_ENGINE_MT);
     lua_setfield(L, -2, "__name");
     lua_newtable(L);
-    DPS_SETFUNCS(L, ENGINE_METHODS, 0);
+    luaL_setfuncs(L, engine_methods, 0);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 

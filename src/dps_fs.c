@@ -214,9 +214,14 @@ static int fs_write_atomic(lua_State *L)
     return 1;
 }
 
-#define FS_FUNCTIONS(X) X(stat, fs_stat) X(write_atomic, fs_write_atomic)
+/* The functions this file adds to dps.core. */
+static const luaL_Reg fs_functions[] = {
+    {"stat", fs_stat},
+    {"write_atomic", fs_write_atomic},
+    {NULL, NULL},
+};
 
 void dps_open_fs(lua_State *L)
 {
-    DPS_SETFUNCS(L, FS_FUNCTIONS, 0);
+    luaL_setfuncs(L, fs_functions, 0);
 }

@@ -406,10 +406,15 @@ static int sas_token(lua_State *L)
     return 1;
 }
 
-/* The functions this file adds to dps.core. */
-#define SAS_FUNCTIONS(X)                                                          \
-    X(hmac_sha256, sas_hmac_sha256) X(derive_key, sas_derive_key) X(sas_token, sas_token) \
-    X(key_problem, sas_key_problem)
+/* The functions this file adds to dps.core, each with the HMAC context of
+ * the Lua state as its upvalue. */
+static const luaL_Reg sas_functions[] = {
+    {"hmac_sha256", sas_hmac_sha256},
+    {"derive_key", sas_derive_key},
+    {"sas_token", sas_token},
+    {"key_problem", sas_key_problem},
+    {NULL, NULL},
+};
 
 /* The HMAC context of this Lua state, shared by the signing functions as
  * their upvalue; without one (the library failed) they use one-shot HMAC. */
@@ -429,5 +434,5 @@ static void push_hmac(lua_State *L)
 void dps_open_sas(lua_State *L)
 {
     push_hmac(L);
-    DPS_SETFUNCS(L, SAS_FUNCTIONS, 1);
+    luaL_setfuncs(L, sas_functions, 1);
 }

@@ -74,9 +74,15 @@ static int time_jitter(lua_State *L)
 }
 
 /* The functions this file adds to dps.core. */
-#define TIME_FUNCTIONS(X) X(now, time_now) X(monotime, time_monotime) X(sleep, time_sleep) X(jitter, time_jitter)
+static const luaL_Reg time_functions[] = {
+    {"now", time_now},
+    {"monotime", time_monotime},
+    {"sleep", time_sleep},
+    {"jitter", time_jitter},
+    {NULL, NULL},
+};
 
 void dps_open_time(lua_State *L)
 {
-    DPS_SETFUNCS(L, TIME_FUNCTIONS, 0);
+    luaL_setfuncs(L, time_functions, 0);
 }

@@ -147,9 +147,14 @@ static int credentials_problem(lua_State *L)
     return 1;
 }
 
-#define X509_FUNCTIONS(X) X(credentials_problem, credentials_problem) X(x509_credentials, x509_credentials)
+/* The functions this file adds to dps.core. */
+static const luaL_Reg x509_functions[] = {
+    {"credentials_problem", credentials_problem},
+    {"x509_credentials", x509_credentials},
+    {NULL, NULL},
+};
 
 void dps_open_x509(lua_State *L)
 {
-    DPS_SETFUNCS(L, X509_FUNCTIONS, 0);
+    luaL_setfuncs(L, x509_functions, 0);
 }
