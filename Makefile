@@ -12,14 +12,11 @@
 #   LUA                            the interpreter the `dps` command runs on
 #   SHEBANG                        its whole first line (default: #!/usr/bin/env $(LUA))
 #   WERROR                         -Werror by default; WERROR= builds with warnings
-#   LTO                            -flto by default (the module optimised as one unit: about
-#                                  4 KiB smaller); LTO= for a compiler or linker without it
-#   UNWIND                         unwind tables as the compiler makes them for a Lua 5.1
-#                                  module, which LuaJIT may load (its errors unwind through C
-#                                  frames: on x86_64 a frame without them is a PANIC);
-#                                  left out for 5.2 to 5.4, whose errors are a longjmp (about
-#                                  5 KiB on x86_64).  UNWIND=-funwind-tables for a Lua built
-#                                  as C++ (errors thrown as exceptions)
+#   LTO                            -flto by default (see "Size" below); LTO= for a compiler
+#                                  or linker without it
+#   UNWIND                         unwind tables for a Lua 5.1 module only (see "Size" below);
+#                                  UNWIND=-funwind-tables for a Lua built as C++ (errors
+#                                  thrown as exceptions)
 #   CURL_CFLAGS LIBS               how libcurl and the crypto library are found
 #   PREFIX DESTDIR LUA_CMOD_DIR LUA_LMOD_DIR BIN_DIR   where `make install` puts files
 #   LUA_STRIP                      an interpreter (e.g. lua5.1): install the Lua files without
@@ -35,20 +32,37 @@ WERROR ?= -Werror
 WARNINGS = -std=c99 -pedantic -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes
 DEFINES = -D_POSIX_C_SOURCE=200809L -DOPENSSL_API_COMPAT=0x10101000L
 MODULE_CFLAGS = $(WARNINGS) $(DEFINES) -fPIC -fvisibility=hidden
+# Size: the module goes into routers' flash (tools/size-gate.sh holds
+# core.so to 52 KiB on MIPS32).  Everything done for it is explained here:
+#   -flto             the module optimised as one unit: about 4 KiB smaller.
+#   unwind tables     kept for Lua 5.1 builds, which LuaJIT may load: its
+#                     errors unwind through C frames (on x86_64 a frame
+#                     without them is a PANIC).  Left out for 5.2 to 5.4,
+#                     whose errors are a longjmp (about 5 KiB on x86_64).
+#   -fno-plt          calls to libcurl, Lua and libc through the GOT, bound
+#                     at load: no PLT stubs (about 2 KiB on x86_64).
+#   -fno-jump-tables  a sparse switch (the stray characters of a base64 key)
+#                     takes more room as a table than as tests, and nothing
+#                     here is hot enough to notice.
+#   -Wa,-mno-pdr      on MIPS, no .pdr section (procedure descriptors no
+#                     loader or debugger of ours reads: 4 KiB).
+#   -DCURL_DISABLE_TYPECHECK  without libcurl's compile-time check of
+#                     curl_easy_setopt's arguments (typecheck-gcc.h), whose
+#                     warning stubs stay in the module (0.6 KiB on x86_64);
+#                     `make lint` compiles every source with the check,
+#                     warnings as errors.
+# And one rule for the C: no libm, no conversion between a double and a
+# 64-bit integer, no 64-bit division.  On 32-bit CPUs (MIPS, ARM) each links
+# libm or libgcc's routines (__fixdfdi, __fixunsdfdi, __udivdi3: up to
+# 4 KiB) into the module.  So timeouts and max_body are rounded up through
+# 32-bit longs (dps_http_ms, the engine's options), a SAS expiry is checked
+# in 32-bit parts (whole_seconds) and written by subtracting powers of ten
+# (format_expiry).
 LTO ?= -flto
-# Calls to libcurl, Lua and libc through the GOT, bound at load: no PLT
-# stubs (about 2 KiB on x86_64).  No jump tables: a sparse switch (the
-# stray characters of a base64 key) takes more room as a table than as
-# tests, and nothing here is hot enough to notice.  On MIPS, no .pdr
-# section (procedure descriptors no loader or debugger of ours reads: 4 KiB).
+unwind = $(if $(filter 5.2 5.3 5.4,$(1)),-fno-asynchronous-unwind-tables -fno-unwind-tables)
 comma := ,
 NO_PDR := $(if $(findstring mips,$(shell $(CC) -dumpmachine 2>/dev/null)),-Wa$(comma)-mno-pdr)
-MODULE_CFLAGS += -fno-plt -fno-jump-tables $(NO_PDR)
-# Without libcurl's compile-time check of curl_easy_setopt's arguments
-# (typecheck-gcc.h): its warning stubs stay in the module (0.6 KiB on
-# x86_64).  `make lint` compiles every source with it, warnings as errors.
-MODULE_CFLAGS += -DCURL_DISABLE_TYPECHECK
-unwind = $(if $(filter 5.2 5.3 5.4,$(1)),-fno-asynchronous-unwind-tables -fno-unwind-tables)
+MODULE_CFLAGS += -fno-plt -fno-jump-tables $(NO_PDR) -DCURL_DISABLE_TYPECHECK
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 # The crypto backend (src/dps_crypto.h): CRYPTO=openssl (libcrypto, and
 # libssl to keep SSLKEYLOGFILE from turning on a TLS key log), the default,

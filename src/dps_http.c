@@ -187,7 +187,7 @@ long dps_http_ms(double seconds)
         return (long)TIMEOUT_MAX_MS;
     if (ms < 1.0)
         return 1;
-    whole = (long)ms; /* rounded up below: no libm for ceil() */
+    whole = (long)ms; /* rounded up below, without ceil() (Makefile: "Size") */
     return whole < ms ? whole + 1 : whole;
 }
 

@@ -164,8 +164,8 @@ static void options_read(lua_State *L, session_options *o)
             o->str[i] = read_text(L, i, &o->len[i]);
         }
     }
-    /* Whole bytes, rounded up, at most MAX_BODY_LIMIT: 32-bit conversions
-     * only, no libm. */
+    /* Whole bytes, rounded up, at most MAX_BODY_LIMIT (through a 32-bit
+     * long: Makefile, "Size"). */
     if (o->num[OPT_MAX_BODY] > MAX_BODY_LIMIT)
         o->num[OPT_MAX_BODY] = MAX_BODY_LIMIT;
     if ((double)(long)o->num[OPT_MAX_BODY] < o->num[OPT_MAX_BODY])

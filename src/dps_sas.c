@@ -209,10 +209,9 @@ static int sas_derive_key(lua_State *L)
     return 1;
 }
 
-/* e (0 to 2^53-1) as an integer, or -1 when it has a fraction.  By
- * conversions of 32 bits (exact: every part is a whole number below 2^32):
- * one of 64 bits links libgcc's routines into the module on 32-bit CPUs,
- * and floor() the math library. */
+/* e (0 to 2^53-1) as an integer, or -1 when it has a fraction, by
+ * conversions of 32 bits (exact: every part is a whole number below 2^32;
+ * Makefile, "Size"). */
 static long long whole_seconds(double e)
 {
     long hi = (long)(e / 4294967296.0); /* below 2^21 */
@@ -255,9 +254,8 @@ static const char *text_problem(const char *p, size_t len, size_t max)
 }
 
 /* The decimal digits of a non-negative expiry into se (NUL-terminated, at
- * most 20 digits); returns their count.  By subtracting powers of ten: a
- * 64-bit division would link libgcc's division routines (4 KiB) into the
- * module on 32-bit CPUs (MIPS, ARM). */
+ * most 20 digits); returns their count.  By subtracting powers of ten, not
+ * dividing (Makefile, "Size"), and faster than snprintf's %lld. */
 static size_t format_expiry(long long expiry, char se[32])
 {
     unsigned long long v = (unsigned long long)expiry, p[20];
@@ -315,8 +313,6 @@ const char *dps_sas_build_hmac(dps_hmac *h, const char *uri, size_t uri_len, con
     if (expiry < 0)
         return "must not be negative";
     *subject = "percent-encoding";
-    /* libc's formatting: a 64-bit division of our own would link libgcc's
-     * routines into the module on 32-bit CPUs (MIPS, ARM). */
     se_len = format_expiry(expiry, se);
     sr = scratch;
     skn = sr + SAS_SR_CAP(uri_len);
