@@ -25,6 +25,7 @@
 #include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_engine.h"
+#include "dps_http_options.h"
 
 #define SLOTS_MAX 1024
 #define SLOTS_DEFAULT 8
@@ -240,9 +241,10 @@ static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
         what = CURLOPT_PRIVATE;
         rc = curl_easy_setopt(s->curl, CURLOPT_PRIVATE, (void *)&e->slots[i]);
     }
+    if (rc == CURLE_OK)
+        rc = dps_http_options_apply(s, opts, &what);
     if (rc != CURLE_OK)
-        dps_http_refused(L, what, rc);
-    dps_http_options_apply(L, s, opts);
+        dps_http_refused(L, what, rc); /* the engine's __gc releases the slots */
 }
 
 /***

@@ -11,7 +11,7 @@
 #include <curl/curl.h>
 
 #include "dps_aux.h"
-#include "dps_core.h"
+#include "dps_crypto.h"
 #include "dps_headers.h"
 #include "dps_http.h"
 
@@ -141,8 +141,66 @@ void dps_session_release(dps_session *s)
     dps_wipe(s->errbuf, sizeof s->errbuf);
 }
 
+/* The settings every handle gets, whatever its options and whoever drives
+ * it: https only, no redirects, peer and host verified, TLS 1.2 or newer, no
+ * signals, no TLS key log whatever SSLKEYLOGFILE says, and a timed-out name
+ * lookup that does not hold the transfer (CURLOPT_QUICK_EXIT).  On failure
+ * *what is the option libcurl refused. */
+static CURLcode secure_handle(CURL *curl, CURLoption *what)
+{
+    /* The libcurl defaults among them asserted: peer and host name are
+     * verified; redirects are not followed. */
+    static const struct {
+        CURLoption opt;
+        long value;
+    } fixed[] = {
+        {CURLOPT_NOSIGNAL, 1L},
+        {CURLOPT_FOLLOWLOCATION, 0L},
+        {CURLOPT_SSL_VERIFYPEER, 1L},
+        {CURLOPT_SSL_VERIFYHOST, 2L},
+        {CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2},
+#if LIBCURL_VERSION_NUM < 0x075500
+        {CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS},
+        {CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS},
+#endif
+    };
+    CURLcode rc = CURLE_OK;
+    size_t i;
+
+    for (i = 0; i < sizeof fixed / sizeof fixed[0] && rc == CURLE_OK; i++) {
+        *what = fixed[i].opt;
+        rc = curl_easy_setopt(curl, fixed[i].opt, fixed[i].value);
+    }
+#if LIBCURL_VERSION_NUM >= 0x075500
+    /* Only https, for redirects too. */
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(curl, *what = CURLOPT_PROTOCOLS_STR, "https");
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(curl, *what = CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#endif
+    /* No TLS key log: libcurl's OpenSSL backend installs one on every
+     * context when SSLKEYLOGFILE was set at curl_global_init, and a key log
+     * next to a capture gives away the SAS token.  The crypto backend
+     * does it where it can (dps_crypto.h). */
+    if (rc == CURLE_OK) {
+        *what = CURLOPT_SSL_CTX_FUNCTION;
+        rc = dps_crypto_no_keylog(curl);
+    }
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* A name lookup that timed out is left to finish in its own thread,
+     * detached, instead of holding the transfer past its timeout.  An
+     * older libcurl at run time refuses the option: nothing to do then. */
+    if (rc == CURLE_OK) {
+        rc = curl_easy_setopt(curl, *what = CURLOPT_QUICK_EXIT, 1L);
+        if (rc == CURLE_UNKNOWN_OPTION)
+            rc = CURLE_OK;
+    }
+#endif
+    return rc;
+}
+
 /* The session's own settings: error buffer, callbacks, then the security
- * settings every handle has (dps_http_secure). */
+ * settings every handle has (secure_handle). */
 static CURLcode setup_handle(dps_session *s, CURLoption *what)
 {
     CURL *curl = s->curl;
@@ -157,7 +215,7 @@ static CURLcode setup_handle(dps_session *s, CURLoption *what)
     SET(CURLOPT_HEADERFUNCTION, header_cb);
     SET(CURLOPT_HEADERDATA, (void *)s);
 #undef SET
-    return dps_http_secure(curl, what);
+    return secure_handle(curl, what);
 }
 
 CURLcode dps_session_init(dps_session *s, CURLoption *what)

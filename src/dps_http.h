@@ -3,16 +3,16 @@
  * and to the engine, dps_engine.c, which drives the transfers): a slot's
  * handle and buffers, and the functions each file offers the others.
  *
- *   dps_http.c          a slot: buffers, libcurl callbacks, lifecycle, a
+ *   dps_http.c          a slot: buffers, libcurl callbacks, lifecycle (with
+ *                       the security settings every handle has), a
  *                       request's arguments and its result
- *   dps_http_options.c  the options of core.engine, as rows of
- *                       {name, type, CURLOPT}: read -> check -> apply
  *   dps_http_headers.c  request header tables in
  *   dps_http_failure.c  a failed transfer as nil, message, info (kinds from
  *                       the list in dps_curl_errors.h)
  *
  * The response headers go to Lua as the block of kept lines, read by
- * dps.session.
+ * dps.session.  The options of core.engine (dps_http_options.h) are read
+ * and applied on top of this: they use a slot, a slot knows nothing of them.
  */
 #ifndef DPS_HTTP_H
 #define DPS_HTTP_H
@@ -74,8 +74,9 @@ typedef struct {
 long dps_http_ms(double seconds);
 
 /* dps_http.c: makes s's easy handle with its callbacks and the security
- * settings every handle has.  On failure *what is the option libcurl
- * refused; the caller releases s. */
+ * settings every handle has (https only, no redirects, peer and host
+ * verified, TLS 1.2 or newer, no signals, no TLS key log).  On failure
+ * *what is the option libcurl refused; the caller releases s. */
 CURLcode dps_session_init(dps_session *s, CURLoption *what);
 
 /* dps_http.c: reads and checks arguments 2 to 6 (method, url, headers,
@@ -98,34 +99,6 @@ int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
 
 /* dps_http.c: releases everything; safe on a half-built or released slot. */
 void dps_session_release(dps_session *s);
-
-/* dps_http_options.c: the settings every handle gets, whatever its options
- * and whoever drives it: https only, no redirects, peer and host verified,
- * TLS 1.2 or newer, no signals, no TLS key log whatever SSLKEYLOGFILE says,
- * and a timed-out name lookup that does not hold the transfer
- * (CURLOPT_QUICK_EXIT).  On failure *what is the option libcurl refused. */
-CURLcode dps_http_secure(CURL *curl, CURLoption *what);
-
-/* dps_http_options.c: raises "dps.core.engine: cannot set option 'NAME'
- * (libcurl's reason, rc)" for option what (DPS_NO_OPTION: the handle could
- * not be made); NAME is the engine's option that sets it, else libcurl's
- * name for it. */
-int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc);
-
-/* dps_http_options.c: reads and checks the option table at index 1 (the
- * options of core.engine; raises on misuse) and pushes what it read as an
- * opaque userdata, returned.  Valid while that table stays at index 1. */
-const void *dps_http_options_read(lua_State *L);
-
-/* dps_http_options.c: the client-certificate options among options read by
- * dps_http_options_read (NULL where absent), with the lengths of the PEM
- * texts and the pass phrase (0 where absent). */
-void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
-                          size_t *password_len);
-
-/* dps_http_options.c: applies options read by dps_http_options_read to an
- * initialised slot; on failure releases s and raises (dps_http_refused). */
-void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts);
 
 /* dps_http_headers.c: builds s->headers from the table at idx (0: none),
  * raising on a name or value that cannot be sent as is (what is built so

@@ -12,6 +12,7 @@
 #include "dps_core.h"
 #include "dps_crypto.h"
 #include "dps_http.h"
+#include "dps_http_options.h"
 
 /* Largest max_body accepted as is; larger values are clamped to it. */
 #define MAX_BODY_LIMIT 2147483647.0
@@ -279,62 +280,6 @@ static CURLcode options_apply(CURL *curl, const session_options *o, CURLoption *
     return rc == CURLE_OK ? apply_companions(curl, o, what) : rc;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The settings of every handle                                              */
-
-CURLcode dps_http_secure(CURL *curl, CURLoption *what)
-{
-    /* The libcurl defaults among them asserted: peer and host name are
-     * verified; redirects are not followed. */
-    static const struct {
-        CURLoption opt;
-        long value;
-    } fixed[] = {
-        {CURLOPT_NOSIGNAL, 1L},
-        {CURLOPT_FOLLOWLOCATION, 0L},
-        {CURLOPT_SSL_VERIFYPEER, 1L},
-        {CURLOPT_SSL_VERIFYHOST, 2L},
-        {CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2},
-#if LIBCURL_VERSION_NUM < 0x075500
-        {CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS},
-        {CURLOPT_REDIR_PROTOCOLS, (long)CURLPROTO_HTTPS},
-#endif
-    };
-    CURLcode rc = CURLE_OK;
-    size_t i;
-
-    for (i = 0; i < sizeof fixed / sizeof fixed[0] && rc == CURLE_OK; i++) {
-        *what = fixed[i].opt;
-        rc = curl_easy_setopt(curl, fixed[i].opt, fixed[i].value);
-    }
-#if LIBCURL_VERSION_NUM >= 0x075500
-    /* Only https, for redirects too. */
-    if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, *what = CURLOPT_PROTOCOLS_STR, "https");
-    if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, *what = CURLOPT_REDIR_PROTOCOLS_STR, "https");
-#endif
-    /* No TLS key log: libcurl's OpenSSL backend installs one on every
-     * context when SSLKEYLOGFILE was set at curl_global_init, and a key log
-     * next to a capture gives away the SAS token.  The crypto backend
-     * does it where it can (dps_crypto.h). */
-    if (rc == CURLE_OK) {
-        *what = CURLOPT_SSL_CTX_FUNCTION;
-        rc = dps_crypto_no_keylog(curl);
-    }
-#if LIBCURL_VERSION_NUM >= 0x075700
-    /* A name lookup that timed out is left to finish in its own thread,
-     * detached, instead of holding the transfer past its timeout.  An
-     * older libcurl at run time refuses the option: nothing to do then. */
-    if (rc == CURLE_OK) {
-        rc = curl_easy_setopt(curl, *what = CURLOPT_QUICK_EXIT, 1L);
-        if (rc == CURLE_UNKNOWN_OPTION)
-            rc = CURLE_OK;
-    }
-#endif
-    return rc;
-}
-
 int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
 {
     char failed[64];
@@ -370,19 +315,13 @@ const void *dps_http_options_read(lua_State *L)
     return o;
 }
 
-void dps_http_options_apply(lua_State *L, dps_session *s, const void *opts)
+CURLcode dps_http_options_apply(dps_session *s, const void *opts, CURLoption *what)
 {
     const session_options *o = (const session_options *)opts;
-    CURLoption what = DPS_NO_OPTION;
-    CURLcode rc;
 
     s->connect_timeout = o->num[OPT_CONNECT_TIMEOUT];
     s->timeout = o->num[OPT_TIMEOUT];
     s->max_body = (size_t)o->num[OPT_MAX_BODY];
     s->proxied = o->str[OPT_PROXY] != NULL;
-    rc = options_apply(s->curl, o, &what);
-    if (rc != CURLE_OK) {
-        dps_session_release(s);
-        dps_http_refused(L, what, rc);
-    }
+    return options_apply(s->curl, o, what);
 }

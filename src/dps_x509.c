@@ -10,7 +10,7 @@
 #include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_crypto.h"
-#include "dps_http.h"
+#include "dps_http_options.h"
 
 /* Reads and checks (through the crypto backend); NULL on success, else what
  * is wrong, written into msg: the same words on every backend.  One format
