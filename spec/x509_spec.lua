@@ -147,3 +147,45 @@ describe("X.509 local files", function()
     end)
   end
 end)
+
+-- core.x509_credentials reads the five client-certificate options and no
+-- others: an option of core.engine's (timeout, proxy) means nothing to a
+-- certificate check and is misuse, named in the message.
+describe("core.x509_credentials options", function()
+  local core = require "dps.core"
+  local certs
+  setup(function()
+    certs = emulator.certs()
+  end)
+
+  local function pair(extra)
+    local o = { cert_file = certs.x509_device_01_chain, key_file = certs.x509_device_01_key }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+
+  it("takes cert_file, cert, key_file, key and key_password", function()
+    local function slurp(p) local f = assert(io.open(p, "rb")); local s = f:read("*a"); f:close(); return s end
+    local facts, err = core.x509_credentials(pair())
+    assert.truthy(facts, err)
+    assert.are.equal("x509-device-01", facts.cn)
+    facts, err = core.x509_credentials{ cert = slurp(certs.x509_device_01_chain), key_file = certs.x509_device_01_enc_key,
+                                        key_password = certs.x509_device_01_passphrase }
+    assert.truthy(facts, err)
+    facts, err = core.x509_credentials{ cert_file = certs.x509_device_02_chain, key = slurp(certs.x509_device_02_key) }
+    assert.truthy(facts, err)
+  end)
+
+  it("raises on any other option, naming it", function()
+    for _, extra in ipairs({ { timeout = 5 }, { proxy = "http://127.0.0.1:3128" }, { ca_file = certs.ca },
+                             { user_agent = "x" }, { max_body = 1 }, { registration_id = "x509-device-01" } }) do
+      local name = next(extra)
+      assert.error_matches(function() local r = core.x509_credentials(pair(extra)); return r end,
+        "unknown option '" .. name .. "'", 1, true)
+    end
+    assert.error_matches(function() local r = core.x509_credentials{ cert = "PEM", timeout = 5 }; return r end,
+      "unknown option 'timeout'", 1, true)
+    assert.error_matches(function() local r = core.x509_credentials(pair{ [1] = "x" }); return r end,
+      "option names must be strings", 1, true)
+  end)
+end)

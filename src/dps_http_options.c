@@ -173,28 +173,22 @@ static void options_read(lua_State *L, session_options *o)
         o->num[OPT_MAX_BODY] = (double)((long)o->num[OPT_MAX_BODY] + 1);
 }
 
-void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
-                          size_t *password_len)
+/* The client-certificate options among o (NULL where absent). */
+static void credentials_of(const session_options *o, dps_credentials *c)
 {
-    const session_options *o = (const session_options *)opts;
-
     c->cert_file = o->str[OPT_CERT_FILE];
     c->cert = o->str[OPT_CERT];
     c->key_file = o->str[OPT_KEY_FILE];
     c->key = o->str[OPT_KEY];
     c->key_password = o->str[OPT_KEY_PASSWORD];
-    *cert_len = o->len[OPT_CERT];
-    *key_len = o->len[OPT_KEY];
-    *password_len = o->len[OPT_KEY_PASSWORD];
 }
 
 /* Check: the options together. */
 static void options_check(lua_State *L, const session_options *o)
 {
     dps_credentials c;
-    size_t unused;
 
-    dps_http_credentials(o, &c, &unused, &unused, &unused);
+    credentials_of(o, &c);
     dps_check_credentials(L, 1, &c, 0);
     if (!HAS_BLOBS && (c.cert != NULL || c.key != NULL))
         luaL_argerror(L, 1, "options 'cert' and 'key' need libcurl 7.71.0 or newer");

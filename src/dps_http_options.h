@@ -6,23 +6,14 @@
 #ifndef DPS_HTTP_OPTIONS_H
 #define DPS_HTTP_OPTIONS_H
 
-#include <stddef.h>
-
 #include <curl/curl.h>
 
-#include "dps_aux.h"
 #include "dps_http.h"
 
 /* Reads and checks the option table at index 1 (the options of
  * core.engine; raises on misuse) and pushes what it read as an opaque
  * userdata, returned.  Valid while that table stays at index 1. */
 const void *dps_http_options_read(lua_State *L);
-
-/* The client-certificate options among options read by
- * dps_http_options_read (NULL where absent), with the lengths of the PEM
- * texts and the pass phrase (0 where absent). */
-void dps_http_credentials(const void *opts, dps_credentials *c, size_t *cert_len, size_t *key_len,
-                          size_t *password_len);
 
 /* Applies options read by dps_http_options_read to an initialised slot.
  * On failure *what is the option libcurl refused (for dps_http_refused). */

@@ -10,7 +10,6 @@
 #include "dps_aux.h"
 #include "dps_core.h"
 #include "dps_crypto.h"
-#include "dps_http_options.h"
 
 /* Reads and checks (through the crypto backend); NULL on success, else what
  * is wrong, written into msg: the same words on every backend.  One format
@@ -72,42 +71,113 @@ static void push_facts(lua_State *L, const dps_cert_facts *facts)
     dps_set_integer(L, "certificates", facts->certificates);
 }
 
+/* The client-certificate options: the only ones of this file. */
+enum { CERT_FILE, CERT, KEY_FILE, KEY, KEY_PASSWORD, OPTION_COUNT };
+
+static const char *const option_names[OPTION_COUNT] = {
+    [CERT_FILE] = "cert_file", [CERT] = "cert", [KEY_FILE] = "key_file", [KEY] = "key",
+    [KEY_PASSWORD] = "key_password",
+};
+
+/* The member of c that each option fills. */
+static void fields_of(dps_credentials *c, const char **fields[OPTION_COUNT])
+{
+    fields[CERT_FILE] = &c->cert_file;
+    fields[CERT] = &c->cert;
+    fields[KEY_FILE] = &c->key_file;
+    fields[KEY] = &c->key;
+    fields[KEY_PASSWORD] = &c->key_password;
+}
+
+/* Raises on a key of the table at index 1 that is not one of option_names
+ * (core.engine's other options, such as timeout, mean nothing here). */
+static void reject_unknown(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        size_t klen;
+        const char *key;
+        int i;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_argerror(L, 1, "option names must be strings");
+        key = lua_tolstring(L, -2, &klen);
+        for (i = 0; i < OPTION_COUNT; i++)
+            if (klen == strlen(option_names[i]) && memcmp(key, option_names[i], klen) == 0)
+                break;
+        if (i == OPTION_COUNT)
+            dps_argerror(L, 1, "unknown option '%s'", key);
+        lua_pop(L, 1);
+    }
+}
+
+/* Reads the options of the table at index 1 into c (NULL where absent) and
+ * len (0 where absent), with core.engine's checks and messages for the same
+ * options: each a string, not empty, without NUL bytes; 'cert' and 'key' at
+ * most DPS_X509_MAX_PEM bytes (a memory BIO takes an int length).  Raises
+ * on misuse.  The values stay on the stack while their pointers are in use. */
+static void read_options(lua_State *L, dps_credentials *c, size_t len[OPTION_COUNT])
+{
+    const char **fields[OPTION_COUNT];
+    int i;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    reject_unknown(L);
+    fields_of(c, fields);
+    for (i = 0; i < OPTION_COUNT; i++) {
+        const char *name = option_names[i], *p;
+        *fields[i] = NULL;
+        len[i] = 0;
+        lua_getfield(L, 1, name);
+        if (lua_isnil(L, -1))
+            continue;
+        if (lua_type(L, -1) != LUA_TSTRING)
+            dps_argerror(L, 1, "option '%s' must be a string, got %s", name, luaL_typename(L, -1));
+        p = lua_tolstring(L, -1, &len[i]);
+        if (len[i] == 0)
+            dps_argerror(L, 1, "option '%s' must not be empty", name);
+        if (memchr(p, '\0', len[i]) != NULL)
+            dps_argerror(L, 1, "option '%s' must not contain NUL bytes", name);
+        if ((i == CERT || i == KEY) && len[i] > DPS_X509_MAX_PEM)
+            dps_argerror(L, 1, "option '%s' must be at most 1 MiB", name);
+        *fields[i] = p;
+    }
+}
+
 /***
  * Check a client certificate and its key before they are used.
  * @function x509_credentials
  * @tparam table opts `cert_file` or `cert` (PEM, may hold the chain), `key_file` or `key` (PEM),
- * optional `key_password`
+ * optional `key_password`, and nothing else
  * @treturn table `{ cn = …, not_before = epoch, not_after = epoch, certificates = n }`
  * @return nil, message, `{ kind = "credentials" }` when they cannot be used
  * (unreadable, not PEM, encrypted without the right password, not a pair);
  * messages never quote key material
- * @raise as `engine` on its options (these are its client-certificate
- * options), and when there is no certificate or no key
+ * @raise on any other option (`"unknown option 'NAME'"`), on a value that is
+ * not a string, is empty or holds NUL bytes, on a PEM text over 1 MiB, on
+ * options the rule excludes (see `credentials_problem`), and when there is
+ * no certificate or no key
  */
 static int x509_credentials(lua_State *L)
 {
-    size_t c_len, k_len, pw_len;
+    size_t len[OPTION_COUNT];
     dps_credentials c;
     dps_pem_source cert, key;
     dps_cert_facts facts;
     char msg[512];
     const char *failed;
 
-    luaL_checktype(L, 1, LUA_TTABLE);
-    /* The options of core.engine, read and checked as it reads them (their
-     * values stay on the stack while their pointers are in use); here a
-     * certificate needs its key. */
-    dps_http_credentials(dps_http_options_read(L), &c, &c_len, &k_len, &pw_len);
-    dps_check_credentials(L, 1, &c, 1);
+    read_options(L, &c, len);
+    dps_check_credentials(L, 1, &c, 1); /* here a certificate needs its key */
 
     memset(&facts, 0, sizeof facts);
     cert.file = c.cert_file;
     cert.pem = c.cert;
-    cert.len = c.cert != NULL ? c_len : 0;
+    cert.len = len[CERT];
     key.file = c.key_file;
     key.pem = c.key;
-    key.len = c.key != NULL ? k_len : 0;
-    failed = inspect(&cert, &key, c.key_password, pw_len, &facts, msg, sizeof msg);
+    key.len = len[KEY];
+    failed = inspect(&cert, &key, c.key_password, len[KEY_PASSWORD], &facts, msg, sizeof msg);
     if (failed != NULL)
         return dps_push_failure(L, "credentials", failed);
     push_facts(L, &facts);
@@ -128,15 +198,15 @@ static int x509_credentials(lua_State *L)
 static int credentials_problem(lua_State *L)
 {
     dps_credentials c;
-    const char **fields[] = {&c.cert_file, &c.cert, &c.key_file, &c.key, &c.key_password};
-    static const char *const names[] = {"cert_file", "cert", "key_file", "key", "key_password"};
+    const char **fields[OPTION_COUNT];
     const char *problem;
-    size_t i;
+    int i;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
-        lua_getfield(L, 1, names[i]);
-        *fields[i] = lua_isnil(L, -1) ? NULL : names[i]; /* only presence counts */
+    fields_of(&c, fields);
+    for (i = 0; i < OPTION_COUNT; i++) {
+        lua_getfield(L, 1, option_names[i]);
+        *fields[i] = lua_isnil(L, -1) ? NULL : option_names[i]; /* only presence counts */
         lua_pop(L, 1);
     }
     problem = dps_credentials_problem(&c, c.cert != NULL || c.cert_file != NULL);
