@@ -4,7 +4,7 @@
  * may lack it).  Checks what each answer means, and that only the last
  * response counts: the lines kept from the whole input are the lines kept
  * from its last status line on.  (The kept block is read into a table in
- * Lua, dps.session.headers: spec/session_spec.lua holds its properties.)
+ * Lua, dps.headers.parse: spec/headers_spec.lua holds its properties.)
  */
 #include "fuzz.h"
 

@@ -15,9 +15,7 @@ local check = require "dps.check"
 local Client = require "dps.client"
 local Batch = require "dps.batch"
 local Hub = require "dps.hub"
-local connect = require("dps.connect").connect
-
-local pcall = pcall -- the level count in dps.provision needs the C pcall
+local connect = require "dps.connect"
 
 local dps = {
   _VERSION = core._VERSION,
@@ -37,7 +35,8 @@ local dps = {
 -- @treturn string the derived device key, base64
 -- @raise on a bad argument
 function dps.derive_key(group_key, registration_id)
-  check.registration_id(registration_id)
+  local problem = check.registration_id(registration_id)
+  if problem then error(problem, 2) end
   local key = core.derive_key(group_key, registration_id, "dps.derive_key")
   return key
 end
@@ -66,8 +65,8 @@ end
 -- @treturn string the token
 -- @raise on a bad argument
 function dps.registration_token(id_scope, registration_id, key, expiry)
-  check.id_scope(id_scope)
-  check.registration_id(registration_id)
+  local problem = check.id_scope(id_scope) or check.registration_id(registration_id)
+  if problem then error(problem, 2) end
   local token = core.sas_token(id_scope .. "/registrations/" .. registration_id, key, expiry, "registration",
     "dps.registration_token")
   return token
@@ -81,50 +80,41 @@ end
 -- @treturn string the token
 -- @raise on a bad argument
 function dps.hub_token(hub_host, device_id, key, expiry)
-  check.nonempty_string(hub_host, "hub_host")
-  check.nonempty_string(device_id, "device_id")
+  local problem = check.string(hub_host, "hub_host") or check.string(device_id, "device_id")
+  if problem then error(problem, 2) end
   local token = core.sas_token(hub_host .. "/devices/" .. device_id, key, expiry, nil, "dps.hub_token")
   return token
 end
 
 --- Make a client for one device; see `dps.client.new` for the options.
+-- Its calls block (each at most its `timeout`).
 -- @function new
 -- @tparam table opts
 -- @treturn dps.client
 dps.new = Client.new
 
---- Provision one device and close the client: `dps.new(opts):provision(opts)`.
+local PROVISION_OPTIONS = check.extend(Client.OPTIONS, Client.PROVISION_OPTIONS)
+
+--- Provision one device and close the client: `dps.new(opts):provision(opts)`,
+-- blocking until it ends (at most `timeout`).
 -- `opts` holds the client's options plus `payload`, `cache` (the assignment
 -- cache's path: a matching cache answers with no request) and `force`
--- (register even so); `timeout` is both the per-request and the overall
--- limit (default 60 s overall).
+-- (register even so); `timeout` is the overall limit (default 60 s) and
+-- `request_timeout` the limit of one request (default 30 s).
 -- @tparam table opts
+-- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`)
 -- @treturn table the assigned registration state, or nil, message, info
 -- @treturn table `{ source = "cache" | "service", clock_offset, … }` (see
 -- the client's `provision`)
 -- (as `dps.new`'s for local files that cannot be used, else as the client's
 -- `provision`)
 -- @raise on misuse, as `dps.new` and the client's `provision`
-function dps.provision(opts)
-  check.options(opts, setmetatable({ payload = "table", cache = "string", force = "boolean" },
-    { __index = Client.OPTIONS }), "dps.provision")
-  local client_opts, provision_opts = {}, { payload = opts.payload, timeout = opts.timeout, cache = opts.cache,
-    force = opts.force }
-  for k, v in pairs(opts) do
-    if k ~= "payload" and k ~= "cache" and k ~= "force" then client_opts[k] = v end
-  end
-  local client, message, info = Client._new(client_opts, 3)
-  if not client then
-    return nil, message, info -- a local file that cannot be used
-  end
-  -- misuse raises at this function's caller (pcall is one more level); the
-  -- client is closed either way
-  local results = { pcall(Client._provision, client, provision_opts, 4) }
-  client:close()
-  if not results[1] then
-    error(results[2], 0)
-  end
-  return results[2], results[3], results[4]
+function dps.provision(opts, rt)
+  local problem = connect.options_problem(opts, PROVISION_OPTIONS, "dps.provision")
+  if problem then error(problem, 2) end
+  local client, state, result, info = connect.provision(opts, rt)
+  if client then client:close() end
+  return state, result, info
 end
 
 --- Provision many devices at once, without blocking; see `dps.batch`.
@@ -133,48 +123,43 @@ end
 -- @treturn dps.batch
 dps.batch = Batch.new
 
---- Provision one device without blocking: a batch of one, for gateway code
--- that drives everything with `step()`. `opts`: the batch's options plus
+--- Provision one device without blocking, for gateway code that drives
+-- everything with `step()`. `opts`: the batch's options plus
 -- `registration_id`, `symmetric_key` (or `group_key`) and `payload`.
 --
 --    local p = dps.start_provision{ id_scope = …, registration_id = "leaf-01", symmetric_key = key }
 --    repeat local wait_s, fds = p:step() --[[ … arm a timer / watch fds … ]] until p:done()
---    local state, message, info = p:result("leaf-01")
+--    local state, message, info = p:result()
+--    p:close()
+-- @function start_provision
 -- @tparam table opts
--- @treturn dps.batch
+-- @treturn table the handle: `step()`, `done()`, `result()`, `stats()`, `close()`
 -- @raise on misuse, as `dps.batch` and `batch:add`
-function dps.start_provision(opts)
-  check.options(opts, setmetatable({ registration_id = "string", symmetric_key = "string", payload = "table" },
-    { __index = Batch.OPTIONS }), "dps.start_provision")
-  local batch_opts = { concurrency = 1 }
-  for k, v in pairs(opts) do
-    if Batch.OPTIONS[k] then batch_opts[k] = v end
-  end
-  local b = Batch._new(batch_opts, 3)
-  b:add(opts.registration_id, { payload = opts.payload, symmetric_key = opts.symmetric_key })
-  return b
-end
+dps.start_provision = Batch.start
 
 --- Provision (or read the cache) and return a client of the assigned hub
 -- (`dps.hub`), which provisions again, once per call, when the hub refuses
--- the device (401 with a correct clock, 403, 404): see `dps.hub`.
+-- the device (401 with a correct clock, 403, 404): see `dps.hub`. Blocks
+-- while it provisions.
 -- @tparam table opts the options of `dps.provision` (including `cache`),
 --   plus `hub_endpoint` (where the hub client connects instead of the
---   assigned hub: an emulator, a proxy) and `hub_timeout` (seconds per hub
---   call, default 30)
+--   assigned hub: an emulator, a proxy). `timeout` limits provisioning and
+--   each hub call (default 60 s and 30 s); `hub_timeout` (deprecated) sets
+--   the hub calls' limit alone.
+-- @tparam[opt] table rt a runtime for specs (`dps.runtime`; `transport` is
+--   the DPS client's, `hub_transport` the hub's)
 -- @treturn dps.hub the hub client, or nil, message, info (as `dps.provision`)
 -- @raise on misuse, as `dps.provision`
-function dps.connect(opts)
-  local hub, message, info = connect(opts, 3) -- not a tail call: blames this function's caller
-  return hub, message, info
+function dps.connect(opts, rt)
+  local problem = connect.options_problem(opts)
+  if problem then error(problem, 2) end
+  return connect.connect(opts, rt)
 end
 
 --- A client of the hub for an assignment you already have: see `dps.hub`'s `new`.
+-- @function hub
 -- @tparam table opts `state` (or `hub`, `device_id`), one attestation, …
 -- @treturn dps.hub
-function dps.hub(opts)
-  local hub = Hub._new(opts, 3)
-  return hub
-end
+dps.hub = Hub.new
 
 return dps

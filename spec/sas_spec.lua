@@ -98,8 +98,8 @@ describe("dps.registration_token", function()
     package.loaded["dps.check"] = nil
     local fresh = require "dps.check" -- no scope remembered yet
     package.loaded["dps.check"] = saved
-    assert.error_matches(function() fresh.id_scope(nil) end, "id_scope must be a string, got nil", 1, true)
-    assert.error_matches(function() fresh.id_scope(false) end, "id_scope must be a string, got boolean", 1, true)
+    assert.are.equal("id_scope must be a string, got nil", fresh.id_scope(nil))
+    assert.are.equal("id_scope must be a string, got boolean", fresh.id_scope(false))
   end)
 end)
 

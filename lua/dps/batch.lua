@@ -1,49 +1,58 @@
 --- Many devices provisioned at once, without blocking (`dps.batch`).
 --
 -- Each device runs the `dps.poll` machine of `client:provision` (the same
--- code: Retry-After, 429/5xx/409 rules, 5 polls per 10 s, token renewal,
--- its own deadline); its requests are built by `dps.client`
--- (`Client:_request`) and read by `dps.response`, and they travel on one
--- `dps.core` engine: many transfers in flight, one pool of kept-alive
--- connections, TLS sessions resumed.
+-- rules: Retry-After, 429/5xx/409, 5 polls per 10 s, the wrong-clock retry,
+-- its own deadline), its requests come from its `dps.request` builder (token
+-- renewal, the clock offset) and its answers are read by `dps.response`; all
+-- of them travel on one engine (`dps.core.engine`): many transfers in
+-- flight, one pool of kept-alive connections, TLS sessions resumed.
 --
 --    local b = dps.batch{ id_scope = scope, group_key = key, concurrency = 16, rate = 1000, timeout = 300 }
 --    b:add("leaf-01", { payload = { site = "north" } })
 --    local summary = b:run{ on_result = function(id, state, err, info) … end }
 --    -- or, in an event loop: local wait_s, fds = b:step() … until b:done()
 --
--- New registrations are paced to `rate` per minute (the DPS quota is per
--- unit), and a 429 to any registration holds every registration for its
--- Retry-After. Results come back per device: the registration state, or
--- `nil, message, info` as `client:provision`'s.
+-- The batch's own rules:
+--
+-- * Registrations (first ones, and again after a 409, 429 or 5xx) are paced
+--   to `rate` per minute (the DPS quota is per unit), and a 429 to any
+--   registration holds every registration for its Retry-After.
+-- * A device that cannot register before its deadline or the batch's (the
+--   hold or the pace reach past it) fails at once with kind `timeout`.
+-- * Each request is limited to `request_timeout`, and to the time left.
+-- * A clock offset one device learns (a 401 with the server's `Date`) signs
+--   the requests of the devices that start after it.
+--
+-- `step` never blocks; `run` blocks until every device is over. Results come
+-- back per device: the registration state, or `nil, message, info` as
+-- `client:provision`'s.
 -- @classmod dps.batch
 local core = require "dps.core"
 local check = require "dps.check"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
+local request = require "dps.request"
 local response = require "dps.response"
-local session = require "dps.session"
-local Client = require "dps.client"
+local retry = require "dps.retry"
+local runtime = require "dps.runtime"
 
 local Batch = {}
 Batch.__index = Batch
 
-local OPTIONS = {
-  id_scope = "string", group_key = "string", endpoint = "string", api_version = "string",
-  ca_file = "string", ca_path = "string", proxy = "string", user_agent = "string",
-  connect_timeout = "number", request_timeout = "number", device_timeout = "number", token_ttl = "number",
-  concurrency = "number", rate = "number", timeout = "number",
+--- Option names and types of `dps.batch`.
+Batch.OPTIONS = check.extend(runtime.TRANSPORT, {
+  id_scope = "string", group_key = "string", endpoint = "string", api_version = "string", token_ttl = "number",
+  concurrency = "number", rate = "number", timeout = "number", device_timeout = "number",
   on_result = "function", on_progress = "function", jitter = "function",
-}
-local ADD_OPTIONS = { payload = "table", symmetric_key = "string", cache = "table" }
+})
+local ADD_OPTIONS = { payload = "table", symmetric_key = "string" }
 local RUN_OPTIONS = { on_result = "function", on_progress = "function" }
--- What dps.new takes from the batch's options for each device's client.
-local CLIENT_OPTIONS = { "id_scope", "group_key", "endpoint", "api_version", "ca_file", "ca_path", "token_ttl" }
-
-Batch.OPTIONS = OPTIONS
 
 local DEFAULT_CONCURRENCY, DEFAULT_RATE, DEFAULT_TIMEOUT = 16, 1000, 300
-local DEFAULT_REQUEST_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30, 10
+local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
+
+-- Keys out of sight: device → its own key (from add), batch → the group key.
+local secrets = setmetatable({}, { __mode = "k" })
 
 -- A min-heap of devices by `due` (the time their machine wants a tick).
 local function heap_push(h, dev)
@@ -73,32 +82,46 @@ local function heap_pop(h)
   return top
 end
 
-local function positive_integer(value, name, max, level)
-  if value ~= nil and (value ~= math.floor(value) or value < 1 or value > max) then
-    check.fail(string.format("dps.batch: %s must be an integer from 1 to %d", name, max), level + 1)
+--- The misuse in `dps.batch`'s options, or nil.
+function Batch.options_problem(opts, who)
+  who = who or "dps.batch"
+  local problem = check.options(opts, Batch.OPTIONS, who) or check.id_scope(opts.id_scope)
+  if problem then return problem end
+  if opts.group_key ~= nil then
+    problem = core.key_problem(opts.group_key)
+    if problem then return who .. ": group_key is not base64: it " .. problem end
   end
+  local n = opts.concurrency
+  if n ~= nil and (n ~= math.floor(n) or n < 1 or n > 1024) then
+    return who .. ": concurrency must be an integer from 1 to 1024"
+  end
+  for _, name in ipairs({ "rate", "timeout", "device_timeout", "token_ttl" }) do
+    problem = problem or check.seconds(opts[name], name, true)
+  end
+  if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
+    problem = problem or ("api_version must look like " .. request.DPS_API_VERSION)
+  end
+  local _, bad = request.endpoint(opts.endpoint or DEFAULT_ENDPOINT)
+  return problem or runtime.options_problem(opts) or (bad and who .. ": " .. bad)
 end
 
--- dps.batch itself, blaming `level`.
-local function new(opts, level)
-  check.options(opts, OPTIONS, "dps.batch", level)
-  check.id_scope(opts.id_scope, level)
-  if opts.group_key ~= nil then
-    local problem = core.key_problem(opts.group_key)
-    if problem then check.fail("dps.batch: group_key is not base64: it " .. problem, level) end
-  end
-  positive_integer(opts.concurrency, "concurrency", 1024, level)
-  for _, name in ipairs({ "rate", "timeout", "device_timeout", "request_timeout", "connect_timeout" }) do
-    if opts[name] ~= nil then check.seconds(opts[name], name, level) end
-  end
+--- A batch from checked options (`options_problem`), on the runtime `rt`.
+function Batch.create(opts, rt)
   local concurrency = opts.concurrency or DEFAULT_CONCURRENCY
+  rt = runtime.new(rt)
+  rt.jitter = opts.jitter or rt.jitter
   local self = setmetatable({
-    opts = opts,
+    id_scope = opts.id_scope,
+    endpoint = request.endpoint(opts.endpoint or DEFAULT_ENDPOINT),
+    api_version = opts.api_version,
+    token_ttl = opts.token_ttl,
     concurrency = concurrency,
     interval = 60 / (opts.rate or DEFAULT_RATE), -- seconds between registrations
     timeout = opts.timeout or DEFAULT_TIMEOUT,
     device_timeout = opts.device_timeout or poll.DEFAULT_TIMEOUT,
+    request_timeout = opts.request_timeout or runtime.DEFAULT_REQUEST_TIMEOUT,
     on_result = opts.on_result, on_progress = opts.on_progress,
+    rt = rt,
     devices = {}, by_id = {},    -- add order; registration ID → device
     queue_head = 1,              -- devices[queue_head…] not started yet
     heap = {}, ready = {},       -- devices waiting for their time; due and waiting for a slot
@@ -107,52 +130,63 @@ local function new(opts, level)
     free = concurrency, finished = 0, assigned = 0,
     next_register = -math.huge,  -- pacing: no registration before this time
     hold_until = -math.huge,     -- a 429 holds every registration until this time
+    clock_offset = 0,            -- the last offset a device learnt, for the devices that start after it
   }, Batch)
-  self.engine = core.engine({
-    ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy, user_agent = opts.user_agent,
-    timeout = opts.request_timeout or DEFAULT_REQUEST_TIMEOUT,
-    connect_timeout = opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-  }, concurrency)
+  secrets[self] = opts.group_key
+  self.engine = rt.transport or core.engine(runtime.engine_options(opts), concurrency)
   return self
 end
 
 --- Make a batch (`dps.batch`).
 -- @tparam table opts `id_scope`; `group_key` (or a `symmetric_key` per device
---   in `add`); optionally `endpoint`, `api_version`, `ca_file`, `ca_path`,
---   `proxy`, `user_agent`, `token_ttl`, `concurrency` (requests in flight,
---   default 16), `rate` (registrations per minute, default 1000), `timeout`
---   (overall seconds, default 300), `device_timeout` (seconds per device from
---   its first request, default 60), `request_timeout` (default 30),
---   `connect_timeout` (default 10), `on_result`, `on_progress` (as `run`'s)
+--   in `add`); optionally `endpoint`, `api_version`, `token_ttl`,
+--   `concurrency` (requests in flight, default 16), `rate` (registrations
+--   per minute, default 1000), `timeout` (seconds, overall, default 300),
+--   `device_timeout` (seconds per device from its first request, default
+--   60), `request_timeout` (seconds for one request, default 30),
+--   `connect_timeout` (default 10), `ca_file`, `ca_path`, `proxy`,
+--   `user_agent`, `max_body`, `on_result`, `on_progress` (as `run`'s)
+-- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`;
+--   its `transport` is an engine)
 -- @treturn dps.batch
 -- @raise on unknown options, wrong types, a bad ID scope or group key
-function Batch.new(opts)
-  local b = new(opts, 3) -- not a tail call: new blames this function's caller
-  return b
+function Batch.new(opts, rt)
+  local problem = Batch.options_problem(opts)
+  if problem then error(problem, 2) end
+  return Batch.create(opts, rt)
 end
-Batch._new = new
+
+--- The misuse in `batch:add`'s arguments, or nil.
+function Batch:add_problem(id, opts)
+  local problem = check.options(opts, ADD_OPTIONS, "batch:add") or check.registration_id(id)
+  if problem then
+    return problem
+  elseif not self.engine then
+    return "batch:add: the batch is closed"
+  elseif self.by_id[id] then
+    return "batch:add: " .. id .. " was added already"
+  elseif opts.symmetric_key == nil and secrets[self] == nil then
+    return "batch:add: " .. id .. " needs a symmetric_key (the batch has no group_key)"
+  elseif opts.symmetric_key ~= nil and core.key_problem(opts.symmetric_key) then
+    return "batch:add: symmetric_key is not base64: it " .. core.key_problem(opts.symmetric_key)
+  end
+  local _, bad = request.body(id, opts.payload)
+  return bad and "batch:add: " .. bad
+end
 
 --- Add a device.
 -- @tparam string id the registration ID
 -- @tparam[opt] table opts `payload` (table), `symmetric_key` (the device's
 --   own key, base64; else the batch's `group_key` derives it)
+-- @treturn dps.batch the batch
 -- @raise on a bad ID, an ID added twice, a bad payload or key, no key at
 --   all, or a closed batch
 function Batch:add(id, opts)
   opts = opts or {}
-  check.options(opts, ADD_OPTIONS, "batch:add", 2)
-  check.registration_id(id, nil, 2)
-  if self.by_id[id] then check.fail("batch:add: " .. id .. " was added already", 2) end
-  if opts.symmetric_key == nil and self.opts.group_key == nil then
-    check.fail("batch:add: " .. id .. " needs a symmetric_key (the batch has no group_key)", 2)
-  end
-  if opts.symmetric_key ~= nil then
-    local problem = core.key_problem(opts.symmetric_key)
-    if problem then check.fail("batch:add: symmetric_key is not base64: it " .. problem, 2) end
-  end
-  if not self.engine then check.fail("batch:add: the batch is closed", 2) end
-  local dev = { id = id, key = opts.symmetric_key, index = #self.devices + 1 }
-  dev.body = Client._body({ registration_id = id }, opts.payload, 2) -- checked now, sent later
+  local problem = self:add_problem(id, opts)
+  if problem then error(problem, 2) end
+  local dev = { id = id, index = #self.devices + 1, body = request.body(id, opts.payload) }
+  secrets[dev] = opts.symmetric_key
   self.devices[dev.index] = dev
   self.by_id[id] = dev
   return self
@@ -162,29 +196,29 @@ end
 function Batch:_finish(dev, state, message, info)
   if dev.over then return end
   dev.over, dev.state, dev.message, dev.info = true, state, message, info
-  if dev.client then dev.client:close() end
-  dev.client, dev.machine, dev.body = nil, nil, nil
+  if dev.builder then dev.builder:forget() end
+  dev.builder, dev.machine, dev.body = nil, nil, nil
+  secrets[dev] = nil
   self.finished = self.finished + 1
   if state then self.assigned = self.assigned + 1 end
   if self.on_result then self.on_result(dev.id, state, message, info) end
   if self.on_progress then self.on_progress(self.finished, #self.devices) end
 end
 
--- The device's client (a request builder: its own session is closed at
--- once, the engine carries the requests).
-function Batch:_client(dev)
-  local copts = {}
-  for _, name in ipairs(CLIENT_OPTIONS) do copts[name] = self.opts[name] end
-  copts.registration_id = dev.id
-  if dev.key then copts.group_key, copts.symmetric_key = nil, dev.key end
-  local client, message, info = Client._new(copts, 4)
-  if client then client.session:close() end
-  return client, message, info
+-- A device starts: its builder (the key derived now, not at add) and machine.
+function Batch:_start(dev, now)
+  local group_key = secrets[self]
+  dev.builder = request.new{ id_scope = self.id_scope, registration_id = dev.id, endpoint = self.endpoint,
+    api_version = self.api_version, token_ttl = self.token_ttl, clock_offset = self.clock_offset,
+    key = secrets[dev] or core.derive_key(group_key, dev.id) }
+  secrets[dev] = nil
+  dev.machine = poll.new{ timeout = self.device_timeout, now = now, jitter = self.rt.jitter,
+    clock_offset = self.clock_offset }
 end
 
--- Whether a registration may go out now: pacing and the 429 hold.
-function Batch:_may_register(now)
-  return now >= self.next_register and now >= self.hold_until
+-- When the next registration may go out: pacing and the 429 hold.
+function Batch:_register_at()
+  return math.max(self.next_register, self.hold_until)
 end
 
 -- Ticks a device that is due and has a slot; sends, waits or finishes.
@@ -199,10 +233,11 @@ function Batch:_tick(dev, now)
   if act.step == "register" then
     self.next_register = math.max(now, self.next_register) + self.interval
   end
-  local req = dev.client:_request(act.step, core.now(), act.operation_id,
+  dev.builder:set_clock_offset(act.clock_offset)
+  local req = dev.builder:dps_request(act.step, self.rt.now(), act.operation_id,
     act.step == "register" and dev.body or nil)
-  local left = math.min(act.timeout, self.deadline - now)
-  local xfer, message, info = self.engine:request(req.method, req.url, req.headers, req.body, math.max(left, 0.001))
+  local limit = math.min(act.timeout, self.request_timeout, self.deadline - now)
+  local xfer, message, info = self.engine:request(req.method, req.url, req.headers, req.body, math.max(limit, 0.001))
   if not xfer then
     return self:_answer(dev, errors.transport(act.step, message, info))
   end
@@ -213,20 +248,21 @@ end
 
 -- The machine's verdict on an answer.
 function Batch:_answer(dev, result, meta, info)
-  local now = core.monotime()
+  local now = self.rt.monotime()
   if not result and info.status == 429 and dev.step == "register" then
-    self.hold_until = math.max(self.hold_until, now + (info.retry_after or poll.backoff(core.jitter, 1)))
+    self.hold_until = math.max(self.hold_until, now + (info.retry_after or retry.backoff(self.rt.jitter, 1)))
   end
   local act = dev.machine:answer(now, result, meta, info)
   if act.action == "wait" then
     dev.due = act.at
     heap_push(self.heap, dev)
   else
+    if act.action == "done" then self.clock_offset = act.clock_offset end
     self:_finish(dev, act.state, act.message, act.info)
   end
 end
 
--- Finished transfers: taken from the engine, interpreted, answered.
+-- Finished transfers: taken from the engine, read, answered.
 function Batch:_collect()
   local ids = self.finished_ids
   self.finished_ids = {}
@@ -234,17 +270,26 @@ function Batch:_collect()
     local dev = self.inflight[xfer]
     self.inflight[xfer] = nil
     self.free = self.free + 1
-    local status, headers, body = session.result(self.engine:take(xfer))
-    if status then
-      self:_answer(dev, response.interpret(dev.step, status, headers, body, core.now()))
-    else
-      self:_answer(dev, errors.transport(dev.step, headers, body))
-    end
+    local status, head, body = runtime.take(self.engine, xfer)
+    self:_answer(dev, runtime.reply(response.interpret, dev.step, self.rt.now(), status, head, body))
   end
 end
 
 local function append(list, items)
   for _, v in ipairs(items) do list[#list + 1] = v end
+end
+
+-- A device that cannot register before `limit` (its deadline or the
+-- batch's): kind `timeout`, at once.
+function Batch:_cannot_register(dev, limit)
+  local last_info = dev.machine and dev.machine.last_info
+  local held = self.hold_until >= limit
+  local _, message, info = errors.deadline(limit == self.deadline and self.timeout or self.device_timeout,
+    (dev.machine and dev.machine.last_message or "never started")
+      .. (held and "; registrations are held by the service's Retry-After" or "; the registration pace"),
+    last_info)
+  if held and not info.retry_after then info.retry_after = self.hold_until - self.rt.monotime() end
+  self:_finish(dev, nil, message, info)
 end
 
 -- Devices whose time came, then new devices, while slots, pacing and the
@@ -254,11 +299,13 @@ function Batch:_schedule(now)
   while heap[1] and heap[1].due <= now do
     ready[#ready + 1] = heap_pop(heap)
   end
+  local register_at = self:_register_at()
   local waiting = {}
   for _, dev in ipairs(ready) do
-    -- peek: a machine without an operation ID registers next
-    local registers = dev.machine.operation_id == nil
-    if self.free > 0 and (not registers or self:_may_register(now)) then
+    local registers = dev.machine:next_step() == "register"
+    if registers and register_at >= math.min(dev.machine.deadline, self.deadline) then
+      self:_cannot_register(dev, math.min(dev.machine.deadline, self.deadline))
+    elseif self.free > 0 and (not registers or now >= self:_register_at()) then
       self:_tick(dev, now)
     else
       waiting[#waiting + 1] = dev
@@ -266,17 +313,17 @@ function Batch:_schedule(now)
   end
   self.ready = waiting
   local devices = self.devices
-  while self.free > 0 and devices[self.queue_head] and self:_may_register(now) do
+  if devices[self.queue_head] and self:_register_at() >= self.deadline then
+    while devices[self.queue_head] do -- none of them can start in time
+      self.queue_head = self.queue_head + 1
+      self:_cannot_register(devices[self.queue_head - 1], self.deadline)
+    end
+  end
+  while self.free > 0 and devices[self.queue_head] and now >= self:_register_at() do
     local dev = devices[self.queue_head]
     self.queue_head = self.queue_head + 1
-    local client, message, info = self:_client(dev)
-    if not client then
-      self:_finish(dev, nil, message, info)
-    else
-      dev.client = client
-      dev.machine = poll.new{ timeout = self.device_timeout, now = now, jitter = self.opts.jitter }
-      self:_tick(dev, now)
-    end
+    self:_start(dev, now)
+    self:_tick(dev, now)
   end
 end
 
@@ -295,16 +342,20 @@ function Batch:_expire()
   self.queue_head = #self.devices + 1
 end
 
--- When the batch next wants a step, as seconds from now (nil: only a socket).
+-- When the batch next wants a step, as seconds from now.
 function Batch:_wait(now, engine_wait)
   local at = self.deadline
   if self.heap[1] then at = math.min(at, self.heap[1].due) end
   if self.free > 0 and (#self.ready > 0 or self.devices[self.queue_head]) then
-    at = math.min(at, math.max(self.next_register, self.hold_until))
+    at = math.min(at, self:_register_at())
   end
   local wait = math.max(at - now, 0)
   if engine_wait then wait = math.min(wait, engine_wait) end
   return wait
+end
+
+local function closed_problem(self, what)
+  return not self.engine and ("batch:" .. what .. ": the batch is closed") or nil
 end
 
 --- Do what can be done now, without blocking.
@@ -313,13 +364,14 @@ end
 --   `"rw"`): call `step` as soon as one is ready
 -- @raise on a closed batch
 function Batch:step()
-  if not self.engine then check.fail("batch:step: the batch is closed", 2) end
-  local now = core.monotime()
-  self.deadline = self.deadline or now + self.timeout
+  local problem = closed_problem(self, "step")
+  if problem then error(problem, 2) end
+  local rt = self.rt
+  self.deadline = self.deadline or rt.monotime() + self.timeout
   local _, _, done = self.engine:step()
   append(self.finished_ids, done)
   self:_collect()
-  now = core.monotime()
+  local now = rt.monotime()
   if now >= self.deadline then
     self:_expire()
   else
@@ -329,7 +381,7 @@ function Batch:step()
   engine_wait, fds, done = self.engine:step()
   append(self.finished_ids, done)
   if #done > 0 then engine_wait = 0 end
-  return self:_wait(core.monotime(), engine_wait), fds
+  return self:_wait(rt.monotime(), engine_wait), fds
 end
 
 --- Whether every device is over.
@@ -343,10 +395,11 @@ end
 -- @treturn table `{ total, assigned, failed, seconds, requests, connects }`
 function Batch:run(opts)
   opts = opts or {}
-  check.options(opts, RUN_OPTIONS, "batch:run", 2)
+  local problem = check.options(opts, RUN_OPTIONS, "batch:run") or closed_problem(self, "run")
+  if problem then error(problem, 2) end
   self.on_result = opts.on_result or self.on_result
   self.on_progress = opts.on_progress or self.on_progress
-  local t0 = core.monotime()
+  local t0 = self.rt.monotime()
   while not self:done() do
     local wait = self:step()
     if not self:done() and wait > 0 then
@@ -355,12 +408,14 @@ function Batch:run(opts)
   end
   local stats = self.engine:stats()
   return { total = #self.devices, assigned = self.assigned, failed = self.finished - self.assigned,
-    seconds = core.monotime() - t0, requests = stats.requests, connects = stats.connects }
+    seconds = self.rt.monotime() - t0, requests = stats.requests, connects = stats.connects }
 end
 
---- Results so far, in the order of `add`: `{ id, state }` for an assigned
--- device, `{ id, message, info }` for one that failed (unfinished devices
--- are left out).
+--- Results so far, in the order of `add`: a list of tables, each
+-- `{ id = …, state = registration state }` for an assigned device or
+-- `{ id = …, message = …, info = … }` for one that failed (devices still
+-- running are left out).
+-- @treturn table
 function Batch:results()
   local out = {}
   for _, dev in ipairs(self.devices) do
@@ -371,33 +426,112 @@ function Batch:results()
   return out
 end
 
---- One device's result: state, or nil, message, info; nothing while it runs.
+--- One device's result: its registration state, or `nil, message, info`;
+-- while it still runs, `nil, message, { kind = "pending" }`.
+-- @tparam string id a registration ID given to `add`
+-- @raise on an ID that was never added
 function Batch:result(id)
   local dev = self.by_id[id]
-  if dev and dev.over then
-    if dev.state then return dev.state end
-    return nil, dev.message, dev.info
+  if not dev then
+    error("batch:result: " .. tostring(id) .. " was never added", 2)
+  elseif not dev.over then
+    return nil, dev.id .. ": still provisioning", { kind = "pending", retryable = true }
+  elseif dev.state then
+    return dev.state
   end
+  return nil, dev.message, dev.info
 end
 
 --- Engine counters: `{ requests, connects, running, free, slots }`.
 function Batch:stats()
+  local problem = closed_problem(self, "stats")
+  if problem then error(problem, 2) end
   return self.engine:stats()
 end
 
---- Drop everything in flight, close the connections, wipe the keys. Safe to
--- call more than once.
+--- Drop everything in flight, close the connections, forget the keys. Safe
+-- to call more than once.
 function Batch:close()
   if self.engine then
     self.engine:close()
     self.engine = nil
   end
+  secrets[self] = nil
   for _, dev in ipairs(self.devices) do
-    if dev.client then dev.client:close() end
-    dev.client, dev.key = nil, nil
+    if dev.builder then dev.builder:forget() end
+    dev.builder = nil
+    secrets[dev] = nil
   end
   return true
 end
 Batch.__close = Batch.close
+
+-- One device --------------------------------------------------------------
+
+local Provision = {}
+Provision.__index = Provision
+
+--- Option names and types of `dps.start_provision`.
+Batch.START_OPTIONS = check.extend(Batch.OPTIONS, { registration_id = "string", symmetric_key = "string",
+  payload = "table" })
+
+--- Provision one device without blocking (`dps.start_provision`): a handle
+-- with `step`, `done`, `result`, `stats` and `close`, driven like a batch.
+-- @tparam table opts the batch's options plus `registration_id`,
+--   `symmetric_key` (or `group_key`) and `payload`
+-- @tparam[opt] table rt as `Batch.new`'s
+-- @raise on misuse, as `dps.batch` and `batch:add`
+function Batch.start(opts, rt)
+  local problem = check.options(opts, Batch.START_OPTIONS, "dps.start_provision")
+  local batch_opts = { concurrency = 1 }
+  for k, v in pairs(opts) do
+    if Batch.OPTIONS[k] then batch_opts[k] = v end
+  end
+  problem = problem or Batch.options_problem(batch_opts, "dps.start_provision")
+  if problem then error(problem, 2) end
+  local b = Batch.create(batch_opts, rt)
+  local add = { payload = opts.payload, symmetric_key = opts.symmetric_key }
+  problem = b:add_problem(opts.registration_id, add)
+  if problem then
+    b:close()
+    error(problem:gsub("^batch:add", "dps.start_provision"), 2)
+  end
+  b:add(opts.registration_id, add)
+  return setmetatable({ batch = b, registration_id = opts.registration_id }, Provision)
+end
+
+--- Do what can be done now, without blocking (`batch:step`).
+-- @treturn number seconds after which to call `step` again
+-- @treturn table sockets to watch
+function Provision:step()
+  if not self.batch.engine then error("provision:step: the provisioning is closed", 2) end
+  return self.batch:step()
+end
+
+--- Whether the device is over.
+function Provision:done()
+  return self.batch:done()
+end
+
+--- The device's result: its registration state, or `nil, message, info`
+-- (kind `pending` while it runs).
+function Provision:result()
+  return self.batch:result(self.registration_id)
+end
+
+--- Engine counters, as `batch:stats`.
+function Provision:stats()
+  return self.batch:stats()
+end
+
+--- Drop the request in flight and close the connection. Safe to call more than once.
+function Provision:close()
+  return self.batch:close()
+end
+Provision.__close = Provision.close
+
+function Provision:__tostring()
+  return "dps.provision(" .. self.registration_id .. ")"
+end
 
 return Batch

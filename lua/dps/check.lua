@@ -1,6 +1,11 @@
---- Argument checks shared by the public API.
--- Misuse raises with a message that names the argument and never quotes key
--- material. `level` is passed on to `error` so the message blames the caller.
+--- Argument checks shared by the public API (internal).
+--
+-- Each check returns nil when the value is good and else a problem: a
+-- message that names the argument and never quotes key material. Only the
+-- public functions raise, at their caller's line:
+--
+--    local problem = check.id_scope(opts.id_scope) or check.seconds(opts.timeout, "timeout", true)
+--    if problem then error("dps.new: " .. problem, 2) end
 -- @module dps.check
 local check = {}
 
@@ -9,46 +14,37 @@ local check = {}
 local huge = math.huge
 local find, type = string.find, type
 
---- Raise `message` at `level` (default 3: the caller of the checking function).
-function check.fail(message, level)
-  error(message, (level or 2) + 1)
-end
-
---- A string that is not empty.
-function check.nonempty_string(value, name, level)
+--- A string that is not empty and holds no NUL byte.
+-- @return nil or a problem
+function check.string(value, name)
   if type(value) ~= "string" then
-    check.fail(name .. " must be a string, got " .. type(value), (level or 2) + 1)
+    return name .. " must be a string, got " .. type(value)
+  elseif value == "" then
+    return name .. " must not be empty"
+  elseif value:find("%z") then
+    return name .. " must not contain NUL bytes"
   end
-  if value == "" then
-    check.fail(name .. " must not be empty", (level or 2) + 1)
-  end
-  if value:find("%z") then
-    check.fail(name .. " must not contain NUL bytes", (level or 2) + 1)
-  end
-  return value
+  return nil
 end
 
 --- A registration ID by the service's rules: 1-128 characters of
 -- `A-Z a-z 0-9 - . _ :`.
-function check.registration_id(value, name, level)
+-- @return nil or a problem
+function check.registration_id(value, name)
   -- the usual case first, in one anchored scan (a token per device is
-  -- signed in a hot loop); %w leaves out NUL, so anything else takes the
-  -- path below, which names what is wrong
+  -- signed in a hot loop); %w leaves out NUL
   if type(value) == "string" and #value <= 128 and find(value, "^[%w%-%._:]+$") then
-    return value
+    return nil
   end
   name = name or "registration_id"
-  level = (level or 2) + 1
-  check.nonempty_string(value, name, level)
-  if #value > 128 then
-    check.fail(name .. " must be at most 128 characters, got " .. #value, level)
+  local problem = check.string(value, name)
+  if problem then
+    return problem
+  elseif #value > 128 then
+    return name .. " must be at most 128 characters, got " .. #value
   end
-  local bad = value:find("[^%w%-%._:]")
-  if bad then
-    check.fail(string.format("%s may only contain A-Z a-z 0-9 - . _ : (position %d is not allowed)",
-      name, bad), level)
-  end
-  return value
+  return string.format("%s may only contain A-Z a-z 0-9 - . _ : (position %d is not allowed)",
+    name, value:find("[^%w%-%._:]"))
 end
 
 -- The last ID scope found valid: a gateway signs for one scope over and over
@@ -56,47 +52,56 @@ end
 local last_scope = {}
 
 --- An ID scope: opaque, but it goes into a URL path, so no separators.
-function check.id_scope(value, level)
+-- @return nil or a problem
+function check.id_scope(value)
   if value == last_scope then
-    return value
+    return nil
   end
   if type(value) == "string" and #value <= 64 and find(value, "^[%w%-%._]+$") then
     last_scope = value -- the usual case in one scan, as registration_id's
-    return value
+    return nil
   end
-  level = (level or 2) + 1
-  check.nonempty_string(value, "id_scope", level)
-  if #value > 64 or value:find("[^%w%-%._]") then
-    check.fail("id_scope must be up to 64 characters of A-Z a-z 0-9 - . _", level)
-  end
-  return value
+  return check.string(value, "id_scope") or "id_scope must be up to 64 characters of A-Z a-z 0-9 - . _"
 end
 
---- A positive number of seconds (fractions allowed).
-function check.seconds(value, name, level)
+--- A positive number of seconds (fractions allowed); nil passes when
+-- `optional`.
+-- @return nil or a problem
+function check.seconds(value, name, optional)
+  if optional and value == nil then
+    return nil
+  end
   if type(value) ~= "number" or value ~= value or value <= 0 or value == huge then
-    check.fail(name .. " must be a positive number of seconds", (level or 2) + 1)
+    return name .. " must be a positive number of seconds"
   end
-  return value
+  return nil
 end
 
---- Options table against a schema `{ name = "string" | "number" | "table" | "boolean" }`:
--- unknown keys and wrong types raise.
-function check.options(opts, schema, what, level)
-  level = (level or 2) + 1
+--- An options table against a schema `{ name = "string" | "number" |
+-- "table" | "boolean" | "function" }`: an unknown key or a wrong type is a
+-- problem, named with `what` (the public function).
+-- @return nil or a problem
+function check.options(opts, schema, what)
   if type(opts) ~= "table" then
-    check.fail(what .. " expects a table of options, got " .. type(opts), level)
+    return what .. " expects a table of options, got " .. type(opts)
   end
   for k, v in pairs(opts) do
     local expected = schema[k]
     if expected == nil then
-      check.fail(string.format("%s: unknown option '%s'", what, tostring(k)), level)
-    end
-    if type(v) ~= expected then
-      check.fail(string.format("%s: option '%s' must be a %s, got %s", what, k, expected, type(v)), level)
+      return string.format("%s: unknown option '%s'", what, tostring(k))
+    elseif type(v) ~= expected then
+      return string.format("%s: option '%s' must be a %s, got %s", what, k, expected, type(v))
     end
   end
-  return opts
+  return nil
+end
+
+--- A schema with more options than another: `extend(base, { more = "table" })`.
+function check.extend(base, more)
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  for k, v in pairs(more) do out[k] = v end
+  return out
 end
 
 return check

@@ -12,38 +12,27 @@
 -- @classmod dps.client
 local core = require "dps.core"
 local check = require "dps.check"
-local device = require "dps.device"
 local errors = require "dps.errors"
 local poll = require "dps.poll"
+local request = require "dps.request"
 local response = require "dps.response"
+local retry = require "dps.retry"
+local runtime = require "dps.runtime"
 local cache = require "dps.cache"
-local clock = require "dps.clock"
-local json = require("cjson").new()
 
 local Client = {}
 Client.__index = Client
 
-local DEFAULTS = {
-  endpoint = "https://global.azure-devices-provisioning.net",
-  api_version = "2021-06-01",
-  timeout = 30,
-  connect_timeout = 10,
-  token_ttl = 3600,
-}
+local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
+--- Default `timeout` of a call (seconds, overall: provisioning's register
+-- and polls, or a single call and its one wrong-clock retry).
+Client.DEFAULT_TIMEOUT = poll.DEFAULT_TIMEOUT
 
--- Option names and types of dps.new.
-local OPTIONS = {
-  id_scope = "string", registration_id = "string",
-  symmetric_key = "string", group_key = "string",
-  cert_file = "string", key_file = "string", key_password = "string", cert = "string", key = "string",
-  endpoint = "string", api_version = "string",
-  ca_file = "string", ca_path = "string", proxy = "string", user_agent = "string",
-  timeout = "number", connect_timeout = "number", token_ttl = "number", max_body = "number",
-}
-
-local MAX_BODY_BYTES = 96 * 1024 -- the service refuses larger messages
-
-Client.OPTIONS = OPTIONS
+--- Option names and types of `dps.new`.
+Client.OPTIONS = check.extend(check.extend(request.ATTESTATION, runtime.TRANSPORT), {
+  id_scope = "string", registration_id = "string", endpoint = "string", api_version = "string",
+  timeout = "number", token_ttl = "number",
+})
 
 -- A local file the client needs: nil when it is there and of the right
 -- type, else a message naming the option, the path and the system's reason.
@@ -78,8 +67,7 @@ local function x509_identity(opts)
     return failure("credentials", "dps.new: " .. problem)
   end
   if opts.registration_id == nil then
-    local ok = facts.cn ~= "" and pcall(check.registration_id, facts.cn, "the certificate's CN")
-    if not ok then
+    if facts.cn == "" or check.registration_id(facts.cn) then
       return failure("credentials", string.format("dps.new: the certificate's subject CN %q is no registration "
         .. "ID (1-128 characters of A-Z a-z 0-9 - . _ :)", facts.cn))
     end
@@ -92,80 +80,29 @@ local function x509_identity(opts)
   return opts.registration_id
 end
 
--- dps.new itself; `level` is what check.fail takes to blame the caller of
--- the public function (dps.new or dps.provision) that called this one.
-local function new(opts, level)
-  check.options(opts, OPTIONS, "dps.new", level)
-  check.id_scope(opts.id_scope, level)
-  local has_cert = device.check(opts, "dps.new", level, DEFAULTS.api_version)
+
+--- The misuse in `dps.new`'s options, or nil; `who` names the public function.
+function Client.options_problem(opts, who)
+  local problem = check.options(opts, Client.OPTIONS, who) or check.id_scope(opts.id_scope)
+  if problem then return problem end
+  local attestation, has_cert = request.attestation_problem(opts, request.DPS_API_VERSION)
+  if attestation then return who .. ": " .. attestation end
   if opts.registration_id ~= nil or not has_cert then
-    check.registration_id(opts.registration_id, nil, level)
+    problem = check.registration_id(opts.registration_id)
   end
-  for _, name in ipairs({ "ca_file", "ca_path", "cert_file", "key_file" }) do
-    if opts[name] ~= nil then check.nonempty_string(opts[name], name, level) end
+  for _, name in ipairs({ "cert_file", "key_file" }) do
+    problem = problem or (opts[name] ~= nil and check.string(opts[name], name))
   end
-  local endpoint = device.endpoint(opts.endpoint or DEFAULTS.endpoint, "dps.new", level)
-
-  -- Local files: operational failures from here on, no raise.
-  local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
-    or (opts.ca_path and local_file_problem("ca_path", opts.ca_path, "directory"))
-  if unusable then
-    return failure("config", unusable)
-  end
-  local registration_id = opts.registration_id
-  if has_cert then
-    local message, info
-    registration_id, message, info = x509_identity(opts)
-    if not registration_id then
-      return nil, message, info
-    end
-  end
-
-  local key = device.key(opts, registration_id, "dps.new", level)
-
-  local self = setmetatable({
-    id_scope = opts.id_scope,
-    registration_id = registration_id,
-    attestation = has_cert and "x509" or "symmetric_key",
-    endpoint = endpoint,
-    api_version = opts.api_version or DEFAULTS.api_version,
-    timeout = opts.timeout or DEFAULTS.timeout,
-    token_ttl = opts.token_ttl or DEFAULTS.token_ttl,
-    clock_offset = 0, -- seconds added to the local clock when signing (dps.clock)
-  }, Client)
-  self.session = device.session(opts, self.timeout, opts.connect_timeout or DEFAULTS.connect_timeout)
-  device.keep(self, key, { credential = Client._fingerprint(key, opts) })
-  return self
+  problem = problem or runtime.options_problem(opts) or check.seconds(opts.timeout, "timeout", true)
+  if problem then return problem end
+  local _, bad = request.endpoint(opts.endpoint or DEFAULT_ENDPOINT)
+  return bad and (who .. ": " .. bad)
 end
-
---- Make a client (`dps.new`).
--- @tparam table opts `id_scope`, `registration_id`, exactly one attestation
--- (`symmetric_key`, `group_key`, or a certificate: `cert_file` / `cert` with
--- `key_file` / `key` and optional `key_password`), and optionally
--- `endpoint`, `api_version`, `ca_file`, `ca_path`, `proxy`, `timeout` (per
--- request, s), `connect_timeout` (s), `user_agent`, `token_ttl` (s),
--- `max_body` (bytes). With a certificate, `registration_id` may be left out:
--- it is the certificate's subject CN.
--- @treturn dps.client the client
--- @return or nil, message, info: local files that cannot be used, like
--- `io.open`'s failures: `info.kind` is `credentials` (a certificate or key
--- that is missing, unreadable, encrypted without the right `key_password`,
--- not a pair, or whose CN is not the `registration_id`) or `config` (a
--- missing `ca_file` or `ca_path`)
--- @raise on unknown options, wrong types, bad IDs, a bad endpoint, or not
--- exactly one attestation
-function Client.new(opts)
-  local client, message, info = new(opts, 3) -- not a tail call: new blames this function's caller
-  return client, message, info
-end
-
--- dps.new for dps.provision, which passes its own level (internal).
-Client._new = new
 
 -- The credential's fingerprint for the assignment cache (dps.cache): of the
 -- device key, or of the leaf certificate (read again: x509_identity has
 -- checked that the file can be used).
-function Client._fingerprint(key, opts)
+local function fingerprint(key, opts)
   if key then
     return cache.key_fingerprint(key)
   end
@@ -178,13 +115,84 @@ function Client._fingerprint(key, opts)
   return cache.cert_fingerprint(pem)
 end
 
+--- A client from checked options (`options_problem`), on the runtime `rt`
+-- (`dps.runtime`; the real one when nil).
+-- @return the client, or nil, message, info for local files that cannot be used
+function Client.create(opts, rt)
+  local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
+    or (opts.ca_path and local_file_problem("ca_path", opts.ca_path, "directory"))
+  if unusable then
+    return failure("config", unusable)
+  end
+  local registration_id = opts.registration_id
+  local x509 = opts.cert_file ~= nil or opts.cert ~= nil
+  if x509 then
+    local message, info
+    registration_id, message, info = x509_identity(opts)
+    if not registration_id then
+      return nil, message, info
+    end
+  end
+  local key = request.device_key(opts, registration_id)
+  local self = setmetatable({
+    id_scope = opts.id_scope,
+    registration_id = registration_id,
+    attestation = x509 and "x509" or "symmetric_key",
+    endpoint = request.endpoint(opts.endpoint or DEFAULT_ENDPOINT),
+    timeout = opts.timeout,
+    request_timeout = opts.request_timeout or runtime.DEFAULT_REQUEST_TIMEOUT,
+    rt = runtime.new(rt),
+  }, Client)
+  self.builder = request.new{ id_scope = self.id_scope, registration_id = registration_id,
+    endpoint = self.endpoint, api_version = opts.api_version, token_ttl = opts.token_ttl,
+    key = key, credential = fingerprint(key, opts) }
+  self.rt.transport = self.rt.transport or runtime.session(opts)
+  return self
+end
+
+--- Make a client (`dps.new`).
+-- @tparam table opts `id_scope`, `registration_id`, exactly one attestation
+-- (`symmetric_key`, `group_key`, or a certificate: `cert_file` / `cert` with
+-- `key_file` / `key` and optional `key_password`), and optionally
+-- `endpoint`, `api_version`, `timeout` (seconds, overall, of each call:
+-- `provision` with all its requests, or a single call; default 60),
+-- `request_timeout` (seconds for one request, default 30),
+-- `connect_timeout` (s, default 10), `ca_file`, `ca_path`, `proxy`,
+-- `user_agent`, `token_ttl` (s), `max_body` (bytes). With a certificate,
+-- `registration_id` may be left out: it is the certificate's subject CN.
+-- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`)
+-- @treturn dps.client the client
+-- @return or nil, message, info: local files that cannot be used, like
+-- `io.open`'s failures: `info.kind` is `credentials` (a certificate or key
+-- that is missing, unreadable, encrypted without the right `key_password`,
+-- not a pair, or whose CN is not the `registration_id`) or `config` (a
+-- missing `ca_file` or `ca_path`)
+-- @raise on unknown options, wrong types, bad IDs, a bad endpoint, or not
+-- exactly one attestation
+function Client.new(opts, rt)
+  local problem = Client.options_problem(opts, "dps.new")
+  if problem then error(problem, 2) end
+  return Client.create(opts, rt)
+end
+
 --- What an assignment cache must match to answer for this client
 -- (`dps.cache`): never a key.
 -- @treturn table `{ id_scope, registration_id, endpoint, credential }`
 function Client:identity()
-  local s = device.secrets(self)
-  return { id_scope = self.id_scope, registration_id = self.registration_id, endpoint = self.endpoint,
-    credential = s and s.credential }
+  return self.builder:identity()
+end
+
+--- The clock offset the client signs with (seconds added to the local
+-- clock; learnt from a 401's `Date`).
+-- @treturn number
+function Client:clock_offset()
+  return self.builder.clock_offset
+end
+
+local function offset_problem(offset)
+  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
+    return "set_clock_offset: offset must be a number of seconds"
+  end
 end
 
 --- Sign from now on with the local clock plus `offset` seconds (the server's
@@ -192,220 +200,130 @@ end
 -- clock. `dps.client:provision` and the single calls do this themselves.
 -- @tparam number offset seconds
 function Client:set_clock_offset(offset)
-  device.set_clock_offset(self, offset, "dps.client")
+  local problem = offset_problem(offset)
+  if problem then error("dps.client: " .. problem, 2) end
+  self.builder:set_clock_offset(offset)
 end
 
 function Client:__tostring()
-  return string.format("dps.client(%s%s)", self.registration_id, self.session and "" or ", closed")
+  return string.format("dps.client(%s%s)", self.registration_id, self.rt.transport and "" or ", closed")
 end
 
-local CLOSED = "dps.client: the client is closed"
-
--- The Authorization header at wall-clock time `now` (dps.device): none with
--- X.509, where the TLS handshake authenticates the device.
-local function authorization(self, now)
-  return device.authorization(self, now, function(key, expires)
-    return core.sas_token(self.id_scope .. "/registrations/" .. self.registration_id, key, expires, "registration")
-  end)
+local function closed_problem(self)
+  return not self.rt.transport and "dps.client: the client is closed" or nil
 end
 
-local function url(self, path)
-  -- every part was checked in new() to hold only characters safe in a URL
-  return string.format("%s/%s/registrations/%s%s?api-version=%s", self.endpoint, self.id_scope,
-    self.registration_id, path, self.api_version)
+-- One request of a machine's `send`: signed at the act's clock offset,
+-- limited to the time the act leaves and to request_timeout.
+function Client:_send(act, step, operation_id, body)
+  self.builder:set_clock_offset(act.clock_offset)
+  local req = self.builder:dps_request(step, self.rt.now(), operation_id, body)
+  return runtime.exchange(self.rt, req, math.min(act.timeout, self.request_timeout), response.interpret)
 end
 
--- The JSON body of register and registration_status. Misuse raises at
--- `level` as check.fail counts it from the function that calls this one
--- (default 2: that function's caller).
-local function body_for(self, payload, level)
-  level = (level or 2) + 1
-  local doc = { registrationId = self.registration_id }
-  if payload ~= nil then
-    if type(payload) ~= "table" then
-      check.fail("payload must be a table (sent as a JSON object), got " .. type(payload), level)
-    end
-    for k in pairs(payload) do
-      if type(k) ~= "string" then
-        check.fail("payload must be a JSON object: every key a string (got a " .. type(k) .. " key)", level)
-      end
-    end
-    doc.payload = payload
-  end
-  local ok, body = pcall(json.encode, doc)
-  if not ok then
-    check.fail("payload cannot be sent as JSON: " .. tostring(body), level)
-  end
-  if #body > MAX_BODY_BYTES then
-    check.fail(string.format("payload too large: the request would be %d bytes, DPS accepts at most %d",
-      #body, MAX_BODY_BYTES), level)
-  end
-  return body
-end
-
---- The JSON body of `register` (with `payload`) and `registration_status`
--- (without), for a driver that sends requests itself (internal).
--- @function Client:_body
--- @tparam[opt] table payload
--- @treturn string
--- @raise at the caller of the function that calls it, on a payload that is
--- not a JSON object or is over the service's 96 KB limit
-Client._body = body_for
-
-local METHODS = { register = "PUT", operation_status = "GET", registration_status = "POST" }
-
---- Build one request, without sending it (internal: for the blocking calls
--- and an event loop alike). Renews the SAS token when it is within 60 s of
--- expiry at `now`.
--- @tparam string step `register`, `operation_status` or `registration_status`
--- @tparam number now wall-clock seconds since the epoch (`dps.core.now()`)
--- @tparam[opt] string operation_id for `operation_status`
--- @tparam[opt] string body for `register` and `registration_status`: the
---   JSON text (`Client:register` makes it from the payload)
--- @treturn table `{ step, method, url, headers, body }`
-function Client:_request(step, now, operation_id, body)
-  local path
-  if step == "register" then
-    path = "/register"
-  elseif step == "operation_status" then
-    path = "/operations/" .. core.url_encode(operation_id)
-  elseif step == "registration_status" then
-    path = ""
-  else
-    error("dps.client: _request: unknown step " .. tostring(step), 2)
-  end
-  local headers = {
-    ["accept"] = "application/json",
-    ["authorization"] = authorization(self, now),
-  }
-  if body then
-    headers["content-type"] = "application/json; charset=utf-8"
-  end
-  return { step = step, method = METHODS[step], url = url(self, path), headers = headers, body = body }
-end
-
--- One exchange: builds the request, sends it on the session (blocking) and
--- interprets the answer: returns decoded JSON and meta, or nil, message,
--- info. `timeout` (optional) caps this request, for callers with a deadline.
--- The public methods have checked that the client is open.
--- Signs with the local clock plus the session's clock offset.
-function Client:_exchange(step, operation_id, body, timeout)
-  local req = self:_request(step, core.now() + self.clock_offset, operation_id, body)
-  local status, resp_headers, resp_body = self.session:request(req.method, req.url, req.headers, req.body,
-    timeout and math.min(timeout, self.timeout) or nil)
-  if not status then
-    local here = core.now()
-    if resp_body.kind == "tls" then
-      resp_headers = resp_headers .. clock.tls_note(here)
-      resp_body.local_time = here
-    end
-    return errors.transport(step, resp_headers, resp_body)
-  end
-  return response.interpret(step, status, resp_headers, resp_body, core.now())
-end
-
--- One exchange of the single calls, with dps.clock's rule: a 401 that a
--- wrong clock explains is sent once more, signed with the server's time.
+-- A single call: one request, and once more signed with the server's time
+-- when a 401 shows the clock wrong (dps.retry).
 function Client:_call(step, operation_id, body, timeout)
-  local result, meta, info = self:_exchange(step, operation_id, body, timeout)
-  local corrected = not result and clock.correction(info, self.clock_offset)
-  if corrected then
-    self:set_clock_offset(corrected)
-    result, meta, info = self:_exchange(step, operation_id, body, timeout)
+  local rt = self.rt
+  local machine = retry.call{ step = step, timeout = timeout or self.timeout or Client.DEFAULT_TIMEOUT,
+    now = rt.monotime(), jitter = rt.jitter, clock_offset = self.builder.clock_offset, retries = false }
+  local act = runtime.drive(rt, machine, function(a) return self:_send(a, step, operation_id, body) end)
+  if act.action == "done" then
+    return act.result, act.meta
   end
-  if not result and self.clock_offset ~= 0 then
-    info.clock_offset = self.clock_offset
-  end
-  return result, meta, info
+  return nil, act.message, act.info
+end
+
+local function call_problem(self, timeout)
+  return closed_problem(self) or check.seconds(timeout, "timeout", true)
 end
 
 --- Register the device (`PUT …/register`).
 -- @tparam[opt] table payload custom data, sent as the JSON object `payload`
--- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
+-- @tparam[opt] number timeout seconds for this call (default the client's `timeout`)
 -- @treturn table RegistrationOperationStatus (`operationId`, `status`, `registrationState`)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:register(payload, timeout)
-  device.open_session(self, CLOSED)
-  return self:_call("register", nil, body_for(self, payload), timeout)
+  local body, problem = request.body(self.registration_id, payload)
+  problem = call_problem(self, timeout) or problem
+  if problem then error(problem, 2) end
+  return self:_call("register", nil, body, timeout)
 end
 
 --- Look up a registration operation (`GET …/operations/{id}`).
 -- @tparam string operation_id from `register`
--- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
+-- @tparam[opt] number timeout seconds for this call
 -- @treturn table RegistrationOperationStatus
 -- @treturn table `{ status, retry_after, headers }`
 function Client:operation_status(operation_id, timeout)
-  device.open_session(self, CLOSED)
-  check.nonempty_string(operation_id, "operation_id")
+  local problem = call_problem(self, timeout) or check.string(operation_id, "operation_id")
+  if problem then error(problem, 2) end
   return self:_call("operation_status", operation_id, nil, timeout)
 end
 
 --- Look up the device's registration without registering again
 -- (`POST …/registrations/{id}`, Device Registration Status Lookup).
--- @tparam[opt] number timeout seconds for this request (at most the client's `timeout`)
+-- @tparam[opt] number timeout seconds for this call
 -- @treturn table DeviceRegistrationResult (`assignedHub`, `deviceId`, `status`, …)
 -- @treturn table `{ status, retry_after, headers }`
 function Client:registration_status(timeout)
-  device.open_session(self, CLOSED)
-  return self:_call("registration_status", nil, body_for(self, nil), timeout)
+  local problem = call_problem(self, timeout)
+  if problem then error(problem, 2) end
+  return self:_call("registration_status", nil, request.body(self.registration_id), timeout)
 end
 
-local PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean" }
+--- Option names and types of `client:provision`.
+Client.PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean" }
 
--- Register and poll until the service decides (the dps.poll machine, on the
--- monotonic clock and this client's session).
-local function provision_at_service(self, body, timeout)
-  local machine = poll.new{ timeout = timeout, now = core.monotime(), clock_offset = self.clock_offset }
-  local act = machine:tick(core.monotime())
-  while true do
-    if act.action == "wait" then
-      local delay = act.at - core.monotime()
-      if delay > 0 then
-        core.sleep(delay)
-      end
-      act = machine:tick(core.monotime())
-    elseif act.action == "send" then
-      self:set_clock_offset(act.clock_offset)
-      local result, meta, info = self:_exchange(act.step, act.operation_id,
-        act.step == "register" and body or nil, act.timeout)
-      act = machine:answer(core.monotime(), result, meta, info)
-    elseif act.action == "done" then
-      return act
-    else
-      return nil, act.message, act.info
-    end
-  end
+--- The misuse in `client:provision`'s options, or nil.
+function Client.provision_problem(opts)
+  local problem = check.options(opts, Client.PROVISION_OPTIONS, "provision")
+    or check.seconds(opts.timeout, "timeout", true)
+    or (opts.cache ~= nil and check.string(opts.cache, "cache"))
+  if problem then return problem end
+  local _, bad = request.body("x", opts.payload)
+  return bad
 end
 
--- client:provision itself, blaming `level` as check.fail counts it.
-local function provision(self, opts, level)
-  device.open_session(self, CLOSED, level + 1)
-  opts = opts or {}
-  check.options(opts, PROVISION_OPTIONS, "provision", level)
-  local timeout = opts.timeout or poll.DEFAULT_TIMEOUT
-  check.seconds(timeout, "timeout", level)
-  if opts.cache ~= nil then
-    check.nonempty_string(opts.cache, "cache", level)
+-- Register and poll until the service decides (the dps.poll machine).
+function Client:_provision_at_service(body, timeout)
+  local rt = self.rt
+  local machine = poll.new{ timeout = timeout, now = rt.monotime(), jitter = rt.jitter,
+    clock_offset = self.builder.clock_offset }
+  local act = runtime.drive(rt, machine, function(a)
+    return self:_send(a, a.step, a.operation_id, a.step == "register" and body or nil)
+  end)
+  if act.action == "done" then
+    self.builder:set_clock_offset(act.clock_offset)
+    return act
   end
-  local body = body_for(self, opts.payload, level) -- checked once, before anything is sent
+  return nil, act.message, act.info
+end
+
+--- Provision the device from checked options (`provision_problem`); see
+-- `provision`.
+function Client:run_provision(opts)
+  local timeout = opts.timeout or self.timeout or Client.DEFAULT_TIMEOUT
+  local body = request.body(self.registration_id, opts.payload)
   local identity = self:identity()
   local old, ignored
   if opts.cache then
     old, ignored = cache.load(opts.cache, identity)
     if old and not opts.force then
       return old.state, { source = "cache", cache = opts.cache, written_at = old.written_at,
-        clock_offset = self.clock_offset, cache_written = false }
+        clock_offset = self.builder.clock_offset, cache_written = false }
     end
   end
-  local act, message, info = provision_at_service(self, body, timeout)
+  local act, message, info = self:_provision_at_service(body, timeout)
   if not act then
     info.cache_ignored = ignored
     return nil, message, info
   end
-  local result = { source = "service", result = act.result, clock_offset = self.clock_offset,
+  local offset = self.builder.clock_offset
+  local result = { source = "service", result = act.result, clock_offset = offset,
     cache = opts.cache, cache_ignored = ignored, cache_written = false }
   if opts.cache then
-    local status, problem = cache.store(opts.cache, identity, act.state, core.now() + self.clock_offset, old)
+    local status, problem = cache.store(opts.cache, identity, act.state, self.rt.now() + offset, old)
     result.cache_written = status == "written"
     result.cache_error = problem
   end
@@ -414,8 +332,8 @@ end
 
 --- Provision the device, blocking: from the assignment cache when one is
 -- given and matches this device (no request at all), else register and
--- poll until the service decides (the `dps.poll` machine with the monotonic
--- clock and this client's session), and keep the assignment in the cache.
+-- poll until the service decides (the `dps.poll` machine on this client's
+-- runtime), and keep the assignment in the cache.
 --
 -- A cache answers when it is a complete file of this library's format for
 -- the same ID scope, registration ID, endpoint and credential (a fingerprint
@@ -430,9 +348,10 @@ end
 -- more than a minute, the request is signed again with the server's time
 -- (once); the client keeps that offset (`dps.clock`).
 -- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds,
---   default 60), `cache` (path of the assignment cache), `force` (boolean:
---   do not answer from the cache; register, and write the cache unless it
---   already holds the same assignment)
+--   default the client's `timeout`, else 60), `cache` (path of the
+--   assignment cache), `force` (boolean: do not answer from the cache;
+--   register, and write the cache unless it already holds the same
+--   assignment)
 -- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
 -- @treturn table where it came from: `{ source = "cache" | "service",
 --   result = the final RegistrationOperationStatus (service), written_at =
@@ -442,21 +361,28 @@ end
 -- @return or nil, message, info (`info.kind` `timeout` when the deadline
 --   passed; `info.cache_ignored` as above; `info.clock_offset` when not 0)
 function Client:provision(opts)
-  local state, result, info = provision(self, opts, 3) -- not a tail call: blames this function's caller
-  return state, result, info
+  opts = opts or {}
+  local problem = closed_problem(self) or Client.provision_problem(opts)
+  if problem then error(problem, 2) end
+  return self:run_provision(opts)
 end
-
--- client:provision for dps.provision, which passes its own level (internal).
-Client._provision = provision
 
 --- Connection statistics: `{ requests = n, connects = n }`.
 function Client:stats()
-  return device.open_session(self, CLOSED):stats()
+  local problem = closed_problem(self)
+  if problem then error(problem, 2) end
+  return self.rt.transport:stats()
 end
 
---- Close the HTTPS session. Safe to call more than once.
+--- Close the HTTPS session and drop the key and tokens. Safe to call more
+-- than once.
 function Client:close()
-  device.close(self)
+  local transport = self.rt.transport
+  self.rt.transport = nil
+  if transport then
+    transport:close()
+  end
+  self.builder:forget()
   return true
 end
 Client.__close = Client.close

@@ -1,67 +1,91 @@
 --- `dps.connect` (internal): provision (or read the cache) with a DPS
--- client, then make a hub client for the assignment whose `reprovision`
--- provisions again through that client (cache ignored, cache updated) when
--- the hub refuses the device.
+-- client, then make a hub client for the assignment, linked to that client
+-- so that it provisions again (cache ignored, cache updated) when the hub
+-- refuses the device.
 -- @module dps.connect
 local check = require "dps.check"
 local Client = require "dps.client"
 local Hub = require "dps.hub"
-
-local pcall = pcall -- the level counts below need the C pcall
+local request = require "dps.request"
 
 local connect = {}
 
---- Provision (or read the cache) and make a hub client for the assignment,
--- which provisions again when the hub refuses the device (`dps.connect`).
--- @tparam table opts the options of `dps.provision` (including `cache`,
---   `force`, `payload`; `endpoint` is DPS's), plus `hub_endpoint` (the
---   hub client's `endpoint`) and `hub_timeout` (its `timeout`)
--- @tparam number level as check.fail counts it
--- @tparam[opt] table runtime as in `dps.hub.new`
-function connect.connect(opts, level, runtime)
-  local schema = setmetatable({ payload = "table", cache = "string", force = "boolean", hub_endpoint = "string",
-    hub_timeout = "number" }, { __index = Client.OPTIONS })
-  check.options(opts, schema, "dps.connect", level)
-  local client_opts = {}
+--- Option names and types of `dps.connect`: `dps.new`'s and
+-- `client:provision`'s, plus `hub_endpoint` and `hub_timeout` (deprecated:
+-- `timeout` is the limit of every call).
+connect.OPTIONS = check.extend(Client.OPTIONS, { payload = "table", cache = "string", force = "boolean",
+  hub_endpoint = "string", hub_timeout = "number" })
+
+local PROVISION = { payload = true, cache = true, force = true, timeout = true }
+
+-- The options of dps.new and of client:provision in `opts`.
+local function split(opts)
+  local client_opts, provision_opts = {}, {}
   for k, v in pairs(opts) do
     if Client.OPTIONS[k] then client_opts[k] = v end
+    if PROVISION[k] then provision_opts[k] = v end
   end
-  local client, message, info = Client._new(client_opts, level + 1)
+  return client_opts, provision_opts
+end
+
+--- The misuse in `dps.connect`'s (or `dps.provision`'s, with `schema` and
+-- `who`) options, or nil.
+function connect.options_problem(opts, schema, who)
+  local problem = check.options(opts, schema or connect.OPTIONS, who or "dps.connect")
+  if problem then return problem end
+  local client_opts, provision_opts = split(opts)
+  problem = Client.options_problem(client_opts, who or "dps.connect") or Client.provision_problem(provision_opts)
+  if problem then return problem end
+  if opts.hub_endpoint ~= nil then
+    local _, why = request.endpoint(opts.hub_endpoint, "hub_endpoint")
+    problem = why and ((who or "dps.connect") .. ": " .. why)
+  end
+  return problem or check.seconds(opts.hub_timeout, "hub_timeout", true)
+end
+
+--- Provision with checked options (`options_problem`): the DPS client (to
+-- close) and what `client:provision` returns.
+function connect.provision(opts, rt)
+  local client_opts, provision_opts = split(opts)
+  local client, message, info = Client.create(client_opts, rt)
   if not client then
-    return nil, message, info
+    return nil, nil, message, info -- a local file that cannot be used
   end
-  local provision_opts = { payload = opts.payload, timeout = opts.timeout, cache = opts.cache, force = opts.force }
-  local results = { pcall(Client._provision, client, provision_opts, level + 2) }
-  if not results[1] then
-    client:close()
-    error(results[2], 0)
-  end
-  local state, result = results[2], results[3]
+  return client, client:run_provision(provision_opts)
+end
+
+--- Provision (or read the cache) and make the linked hub client, from
+-- checked options (`options_problem`). `rt` (optional) is the runtime of
+-- both clients (`dps.runtime`): its `transport` is the DPS client's, its
+-- `hub_transport` the hub client's (each opens its own where none is given).
+-- @return the hub client, or nil, message, info
+function connect.connect(opts, rt)
+  local client, state, result, info = connect.provision(opts, rt)
   if not state then
-    client:close()
-    return nil, result, results[4]
+    if client then client:close() end
+    return nil, result, info
   end
+  local _, provision_opts = split(opts)
   local hub_opts = {
     state = state, registration_id = client.registration_id,
     symmetric_key = opts.symmetric_key, group_key = opts.group_key,
     cert_file = opts.cert_file, cert = opts.cert, key_file = opts.key_file, key = opts.key,
     key_password = opts.key_password,
     endpoint = opts.hub_endpoint, ca_file = opts.ca_file, ca_path = opts.ca_path, proxy = opts.proxy,
-    user_agent = opts.user_agent, connect_timeout = opts.connect_timeout, token_ttl = opts.token_ttl,
-    max_body = opts.max_body, timeout = opts.hub_timeout, clock_offset = result.clock_offset,
+    user_agent = opts.user_agent, connect_timeout = opts.connect_timeout, request_timeout = opts.request_timeout,
+    token_ttl = opts.token_ttl, max_body = opts.max_body,
+    timeout = opts.hub_timeout or opts.timeout, clock_offset = result.clock_offset,
   }
-  local ok, hub = pcall(Hub._new, hub_opts, level + 1, runtime)
-  if not ok then
-    client:close()
-    error(hub, 0)
+  local link = { client = client, provisioned = result }
+  function link.provision(timeout)
+    local again = {}
+    for k, v in pairs(provision_opts) do again[k] = v end
+    again.force = true
+    again.timeout = math.min(timeout, again.timeout or timeout)
+    return client:run_provision(again)
   end
-  hub.provisioned = result
-  hub.dps = client
-  hub.reprovision = function()
-    provision_opts.force = true
-    return client:provision(provision_opts)
-  end
-  return hub
+  return Hub.create(hub_opts, rt and { now = rt.now, monotime = rt.monotime, sleep = rt.sleep, jitter = rt.jitter,
+    transport = rt.hub_transport }, link)
 end
 
 return connect

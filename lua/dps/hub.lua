@@ -23,23 +23,24 @@
 -- `status`, `error_code` (the hub's name, e.g. `"DeviceNotFound"`),
 -- `tracking_id`, `retryable`, `step`; see `dps.errors` and
 -- `dps.hub_response`). 429, 5xx and connection failures worth another try
--- are sent again after Retry-After or `dps.poll.backoff`, within the call's
--- `timeout`. A 401 whose `Date` shows the signing clock off by more than a
--- minute is signed again with the server's time, once (`dps.clock`).
+-- are sent again after Retry-After or the back-off, within the call's
+-- `timeout`; a 401 whose `Date` shows the signing clock off by more than a
+-- minute is signed again with the server's time, once per call: the rules of
+-- `dps.retry`, whose call machine each call drives. Every call blocks until
+-- it ends: at most its `timeout` (default 30 s).
 --
 -- Provisioning again: a hub client made by `dps.connect` provisions once
 -- more (cache ignored, cache updated) when the hub refuses the device — 401
 -- with a correct clock, 403 (not a full quota or queue), or 404 (the device
 -- was deleted, disabled or moved) — and sends the call again on the new
--- assignment: at most once per call.
+-- assignment: at most once per call, within the call's `timeout`.
 -- @classmod dps.hub
 local core = require "dps.core"
 local check = require "dps.check"
-local device = require "dps.device"
-local errors = require "dps.errors"
-local poll = require "dps.poll"
-local clock = require "dps.clock"
+local request = require "dps.request"
 local response = require "dps.response"
+local retry = require "dps.retry"
+local runtime = require "dps.runtime"
 local hub_response = require "dps.hub_response"
 local hub_message = require "dps.hub_message"
 
@@ -47,87 +48,89 @@ local Hub = {}
 Hub.__index = Hub
 
 --- The hub API version sent (`?api-version=`).
-Hub.API_VERSION = "2021-04-12"
+Hub.API_VERSION = request.HUB_API_VERSION
 --- Seconds between receives that the service documents for HTTPS devices
 -- (less often than every 25 minutes): the default pace of anything in this
 -- library that receives repeatedly.
 Hub.RECEIVE_INTERVAL = 25 * 60
 --- The largest message (or batch) the hub takes, bytes.
 Hub.MAX_MESSAGE_BYTES = hub_message.MAX_BYTES
---- Default `timeout` of one call (seconds, retries included).
+--- Default `timeout` of one call (seconds, overall: retries and provisioning
+-- again included).
 Hub.DEFAULT_TIMEOUT = 30
 
-
 --- Option names and types of `dps.hub`.
-Hub.OPTIONS = {
+Hub.OPTIONS = check.extend(check.extend(request.ATTESTATION, runtime.TRANSPORT), {
   state = "table", hub = "string", device_id = "string", registration_id = "string",
-  symmetric_key = "string", group_key = "string",
-  cert_file = "string", key_file = "string", key_password = "string", cert = "string", key = "string",
-  endpoint = "string", api_version = "string",
-  ca_file = "string", ca_path = "string", proxy = "string", user_agent = "string",
-  timeout = "number", connect_timeout = "number", token_ttl = "number", max_body = "number",
-  clock_offset = "number",
-}
+  endpoint = "string", api_version = "string", timeout = "number", token_ttl = "number", clock_offset = "number",
+})
 
--- The assignment a hub client talks to: host and device ID, checked.
-local function assignment(opts, level)
+-- The assignment a hub client talks to: host and device ID, or nil and a problem.
+local function assignment(opts)
   local state = opts.state or {}
   local host = opts.hub or state.assignedHub
   local device_id = opts.device_id or state.deviceId
   local problem = response.host_problem(host)
   if problem then
-    check.fail("dps.hub: the hub (state.assignedHub or hub) " .. problem, level + 1)
+    return nil, nil, "dps.hub: the hub (state.assignedHub or hub) " .. problem
   end
   problem = response.device_id_problem(device_id)
   if problem then
-    check.fail("dps.hub: the device ID (state.deviceId or device_id) " .. problem, level + 1)
+    return nil, nil, "dps.hub: the device ID (state.deviceId or device_id) " .. problem
   end
   return host, device_id
 end
 
--- The default runtime: the real clocks, sleep and jitter. Specs and event
--- loops pass their own (see `Hub.new`).
-local function runtime_of(rt)
-  rt = rt or {}
-  return {
-    now = rt.now or core.now, monotime = rt.monotime or core.monotime,
-    sleep = rt.sleep or core.sleep, jitter = rt.jitter or core.jitter,
-  }, rt.session
+-- The registration ID a group key derives the device key from.
+local function registration_id_of(opts)
+  return opts.registration_id or (opts.state and opts.state.registrationId)
 end
 
--- dps.hub itself; `level` as check.fail counts it (3: the caller of the
--- public function that called this one).
-local function new(opts, level, rt)
-  check.options(opts, Hub.OPTIONS, "dps.hub", level)
-  local host, device_id = assignment(opts, level)
-  local has_cert = device.check(opts, "dps.hub", level, Hub.API_VERSION)
-  local offset = opts.clock_offset or 0
-  if offset ~= offset or math.abs(offset) == math.huge then
-    check.fail("dps.hub: clock_offset must be a number of seconds", level)
+--- The misuse in `dps.hub`'s options, or nil.
+function Hub.options_problem(opts)
+  local problem = check.options(opts, Hub.OPTIONS, "dps.hub")
+  if problem then return problem end
+  local _, _, bad = assignment(opts)
+  if bad then return bad end
+  local attestation = request.attestation_problem(opts, Hub.API_VERSION)
+  if attestation then return "dps.hub: " .. attestation end
+  local offset = opts.clock_offset
+  if offset ~= nil and (offset ~= offset or math.abs(offset) == math.huge) then
+    return "dps.hub: clock_offset must be a number of seconds"
   end
-  local registration_id
   if opts.group_key then
-    registration_id = opts.registration_id or (opts.state and opts.state.registrationId)
-    check.registration_id(registration_id, "registration_id (or state.registrationId, for group_key)", level)
+    problem = check.registration_id(registration_id_of(opts),
+      "registration_id (or state.registrationId, for group_key)")
   end
-  local key = device.key(opts, registration_id, "dps.hub", level)
-  local fixed = opts.endpoint and device.endpoint(opts.endpoint, "dps.hub", level)
-  local runtime, session = runtime_of(rt)
+  if opts.endpoint ~= nil then
+    local _, why = request.endpoint(opts.endpoint)
+    problem = problem or (why and "dps.hub: " .. why)
+  end
+  return problem or runtime.options_problem(opts) or check.seconds(opts.timeout, "timeout", true)
+end
+
+--- A hub client from checked options (`options_problem`), on the runtime
+-- `rt` (`dps.runtime`), with `link` when it can provision again (`dps.connect`):
+-- `{ client = the DPS client, provisioned = how it was provisioned,
+-- provision = function(timeout) → state, result or nil, message, info }`.
+function Hub.create(opts, rt, link)
+  local host, device_id = assignment(opts)
   local self = setmetatable({
     host = host,
     device_id = device_id,
-    attestation = has_cert and "x509" or "symmetric_key",
-    endpoint = fixed or ("https://" .. host),
-    fixed_endpoint = fixed, -- the caller's endpoint stays across a new assignment
-    api_version = opts.api_version or Hub.API_VERSION,
+    attestation = (opts.cert_file or opts.cert) and "x509" or "symmetric_key",
     timeout = opts.timeout or Hub.DEFAULT_TIMEOUT,
-    token_ttl = opts.token_ttl or 3600,
-    clock_offset = offset,
+    request_timeout = opts.request_timeout or runtime.DEFAULT_REQUEST_TIMEOUT,
     reprovisions = 0,
-    runtime = runtime,
+    provisioned = link and link.provisioned,
+    rt = runtime.new(rt),
+    link = link,
   }, Hub)
-  self.session = session or device.session(opts, self.timeout, opts.connect_timeout)
-  device.keep(self, key)
+  self.builder = request.new{ registration_id = registration_id_of(opts), hub = host, device_id = device_id,
+    hub_endpoint = opts.endpoint and request.endpoint(opts.endpoint), hub_api_version = opts.api_version,
+    token_ttl = opts.token_ttl, clock_offset = opts.clock_offset,
+    key = request.device_key(opts, registration_id_of(opts)) }
+  self.rt.transport = self.rt.transport or runtime.session(opts)
   return self
 end
 
@@ -139,154 +142,88 @@ end
 --   `cert_file`/`cert` with `key_file`/`key` and `key_password`); and
 --   optionally `endpoint` (where to connect instead of `https://{hub}`:
 --   an emulator, a proxy, a test; tokens still name the hub), `api_version`,
---   `ca_file`, `ca_path`, `proxy`, `user_agent`, `timeout` (seconds per call,
---   retries included; default 30), `connect_timeout`, `token_ttl` (default
---   3600), `max_body`, `clock_offset` (seconds added to the local clock when
---   signing, e.g. the `clock_offset` that provisioning learnt)
--- @tparam[opt] table runtime for specs and event loops: `session` (an object
---   with `request`, `stats` and `close` like `dps.session`'s), `now`,
---   `monotime`, `sleep`, `jitter` (as in `dps.core`)
--- @treturn dps.hub
+--   `timeout` (seconds, overall, of each call: retries included; default 30),
+--   `request_timeout` (seconds for one request, default 30),
+--   `connect_timeout`, `ca_file`, `ca_path`, `proxy`, `user_agent`,
+--   `token_ttl` (default 3600), `max_body`, `clock_offset` (seconds added
+--   to the local clock when signing, e.g. the `clock_offset` that
+--   provisioning learnt)
+-- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`:
+--   `transport`, `now`, `monotime`, `sleep`, `jitter`)
+-- @treturn dps.hub with the fields `host` (the hub it talks to),
+--   `device_id`, `attestation` (`"symmetric_key"` or `"x509"`) and, from
+--   `dps.connect`, `provisioned` (how it was provisioned: the second result
+--   of `client:provision`)
 -- @raise on unknown options, wrong types, a state without a usable
 --   `assignedHub`/`deviceId`, not exactly one attestation, a bad key
-function Hub.new(opts, runtime)
-  local hub = new(opts, 3, runtime) -- not a tail call: blames this function's caller
-  return hub
+function Hub.new(opts, rt)
+  local problem = Hub.options_problem(opts)
+  if problem then error(problem, 2) end
+  return Hub.create(opts, rt)
 end
-
-Hub._new = new
 
 function Hub:__tostring()
-  return string.format("dps.hub(%s, %s%s)", self.host, self.device_id, self.session and "" or ", closed")
+  return string.format("dps.hub(%s, %s%s)", self.host, self.device_id, self.rt.transport and "" or ", closed")
 end
 
-local CLOSED = "dps.hub: the hub client is closed"
+local function closed_problem(self)
+  return not self.rt.transport and "dps.hub: the hub client is closed" or nil
+end
 
 --- Sign from now on with the local clock plus `offset` seconds; drops the
 -- token signed with the old clock.
 -- @tparam number offset seconds
 function Hub:set_clock_offset(offset)
-  device.set_clock_offset(self, offset, "dps.hub")
-end
-
-local function sign(self, key, expires)
-  return core.sas_token(self.host .. "/devices/" .. self.device_id, key, expires, nil)
-end
-
--- The Authorization header at wall-clock time `now` (offset applied;
--- dps.device): none with X.509.
-local function authorization(self, now)
-  return device.authorization(self, now, function(key, expires) return sign(self, key, expires) end)
-end
-
---- The request of one call, without sending it (internal: for the blocking
--- calls and an event loop alike). The device ID (and lock token) are
--- percent-encoded into the path.
--- @tparam table call `{ step, method, path (after `/devices/{id}`), query (extra, e.g. "&reject"),
---   headers, body, to }`
--- @tparam number now wall-clock seconds with the offset applied
--- @treturn table `{ step, method, url, headers, body }`
-function Hub:_request(call, now)
-  local base = "/devices/" .. core.url_encode(self.device_id)
-  local headers = {
-    ["iothub-to"] = "/devices/" .. core.url_encode(self.device_id) .. call.to,
-    ["authorization"] = authorization(self, now),
-  }
-  for k, v in pairs(call.headers or {}) do headers[k] = v end
-  return {
-    step = call.step, method = call.method, body = call.body, headers = headers,
-    url = string.format("%s%s%s?api-version=%s%s", self.endpoint, base, call.path, self.api_version,
-      call.query or ""),
-  }
-end
-
---- Whether a failure is the hub refusing this device (the rule for
--- provisioning again): 401 (with a correct clock), 403 that is not a full
--- quota or queue (kind `auth`), or 404 (`DeviceNotFound`, or no code).
--- @tparam table info
--- @treturn boolean
-function Hub.refuses(info)
-  if type(info) ~= "table" then return false end
-  if info.kind == "auth" and (info.status == 401 or info.status == 403) then
-    return true
+  if type(offset) ~= "number" or offset ~= offset or math.abs(offset) == math.huge then
+    error("dps.hub: set_clock_offset: offset must be a number of seconds", 2)
   end
-  return info.kind == "not_found" and info.status == 404
-    and (info.error_code == nil or info.error_code == "DeviceNotFound")
+  self.builder:set_clock_offset(offset)
 end
 
--- Take a new assignment (after provisioning again): host, device ID, and
--- where to connect unless the caller fixed it; drops the token.
+--- The clock offset the hub client signs with (seconds).
+function Hub:clock_offset()
+  return self.builder.clock_offset
+end
+
+-- Take a new assignment (after provisioning again): host, device ID and the
+-- clock offset provisioning learnt.
 function Hub:_assign(state, result)
-  self.host, self.device_id = assignment({ state = state }, 3)
-  self.endpoint = self.fixed_endpoint or ("https://" .. self.host)
+  self.host, self.device_id = state.assignedHub, state.deviceId
+  self.builder:assign(self.host, self.device_id)
   if result and type(result.clock_offset) == "number" then
-    self.clock_offset = result.clock_offset
+    self.builder:set_clock_offset(result.clock_offset)
   end
-  local s = device.secrets(self)
-  if s then s.token = nil end -- it named the old assignment
   self.provisioned = result
 end
 
--- One exchange on the session: the decoded result and meta, or nil,
--- message, info.
-function Hub:_exchange(call, timeout)
-  local rt = self.runtime
-  local req = self:_request(call, rt.now() + self.clock_offset)
-  local status, headers, body = self.session:request(req.method, req.url, req.headers, req.body, timeout)
-  if not status then
-    if body.kind == "tls" then
-      headers = headers .. clock.tls_note(rt.now())
-    end
-    return errors.transport(call.step, headers, body)
-  end
-  return hub_response.interpret(call.step, status, headers, body, rt.now())
-end
-
--- One call with its rules: retries of 429/5xx/connection failures within
--- the deadline, the wrong-clock retry, and provisioning again (once).
+-- One call, blocking, with its rules (dps.retry's call machine): retries
+-- within the call's timeout, the wrong-clock retry, and provisioning again
+-- once when the hub refuses the device (dps.connect's hubs).
 function Hub:_call(call)
-  local rt = self.runtime
-  local deadline = rt.monotime() + self.timeout
-  local attempts, clock_retried, reprovisioned = 0, false, false
-  while true do
-    local left = deadline - rt.monotime()
-    if left <= 0 then
-      return nil, string.format("%s: no answer within %g s", call.step, self.timeout),
-        { kind = "timeout", retryable = errors.retryable("timeout"), step = call.step }
-    end
-    local result, meta, info = self:_exchange(call, left)
-    if result ~= nil then
-      return result, meta
-    end
-    local message = meta
-    local corrected = not clock_retried and clock.correction(info, self.clock_offset)
-    if corrected then
-      clock_retried = true
-      self:set_clock_offset(corrected)
-    elseif self.reprovision and not reprovisioned and Hub.refuses(info) then
-      reprovisioned = true
-      self.reprovisions = self.reprovisions + 1
-      local state, result2, info2 = self.reprovision()
-      if not state then
-        info2.hub_refusal = info
-        return nil, errors.safe(message .. "; provisioning again: " .. tostring(result2), 2048), info2
-      end
-      self:_assign(state, result2)
-      clock_retried = false
-      deadline = rt.monotime() + self.timeout -- the call starts again on the new assignment
-    elseif info.retryable then
-      attempts = attempts + 1
-      local wait = info.retry_after or poll.backoff(rt.jitter, attempts)
-      if rt.monotime() + wait >= deadline then
-        info.attempts = attempts
-        return nil, message, info
-      end
-      rt.sleep(wait)
-    else
-      if self.clock_offset ~= 0 then info.clock_offset = self.clock_offset end
-      return nil, message, info
-    end
+  local rt, builder = self.rt, self.builder
+  local machine = retry.call{ step = call.step, timeout = self.timeout, now = rt.monotime(), jitter = rt.jitter,
+    clock_offset = builder.clock_offset, reprovision = self.link ~= nil }
+  local function send(act)
+    builder:set_clock_offset(act.clock_offset)
+    return runtime.exchange(rt, builder:hub_request(call, rt.now()), math.min(act.timeout, self.request_timeout),
+      hub_response.interpret)
   end
+  local act = runtime.drive(rt, machine, send)
+  if act.action == "reprovision" then
+    self.reprovisions = self.reprovisions + 1
+    local state, result, info = self.link.provision(act.timeout)
+    if state then
+      self:_assign(state, result)
+      act = machine:reprovisioned(rt.monotime(), true, builder.clock_offset)
+    else
+      act = machine:reprovisioned(rt.monotime(), false, result, info)
+    end
+    act = runtime.drive(rt, machine, send, act)
+  end
+  if act.action == "done" then
+    return act.result, act.meta
+  end
+  return nil, act.message, act.info
 end
 
 --- Send one message (device to cloud): `POST …/messages/events`.
@@ -299,17 +236,12 @@ end
 -- @return or nil, message, info
 -- @raise on a closed client, a body that is not a string or too large, bad options
 function Hub:send(body, opts)
-  device.open_session(self, CLOSED)
-  hub_message.body(body, "send", 2)
-  hub_message.check_size(#body, "send", 2)
-  local headers = hub_message.headers(opts or {}, "send", 2)
+  local headers, problem = hub_message.headers(opts or {}, "send")
+  problem = closed_problem(self) or hub_message.body_problem(body, "send") or problem
+  if problem then error(problem, 2) end
   return self:_call({ step = "send", method = "POST", path = "/messages/events", to = "/messages/events",
     headers = headers, body = body })
 end
-
---- The JSON body of a batch (pure); see `dps.hub_message.encode_batch`.
--- @function encode_batch
-Hub.encode_batch = hub_message.encode_batch
 
 --- Send several messages in one request (`application/vnd.microsoft.iothub.json`).
 -- @tparam table messages `{ { body = "…", properties = {…}, message_id = …, content_type = …, … }, … }`
@@ -318,9 +250,9 @@ Hub.encode_batch = hub_message.encode_batch
 -- @return or nil, message, info
 -- @raise on a closed client, an empty list, a bad message, more than 256 KB in all
 function Hub:send_batch(messages)
-  device.open_session(self, CLOSED)
-  local body = hub_message.encode_batch(messages, 2)
-  hub_message.check_size(#body, "send_batch", 2)
+  local body, problem = hub_message.encode_batch(messages)
+  problem = closed_problem(self) or problem
+  if problem then error(problem, 2) end
   return self:_call({ step = "send_batch", method = "POST", path = "/messages/events", to = "/messages/events",
     headers = { ["content-type"] = hub_message.BATCH_TYPE }, body = body })
 end
@@ -336,7 +268,8 @@ end
 -- @treturn table meta
 -- @return or nil, message, info
 function Hub:receive()
-  device.open_session(self, CLOSED)
+  local problem = closed_problem(self)
+  if problem then error(problem, 2) end
   local msg, meta, info = self:_call({ step = "receive", method = "GET", path = "/messages/devicebound",
     to = "/messages/devicebound" })
   if msg == false then
@@ -345,17 +278,17 @@ function Hub:receive()
   return msg, meta, info
 end
 
+-- The lock token of a message from receive (or the token itself), or nil
+-- and a problem.
 local function lock_of(msg, what)
   local token = type(msg) == "table" and msg.lock_token or msg
   if type(token) ~= "string" or hub_response.lock_token_problem(token) then
-    error("dps.hub: " .. what .. " needs a message from receive (or its lock_token)", 3)
+    return nil, "dps.hub: " .. what .. " needs a message from receive (or its lock_token)"
   end
   return token
 end
 
-local function settle(self, step, msg)
-  device.open_session(self, CLOSED, 4)
-  local token = lock_of(msg, step)
+local function settle(self, step, token)
   local path = "/messages/devicebound/" .. core.url_encode(token)
   local call = { step = step, to = "/messages/devicebound", headers = { ["if-match"] = '"' .. token .. '"' } }
   if step == "abandon" then
@@ -371,19 +304,28 @@ end
 -- @tparam table|string msg from `receive`, or its lock token
 -- @treturn boolean true, or nil, message, info (kind `lock_lost` when the lock expired)
 function Hub:complete(msg)
-  return settle(self, "complete", msg)
+  local token, problem = lock_of(msg, "complete")
+  problem = closed_problem(self) or problem
+  if problem then error(problem, 2) end
+  return settle(self, "complete", token)
 end
 
 --- Reject a message: it goes to the dead-letter queue, never again to the device.
 -- @tparam table|string msg
 function Hub:reject(msg)
-  return settle(self, "reject", msg)
+  local token, problem = lock_of(msg, "reject")
+  problem = closed_problem(self) or problem
+  if problem then error(problem, 2) end
+  return settle(self, "reject", token)
 end
 
 --- Abandon a message: it goes back to the queue and is delivered again.
 -- @tparam table|string msg
 function Hub:abandon(msg)
-  return settle(self, "abandon", msg)
+  local token, problem = lock_of(msg, "abandon")
+  problem = closed_problem(self) or problem
+  if problem then error(problem, 2) end
+  return settle(self, "abandon", token)
 end
 
 --- A hub SAS token for this device (`sr = {hub}/devices/{id}`, no `skn`),
@@ -392,13 +334,10 @@ end
 -- @treturn string
 -- @raise with X.509 (there is no token), on a bad ttl or a closed client
 function Hub:token(ttl)
-  local s = device.secrets(self)
-  if not s or not s.key then
-    error("dps.hub: token: " .. (s and "an X.509 device has no SAS token" or "the hub client is closed"), 2)
-  end
-  if ttl ~= nil then check.seconds(ttl, "ttl", 2) end
-  local expires = math.floor(self.runtime.now() + self.clock_offset) + math.floor(ttl or self.token_ttl)
-  return sign(self, s.key, expires)
+  local problem = closed_problem(self) or (not self.builder:has_key() and "dps.hub: token: an X.509 device has "
+    .. "no SAS token") or check.seconds(ttl, "ttl", true)
+  if problem then error(problem, 2) end
+  return self.builder:hub_token(self.rt.now(), ttl)
 end
 
 --- A device connection string for another agent:
@@ -408,22 +347,21 @@ end
 -- @treturn string
 -- @raise on a closed client
 function Hub:connection_string()
-  local s = device.secrets(self)
-  if not s then
-    error("dps.hub: connection_string: the hub client is closed", 2)
-  end
-  local tail = s.key and ("SharedAccessKey=" .. s.key) or "x509=true"
-  return string.format("HostName=%s;DeviceId=%s;%s", self.host, self.device_id, tail)
+  local problem = closed_problem(self)
+  if problem then error(problem, 2) end
+  return self.builder:connection_string()
 end
 
 --- Connection statistics: `{ requests, connects, reprovisions, dps =
 -- { requests, connects } }` (`dps` only from `dps.connect`: the
 -- provisioning client's session).
 function Hub:stats()
-  local st = device.open_session(self, CLOSED):stats()
+  local problem = closed_problem(self)
+  if problem then error(problem, 2) end
+  local st = self.rt.transport:stats()
   st.reprovisions = self.reprovisions
-  if self.dps and self.dps.session then
-    st.dps = self.dps:stats()
+  if self.link then
+    st.dps = self.link.client:stats()
   end
   return st
 end
@@ -431,11 +369,15 @@ end
 --- Close the HTTPS session (and the provisioning client of `dps.connect`).
 -- Safe to call more than once.
 function Hub:close()
-  device.close(self)
-  if self.dps then
-    self.dps:close()
+  local transport = self.rt.transport
+  self.rt.transport = nil
+  if transport then
+    transport:close()
   end
-  self.reprovision = nil
+  self.builder:forget()
+  if self.link then
+    self.link.client:close()
+  end
   return true
 end
 Hub.__close = Hub.close

@@ -28,8 +28,8 @@
 --   provisioning at once (kind `timeout`, with `retry_after`).
 -- * On 429 and 5xx, and on connection failures that may pass (`timeout`,
 --   `network`, `connect`, `resolve`, `protocol`: `info.retryable`), send the
---   same request again after Retry-After or an exponential back-off with
---   jitter, capped at `BACKOFF_CAP` seconds.
+--   same request again after Retry-After or the back-off (`dps.retry`'s
+--   rules, shared with every other call that retries).
 -- * On 409 (kind `conflict`), to a register or to a poll, back off at random
 --   and register again.
 -- * Never more than `LIMIT` (5) polls in any `WINDOW` (10) seconds, the
@@ -37,8 +37,8 @@
 -- * `assigned` ends with the registration state; `failed` and `disabled`
 --   end with an error carrying the service's `errorCode` and `errorMessage`.
 -- * On a 401 whose `Date` says the clock the token was signed with is off by
---   more than a minute (`dps.clock.correction`), send the same request again
---   at once, signed with the server's time: once per provisioning. Every
+--   more than a minute (`dps.retry`'s wrong-clock rule), send the same
+--   request again at once, signed with the server's time: once per provisioning. Every
 --   later `send` carries that `clock_offset` (seconds to add to the local
 --   wall clock when signing); `done` reports it. A 401 with a correct
 --   clock, or a second one, ends with kind `auth`.
@@ -54,14 +54,13 @@
 -- @module dps.poll
 local core = require "dps.core"
 local errors = require "dps.errors"
-local clock = require "dps.clock"
+local retry = require "dps.retry"
 
 local poll = {}
 
 poll.DEFAULT_TIMEOUT = 60
 poll.DEFAULT_INTERVAL = 2 -- seconds between polls without Retry-After (plus up to 1 s jitter)
 poll.WINDOW, poll.LIMIT = 10, 5 -- at most LIMIT polls in any WINDOW seconds
-poll.BACKOFF_BASE, poll.BACKOFF_CAP = 1, 30
 
 local Machine = {}
 Machine.__index = Machine
@@ -71,9 +70,7 @@ local function misuse(message)
 end
 
 local function check_time(now, method)
-  if type(now) ~= "number" or now ~= now then
-    misuse(method .. ": the time must be a number, got " .. type(now))
-  end
+  retry.check_time("dps.poll", now, method)
 end
 
 --- Make a machine for one provisioning.
@@ -120,15 +117,9 @@ function poll.new(opts)
   }, Machine)
 end
 
---- The back-off before attempt `attempt` (1, 2, …) after a failure:
--- uniform in [c/2, c] with c = min(BACKOFF_CAP, BACKOFF_BASE · 2^(attempt-1)).
--- @tparam function jitter as in `new`
--- @tparam number attempt
--- @treturn number seconds
-function poll.backoff(jitter, attempt)
-  local ceiling = math.min(poll.BACKOFF_CAP, poll.BACKOFF_BASE * 2 ^ (attempt - 1))
-  return jitter(ceiling / 2, ceiling)
-end
+--- The back-off before attempt `attempt` after a failure (`dps.retry.backoff`).
+-- @function backoff
+poll.backoff = retry.backoff
 
 function Machine:_over(action)
   self.phase = "over"
@@ -167,6 +158,14 @@ function Machine:_wait(at)
   return { action = "wait", at = at }
 end
 
+--- The request the next `send` will be: `"register"` (first, or again
+-- after a 409 or an answer without `operationId`) or `"operation_status"`.
+-- A driver that paces registrations asks before it ticks.
+-- @treturn string
+function Machine:next_step()
+  return self.operation_id and "operation_status" or "register"
+end
+
 --- The driver's timer fired (or the machine was just made): what now?
 -- Call it when idle: first, and after each `wait`. Calling early is harmless
 -- (the same `wait` comes back).
@@ -193,7 +192,7 @@ function Machine:tick(now)
   if now < self.at then
     return self:_wait(self.at)
   end
-  local step = self.operation_id and "operation_status" or "register"
+  local step = self:next_step()
   if step == "operation_status" then
     local recent = self.recent
     if #recent >= poll.LIMIT then
@@ -243,7 +242,7 @@ function Machine:_judge(step, result, meta, info)
         meta.status)
       problem.retryable = true
       self.last_message, self.last_info = message, problem
-      return meta.retry_after or poll.backoff(self.jitter, self.failures), meta.retry_after
+      return meta.retry_after or retry.backoff(self.jitter, self.failures), meta.retry_after
     end
     self.failures = 0
     self.operation_id = self.operation_id or result.operationId
@@ -251,18 +250,14 @@ function Machine:_judge(step, result, meta, info)
   end
   self.last_message, self.last_info = meta, info
   info.operation_id = info.operation_id or self.operation_id
-  local corrected = not self.clock_retried and clock.correction(info, self.clock_offset)
-  if corrected then
-    self.clock_retried = true
-    self.clock_offset = corrected
-    return 0 -- the same request, at once, signed with the server's time
-  elseif info.kind == "conflict" then
+  if info.kind == "conflict" then
     self.failures = self.failures + 1
     self.operation_id = nil -- register again
-    return poll.backoff(self.jitter, self.failures)
-  elseif info.retryable then
-    self.failures = self.failures + 1
-    return info.retry_after or poll.backoff(self.jitter, self.failures), info.retry_after
+    return retry.backoff(self.jitter, self.failures)
+  end
+  local delay, asked = retry.after_failure(self, info, self.jitter)
+  if delay then
+    return delay, asked
   end
   return nil, nil, self:_fail(nil, meta, info)
 end
@@ -295,7 +290,7 @@ function Machine:answer(now, result, meta, info)
     misuse("answer: expected nil, message, info")
   end
   self.phase = "idle"
-  local step = self.operation_id and "operation_status" or "register"
+  local step = self:next_step()
   local delay, asked, final = self:_judge(step, result, meta, info)
   if final then
     return final

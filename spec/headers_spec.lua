@@ -1,11 +1,11 @@
--- Specs for dps.session.headers: the header block of an engine's `take`
+-- Specs for dps.headers.parse: the header block of an engine's `take`
 -- (the kept lines, each ending in "\n") read into a table. Known blocks,
 -- then properties over random blocks, in-process. (The C side, which lines
 -- are kept, is fuzz/fuzz_headers.c's; requests over TLS: core_http_spec.)
 --
 -- Must parse on Lua 5.1: no goto, no integer division or bit operators.
 
-local session = require "dps.session"
+local headers_of = require("dps.headers").parse
 
 local KNOWN = {
   { "an empty block", "", {} },
@@ -26,21 +26,12 @@ local KNOWN = {
   { "a repeat of a folded field", "A: 1\n 2\nA: 3\n", { a = "1 2, 3" } },
 }
 
-describe("dps.session.headers", function()
+describe("dps.headers.parse", function()
   for _, row in ipairs(KNOWN) do
     it("reads " .. row[1], function()
-      assert.same(row[3], session.headers(row[2]))
+      assert.same(row[3], headers_of(row[2]))
     end)
   end
-
-  it("passes a failure through and reads a status's block", function()
-    local info = { kind = "connect" }
-    assert.same({ nil, "could not connect", info }, { session.result(nil, "could not connect", info) })
-    local status, headers, body = session.result(200, "A: 1\n", "x")
-    assert.equal(200, status)
-    assert.same({ a = "1" }, headers)
-    assert.equal("x", body)
-  end)
 
   describe("on random blocks", function()
     -- Lines of a few bytes that matter (colons, blanks, letters of both
@@ -67,7 +58,7 @@ describe("dps.session.headers", function()
 
     it("gives names without colons, blanks or upper case, and trimmed values", function()
       for _, block in ipairs(blocks) do
-        for name, value in pairs(session.headers(block)) do
+        for name, value in pairs(headers_of(block)) do
           assert.is_true(#name > 0, block)
           assert.is_nil(name:find("[:A-Z]"), block)
           assert.is_nil(name:find("^[ \t]"), block)
@@ -83,7 +74,7 @@ describe("dps.session.headers", function()
     it("reads its fields written out again the same", function()
       local checked = 0
       for _, block in ipairs(blocks) do
-        local fields, clean = session.headers(block), true
+        local fields, clean = headers_of(block), true
         local out = {}
         for name, value in pairs(fields) do
           -- trimming drops a fold's space, and the blank of a join with an empty value
@@ -91,7 +82,7 @@ describe("dps.session.headers", function()
           out[#out + 1] = name .. ": " .. value .. "\n"
         end
         if clean then
-          assert.same(fields, session.headers(table.concat(out)), block)
+          assert.same(fields, headers_of(table.concat(out)), block)
           checked = checked + 1
         end
       end
