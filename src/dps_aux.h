@@ -54,7 +54,7 @@ int dps_misuse(lua_State *L, const char *who, const char *fmt, ...);
 const char *dps_check_string(lua_State *L, int arg, const char *who, const char *name, size_t *len);
 
 /*
- * The one rule of client-certificate options, for the session and the X.509
+ * The one rule of client-certificate options, for the engine and the X.509
  * check alike: 'cert' and 'cert_file' exclude each other, as do 'key' and
  * 'key_file'; a key or a password needs a certificate; with need_pair a
  * certificate and a key must both be there.  dps_credentials_problem says

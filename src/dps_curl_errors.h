@@ -1,6 +1,7 @@
 /*
- * dps_curl_errors.h - the CURLcodes the session names, each with its
- * failure kind: one X-macro list, in the manner of Lua-cURLv3's lcerr_easy.h.
+ * dps_curl_errors.h - the CURLcodes a failed transfer is named by, each
+ * with its failure kind: one X-macro list, in the manner of Lua-cURLv3's
+ * lcerr_easy.h.
  * Include it after defining
  *
  *   DPS_CURLE(CODE, KIND)

@@ -12,7 +12,7 @@
  * one easy handle and one kept-alive TLS connection for a registration and
  * all of its polls.
  *
- * Each slot is a transfer (`dps_session` of dps_http.h): a libcurl easy
+ * Each slot is a transfer (`dps_transfer` of dps_http.h): a libcurl easy
  * handle with its callbacks, buffers, options and security settings.
  * @module dps.core
  */
@@ -118,7 +118,7 @@ static void collect(dps_engine *e)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
         sl = (dps_slot *)(void *)priv;
         curl_multi_remove_handle(e->multi, easy);
-        dps_http_finish(&sl->s);
+        dps_http_finish(&sl->t);
         sl->result = result;
         sl->state = DPS_SLOT_DONE;
         e->busy--;
@@ -184,9 +184,9 @@ void dps_engine_release(dps_engine *e)
 
     if (e->slots != NULL) {
         for (i = 0; i < e->nslots; i++) {
-            if (e->slots[i].state == DPS_SLOT_BUSY && e->multi != NULL && e->slots[i].s.curl != NULL)
-                curl_multi_remove_handle(e->multi, e->slots[i].s.curl);
-            dps_session_release(&e->slots[i].s);
+            if (e->slots[i].state == DPS_SLOT_BUSY && e->multi != NULL && e->slots[i].t.curl != NULL)
+                curl_multi_remove_handle(e->multi, e->slots[i].t.curl);
+            dps_transfer_release(&e->slots[i].t);
         }
         free(e->slots);
         e->slots = NULL;
@@ -229,20 +229,20 @@ static int setup_multi(dps_engine *e)
 /* Slot i: a transfer handle with the options, the share and its id. */
 static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
 {
-    dps_session *s = &e->slots[i].s;
+    dps_transfer *t = &e->slots[i].t;
     CURLoption what = DPS_NO_OPTION;
-    CURLcode rc = dps_session_init(s, &what);
+    CURLcode rc = dps_transfer_init(t, &what);
 
     if (rc == CURLE_OK) {
         what = CURLOPT_SHARE;
-        rc = curl_easy_setopt(s->curl, CURLOPT_SHARE, e->share);
+        rc = curl_easy_setopt(t->curl, CURLOPT_SHARE, e->share);
     }
     if (rc == CURLE_OK) {
         what = CURLOPT_PRIVATE;
-        rc = curl_easy_setopt(s->curl, CURLOPT_PRIVATE, (void *)&e->slots[i]);
+        rc = curl_easy_setopt(t->curl, CURLOPT_PRIVATE, (void *)&e->slots[i]);
     }
     if (rc == CURLE_OK)
-        rc = dps_http_options_apply(s, opts, &what);
+        rc = dps_http_options_apply(t, opts, &what);
     if (rc != CURLE_OK)
         dps_http_refused(L, what, rc); /* the engine's __gc releases the slots */
 }

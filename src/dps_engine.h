@@ -18,7 +18,7 @@
 enum { DPS_SLOT_FREE, DPS_SLOT_BUSY, DPS_SLOT_DONE };
 
 typedef struct {
-    dps_session s; /* the transfer: handle, buffers, flags */
+    dps_transfer t; /* the transfer: handle, buffers, flags */
     int state;     /* DPS_SLOT_FREE, _BUSY (in the multi) or _DONE (result unread) */
     CURLcode result;
 } dps_slot;

@@ -96,13 +96,13 @@ static int engine_request(lua_State *L)
             sl = &e->slots[i];
     if (sl == NULL)
         luaL_argerror(L, 1, "no free slot: take or cancel finished transfers first");
-    dps_http_check_request(L, &sl->s, &r);
-    rc = dps_http_prepare(L, &sl->s, &r);
-    if (rc == CURLE_OK && curl_multi_add_handle(e->multi, sl->s.curl) != CURLM_OK)
+    dps_http_check_request(L, &sl->t, &r);
+    rc = dps_http_prepare(L, &sl->t, &r);
+    if (rc == CURLE_OK && curl_multi_add_handle(e->multi, sl->t.curl) != CURLM_OK)
         rc = CURLE_OUT_OF_MEMORY;
     if (rc != CURLE_OK) {
-        dps_http_finish(&sl->s);
-        return dps_http_push_result(L, &sl->s, rc);
+        dps_http_finish(&sl->t);
+        return dps_http_push_result(L, &sl->t, rc);
     }
     sl->state = DPS_SLOT_BUSY;
     e->busy++;
@@ -222,7 +222,7 @@ static int engine_take(lua_State *L)
     lua_settop(L, 2);
     luaL_checkstack(L, 8, "take");
     sl->state = DPS_SLOT_FREE;
-    return dps_http_push_result(L, &sl->s, sl->result);
+    return dps_http_push_result(L, &sl->t, sl->result);
 }
 
 /***
@@ -239,8 +239,8 @@ static int engine_cancel(lua_State *L)
     int i;
 
     if (sl->state == DPS_SLOT_BUSY) {
-        curl_multi_remove_handle(e->multi, sl->s.curl);
-        dps_http_finish(&sl->s);
+        curl_multi_remove_handle(e->multi, sl->t.curl);
+        dps_http_finish(&sl->t);
         e->busy--;
     }
     for (i = 0; i < e->ndone; i++)
@@ -265,8 +265,8 @@ static int engine_stats(lua_State *L)
     int i, free_slots = 0;
 
     for (i = 0; i < e->nslots; i++) {
-        requests += e->slots[i].s.requests;
-        connects += e->slots[i].s.connects;
+        requests += e->slots[i].t.requests;
+        connects += e->slots[i].t.connects;
         free_slots += e->slots[i].state == DPS_SLOT_FREE;
     }
     lua_createtable(L, 0, 5);

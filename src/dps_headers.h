@@ -7,7 +7,7 @@
  * starts over, so 1xx and proxy CONNECT responses are dropped), nothing
  * after the blank line that ends them (chunked trailers).  The caller
  * appends each kept line plus "\n" to a block, which goes to Lua as it is
- * (dps.session.headers reads it into a table).
+ * (and is read into a table there).
  */
 #ifndef DPS_HEADERS_H
 #define DPS_HEADERS_H

@@ -76,69 +76,69 @@ static int buf_append(dps_buf *b, const char *p, size_t n, size_t limit)
 /* libcurl callbacks: C buffers only, never the Lua API                      */
 
 /* Whether an append (rc of buf_append) lets the transfer go on; when not,
- * flags why: *overflow for a limit, s->oom for memory. */
-static int appended(dps_session *s, int rc, int *overflow)
+ * flags why: *overflow for a limit, t->oom for memory. */
+static int appended(dps_transfer *t, int rc, int *overflow)
 {
     if (rc == -1)
         *overflow = 1;
     else if (rc == -2)
-        s->oom = 1;
+        t->oom = 1;
     return rc == 0;
 }
 
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    dps_session *s = userdata;
+    dps_transfer *t = userdata;
     size_t n = size * nmemb;
 
-    return appended(s, buf_append(&s->body, ptr, n, s->max_body), &s->body_overflow) ? n : 0;
+    return appended(t, buf_append(&t->body, ptr, n, t->max_body), &t->body_overflow) ? n : 0;
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
 {
-    dps_session *s = userdata;
+    dps_transfer *t = userdata;
     size_t n = size * nitems;
     size_t len = 0;
     int rc;
 
     /* Every line counts against the cap, the ones not kept too: a server
      * must not stream endless trailers or 1xx responses. */
-    if (n > DPS_HEAD_MAX || s->head_seen > DPS_HEAD_MAX - n) {
-        s->head_overflow = 1;
+    if (n > DPS_HEAD_MAX || t->head_seen > DPS_HEAD_MAX - n) {
+        t->head_overflow = 1;
         return 0;
     }
-    s->head_seen += n;
-    switch (dps_headers_line(&s->head_done, ptr, n, &len)) {
+    t->head_seen += n;
+    switch (dps_headers_line(&t->head_done, ptr, n, &len)) {
     case DPS_HEADERS_RESET:
-        s->head.len = 0;
+        t->head.len = 0;
         return n;
     case DPS_HEADERS_SKIP:
         return n;
     default:
         break;
     }
-    rc = buf_append(&s->head, ptr, len, DPS_HEAD_MAX);
+    rc = buf_append(&t->head, ptr, len, DPS_HEAD_MAX);
     if (rc == 0)
-        rc = buf_append(&s->head, "\n", 1, DPS_HEAD_MAX);
-    return appended(s, rc, &s->head_overflow) ? n : 0;
+        rc = buf_append(&t->head, "\n", 1, DPS_HEAD_MAX);
+    return appended(t, rc, &t->head_overflow) ? n : 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Lifecycle                                                                 */
 
-void dps_session_release(dps_session *s)
+void dps_transfer_release(dps_transfer *t)
 {
-    if (s->curl != NULL) {
-        curl_easy_cleanup(s->curl);
-        s->curl = NULL;
+    if (t->curl != NULL) {
+        curl_easy_cleanup(t->curl);
+        t->curl = NULL;
     }
-    if (s->headers != NULL) {
-        dps_http_free_headers(s->headers);
-        s->headers = NULL;
+    if (t->headers != NULL) {
+        dps_http_free_headers(t->headers);
+        t->headers = NULL;
     }
-    buf_release(&s->body);
-    buf_release(&s->head);
-    dps_wipe(s->errbuf, sizeof s->errbuf);
+    buf_release(&t->body);
+    buf_release(&t->head);
+    dps_wipe(t->errbuf, sizeof t->errbuf);
 }
 
 /* The settings every handle gets, whatever its options and whoever drives
@@ -199,38 +199,38 @@ static CURLcode secure_handle(CURL *curl, CURLoption *what)
     return rc;
 }
 
-/* The session's own settings: error buffer, callbacks, then the security
+/* The transfer's own settings: error buffer, callbacks, then the security
  * settings every handle has (secure_handle). */
-static CURLcode setup_handle(dps_session *s, CURLoption *what)
+static CURLcode setup_handle(dps_transfer *t, CURLoption *what)
 {
-    CURL *curl = s->curl;
+    CURL *curl = t->curl;
     CURLcode rc;
 
 #define SET(opt, val) \
     if ((rc = curl_easy_setopt(curl, opt, val)) != CURLE_OK) \
         return (*what = opt, rc)
-    SET(CURLOPT_ERRORBUFFER, s->errbuf);
+    SET(CURLOPT_ERRORBUFFER, t->errbuf);
     SET(CURLOPT_WRITEFUNCTION, write_cb);
-    SET(CURLOPT_WRITEDATA, (void *)s);
+    SET(CURLOPT_WRITEDATA, (void *)t);
     SET(CURLOPT_HEADERFUNCTION, header_cb);
-    SET(CURLOPT_HEADERDATA, (void *)s);
+    SET(CURLOPT_HEADERDATA, (void *)t);
 #undef SET
     return secure_handle(curl, what);
 }
 
-CURLcode dps_session_init(dps_session *s, CURLoption *what)
+CURLcode dps_transfer_init(dps_transfer *t, CURLoption *what)
 {
-    memset(s, 0, sizeof *s);
-    s->curl = NULL;
-    s->headers = NULL;
-    s->body.data = NULL;
-    s->head.data = NULL;
-    s->curl = curl_easy_init();
-    if (s->curl == NULL) {
+    memset(t, 0, sizeof *t);
+    t->curl = NULL;
+    t->headers = NULL;
+    t->body.data = NULL;
+    t->head.data = NULL;
+    t->curl = curl_easy_init();
+    if (t->curl == NULL) {
         *what = DPS_NO_OPTION;
         return CURLE_FAILED_INIT;
     }
-    return setup_handle(s, what);
+    return setup_handle(t, what);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -263,7 +263,7 @@ static void check_url(lua_State *L, dps_request *r)
     }
 }
 
-void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
+void dps_http_check_request(lua_State *L, dps_transfer *t, dps_request *r)
 {
     static const char *const methods[] = {"GET", "PUT", "POST", "DELETE", NULL};
 
@@ -281,7 +281,7 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
         if (r->method == DPS_GET || r->method == DPS_DELETE)
             dps_argerror(L, 5, "a %s request has no body", methods[r->method]);
     }
-    r->timeout = s->timeout;
+    r->timeout = t->timeout;
     if (!lua_isnoneornil(L, 6)) {
         if (lua_type(L, 6) != LUA_TNUMBER)
             dps_argerror(L, 6, "timeout must be a number, got %s", luaL_typename(L, 6));
@@ -291,16 +291,16 @@ void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r)
     }
     lua_settop(L, 6);
     luaL_checkstack(L, 8, "request");
-    r->connect_timeout = s->connect_timeout < r->timeout ? s->connect_timeout : r->timeout;
+    r->connect_timeout = t->connect_timeout < r->timeout ? t->connect_timeout : r->timeout;
 }
 
 /* The request's settings on the handle. */
-static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
+static CURLcode set_request(CURL *curl, dps_transfer *t, const dps_request *r)
 {
     CURLcode rc = curl_easy_setopt(curl, CURLOPT_URL, r->url);
 
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, CURLOPT_HTTPHEADER, s->headers);
+        rc = curl_easy_setopt(curl, CURLOPT_HTTPHEADER, t->headers);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, dps_http_ms(r->timeout));
     if (rc == CURLE_OK)
@@ -320,48 +320,48 @@ static CURLcode set_request(CURL *curl, dps_session *s, const dps_request *r)
     return rc;
 }
 
-CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r)
+CURLcode dps_http_prepare(lua_State *L, dps_transfer *t, const dps_request *r)
 {
-    buf_reset(&s->body);
-    buf_reset(&s->head);
-    s->body_overflow = s->head_overflow = s->oom = s->head_done = 0;
-    s->head_seen = 0;
-    s->errbuf[0] = '\0';
-    if (s->headers != NULL) {
-        dps_http_free_headers(s->headers);
-        s->headers = NULL;
+    buf_reset(&t->body);
+    buf_reset(&t->head);
+    t->body_overflow = t->head_overflow = t->oom = t->head_done = 0;
+    t->head_seen = 0;
+    t->errbuf[0] = '\0';
+    if (t->headers != NULL) {
+        dps_http_free_headers(t->headers);
+        t->headers = NULL;
     }
-    if (dps_http_build_headers(L, s, r->headers, r->method != DPS_GET && r->method != DPS_DELETE) != 0)
+    if (dps_http_build_headers(L, t, r->headers, r->method != DPS_GET && r->method != DPS_DELETE) != 0)
         return CURLE_OUT_OF_MEMORY;
-    return set_request(s->curl, s, r);
+    return set_request(t->curl, t, r);
 }
 
-void dps_http_finish(dps_session *s)
+void dps_http_finish(dps_transfer *t)
 {
     long connects = 0;
 
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, (char *)NULL);
-    dps_http_free_headers(s->headers);
-    s->headers = NULL;
-    s->requests += 1;
-    if (curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
-        s->connects += (double)connects;
+    curl_easy_setopt(t->curl, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, (char *)NULL);
+    dps_http_free_headers(t->headers);
+    t->headers = NULL;
+    t->requests += 1;
+    if (curl_easy_getinfo(t->curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+        t->connects += (double)connects;
 }
 
-int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc)
+int dps_http_push_result(lua_State *L, dps_transfer *t, CURLcode rc)
 {
     long status = 0;
 
     if (rc != CURLE_OK) {
-        dps_http_push_failure(L, s, rc);
+        dps_http_push_failure(L, t, rc);
     } else {
-        curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
         lua_pushinteger(L, (lua_Integer)status);
-        lua_pushlstring(L, s->head.data != NULL ? s->head.data : "", s->head.len);
-        lua_pushlstring(L, s->body.data != NULL ? s->body.data : "", s->body.len);
+        lua_pushlstring(L, t->head.data != NULL ? t->head.data : "", t->head.len);
+        lua_pushlstring(L, t->body.data != NULL ? t->body.data : "", t->body.len);
     }
-    buf_reset(&s->body);
-    buf_reset(&s->head);
+    buf_reset(&t->body);
+    buf_reset(&t->head);
     return 3;
 }

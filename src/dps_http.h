@@ -10,8 +10,8 @@
  *   dps_http_failure.c  a failed transfer as nil, message, info (kinds from
  *                       the list in dps_curl_errors.h)
  *
- * The response headers go to Lua as the block of kept lines, read by
- * dps.session.  The options of core.engine (dps_http_options.h) are read
+ * The response headers go to Lua as the block of kept lines, read into a
+ * table there.  The options of core.engine (dps_http_options.h) are read
  * and applied on top of this: they use a slot, a slot knows nothing of them.
  */
 #ifndef DPS_HTTP_H
@@ -34,6 +34,8 @@ typedef struct {
     size_t cap;
 } dps_buf;
 
+/* One slot's transfer: a libcurl easy handle kept for every request of the
+ * slot, the buffers of the response and the flags its callbacks set. */
 typedef struct {
     CURL *curl;                 /* NULL once closed */
     struct curl_slist *headers; /* request header list, only during a request */
@@ -51,7 +53,7 @@ typedef struct {
     int head_done;              /* dps_headers_line state: blank line seen */
     int proxied;                /* connections go through an HTTP proxy */
     char errbuf[CURL_ERROR_SIZE];
-} dps_session;
+} dps_transfer;
 
 enum { DPS_GET, DPS_PUT, DPS_POST, DPS_DELETE };
 
@@ -73,44 +75,44 @@ typedef struct {
 /* dps_http.c: seconds as whole milliseconds, rounded up, from 1 to 2^31-1. */
 long dps_http_ms(double seconds);
 
-/* dps_http.c: makes s's easy handle with its callbacks and the security
+/* dps_http.c: makes t's easy handle with its callbacks and the security
  * settings every handle has (https only, no redirects, peer and host
  * verified, TLS 1.2 or newer, no signals, no TLS key log).  On failure
- * *what is the option libcurl refused; the caller releases s. */
-CURLcode dps_session_init(dps_session *s, CURLoption *what);
+ * *what is the option libcurl refused; the caller releases t. */
+CURLcode dps_transfer_init(dps_transfer *t, CURLoption *what);
 
 /* dps_http.c: reads and checks arguments 2 to 6 (method, url, headers,
  * body, timeout) into r; raises on misuse (the header table's contents:
  * dps_http_prepare). */
-void dps_http_check_request(lua_State *L, dps_session *s, dps_request *r);
+void dps_http_check_request(lua_State *L, dps_transfer *t, dps_request *r);
 
 /* dps_http.c: clears what the last request left, builds the header list
- * and sets the request on s->curl.  Raises only on a bad header name or
+ * and sets the request on t->curl.  Raises only on a bad header name or
  * value, before anything reaches libcurl. */
-CURLcode dps_http_prepare(lua_State *L, dps_session *s, const dps_request *r);
+CURLcode dps_http_prepare(lua_State *L, dps_transfer *t, const dps_request *r);
 
 /* dps_http.c: after the transfer: detaches the header list and body, counts
  * the transfer. */
-void dps_http_finish(dps_session *s);
+void dps_http_finish(dps_transfer *t);
 
 /* dps_http.c: pushes status, header block, body, or nil, message, info for
  * rc; empties the buffers.  Returns 3. */
-int dps_http_push_result(lua_State *L, dps_session *s, CURLcode rc);
+int dps_http_push_result(lua_State *L, dps_transfer *t, CURLcode rc);
 
 /* dps_http.c: releases everything; safe on a half-built or released slot. */
-void dps_session_release(dps_session *s);
+void dps_transfer_release(dps_transfer *t);
 
-/* dps_http_headers.c: builds s->headers from the table at idx (0: none),
+/* dps_http_headers.c: builds t->headers from the table at idx (0: none),
  * raising on a name or value that cannot be sent as is (what is built so
- * far stays in s->headers, freed by the next request or the release).
+ * far stays in t->headers, freed by the next request or the release).
  * Returns 0, or -1 on OOM. */
-int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body);
+int dps_http_build_headers(lua_State *L, dps_transfer *t, int idx, int with_body);
 
 /* dps_http_headers.c: wipes every string of a header list, then frees it. */
 void dps_http_free_headers(struct curl_slist *list);
 
 /* dps_http_failure.c: pushes nil, message, { kind, curl_code }; returns 3. */
-int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc);
+int dps_http_push_failure(lua_State *L, dps_transfer *t, CURLcode rc);
 
 /* ASCII case-insensitive: a (alen bytes) equals the lower-case C string b. */
 int dps_http_ieq(const char *a, size_t alen, const char *b);

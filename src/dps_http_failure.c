@@ -1,5 +1,5 @@
 /*
- * A failed transfer of the session as `nil, message, info`: the kind comes
+ * A failed transfer as `nil, message, info`: the kind comes
  * from the list of codes in dps_curl_errors.h, settled by the transfer's
  * state where the code alone cannot tell.
  */
@@ -74,54 +74,54 @@ static int transport_failed(const char *errbuf)
 }
 
 /* A proxy that answered CONNECT with a status other than 2xx. */
-static int connect_refused(dps_session *s)
+static int connect_refused(dps_transfer *t)
 {
     long code = 0;
-    return s->proxied && curl_easy_getinfo(s->curl, CURLINFO_HTTP_CONNECTCODE, &code) == CURLE_OK
+    return t->proxied && curl_easy_getinfo(t->curl, CURLINFO_HTTP_CONNECTCODE, &code) == CURLE_OK
            && code != 0 && (code < 200 || code > 299);
 }
 
 /* A request that went out: the reply was not HTTP (HTTP/0.9). */
-static int request_sent(dps_session *s)
+static int request_sent(dps_transfer *t)
 {
     long size = 0;
-    return curl_easy_getinfo(s->curl, CURLINFO_REQUEST_SIZE, &size) == CURLE_OK && size > 0;
+    return curl_easy_getinfo(t->curl, CURLINFO_REQUEST_SIZE, &size) == CURLE_OK && size > 0;
 }
 
 /* A reply whose head came and whose body stopped short of its
  * Content-Length, without a transport error said: libcurl on OpenSSL calls
  * it CURLE_PARTIAL_FILE (protocol), on mbedTLS a receive error. */
-static int cut_short(dps_session *s)
+static int cut_short(dps_transfer *t)
 {
     long status = 0;
     curl_off_t expected = -1, got = 0;
 
-    return !transport_failed(s->errbuf)
-           && curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status > 0
-           && curl_easy_getinfo(s->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK
-           && curl_easy_getinfo(s->curl, CURLINFO_SIZE_DOWNLOAD_T, &got) == CURLE_OK && expected > got;
+    return !transport_failed(t->errbuf)
+           && curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status > 0
+           && curl_easy_getinfo(t->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK
+           && curl_easy_getinfo(t->curl, CURLINFO_SIZE_DOWNLOAD_T, &got) == CURLE_OK && expected > got;
 }
 
 /* Settles a rule of dps_curl_errors.h into a kind. */
-static int settle(dps_session *s, int rule)
+static int settle(dps_transfer *t, int rule)
 {
     /* The server's TLS 1.3 alert that it wants a client certificate
      * arrives as a read/write error after the handshake. */
-    int cert_required = strstr(s->errbuf, "certificate required") != NULL;
+    int cert_required = strstr(t->errbuf, "certificate required") != NULL;
 
     switch (rule) {
     case KIND_DIAL: /* with a tunnel only the proxy is dialled */
-        return s->proxied ? KIND_proxy : KIND_connect;
+        return t->proxied ? KIND_proxy : KIND_connect;
     case KIND_HANDSHAKE:
-        return transport_failed(s->errbuf) ? KIND_network : KIND_tls;
+        return transport_failed(t->errbuf) ? KIND_network : KIND_tls;
     case KIND_WRITE: /* one of our callbacks said why */
-        return s->body_overflow || s->head_overflow ? KIND_too_large : KIND_oom;
+        return t->body_overflow || t->head_overflow ? KIND_too_large : KIND_oom;
     case KIND_SCHEME:
-        return request_sent(s) ? KIND_protocol : KIND_config;
+        return request_sent(t) ? KIND_protocol : KIND_config;
     case KIND_RECV:
-        if (connect_refused(s))
+        if (connect_refused(t))
             return KIND_proxy;
-        if (!cert_required && (strstr(s->errbuf, "chunk") != NULL || cut_short(s)))
+        if (!cert_required && (strstr(t->errbuf, "chunk") != NULL || cut_short(t)))
             return KIND_protocol;
         /* fall through */
     case KIND_SEND:
@@ -132,12 +132,12 @@ static int settle(dps_session *s, int rule)
 }
 
 /* The name ("CURLE_…", or "CURLE" for a code not listed) and kind of rc. */
-static const char *classify(dps_session *s, CURLcode rc, int *kind)
+static const char *classify(dps_transfer *t, CURLcode rc, int *kind)
 {
     size_t i;
     for (i = 0; i < COUNT(codes); i++) {
         if (codes[i].code == rc) {
-            *kind = settle(s, codes[i].kind);
+            *kind = settle(t, codes[i].kind);
             return codes[i].name;
         }
     }
@@ -147,13 +147,13 @@ static const char *classify(dps_session *s, CURLcode rc, int *kind)
 
 /* A certificate that does not fit: the host it was checked against, when
  * the TLS library's words leave it out (mbedTLS: "BADCERT_CN_MISMATCH"). */
-static void name_host(dps_session *s, char *detail, size_t size)
+static void name_host(dps_transfer *t, char *detail, size_t size)
 {
     char *url = NULL;
     const char *host, *end;
     size_t n = strlen(detail), len;
 
-    if (curl_easy_getinfo(s->curl, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL
+    if (curl_easy_getinfo(t->curl, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL
         || (host = strstr(url, "://")) == NULL)
         return;
     host += 3;
@@ -173,35 +173,35 @@ static void name_host(dps_session *s, char *detail, size_t size)
 }
 
 /* What went wrong, in detail, without trailing blanks. */
-static void describe(dps_session *s, CURLcode rc, char *detail, size_t size)
+static void describe(dps_transfer *t, CURLcode rc, char *detail, size_t size)
 {
     size_t n;
 
-    if (s->body_overflow)
-        snprintf(detail, size, "body exceeds max_body (%lu bytes)", (unsigned long)s->max_body);
-    else if (s->head_overflow)
+    if (t->body_overflow)
+        snprintf(detail, size, "body exceeds max_body (%lu bytes)", (unsigned long)t->max_body);
+    else if (t->head_overflow)
         snprintf(detail, size, "headers exceed %d bytes", DPS_HEAD_MAX);
-    else if (s->oom)
+    else if (t->oom)
         snprintf(detail, size, "cannot grow the response buffer");
-    else if (s->errbuf[0] != '\0')
-        snprintf(detail, size, "%s", s->errbuf);
+    else if (t->errbuf[0] != '\0')
+        snprintf(detail, size, "%s", t->errbuf);
     else
         snprintf(detail, size, "%s", curl_easy_strerror(rc));
     n = strlen(detail);
     while (n > 0 && (detail[n - 1] == '\n' || detail[n - 1] == '\r' || detail[n - 1] == ' '))
         detail[--n] = '\0';
     if (rc == CURLE_PEER_FAILED_VERIFICATION)
-        name_host(s, detail, size);
+        name_host(t, detail, size);
 }
 
-int dps_http_push_failure(lua_State *L, dps_session *s, CURLcode rc)
+int dps_http_push_failure(lua_State *L, dps_transfer *t, CURLcode rc)
 {
     char msg[CURL_ERROR_SIZE + 256];
     char detail[CURL_ERROR_SIZE + 64];
     int kind = KIND_network;
-    const char *name = classify(s, rc, &kind);
+    const char *name = classify(t, rc, &kind);
 
-    describe(s, rc, detail, sizeof detail);
+    describe(t, rc, detail, sizeof detail);
     snprintf(msg, sizeof msg, "%s: %s (%s %d)", kinds[kind].what, detail, name, (int)rc);
     dps_push_failure(L, kinds[kind].kind, msg);
     dps_set_integer(L, "curl_code", (lua_Integer)rc);

@@ -1,6 +1,6 @@
 /*
  * A request's header table, checked as it is turned into a libcurl list.  (The
- * response's kept lines go to Lua as they are: dps.session reads them.)
+ * response's kept lines go to Lua as they are, to be read there.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +30,7 @@ static int is_tchar(unsigned char c)
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-/* Raises on a header name that cannot be sent or is the session's own. */
+/* Raises on a header name that cannot be sent or is the transfer's own. */
 static void check_name(lua_State *L, int idx, const char *name, size_t nlen)
 {
     size_t i;
@@ -54,18 +54,18 @@ void dps_http_free_headers(struct curl_slist *list)
     curl_slist_free_all(list);
 }
 
-/* Appends line to s->headers.  Returns 0, or -1 on OOM. */
-static int append_line(dps_session *s, const char *line)
+/* Appends line to t->headers.  Returns 0, or -1 on OOM. */
+static int append_line(dps_transfer *t, const char *line)
 {
-    struct curl_slist *list = curl_slist_append(s->headers, line);
+    struct curl_slist *list = curl_slist_append(t->headers, line);
     if (list == NULL)
         return -1;
-    s->headers = list;
+    t->headers = list;
     return 0;
 }
 
 /* Appends "Name: value" ("Name;" for an empty value).  0, or -1 on OOM. */
-static int append_header(dps_session *s, const char *name, size_t nlen, const char *value, size_t vlen)
+static int append_header(dps_transfer *t, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     size_t n = nlen + 2 + vlen + 1;
     char *line = malloc(n);
@@ -83,13 +83,13 @@ static int append_header(dps_session *s, const char *name, size_t nlen, const ch
         memcpy(line + nlen + 2, value, vlen);
         line[nlen + 2 + vlen] = '\0';
     }
-    rc = append_line(s, line);
+    rc = append_line(t, line);
     dps_wipe(line, n);
     free(line);
     return rc;
 }
 
-int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
+int dps_http_build_headers(lua_State *L, dps_transfer *t, int idx, int with_body)
 {
     int has_type = 0;
 
@@ -111,7 +111,7 @@ int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
                     dps_argerror(L, idx, "header '%s' must not contain CR, LF or NUL", name);
             if (dps_http_ieq(name, nlen, "content-type"))
                 has_type = 1;
-            if (append_header(s, name, nlen, value, vlen) != 0) {
+            if (append_header(t, name, nlen, value, vlen) != 0) {
                 lua_pop(L, 2);
                 return -1;
             }
@@ -120,9 +120,9 @@ int dps_http_build_headers(lua_State *L, dps_session *s, int idx, int with_body)
     }
     /* "Name:" removes a header libcurl would add: never wait for
      * 100-continue, and no form-urlencoded default type on a body. */
-    if (append_line(s, "Expect:") != 0)
+    if (append_line(t, "Expect:") != 0)
         return -1;
     if (with_body && !has_type)
-        return append_line(s, "Content-Type:");
+        return append_line(t, "Content-Type:");
     return 0;
 }

@@ -35,7 +35,7 @@
 enum { STRING, FIELD, URL, BLOB, SECONDS, BYTES };
 
 /* Every option: X(ID, name, type, CURLOPT, default of a number). */
-#define SESSION_OPTIONS(X)                                             \
+#define ENGINE_OPTIONS(X)                                             \
     X(CA_FILE, "ca_file", STRING, CURLOPT_CAINFO, 0)                   \
     X(CA_PATH, "ca_path", STRING, CURLOPT_CAPATH, 0)                   \
     X(CONNECT_TIMEOUT, "connect_timeout", SECONDS, NO_CURLOPT, 10)     \
@@ -51,7 +51,7 @@ enum { STRING, FIELD, URL, BLOB, SECONDS, BYTES };
 
 enum {
 #define OPTION_ID(id, name, type, opt, dflt) OPT_##id,
-    SESSION_OPTIONS(OPTION_ID)
+    ENGINE_OPTIONS(OPTION_ID)
 #undef OPTION_ID
     OPT_COUNT
 };
@@ -63,7 +63,7 @@ static const struct {
     double dflt;
 } rows[OPT_COUNT] = {
 #define OPTION_ROW(id, name, type, opt, dflt) {name, type, opt, dflt},
-    SESSION_OPTIONS(OPTION_ROW)
+    ENGINE_OPTIONS(OPTION_ROW)
 #undef OPTION_ROW
 };
 
@@ -72,7 +72,7 @@ typedef struct {
     const char *str[OPT_COUNT];
     size_t len[OPT_COUNT];
     double num[OPT_COUNT];
-} session_options;
+} engine_options;
 
 /* Raises on a key that names no option: catches typos such as 'timout'. */
 static void reject_unknown(lua_State *L)
@@ -143,7 +143,7 @@ static const char *read_text(lua_State *L, int i, size_t *len)
 
 /* Read: every value checked alone, and left on the stack until the handle
  * has copied it. */
-static void options_read(lua_State *L, session_options *o)
+static void options_read(lua_State *L, engine_options *o)
 {
     int i;
 
@@ -174,7 +174,7 @@ static void options_read(lua_State *L, session_options *o)
 }
 
 /* The client-certificate options among o (NULL where absent). */
-static void credentials_of(const session_options *o, dps_credentials *c)
+static void credentials_of(const engine_options *o, dps_credentials *c)
 {
     c->cert_file = o->str[OPT_CERT_FILE];
     c->cert = o->str[OPT_CERT];
@@ -184,7 +184,7 @@ static void credentials_of(const session_options *o, dps_credentials *c)
 }
 
 /* Check: the options together. */
-static void options_check(lua_State *L, const session_options *o)
+static void options_check(lua_State *L, const engine_options *o)
 {
     dps_credentials c;
 
@@ -208,7 +208,7 @@ static int tls_is_mbedtls(void)
 }
 #endif
 
-static CURLcode apply_row(CURL *curl, const session_options *o, int i)
+static CURLcode apply_row(CURL *curl, const engine_options *o, int i)
 {
     if (rows[i].curlopt == NO_CURLOPT)
         return CURLE_OK;
@@ -219,7 +219,7 @@ static CURLcode apply_row(CURL *curl, const session_options *o, int i)
 #if HAS_BLOBS
     /* libcurl copies strings and CURL_BLOB_COPY blobs: the secret bytes we
      * pass live in Lua strings (immutable, owned by the caller), so the
-     * session itself keeps no copy of a pass phrase or key. */
+     * transfer itself keeps no copy of a pass phrase or key. */
     if (rows[i].type == BLOB) {
         struct curl_blob blob;
         blob.data = (void *)o->str[i];
@@ -235,7 +235,7 @@ static CURLcode apply_row(CURL *curl, const session_options *o, int i)
 }
 
 /* What goes with an option, or stands in for a missing one. */
-static CURLcode apply_companions(CURL *curl, const session_options *o, CURLoption *what)
+static CURLcode apply_companions(CURL *curl, const engine_options *o, CURLoption *what)
 {
     int proxied = o->str[OPT_PROXY] != NULL;
     CURLcode rc;
@@ -262,7 +262,7 @@ static CURLcode apply_companions(CURL *curl, const session_options *o, CURLoptio
 
 /* Apply: every row, then its companions.  On failure *what is the option
  * that libcurl refused. */
-static CURLcode options_apply(CURL *curl, const session_options *o, CURLoption *what)
+static CURLcode options_apply(CURL *curl, const engine_options *o, CURLoption *what)
 {
     CURLcode rc = CURLE_OK;
     int i;
@@ -300,22 +300,22 @@ int dps_http_refused(lua_State *L, CURLoption what, CURLcode rc)
 
 const void *dps_http_options_read(lua_State *L)
 {
-    session_options read, *o;
+    engine_options read, *o;
 
     options_read(L, &read);
     options_check(L, &read);
-    o = (session_options *)dps_newuserdata(L, sizeof *o);
+    o = (engine_options *)dps_newuserdata(L, sizeof *o);
     *o = read; /* its strings stay anchored by the table at index 1 */
     return o;
 }
 
-CURLcode dps_http_options_apply(dps_session *s, const void *opts, CURLoption *what)
+CURLcode dps_http_options_apply(dps_transfer *t, const void *opts, CURLoption *what)
 {
-    const session_options *o = (const session_options *)opts;
+    const engine_options *o = (const engine_options *)opts;
 
-    s->connect_timeout = o->num[OPT_CONNECT_TIMEOUT];
-    s->timeout = o->num[OPT_TIMEOUT];
-    s->max_body = (size_t)o->num[OPT_MAX_BODY];
-    s->proxied = o->str[OPT_PROXY] != NULL;
-    return options_apply(s->curl, o, what);
+    t->connect_timeout = o->num[OPT_CONNECT_TIMEOUT];
+    t->timeout = o->num[OPT_TIMEOUT];
+    t->max_body = (size_t)o->num[OPT_MAX_BODY];
+    t->proxied = o->str[OPT_PROXY] != NULL;
+    return options_apply(t->curl, o, what);
 }

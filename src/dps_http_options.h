@@ -17,7 +17,7 @@ const void *dps_http_options_read(lua_State *L);
 
 /* Applies options read by dps_http_options_read to an initialised slot.
  * On failure *what is the option libcurl refused (for dps_http_refused). */
-CURLcode dps_http_options_apply(dps_session *s, const void *opts, CURLoption *what);
+CURLcode dps_http_options_apply(dps_transfer *t, const void *opts, CURLoption *what);
 
 /* Raises "dps.core.engine: cannot set option 'NAME' (libcurl's reason,
  * rc)" for option what (DPS_NO_OPTION: the handle could not be made); NAME
