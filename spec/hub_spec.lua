@@ -311,6 +311,23 @@ describe("dps.hub", function()
       assert.are.equal(tostring(T0 + 7200 + 600), se2)
       assert.are.equal(7200, hub:clock_offset())
     end)
+
+    it("re-signs once per call: each call may follow one wrong-clock 401, never two", function()
+      local function wrong_clock(ahead)
+        local date = os.date("!%a, %d %b %Y %H:%M:%S GMT", T0 + ahead)
+        return hub_error(401, "IotHubUnauthorizedAccess", { date = date })
+      end
+      local hub, rt = hub_with({ wrong_clock(7200), NO_CONTENT, wrong_clock(4 * 7200), NO_CONTENT,
+        wrong_clock(8 * 7200), wrong_clock(16 * 7200) })
+      assert.is_true((hub:send("x")))
+      assert.are.equal(7200, hub:clock_offset())
+      assert.is_true((hub:send("x"))) -- a second call: its own retry
+      assert.are.equal(4 * 7200, hub:clock_offset())
+      local ok, _, info = hub:send("x")
+      assert.is_nil(ok)
+      assert.are.equal("auth", info.kind)
+      assert.are.equal(6, #rt.transport.sent)
+    end)
   end)
 
   describe("provisioning again when the hub refuses the device", function()
@@ -391,6 +408,23 @@ describe("dps.hub", function()
       assert.are.equal("auth", info.kind)
       assert.are.equal("not_found", info.hub_refusal.kind)
       assert.truthy(err:find("; provisioning again: register: HTTP 401", 1, true), err)
+    end)
+
+    it("provisioning again counts against the call's timeout, which does not start over", function()
+      local script = { hub_error(404, "DeviceNotFound") }
+      for i = 2, 20 do script[i] = hub_error(503, "ServerBusy") end
+      local rt_of
+      local hub, rt = reprovisioning(script, { timeout = 3 }, function()
+        rt_of.mono = rt_of.mono + 2.5 -- provisioning again takes 2.5 s of the call's 3
+        return NEW, { source = "service", clock_offset = 0 }
+      end)
+      rt_of = rt
+      local start = rt.mono
+      local ok, _, info = hub:send("x")
+      assert.is_nil(ok)
+      assert.are.equal("service", info.kind)
+      assert.is_true(rt.mono - start <= 3, "the call took " .. (rt.mono - start) .. " s")
+      assert.is_true(rt.transport.sent[2].timeout <= 0.5 + 1e-9)
     end)
 
     it("without dps.connect (no way to provision) a refusal is just the failure", function()

@@ -40,6 +40,7 @@ local Batch = {}
 Batch.__index = Batch
 
 --- Option names and types of `dps.batch`.
+-- @local
 Batch.OPTIONS = check.extend(runtime.TRANSPORT, {
   id_scope = "string", group_key = "string", endpoint = "string", api_version = "string", token_ttl = "number",
   concurrency = "number", rate = "number", timeout = "number", device_timeout = "number",
@@ -83,6 +84,7 @@ local function heap_pop(h)
 end
 
 --- The misuse in `dps.batch`'s options, or nil.
+-- @local
 function Batch.options_problem(opts, who)
   who = who or "dps.batch"
   local problem = check.options(opts, Batch.OPTIONS, who) or check.id_scope(opts.id_scope)
@@ -106,6 +108,7 @@ function Batch.options_problem(opts, who)
 end
 
 --- A batch from checked options (`options_problem`), on the runtime `rt`.
+-- @local
 function Batch.create(opts, rt)
   local concurrency = opts.concurrency or DEFAULT_CONCURRENCY
   rt = runtime.new(rt)
@@ -157,6 +160,7 @@ function Batch.new(opts, rt)
 end
 
 --- The misuse in `batch:add`'s arguments, or nil.
+-- @local
 function Batch:add_problem(id, opts)
   local problem = check.options(opts, ADD_OPTIONS, "batch:add") or check.registration_id(id)
   if problem then
@@ -472,6 +476,7 @@ local Provision = {}
 Provision.__index = Provision
 
 --- Option names and types of `dps.start_provision`.
+-- @local
 Batch.START_OPTIONS = check.extend(Batch.OPTIONS, { registration_id = "string", symmetric_key = "string",
   payload = "table" })
 

@@ -29,6 +29,7 @@ local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
 Client.DEFAULT_TIMEOUT = poll.DEFAULT_TIMEOUT
 
 --- Option names and types of `dps.new`.
+-- @local
 Client.OPTIONS = check.extend(check.extend(request.ATTESTATION, runtime.TRANSPORT), {
   id_scope = "string", registration_id = "string", endpoint = "string", api_version = "string",
   timeout = "number", token_ttl = "number",
@@ -82,6 +83,7 @@ end
 
 
 --- The misuse in `dps.new`'s options, or nil; `who` names the public function.
+-- @local
 function Client.options_problem(opts, who)
   local problem = check.options(opts, Client.OPTIONS, who) or check.id_scope(opts.id_scope)
   if problem then return problem end
@@ -118,6 +120,7 @@ end
 --- A client from checked options (`options_problem`), on the runtime `rt`
 -- (`dps.runtime`; the real one when nil).
 -- @return the client, or nil, message, info for local files that cannot be used
+-- @local
 function Client.create(opts, rt)
   local unusable = (opts.ca_file and local_file_problem("ca_file", opts.ca_file, "file"))
     or (opts.ca_path and local_file_problem("ca_path", opts.ca_path, "directory"))
@@ -273,9 +276,11 @@ function Client:registration_status(timeout)
 end
 
 --- Option names and types of `client:provision`.
+-- @local
 Client.PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean" }
 
 --- The misuse in `client:provision`'s options, or nil.
+-- @local
 function Client.provision_problem(opts)
   local problem = check.options(opts, Client.PROVISION_OPTIONS, "provision")
     or check.seconds(opts.timeout, "timeout", true)
@@ -302,6 +307,7 @@ end
 
 --- Provision the device from checked options (`provision_problem`); see
 -- `provision`.
+-- @local
 function Client:run_provision(opts)
   local timeout = opts.timeout or self.timeout or Client.DEFAULT_TIMEOUT
   local body = request.body(self.registration_id, opts.payload)

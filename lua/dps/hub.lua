@@ -60,6 +60,7 @@ Hub.MAX_MESSAGE_BYTES = hub_message.MAX_BYTES
 Hub.DEFAULT_TIMEOUT = 30
 
 --- Option names and types of `dps.hub`.
+-- @local
 Hub.OPTIONS = check.extend(check.extend(request.ATTESTATION, runtime.TRANSPORT), {
   state = "table", hub = "string", device_id = "string", registration_id = "string",
   endpoint = "string", api_version = "string", timeout = "number", token_ttl = "number", clock_offset = "number",
@@ -87,6 +88,7 @@ local function registration_id_of(opts)
 end
 
 --- The misuse in `dps.hub`'s options, or nil.
+-- @local
 function Hub.options_problem(opts)
   local problem = check.options(opts, Hub.OPTIONS, "dps.hub")
   if problem then return problem end
@@ -113,6 +115,7 @@ end
 -- `rt` (`dps.runtime`), with `link` when it can provision again (`dps.connect`):
 -- `{ client = the DPS client, provisioned = how it was provisioned,
 -- provision = function(timeout) → state, result or nil, message, info }`.
+-- @local
 function Hub.create(opts, rt, link)
   local host, device_id = assignment(opts)
   local self = setmetatable({
