@@ -169,6 +169,8 @@ describe("a wrong clock, end to end (faketime)", function()
       { type = "individual", registration_id = "clock-behind", symmetric_key = KEY },
       { type = "individual", registration_id = "clock-ahead", symmetric_key = KEY },
       { type = "individual", registration_id = "clock-years", symmetric_key = KEY },
+      { type = "individual", registration_id = "clock-batch", symmetric_key = KEY },
+      { type = "individual", registration_id = "clock-start", symmetric_key = KEY },
     } }
   end)
 
@@ -177,18 +179,19 @@ describe("a wrong clock, end to end (faketime)", function()
     if dir then shell.succeeds("rm -rf " .. shell.quote(dir)) end
   end)
 
-  -- dps.provision in a process of its own with its clock moved by `shift`
-  -- (faketime's -f syntax); the emulator keeps the real clock.
-  local function provision(id, shift)
+  -- dps.provision (or `driver`: batch, start) in a process of its own with
+  -- its clock moved by `shift` (faketime's -f syntax); the emulator keeps
+  -- the real clock.
+  local function provision(id, shift, driver)
     if not moves then pending("faketime cannot move this interpreter's clock (not glibc, or under emulation)") end
     local opts = cjson.encode{ id_scope = emu.id_scope, registration_id = id, symmetric_key = KEY,
       endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 10 }
     -- the key goes in a 0600 file, never on a command line
     local file = shell.write(dir .. "/" .. id .. ".json", opts, "600")
     local lua, cpath = shell.plain()
-    local out, ok = shell.run(string.format("LUA_PATH=%s LUA_CPATH=%s faketime -f %s %s %s %s 2>&1",
+    local out, ok = shell.run(string.format("LUA_PATH=%s LUA_CPATH=%s faketime -f %s %s %s %s %s 2>&1",
       shell.quote(package.path), shell.quote(cpath), shell.quote(shift), lua,
-      shell.quote(emulator.root .. "/spec/support/provision_once.lua"), shell.quote(file)))
+      shell.quote(emulator.root .. "/spec/support/provision_once.lua"), shell.quote(file), driver or "provision"))
     assert(ok, out)
     return cjson.decode(out)
   end
@@ -210,6 +213,16 @@ describe("a wrong clock, end to end (faketime)", function()
     assert.is_true(math.abs(r.info.clock_offset - 2 * DAY) < 5, tostring(r.info.clock_offset))
     assert.are.equal(3, requests("clock-behind", 3)) -- 401, register, one poll
   end)
+
+  for _, driver in ipairs({ "batch", "start" }) do
+    it("2 days behind, in " .. (driver == "batch" and "a batch" or "dps.start_provision") .. ": the same", function()
+      local id = "clock-" .. driver
+      local r = provision(id, "-2d", driver)
+      assert.truthy(r.state, r.message)
+      assert.are.equal(id, r.state.deviceId)
+      assert.are.equal(3, requests(id, 3)) -- 401, register, one poll
+    end)
+  end
 
   it("2 days ahead: provisioned", function()
     local r = provision("clock-ahead", "+2d")
