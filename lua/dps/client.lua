@@ -383,11 +383,7 @@ end
 --- Close the HTTPS session and drop the key and tokens. Safe to call more
 -- than once.
 function Client:close()
-  local transport = self.rt.transport
-  self.rt.transport = nil
-  if transport then
-    transport:close()
-  end
+  runtime.close(self.rt)
   self.builder:forget()
   return true
 end

@@ -372,11 +372,7 @@ end
 --- Close the HTTPS session (and the provisioning client of `dps.connect`).
 -- Safe to call more than once.
 function Hub:close()
-  local transport = self.rt.transport
-  self.rt.transport = nil
-  if transport then
-    transport:close()
-  end
+  runtime.close(self.rt)
   self.builder:forget()
   if self.link then
     self.link.client:close()

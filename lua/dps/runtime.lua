@@ -75,6 +75,15 @@ function runtime.engine_options(opts)
   }
 end
 
+--- Close the runtime's transport (once: it is dropped from `rt`).
+function runtime.close(rt)
+  local transport = rt.transport
+  rt.transport = nil
+  if transport then
+    transport:close()
+  end
+end
+
 --- A blocking transport (`dps.session`) from an entry point's options.
 function runtime.session(opts)
   return session.new(runtime.engine_options(opts))
