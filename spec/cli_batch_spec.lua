@@ -23,7 +23,7 @@ describe("dps provision-batch", function()
     f:write("b-1\n# a comment\n\nb-2\t{\"site\":\"north\"}\n")
     f:close()
     local argv = { "provision-batch", "--id-scope", emu.id_scope, "--ids", path, "--endpoint", emu.endpoint,
-      "--ca-file", emu.ca_file, "--concurrency", "2" }
+      "--ca-file", emu.ca_file, "--concurrency", "2", "--timeout", "60", "--request-timeout", "10" }
     local out, err = sink(), sink()
     assert.equal(0, cli.main(argv, { DPS_GROUP_KEY = keys.GROUP_KEY }, { stdout = out, stderr = err }))
     local lines = {}

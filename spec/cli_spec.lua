@@ -705,6 +705,100 @@ describe("dps command line", function()
     end)
   end)
 
+  describe("time limits", function()
+    -- One meaning per word, as in Lua: --timeout is the overall limit of a
+    -- call that may retry (the option timeout), --request-timeout that of one
+    -- request (request_timeout), on every command that talks to a server.
+    local SERVER = { "provision", "status", "send", "receive", "provision-batch" }
+
+    -- The options a command gives the library, caught before any request.
+    local function options_of(command, ...)
+      local caught
+      local stubs = { "new", "connect", "batch" }
+      local saved = {}
+      for _, name in ipairs(stubs) do
+        saved[name] = dps[name]
+        dps[name] = function(o)
+          caught = o
+          if name == "batch" then error("stopped here", 0) end
+          return nil, "stopped here", { kind = "network", step = "new" }
+        end
+      end
+      local a = { command, "--id-scope", "0ne00000001", "--registration-id", "dev-01", ... }
+      local env = { DPS_SYMMETRIC_KEY = KEY }
+      if command == "provision-batch" then
+        local ids = write(dir .. "/ids.txt", "dev-01\n")
+        a = { command, "--id-scope", "0ne00000001", "--ids", ids, ... }
+        env = { DPS_GROUP_KEY = GROUP_KEY }
+      elseif command == "send" then
+        a[#a + 1] = "hello"
+      end
+      local ok, code, _, err = pcall(main, a, env)
+      for _, name in ipairs(stubs) do dps[name] = saved[name] end
+      assert(ok, code)
+      return caught, code, err
+    end
+
+    it("take --timeout (overall) and --request-timeout (one request) on every command that talks to a server",
+      function()
+      for _, command in ipairs(SERVER) do
+        local o, code, err = options_of(command, "--timeout", "7.5", "--request-timeout", "2")
+        assert.truthy(o, command .. ": " .. tostring(err))
+        assert.are.equal(7.5, o.timeout, command)
+        assert.are.equal(2, o.request_timeout, command)
+        assert.is_nil(o.hub_timeout, command)
+        assert.is_true(code == 5 or code == 2, command)
+        o = options_of(command)
+        assert.is_nil(o.timeout, command)
+        assert.is_nil(o.request_timeout, command)
+        for _, value in ipairs({ "0", "-1", "soon", "inf", "nan" }) do
+          local _, code2, err2 = options_of(command, "--request-timeout", value)
+          assert.are.equal(2, code2, command .. " " .. value)
+          assert.truthy(err2:find("--request-timeout must be a positive number of seconds", 1, true), err2)
+        end
+      end
+    end)
+
+    it("reach the library: provision takes both; send at an unreachable hub ends within --timeout", function()
+      local code, out, err = main(args("dev-01", "--symmetric-key-file", key_file, "--timeout", "20",
+        "--request-timeout", "5"))
+      assert.are.equal(0, code, err)
+      assert.are.equal("dev-01-hub", cjson.decode(out).deviceId)
+      -- the hub's calls are limited by --timeout too (once 30 s of hub_timeout's default)
+      local monotime = require("dps.core").monotime
+      local t0 = monotime()
+      code, out, err = main(with_command("send", args("dev-01", "--symmetric-key-file", key_file, "--hub-endpoint",
+        "https://127.0.0.1:1", "--timeout", "1.5", "--request-timeout", "1", "hello")))
+      local took = monotime() - t0
+      assert.are.equal(5, code, err)
+      assert.are.equal("", out)
+      one_line(err)
+      assert.truthy(err:find("; check --hub-endpoint, the network and --proxy", 1, true), err)
+      assert.is_true(took < 5, took)
+    end)
+
+    it("are told alike in every such command's help, and a library message names --request-timeout", function()
+      local lines
+      for _, command in ipairs(SERVER) do
+        local _, out = main({ command, "--help" })
+        local found = {}
+        for line in out:gmatch("[^\n]+") do
+          if line:find("^  %-%-timeout ") or line:find("^  %-%-request%-timeout ") then
+            found[#found + 1] = line
+          end
+        end
+        assert.are.equal(2, #found, command .. ":\n" .. out)
+        lines = lines or found
+        assert.are.same(lines, found, command)
+      end
+      assert.truthy(lines[1]:find("overall", 1, true), lines[1])
+      assert.truthy(lines[2]:find("one request", 1, true), lines[2])
+      local output = require "dps.cli.output"
+      assert.are.equal("--request-timeout must be a positive number",
+        output.in_flags("dps.new: request_timeout must be a positive number"))
+    end)
+  end)
+
   describe("exit codes by kind", function()
     -- dps.cli.output.KINDS holds the exit code of every kind; the command uses
     -- it, and decides by info.kind, never by a message's text. Whether a kind

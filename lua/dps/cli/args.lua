@@ -9,9 +9,12 @@ local usage_error = output.usage_error
 
 local args = {}
 
--- The flags of the commands that talk to the service (provision, status).
+-- The flags of the commands that talk to the service (provision, status, and
+-- the hub's send and receive): --timeout is the overall limit of a call that
+-- may retry, --request-timeout that of one request.
 local SERVICE_FLAGS = { "id-scope", "registration-id", "symmetric-key-file", "group-key-file", "cert-file",
-  "key-file", "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" }
+  "key-file", "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout",
+  "request-timeout", "verbose" }
 
 local function with(list, ...)
   local out = { ... }
@@ -33,7 +36,8 @@ args.COMMANDS = {
   ["derive-key"] = { flags = { "registration-id", "group-key-file" }, required = { "registration-id" },
     sources = { group = true } },
   ["provision-batch"] = { flags = { "id-scope", "group-key-file", "ids", "concurrency", "rate", "endpoint",
-    "ca-file", "ca-path", "proxy", "api-version", "timeout", "verbose" }, required = { "id-scope", "ids" },
+    "ca-file", "ca-path", "proxy", "api-version", "timeout", "request-timeout", "verbose" },
+    required = { "id-scope", "ids" },
     sources = { group = true } },
   -- the hub (dps.cli.hub): DATA is the one argument that is not an option
   send = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "property", "content-type", "content-encoding",

@@ -64,6 +64,7 @@ return function(opts, source, term)
     id_scope = args.required(opts, "id-scope"), group_key = source.key,
     endpoint = opts.endpoint, ca_file = opts["ca-file"], ca_path = opts["ca-path"], proxy = opts.proxy,
     api_version = opts["api-version"], timeout = args.positive_number(opts, "timeout"),
+    request_timeout = args.positive_number(opts, "request-timeout"),
     concurrency = integer(opts, "concurrency", 16), rate = integer(opts, "rate", 1000),
   })
   if not ok then usage_error(output.in_flags(b)) end

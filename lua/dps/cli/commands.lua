@@ -59,6 +59,7 @@ local function client_options(opts, source)
     endpoint = opts.endpoint, ca_file = opts["ca-file"], ca_path = opts["ca-path"], proxy = opts.proxy,
     api_version = opts["api-version"],
     timeout = args.positive_number(opts, "timeout"),
+    request_timeout = args.positive_number(opts, "request-timeout"),
   }
   if source.kind ~= "x509" then
     required(opts, "registration-id")

@@ -61,9 +61,17 @@ local CONNECTION = [[
   --ca-path DIR           directory of hashed CA certificates
   --proxy URL             http://host:port, through HTTP CONNECT
   --api-version V         default 2021-06-01
-  --timeout SECONDS       overall limit%s
-  -v, --verbose           progress on stderr (never a key or token)
+%s  -v, --verbose           progress on stderr (never a key or token)
 ]]
+
+-- The time limits, told alike by every command that talks to a server (as
+-- the Lua options timeout and request_timeout mean them): the default of
+-- --timeout after the first line.
+local function timeouts(default)
+  return "  --timeout SECONDS       overall limit of each call, its retries and waits\n"
+    .. "                          included " .. default .. "\n"
+    .. "  --request-timeout SECONDS  limit of one request (default 30)\n"
+end
 
 --- Each command's help text, by command name.
 -- @table COMMANDS
@@ -74,12 +82,12 @@ help.COMMANDS = {
     .. "it ends. Exit status 0 only when every device was assigned.\n\n"
     .. "  --concurrency N         requests in flight (default 16)\n"
     .. "  --rate N                registrations per minute (default 1000)\n"
-    .. "  --timeout SECONDS       overall (default 300)\n"
+    .. timeouts("(the whole batch; default 300)")
     .. "  --endpoint, --ca-file, --ca-path, --proxy, --api-version, --verbose as for provision\n",
   provision = "usage: dps provision --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
     .. "Registers the device, polls until the service decides, and prints the\n"
     .. "registration state (assignedHub, deviceId, …) as one line of JSON.\n\n"
-    .. CONNECTION:format(" (default 60)")
+    .. CONNECTION:format(timeouts("(default 60)"))
     .. "  --payload JSON          a JSON object sent as the registration's payload,\n"
     .. "                          e.g. '{\"modelId\":\"dtmi:com:example:Thermostat;1\"}'\n"
     .. "  --cache FILE            keep the assignment in FILE (no key in it) and\n"
@@ -93,7 +101,7 @@ help.COMMANDS = {
   status = "usage: dps status --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
     .. "Looks up the device's registration (Device Registration Status Lookup)\n"
     .. "without registering again, and prints it as one line of JSON.\n\n"
-    .. CONNECTION:format(" (default 30)"),
+    .. CONNECTION:format(timeouts("(default 60)")),
 
   token = [[
 usage: dps token --id-scope S --registration-id R KEY-SOURCE [--expiry EPOCH | --ttl SECONDS]
@@ -126,7 +134,7 @@ keep the group key off the devices.
     .. "to the assigned IoT Hub as one device-to-cloud message over HTTPS. When\n"
     .. "the hub refuses the device (deleted, disabled, moved: 401, 403, 404), it\n"
     .. "provisions again once, updates the cache, and sends again.\n\n"
-    .. CONNECTION:format(" of provisioning (default 60)")
+    .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call)"))
     .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
     .. "  --payload JSON          the registration's payload when it provisions\n"
     .. "  --hub-endpoint URL      connect here instead of the assigned hub (an\n"
@@ -144,7 +152,7 @@ keep the group key off the devices.
     .. "when none waits. Without a flag the message stays locked and comes again\n"
     .. "when the lock expires. The service asks HTTPS devices to check less often\n"
     .. "than every 25 minutes.\n\n"
-    .. CONNECTION:format(" of provisioning (default 60)")
+    .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call)"))
     .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
     .. "  --payload JSON          the registration's payload when it provisions\n"
     .. "  --hub-endpoint URL      connect here instead of the assigned hub\n"

@@ -103,7 +103,8 @@ local FLAG_OF_OPTION = {
   cert_file = "--cert-file", key_file = "--key-file", key_password = "--key-password-file FILE or DPS_KEY_PASSWORD",
   registration_id = "--registration-id", id_scope = "--id-scope", endpoint = "--endpoint",
   ca_file = "--ca-file", ca_path = "--ca-path", proxy = "--proxy", api_version = "--api-version",
-  timeout = "--timeout", payload = "--payload", symmetric_key = "the symmetric key", group_key = "the group key",
+  timeout = "--timeout", request_timeout = "--request-timeout", payload = "--payload",
+  symmetric_key = "the symmetric key", group_key = "the group key",
 }
 
 --- A library message as the command line says it: without the function's
