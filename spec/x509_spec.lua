@@ -169,7 +169,8 @@ describe("core.x509_credentials options", function()
     local facts, err = core.x509_credentials(pair())
     assert.truthy(facts, err)
     assert.are.equal("x509-device-01", facts.cn)
-    facts, err = core.x509_credentials{ cert = slurp(certs.x509_device_01_chain), key_file = certs.x509_device_01_enc_key,
+    facts, err = core.x509_credentials{ cert = slurp(certs.x509_device_01_chain),
+                                        key_file = certs.x509_device_01_enc_key,
                                         key_password = certs.x509_device_01_passphrase }
     assert.truthy(facts, err)
     facts, err = core.x509_credentials{ cert_file = certs.x509_device_02_chain, key = slurp(certs.x509_device_02_key) }
