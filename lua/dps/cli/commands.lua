@@ -205,9 +205,9 @@ commands["derive-key"] = function(opts, source, term)
   return EXIT.ok
 end
 
--- For the hub's commands (dps.cli.hub): the same options, calls and words.
-commands._client_options, commands._call_named, commands._describe_source = client_options, call_named,
+-- Shared with the hub's commands (dps.cli.hub): the same options, calls and words.
+commands.client_options, commands.call_named, commands.describe_source = client_options, call_named,
   describe_source
-commands._decode_payload = decode_payload
+commands.decode_payload = decode_payload
 
 return commands

@@ -15,15 +15,15 @@ local hub_cli = {}
 
 -- The hub client (dps.connect), or nil and the exit code of a failure.
 local function connect(opts, source, term, action)
-  local o = commands._client_options(opts, source)
+  local o = commands.client_options(opts, source)
   o.cache, o.hub_endpoint = opts.cache, opts["hub-endpoint"]
-  o.payload = commands._decode_payload(opts.payload)
-  local hub, message, info = commands._call_named(source.names, dps.connect, o)
+  o.payload = commands.decode_payload(opts.payload)
+  local hub, message, info = commands.call_named(source.names, dps.connect, o)
   if not hub then
     return nil, output.report(term, output.in_flags(message, source.names), info)
   end
   term.say(string.format("%s %s as device %s (assignment from %s) with %s", action, hub.host, hub.device_id,
-    hub.provisioned and hub.provisioned.source or "?", commands._describe_source(source)))
+    hub.provisioned and hub.provisioned.source or "?", commands.describe_source(source)))
   return hub
 end
 
@@ -31,7 +31,7 @@ end
 -- is a usage error. The hub is closed whatever happens.
 local function with_hub(hub, f)
   local results = { pcall(f) }
-  local stats = hub.session and hub:stats() or nil
+  local stats = hub:stats()
   hub:close()
   if not results[1] then
     if output.is_failure(results[2]) then error(results[2], 0) end
