@@ -77,6 +77,25 @@ describe("dps.batch", function()
     assert.is_true(b:close())
   end)
 
+  it("holds at most 64 KiB of one answer unless max_body says more", function()
+    local huge = { fault = "raw", status = 202,
+      body = '{"operationId":"' .. string.rep("x", 70 * 1024) .. '","status":"assigning"}' }
+    local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
+      scenarios = { ["big-1"] = { register = { huge } }, ["big-2"] = { register = { huge } } } }
+    finally(function() emu:stop() end)
+    local b = batch(emu)
+    b:add("big-1")
+    b:run()
+    assert.equal("too_large", select(3, b:result("big-1")).kind)
+    b:close()
+    b = batch(emu, { max_body = 1024 * 1024 })
+    b:add("big-2")
+    b:run()
+    local _, message, info = b:result("big-2")
+    assert.equal("protocol", info.kind, message) -- read whole: an operationId over 1024 characters
+    b:close()
+  end)
+
   it("ends every open device at the overall deadline, against a server that hangs", function()
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
       scenarios = { ["slow-1"] = { poll = { { fault = "hang", seconds = 30 } } } } }

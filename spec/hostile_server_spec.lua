@@ -182,10 +182,12 @@ describe("hostile server values, in milliseconds", function()
       "hub.example/", " hub.example", "hub.example.", string.rep("a", 64) .. ".example",
       string.rep("abcdefghi.", 26) .. "com", "hub\0.example", "h\195\188b.example", 5, { "hub.example" }, true }
     local bad_devices = { "../../etc\r\n", "dev\255", "", string.rep("d", 129), "dev 01", "dev/01", "dev\0",
-      "dev\\01", "dev<01>", "dev\"01", "d\195\169v", "dev\27[31m", "dev&01", 7, { "dev" }, false }
+      "dev\\01", "dev<01>", "dev\"01", "d\195\169v", "dev\27[31m", "dev&01", 7, { "dev" }, false,
+      -- a field separator of connection strings (issue 22, case 7)
+      "dev;GatewayHostName=evil-hub.test", ";" }
     local good = {
       { "hub.example", "dev" }, { "emulated-hub.azure-devices.net", string.rep("d", 128) },
-      { "h1.x", "A-z0.9+%_#*?!(),=@$':;" }, { "localhost", "dev-01" },
+      { "h1.x", "A-z0.9+%_#*?!(),=@$':" }, { "localhost", "dev-01" },
     }
 
     -- each bad value of each server-chosen field, in the provisioning answer

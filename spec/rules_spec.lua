@@ -147,6 +147,32 @@ local RULES = {
     end,
   },
   {
+    name = "Retry-After: 0 (or any wait below the back-off) is raised to the back-off",
+    families = { dps = true, call = true },
+    opts = { timeout = 100 },
+    script = { refused(429, "0"), refused(503, "0"), refused(429, "1"), refused(503, "0"), "OK" },
+    check = function(fake, ok, message)
+      assert.truthy(ok, message)
+      assert.are.same({ 0.5, 1, 2, 4 }, fake:gaps())
+    end,
+  },
+  {
+    name = "a Date before 2025 or after 2099 is no clock to sign with: the 401 stays auth, never a raise",
+    families = { dps = true, call = true },
+    answer = function()
+      return function(_, n)
+        return refused(401, nil, n == 1 and "Thu, 01 Jan 1960 00:00:00 GMT" or "Fri, 31 Dec 9999 23:59:59 GMT")
+      end
+    end,
+    runs = 2, -- the pre-1970 date, then the year 9999
+    check = function(fake, ok, _, info)
+      assert.is_nil(ok)
+      assert.are.equal("auth", info.kind)
+      assert.are.equal(1, #fake.sent)
+      assert.is_nil(info.clock_offset)
+    end,
+  },
+  {
     name = "a failure not worth another try ends at once",
     families = { dps = true, call = true },
     script = { refused(400), "OK" },
@@ -250,12 +276,18 @@ describe("the rulebook, rule by driver", function()
       for _, driver in ipairs(DRIVERS) do
         if rule.families[driver.family] then
           it(driver.name, function()
-            local fake = fake_runtime.new()
-            local scripted = server(driver.family, rule.script or {})
-            local custom = rule.answer and rule.answer(fake)
-            fake.answer = function(req, n) return custom and custom(req, n) or scripted(req, n) end
-            local ok, message, info = driver.run(fake, rule.opts or {})
-            rule.check(fake, ok, message, info)
+            for run = 1, rule.runs or 1 do
+              local fake = fake_runtime.new()
+              local scripted = server(driver.family, rule.script or {})
+              local custom = rule.answer and rule.answer(fake)
+              -- run k starts at the k-th answer of the script
+              fake.answer = function(req, n)
+                n = n + run - 1
+                return custom and custom(req, n) or scripted(req, n)
+              end
+              local ok, message, info = driver.run(fake, rule.opts or {})
+              rule.check(fake, ok, message, info)
+            end
           end)
         end
       end

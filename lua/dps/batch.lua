@@ -50,6 +50,9 @@ local ADD_OPTIONS = { payload = "table", symmetric_key = "string" }
 local RUN_OPTIONS = { on_result = "function", on_progress = "function" }
 
 local DEFAULT_CONCURRENCY, DEFAULT_RATE, DEFAULT_TIMEOUT = 16, 1000, 300
+--- Default `max_body` of the batch's answers (bytes): DPS answers are a few KB,
+-- and a batch holds one per slot.
+Batch.DEFAULT_MAX_BODY = 64 * 1024
 local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
 -- Keys out of sight: device → its own key (from add), batch → the group key.
@@ -136,7 +139,9 @@ function Batch.create(opts, rt)
     clock_offset = 0,            -- the last offset a device learnt, for the devices that start after it
   }, Batch)
   secrets[self] = opts.group_key
-  self.engine = rt.transport or core.engine(runtime.engine_options(opts), concurrency)
+  local engine_opts = runtime.engine_options(opts)
+  engine_opts.max_body = opts.max_body or Batch.DEFAULT_MAX_BODY
+  self.engine = rt.transport or core.engine(engine_opts, concurrency)
   return self
 end
 
@@ -148,7 +153,8 @@ end
 --   `device_timeout` (seconds per device from its first request, default
 --   60), `request_timeout` (seconds for one request, default 30),
 --   `connect_timeout` (default 10), `ca_file`, `ca_path`, `proxy`,
---   `user_agent`, `max_body`, `on_result`, `on_progress` (as `run`'s)
+--   `user_agent`, `max_body` (bytes of one answer, default 64 KiB),
+--   `on_result`, `on_progress` (as `run`'s)
 -- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`;
 --   its `transport` is an engine)
 -- @treturn dps.batch
@@ -254,7 +260,7 @@ end
 function Batch:_answer(dev, result, meta, info)
   local now = self.rt.monotime()
   if not result and info.status == 429 and dev.step == "register" then
-    self.hold_until = math.max(self.hold_until, now + (info.retry_after or retry.backoff(self.rt.jitter, 1)))
+    self.hold_until = math.max(self.hold_until, now + retry.delay(info.retry_after, self.rt.jitter, 1))
   end
   local act = dev.machine:answer(now, result, meta, info)
   if act.action == "wait" then

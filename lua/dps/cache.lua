@@ -21,6 +21,7 @@
 -- loop can keep its own I/O and share the rules.
 -- @module dps.cache
 local core = require "dps.core"
+local response = require "dps.response"
 local json = require("cjson").new()
 
 local cache = {}
@@ -97,6 +98,11 @@ function cache.decode(text, identity)
   if not assigned(doc.state) then
     return nil, "no assignment in it (assignedHub and deviceId)"
   end
+  -- the checks a DPS answer gets: a cache is no more trusted than the service
+  local problem = response.document_problem("registration_status", doc.state)
+  if problem then
+    return nil, "an assignment a DPS answer could not hold: " .. problem
+  end
   return doc
 end
 
@@ -170,9 +176,24 @@ end
 -- @tparam number now seconds since the epoch (for `written_at`)
 -- @tparam[opt] table old the file's decoded cache, when it had a valid one
 -- @treturn string `"written"` or `"unchanged"`
--- @return or nil, message, info (`kind` `config`): the file could not be written
+-- @return or nil, message, info (`kind` `config`): the file could not be
+--   written; (`kind` `too_large`): the assignment, even without its
+--   `payload`, is over `MAX_BYTES` (a state with a large `payload` is
+--   written without it)
 function cache.store(path, identity, state, now, old)
   local text = cache.encode(identity, state, now)
+  if #text > cache.MAX_BYTES and state.payload ~= nil then
+    -- what load would ignore is never written: the custom allocation's
+    -- payload goes first (the assignment is what the cache is for)
+    local trimmed = {}
+    for k, v in pairs(state) do trimmed[k] = v end
+    trimmed.payload = nil
+    text = cache.encode(identity, trimmed, now)
+  end
+  if #text > cache.MAX_BYTES then
+    return nil, string.format("the assignment is %d bytes, over the cache's %d: not written", #text,
+      cache.MAX_BYTES), { kind = "too_large", retryable = false }
+  end
   if old and cache.same(old, json.decode(text)) then
     return "unchanged"
   end

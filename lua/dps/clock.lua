@@ -23,6 +23,17 @@ clock.MAX_SKEW = 60
 -- clock before it is certainly wrong.
 clock.FLOOR = 1735689600
 
+--- The latest server time believed (2100-01-01T00:00:00Z): a `Date` past it
+-- (or before `FLOOR`) is no clock to sign with.
+clock.CEILING = 4102444800
+
+--- Whether a server's time is plausible: from `FLOOR` to `CEILING`.
+-- @tparam number t seconds since the epoch
+-- @treturn boolean
+function clock.plausible(t)
+  return type(t) == "number" and t >= clock.FLOOR and t <= clock.CEILING
+end
+
 --- The new clock offset a failure asks for, or nil.
 -- @tparam table info a failure's info: `kind`, and from `dps.response`
 --   `server_time` (the answer's `Date`, seconds since the epoch) and
@@ -30,13 +41,14 @@ clock.FLOOR = 1735689600
 -- @tparam number offset the offset the request was signed with (seconds)
 -- @treturn number|nil `server_time - local_time`, when the answer is a 401
 --   (kind `auth`, status 401) and the signing clock was off by more than
---   `MAX_SKEW`
+--   `MAX_SKEW`, and the server's time is plausible (`plausible`: a `Date`
+--   before 2025 or after 2099 leaves the 401 as it is)
 function clock.correction(info, offset)
   if type(info) ~= "table" or info.kind ~= "auth" or info.status ~= 401 then
     return nil
   end
   local server, here = info.server_time, info.local_time
-  if type(server) ~= "number" or type(here) ~= "number" then
+  if not clock.plausible(server) or type(here) ~= "number" then
     return nil
   end
   if math.abs(server - (here + (offset or 0))) <= clock.MAX_SKEW then

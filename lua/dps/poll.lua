@@ -242,7 +242,7 @@ function Machine:_judge(step, result, meta, info)
         meta.status)
       problem.retryable = true
       self.last_message, self.last_info = message, problem
-      return meta.retry_after or retry.backoff(self.jitter, self.failures), meta.retry_after
+      return retry.delay(meta.retry_after, self.jitter, self.failures), meta.retry_after
     end
     self.failures = 0
     self.operation_id = self.operation_id or result.operationId

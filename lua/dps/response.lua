@@ -84,15 +84,17 @@ end
 
 --- What is wrong with a `deviceId`, or nil when it is a valid IoT Hub device
 -- ID: 1-128 characters of ASCII letters and digits and
--- `- . + % _ # * ? ! ( ) , = @ $ '` (and `:` `;` of older documents;
--- dps-protocol.md §7.2).
+-- `- . + % _ # * ? ! ( ) , = @ $ '` (and `:` of older documents;
+-- dps-protocol.md §7.2). A `;`, which older documents allowed too, is
+-- refused: it separates the fields of a connection string, so an ID holding
+-- one could add fields to `hub:connection_string()` (`GatewayHostName=…`).
 -- @param value
 -- @treturn nil|string
 function response.device_id_problem(value)
   if type(value) ~= "string" or value == "" or #value > 128 then
     return "is not a device ID (1-128 characters)"
   end
-  local bad = value:find("[^%w%-%.%+%%_#%*%?!%(%),=@%$':;]")
+  local bad = value:find("[^%w%-%.%+%%_#%*%?!%(%),=@%$':]")
   if bad then
     return string.format("is not a device ID (position %d is not allowed)", bad)
   end

@@ -8,7 +8,8 @@
 --   c = min(`BACKOFF_CAP`, `BACKOFF_BASE` · 2^(n-1)) seconds.
 -- * **Retry-After**: a failure worth another try (429, 5xx, a connection
 --   failure that may pass: `info.retryable`) waits the server's Retry-After
---   when it gave one, else the back-off.
+--   when it gave one, else the back-off; never less than the back-off (a
+--   `Retry-After: 0` on every answer must not become a tight loop).
 -- * **A wrong clock**: a 401 whose `Date` shows the signing clock off by more
 --   than a minute (`dps.clock.correction`) is sent again at once, signed
 --   with the server's time — once per call (once per provisioning for
@@ -47,6 +48,16 @@ function retry.backoff(jitter, attempt)
   return jitter(ceiling / 2, ceiling)
 end
 
+--- The wait before attempt `attempt` after a failure: the server's
+-- Retry-After (seconds, or nil), raised to the back-off when below it.
+-- @tparam number|nil retry_after
+-- @tparam function jitter
+-- @tparam number attempt
+-- @treturn number seconds
+function retry.delay(retry_after, jitter, attempt)
+  return math.max(retry_after or 0, retry.backoff(jitter, attempt))
+end
+
 --- What to do after a failed request, by the shared rules.
 -- @tparam table state the machine's: `clock_offset`, `clock_retried`,
 --   `failures` (updated here)
@@ -63,7 +74,7 @@ function retry.after_failure(state, info, jitter)
     return 0
   elseif info.retryable then
     state.failures = state.failures + 1
-    return info.retry_after or retry.backoff(jitter, state.failures), info.retry_after
+    return retry.delay(info.retry_after, jitter, state.failures), info.retry_after
   end
   return nil
 end
