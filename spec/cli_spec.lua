@@ -604,6 +604,58 @@ describe("dps command line", function()
     end)
   end)
 
+  describe("messages that say what is wrong (issue 21)", function()
+    it("a cache that could not be written is reported so, never as 'cache unchanged'", function()
+      local cache = dir .. "/no-such-folder/dev-02.json"
+      local code, out, err = main(args("dev-02", "--symmetric-key-file", key_file, "--cache", cache, "--verbose"))
+      assert.are.equal(0, code, err)
+      assert.are.equal("dev-02-hub", cjson.decode(out).deviceId)
+      assert.truthy(err:find("warning: provisioned, but the cache cannot be written", 1, true), err)
+      assert.truthy(err:find("; cache not written (see the warning)", 1, true), err)
+      assert.is_nil(err:find("cache unchanged", 1, true), err)
+    end)
+
+    it("a key file that is a directory is said to be one, not 'empty'", function()
+      for _, flag in ipairs({ "--symmetric-key-file", "--group-key-file" }) do
+        local code, out, err = main(args("dev-01", flag, dir))
+        assert.are.equal(3, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find(flag .. " " .. dir .. " is a directory", 1, true), err)
+        assert.is_nil(err:find("empty", 1, true), err)
+      end
+    end)
+
+    it("--ttl below 1 must be positive; a fraction must be whole", function()
+      for _, case in ipairs({ { "-5", "--ttl must be positive" }, { "0", "--ttl must be positive" },
+        { "-0.5", "--ttl must be positive" }, { "1.5", "--ttl must be a whole number of seconds" } }) do
+        local code, out, err = main({ "token", "--id-scope", "0ne00000001", "--registration-id", "dev-01",
+          "--symmetric-key-file", key_file, "--ttl", case[1] })
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find(case[2], 1, true), err)
+      end
+    end)
+
+    it("provision-batch names the registration ID of a line, never the Lua name registration_id", function()
+      local ids = write(dir .. "/ids.txt", "ok-1\nBAD ID!\n")
+      local repeated = write(dir .. "/repeated.txt", "ok-1\n# again\nok-1\n")
+      for _, case in ipairs({
+        { ids, "--ids " .. ids .. " line 2: the registration ID may only contain A-Z a-z 0-9 - . _ :" },
+        { repeated, "--ids " .. repeated .. " line 3: the registration ID ok-1 is listed already, on line 1" },
+      }) do
+        local code, out, err = main({ "provision-batch", "--id-scope", "0ne00000001", "--ids", case[1] },
+          { DPS_GROUP_KEY = GROUP_KEY })
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        one_line(err)
+        assert.truthy(err:find(case[2], 1, true), err)
+        assert_flag_names(err)
+      end
+    end)
+  end)
+
   describe("derive-key", function()
     local ID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
     local DERIVED = "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="

@@ -9,6 +9,7 @@
 -- @module dps.cli.batch
 local dps = require "dps"
 local core = require "dps.core"
+local check = require "dps.check"
 local args = require "dps.cli.args"
 local output = require "dps.cli.output"
 local json = require("cjson").new()
@@ -24,7 +25,7 @@ end
 local function read_ids(path)
   local f, err = io.open(path, "r")
   if not f then output.fail("config", "--ids: " .. tostring(err)) end
-  local devices, n = {}, 0
+  local devices, seen, n = {}, {}, 0
   for line in f:lines() do
     n = n + 1
     line = line:gsub("\r$", "")
@@ -39,6 +40,15 @@ local function read_ids(path)
         end
         payload = value
       end
+      local problem = check.registration_id(id, "the registration ID")
+      if not problem and seen[id] then
+        problem = string.format("the registration ID %s is listed already, on line %d", id, seen[id])
+      end
+      if problem then
+        f:close()
+        usage_error(string.format("--ids %s line %d: %s", path, n, problem))
+      end
+      seen[id] = n
       devices[#devices + 1] = { id = id, payload = payload, line = n }
     end
   end
@@ -72,7 +82,8 @@ return function(opts, source, term)
     local added, err = pcall(b.add, b, d.id, { payload = d.payload })
     if not added then
       b:close()
-      usage_error(string.format("--ids line %d: %s", d.line, output.strip_position(err)))
+      local problem = output.strip_position(err):gsub("^batch:add: ", "")
+      usage_error(string.format("--ids line %d: %s", d.line, problem))
     end
   end
   local t0, failures, worst = core.monotime(), 0, nil

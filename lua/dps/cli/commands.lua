@@ -119,6 +119,16 @@ local function with_client(client, method, ...)
   return results[2], results[3], results[4], stats
 end
 
+-- What became of the cache after a registration at the service.
+local function cache_outcome(how)
+  if how.cache_written then
+    return "; cache written"
+  elseif how.cache_error then
+    return "; cache not written (see the warning)"
+  end
+  return "; cache unchanged"
+end
+
 function commands.provision(opts, source, term)
   local payload = decode_payload(opts.payload)
   if opts.force and not opts.cache then
@@ -149,8 +159,7 @@ function commands.provision(opts, source, term)
     term.say(string.format("assigned to %s as device %s (%s), operation %s; %d request%s on %d TLS connection%s%s",
       tostring(state.assignedHub), tostring(state.deviceId), tostring(state.substatus or state.status),
       tostring(how.result.operationId), stats.requests, stats.requests == 1 and "" or "s", stats.connects,
-      stats.connects == 1 and "" or "s", opts.cache and (how.cache_written and "; cache written"
-        or "; cache unchanged") or ""))
+      stats.connects == 1 and "" or "s", opts.cache and cache_outcome(how) or ""))
   end
   return print_state(term, state, "provision", 200)
 end
@@ -180,8 +189,11 @@ function commands.token(opts, source, term)
   end
   local expiry = args.whole_number(opts, "expiry", "whole seconds since the epoch")
   if not expiry then
+    local n = opts.ttl and tonumber(opts.ttl)
+    if n and n <= 0 then
+      usage_error("--ttl must be positive: a whole number of seconds, at least 1")
+    end
     local ttl = args.whole_number(opts, "ttl", "a whole number of seconds") or 3600
-    if ttl <= 0 then usage_error("--ttl must be at least 1 second") end
     expiry = os.time() + ttl
   end
   local key = source.key

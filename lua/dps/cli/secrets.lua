@@ -49,12 +49,22 @@ function secrets.read(path, flag, term, exact)
     term.keep_secret(path) -- perhaps the secret itself, given by mistake
     term.keep_secret(path:match("^%s*(.-)%s*$"))
   end
+  local facts = core.stat(path)
+  if facts and facts.type == "directory" then
+    fail("credentials", hidden and (flag .. ": the value given is a directory, not a file")
+      or string.format("%s %s is a directory: give the file that holds the %s", flag, path,
+        exact and "pass phrase" or "key"))
+  end
   local f, problem = io.open(path, "rb")
   if not f then
     fail_unreadable(flag, path, problem, hidden)
   end
-  local text = f:read("*a") or ""
+  local text, read_problem = f:read("*a")
   f:close()
+  if text == nil then
+    fail("credentials", string.format("%s %s cannot be read: %s", flag, hidden and "(the value given)" or path,
+      tostring(read_problem)))
+  end
   if exact then
     text = text:gsub("\r?\n$", "")
   else
