@@ -8,6 +8,7 @@ local base64 = require "spec.support.base64"
 local dps_session = require "dps.session"
 local dps = require "dps"
 local Hub = require "dps.hub"
+local connect = require "dps.connect"
 local json = require("cjson").new()
 
 local KEY = core.base64_encode(string.rep("k", 32))
@@ -339,13 +340,13 @@ describe("dps.hub", function()
       local o = { state = STATE, symmetric_key = KEY }
       for k, v in pairs(opts or {}) do o[k] = v end
       local calls = 0
-      local link = { client = { stats = function() return {} end, close = function() end } }
-      function link.provision()
-        calls = calls + 1
-        if answer then return answer() end
-        return NEW, { source = "service", clock_offset = 0 }
-      end
-      return Hub.create(o, rt, link), rt, function() return calls end
+      local link = connect.link{ client = { stats = function() return {} end, close = function() end },
+        provision = function()
+          calls = calls + 1
+          if answer then return answer() end
+          return NEW, { source = "service", clock_offset = 0 }
+        end }
+      return Hub.create(o, rt, link), rt, function() return calls end, link
     end
 
     for _, case in ipairs({
@@ -427,6 +428,40 @@ describe("dps.hub", function()
       assert.is_true(rt.transport.sent[2].timeout <= 0.5 + 1e-9)
     end)
 
+    it("once per refusal episode: while the hub still refuses, the next registration waits, doubling", function()
+      local script = {}
+      for i = 1, 40 do script[i] = hub_error(404, "DeviceNotFound") end
+      local hub, rt, calls, link = reprovisioning(script)
+      local ok, _, info = hub:send("x")
+      assert.is_nil(ok)
+      assert.are.equal(T0 + 60, info.reprovision_held_until) -- provisioned again, and says when it may again
+      assert.are.equal(1, calls())
+      assert.are.same({ refusals = 1, not_before = T0 + 60 }, link.hold)
+      for _ = 1, 9 do -- ten calls in all: one registration
+        ok, _, info = hub:send("x")
+        assert.is_nil(ok)
+        assert.are.equal("not_found", info.kind)
+        assert.are.equal(T0 + 60, info.reprovision_held_until)
+      end
+      assert.are.equal(1, calls())
+      rt.wall = T0 + 60 -- the hold is over: once more, then twice as long
+      assert.is_nil((hub:send("x")))
+      assert.are.equal(2, calls())
+      assert.are.same({ refusals = 2, not_before = T0 + 60 + 120 }, link.hold)
+    end)
+
+    it("a call that succeeds ends the refusal episode", function()
+      local hub, rt, calls, link = reprovisioning({ hub_error(404, "DeviceNotFound"), hub_error(404, "DeviceNotFound"),
+        NO_CONTENT, hub_error(404, "DeviceNotFound"), NO_CONTENT })
+      assert.is_nil((hub:send("x")))
+      assert.is_not_nil(link.hold)
+      rt.wall = T0 + 5
+      assert.is_true((hub:send("x"))) -- within the hold, the hub takes it again
+      assert.is_nil(link.hold)
+      assert.is_true((hub:send("x"))) -- a new refusal: provisions again at once
+      assert.are.equal(2, calls())
+    end)
+
     it("without dps.connect (no way to provision) a refusal is just the failure", function()
       local hub, rt = hub_with({ hub_error(404, "DeviceNotFound") })
       assert.is_nil((hub:send("x")))
@@ -458,4 +493,48 @@ describe("dps.hub", function()
         hub:token(60))
     end)
   end)
+end)
+
+describe("dps.connect: the hold on provisioning again, kept in the assignment cache", function()
+  local fake_runtime = require "spec.support.fake_runtime"
+  local shell = require "spec.support.shell"
+
+  it("three runs against a hub that refuses the device: one registration again, then the runs obey the hold",
+    function()
+      local dir = shell.tmpdir("dps-hold")
+      finally(function() shell.succeeds("rm -rf " .. shell.quote(dir)) end)
+      local path = dir .. "/assignment.json"
+      local fake = fake_runtime.new()
+      fake.answer = function(req)
+        if req.url:find("^https://dps%.example%.invalid/") then return fake_runtime.assigned("dev") end
+        return hub_error(404, "DeviceNotFound")
+      end
+      local function run()
+        local rt = fake:with_session()
+        rt.hub_transport = fake:session()
+        local hub = assert(dps.connect({ id_scope = "0ne00000001", registration_id = "dev", symmetric_key = KEY,
+          endpoint = "https://dps.example.invalid", cache = path }, rt))
+        local ok, _, info = hub:send("x")
+        hub:close()
+        assert.is_nil(ok)
+        assert.are.equal("not_found", info.kind)
+        return info
+      end
+      local function registrations()
+        local n = 0
+        for _, req in ipairs(fake.sent) do if req.method == "PUT" then n = n + 1 end end
+        return n
+      end
+      run()
+      assert.are.equal(2, registrations()) -- the first provisioning, and once again on the refusal
+      for _ = 1, 2 do
+        local info = run()
+        assert.are.equal(fake_runtime.EPOCH + 60, info.reprovision_held_until)
+      end
+      assert.are.equal(2, registrations()) -- the two later runs read the hold from the cache
+      fake.mono = fake.mono + 61
+      run()
+      assert.are.equal(3, registrations())
+      assert.are.equal(2, json.decode(shell.read(path)).hold.refusals)
+    end)
 end)

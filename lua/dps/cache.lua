@@ -8,9 +8,13 @@
 --      "id_scope": "0ne…", "registration_id": "dev-01",
 --      "endpoint": "https://global.azure-devices-provisioning.net",
 --      "credential": "sas:…" | "x509:…",
---      "state": { "assignedHub": "…", "deviceId": "…", … } }
+--      "state": { "assignedHub": "…", "deviceId": "…", … },
+--      "hold": { "refusals": 2, "not_before": 1800000120 } }
 --
--- `state` is the service's `registrationState`. `credential` is a
+-- `state` is the service's `registrationState`. `hold` (optional) is the
+-- hub refusing this assignment: how many registrations again it refused,
+-- and when the next one may go out (`dps.retry.refusal_hold`), so that a
+-- command run from cron or a reboot obeys it too. `credential` is a
 -- fingerprint: an HMAC-SHA256 of a fixed label keyed with the device key, or
 -- of the leaf certificate keyed with the label; never a key, token or
 -- password. It is written with `dps.core.write_atomic` (0600, temporary
@@ -65,6 +69,17 @@ local function assigned(state)
     and type(state.deviceId) == "string" and state.deviceId ~= ""
 end
 
+-- A hold as the file may hold it: two whole numbers, else none.
+local function valid_hold(hold)
+  if type(hold) == "table" and type(hold.refusals) == "number" and hold.refusals >= 1
+    and hold.refusals == math.floor(hold.refusals) and hold.refusals < 2 ^ 31
+    and type(hold.not_before) == "number" and hold.not_before == math.floor(hold.not_before)
+    and math.abs(hold.not_before) < 2 ^ 53 then
+    return { refusals = hold.refusals, not_before = hold.not_before }
+  end
+  return nil
+end
+
 --- Whether a cache's text holds an assignment for this device (pure).
 -- @tparam string text the file's contents
 -- @tparam table identity `{ id_scope, registration_id, endpoint, credential }`
@@ -103,6 +118,7 @@ function cache.decode(text, identity)
   if problem then
     return nil, "an assignment a DPS answer could not hold: " .. problem
   end
+  doc.hold = valid_hold(doc.hold) -- a broken hold is no hold; the assignment still counts
   return doc
 end
 
@@ -110,9 +126,10 @@ end
 -- @tparam table identity as in `decode`
 -- @tparam table state the registration state (`assignedHub`, `deviceId`, …)
 -- @tparam number written_at seconds since the epoch
+-- @tparam[opt] table hold `{ refusals, not_before }`
 -- @treturn string JSON
-function cache.encode(identity, state, written_at)
-  local doc = { format = cache.FORMAT, state = state,
+function cache.encode(identity, state, written_at, hold)
+  local doc = { format = cache.FORMAT, state = state, hold = valid_hold(hold),
     written_at = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(written_at)) }
   for _, field in ipairs(IDENTITY) do
     doc[field] = identity[field]
@@ -175,20 +192,21 @@ end
 -- @tparam table state the registration state
 -- @tparam number now seconds since the epoch (for `written_at`)
 -- @tparam[opt] table old the file's decoded cache, when it had a valid one
+-- @tparam[opt] table hold as in `encode`
 -- @treturn string `"written"` or `"unchanged"`
 -- @return or nil, message, info (`kind` `config`): the file could not be
 --   written; (`kind` `too_large`): the assignment, even without its
 --   `payload`, is over `MAX_BYTES` (a state with a large `payload` is
 --   written without it)
-function cache.store(path, identity, state, now, old)
-  local text = cache.encode(identity, state, now)
+function cache.store(path, identity, state, now, old, hold)
+  local text = cache.encode(identity, state, now, hold)
   if #text > cache.MAX_BYTES and state.payload ~= nil then
     -- what load would ignore is never written: the custom allocation's
     -- payload goes first (the assignment is what the cache is for)
     local trimmed = {}
     for k, v in pairs(state) do trimmed[k] = v end
     trimmed.payload = nil
-    text = cache.encode(identity, trimmed, now)
+    text = cache.encode(identity, trimmed, now, hold)
   end
   if #text > cache.MAX_BYTES then
     return nil, string.format("the assignment is %d bytes, over the cache's %d: not written", #text,
@@ -202,6 +220,17 @@ function cache.store(path, identity, state, now, old)
     return nil, message, info
   end
   return "written"
+end
+
+--- Keep `hold` (nil: none) in the cache at `path`, when it holds a valid
+-- assignment for this device (blocking).
+-- @return as `store`, or nil when there is no valid cache to keep it in
+function cache.store_hold(path, identity, hold, now)
+  local old = cache.load(path, identity)
+  if not old then
+    return nil
+  end
+  return cache.store(path, identity, old.state, now, old, hold)
 end
 
 return cache

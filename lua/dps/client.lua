@@ -317,7 +317,7 @@ function Client:run_provision(opts)
     old, ignored = cache.load(opts.cache, identity)
     if old and not opts.force then
       return old.state, { source = "cache", cache = opts.cache, written_at = old.written_at,
-        clock_offset = self.builder.clock_offset, cache_written = false }
+        clock_offset = self.builder.clock_offset, cache_written = false, hold = old.hold }
     end
   end
   local act, message, info = self:_provision_at_service(body, timeout)
@@ -329,7 +329,8 @@ function Client:run_provision(opts)
   local result = { source = "service", result = act.result, clock_offset = offset,
     cache = opts.cache, cache_ignored = ignored, cache_written = false }
   if opts.cache then
-    local status, problem = cache.store(opts.cache, identity, act.state, self.rt.now() + offset, old)
+    local status, problem = cache.store(opts.cache, identity, act.state, self.rt.now() + offset, old,
+      old and old.hold)
     result.cache_written = status == "written"
     result.cache_error = problem
   end

@@ -7,6 +7,8 @@ local check = require "dps.check"
 local Client = require "dps.client"
 local Hub = require "dps.hub"
 local request = require "dps.request"
+local retry = require "dps.retry"
+local cache = require "dps.cache"
 
 local connect = {}
 
@@ -76,16 +78,47 @@ function connect.connect(opts, rt)
     token_ttl = opts.token_ttl, max_body = opts.max_body,
     timeout = opts.hub_timeout or opts.timeout, clock_offset = result.clock_offset,
   }
-  local link = { client = client, provisioned = result }
-  function link.provision(timeout)
-    local again = {}
-    for k, v in pairs(provision_opts) do again[k] = v end
-    again.force = true
-    again.timeout = math.min(timeout, again.timeout or timeout)
-    return client:run_provision(again)
-  end
   return Hub.create(hub_opts, rt and { now = rt.now, monotime = rt.monotime, sleep = rt.sleep, jitter = rt.jitter,
-    transport = rt.hub_transport }, link)
+    transport = rt.hub_transport }, connect.link{
+    client = client, provisioned = result, hold = result.hold,
+    provision = function(timeout)
+      local again = {}
+      for k, v in pairs(provision_opts) do again[k] = v end
+      again.force = true
+      again.timeout = math.min(timeout, again.timeout or timeout)
+      return client:run_provision(again)
+    end,
+    keep = opts.cache and function(hold, now) cache.store_hold(opts.cache, client:identity(), hold, now) end,
+  })
+end
+
+--- What ties a hub client to the DPS client that can provision it again
+-- (`Hub.create`'s `link`): the provisioning, and the hold on doing it again
+-- (`dps.retry.refusal_hold`).
+-- @tparam table opts `client` (the DPS client: `stats`, `close`),
+--   `provisioned` (how it was provisioned), `hold` (from the cache, or nil),
+--   `provision(timeout)` → state, result or nil, message, info, and
+--   optionally `keep(hold, now)` (keeps the hold: in the cache)
+-- @treturn table the link: `client`, `provisioned`, `hold`, `provision`,
+--   `may_reprovision(now)`, `after_call(now, ok, reprovisioned)`
+function connect.link(opts)
+  local link = { client = opts.client, provisioned = opts.provisioned, hold = opts.hold, provision = opts.provision }
+  local keep = opts.keep or function() end
+  function link.may_reprovision(now)
+    return link.hold == nil or now >= link.hold.not_before
+  end
+  -- A call is over: a success ends a refusal episode; a failure after
+  -- provisioning again holds the next registration off.
+  function link.after_call(now, ok, reprovisioned)
+    if ok and link.hold then
+      link.hold = nil
+      keep(nil, now)
+    elseif not ok and reprovisioned then
+      link.hold = retry.refusal_hold(link.hold, now)
+      keep(link.hold, now)
+    end
+  end
+  return link
 end
 
 return connect

@@ -33,7 +33,12 @@
 -- more (cache ignored, cache updated) when the hub refuses the device — 401
 -- with a correct clock, 403 (not a full quota or queue), or 404 (the device
 -- was deleted, disabled or moved) — and sends the call again on the new
--- assignment: at most once per call, within the call's `timeout`.
+-- assignment: at most once per call, within the call's `timeout`. When the
+-- hub still refuses after that, the next registration waits 60 s, doubling
+-- with each refusal up to 6 h (`dps.retry.refusal_hold`; kept in the
+-- assignment cache, so later runs obey it); meanwhile a refusal is returned
+-- as it is, with `info.reprovision_held_until` (seconds since the epoch).
+-- A successful call ends the hold.
 -- @classmod dps.hub
 local core = require "dps.core"
 local check = require "dps.check"
@@ -203,18 +208,19 @@ end
 -- within the call's timeout, the wrong-clock retry, and provisioning again
 -- once when the hub refuses the device (dps.connect's hubs).
 function Hub:_call(call)
-  local rt, builder = self.rt, self.builder
+  local rt, builder, link = self.rt, self.builder, self.link
   local machine = retry.call{ step = call.step, timeout = self.timeout, now = rt.monotime(), jitter = rt.jitter,
-    clock_offset = builder.clock_offset, reprovision = self.link ~= nil }
+    clock_offset = builder.clock_offset, reprovision = link ~= nil and link.may_reprovision(rt.now()) }
   local function send(act)
     builder:set_clock_offset(act.clock_offset)
     return runtime.exchange(rt, builder:hub_request(call, rt.now()), math.min(act.timeout, self.request_timeout),
       hub_response.interpret)
   end
   local act = runtime.drive(rt, machine, send)
-  if act.action == "reprovision" then
+  local reprovisioned = act.action == "reprovision"
+  if reprovisioned then
     self.reprovisions = self.reprovisions + 1
-    local state, result, info = self.link.provision(act.timeout)
+    local state, result, info = link.provision(act.timeout)
     if state then
       self:_assign(state, result)
       act = machine:reprovisioned(rt.monotime(), true, builder.clock_offset)
@@ -222,6 +228,12 @@ function Hub:_call(call)
       act = machine:reprovisioned(rt.monotime(), false, result, info)
     end
     act = runtime.drive(rt, machine, send, act)
+  end
+  if link then
+    link.after_call(rt.now(), act.action == "done", reprovisioned)
+    if act.action ~= "done" and link.hold and retry.refuses(act.info) then
+      act.info.reprovision_held_until = link.hold.not_before
+    end
   end
   if act.action == "done" then
     return act.result, act.meta

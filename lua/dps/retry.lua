@@ -92,6 +92,22 @@ function retry.refuses(info)
     and (info.error_code == nil or info.error_code == "DeviceNotFound")
 end
 
+--- A hub that still refuses the device after it provisioned again: the
+-- next registration again waits `REFUSAL_BASE` seconds, doubling with each
+-- refusal, at most `REFUSAL_CAP` (one re-registration per refusal episode;
+-- the episode ends when a hub call succeeds).
+retry.REFUSAL_BASE, retry.REFUSAL_CAP = 60, 6 * 3600
+
+--- The hold after one more refused re-registration.
+-- @tparam[opt] table hold the current `{ refusals, not_before }` (nil: none)
+-- @tparam number now wall-clock seconds
+-- @treturn table the new hold
+function retry.refusal_hold(hold, now)
+  local refusals = (hold and hold.refusals or 0) + 1
+  local wait = math.min(retry.REFUSAL_CAP, retry.REFUSAL_BASE * 2 ^ (refusals - 1))
+  return { refusals = refusals, not_before = math.floor(now + wait) }
+end
+
 -- Misuse of a machine: raises at the driver's line.
 local function misuse(who, message)
   error(who .. ": " .. message, 3)

@@ -2,8 +2,12 @@
 -- cloud-to-device message, printed as JSON). Both provision first (from
 -- `--cache` when it matches) and provision again, once, when the hub refuses
 -- the device (`dps.connect`). Exit codes and messages as for `provision`.
+-- `send` reads at most the hub's limit + 1 byte from stdin and checks the
+-- message as `hub:send` does before any request; `receive` makes its line
+-- of JSON before it settles the message.
 -- @module dps.cli.hub
 local dps = require "dps"
+local hub_message = require "dps.hub_message"
 local output = require "dps.cli.output"
 local commands = require "dps.cli.commands"
 local json = require("cjson").new()
@@ -24,6 +28,9 @@ local function connect(opts, source, term, action)
   end
   term.say(string.format("%s %s as device %s (assignment from %s) with %s", action, hub.host, hub.device_id,
     hub.provisioned and hub.provisioned.source or "?", commands.describe_source(source)))
+  if hub.provisioned and hub.provisioned.cache_error then
+    term.err("warning: provisioned, but the cache cannot be written: " .. hub.provisioned.cache_error)
+  end
   return hub
 end
 
@@ -66,16 +73,56 @@ local function properties(list)
   return out
 end
 
+-- The largest message the hub takes (`dps.hub.MAX_MESSAGE_BYTES`).
+local MAX_BYTES = require("dps.hub").MAX_MESSAGE_BYTES
+
+-- The message on stdin: at most `limit` + 1 bytes are read (whatever is
+-- there), and whether there was more than `limit`.
+local function read_message(stdin, limit)
+  local parts, n = {}, 0
+  while n <= limit do
+    local chunk, problem = stdin:read(limit + 1 - n)
+    if chunk == nil and problem ~= nil then
+      usage_error("cannot read the message from stdin: " .. tostring(problem))
+    end
+    if chunk == nil or chunk == "" then break end
+    parts[#parts + 1] = chunk
+    n = n + #chunk
+  end
+  return table.concat(parts), n > limit
+end
+
+-- hub:send's checks of the message, made before anything goes out, with
+-- the command line's flags in place of the Lua names.
+local FLAG_OF = { content_type = "--content-type", content_encoding = "--content-encoding",
+  message_id = "--message-id", property = "--property" }
+
+local function check_message(data, message_opts, too_large)
+  local problem
+  if too_large then
+    problem = string.format("the message on stdin is larger than %d bytes, the most the hub takes", MAX_BYTES)
+  else
+    local _, header_problem = hub_message.headers(message_opts, "send")
+    problem = hub_message.body_problem(data, "send") or header_problem
+  end
+  if problem then
+    problem = problem:gsub("^send: ", "")
+    local word, rest = problem:match("^([%l_]+)(.*)$")
+    usage_error("send: " .. (FLAG_OF[word] and (FLAG_OF[word] .. rest) or problem) .. "; nothing was sent")
+  end
+end
+
 function hub_cli.send(opts, source, term)
-  local data = opts.data
+  local data, too_large = opts.data, false
   if data == nil then
     usage_error("give the message: dps send … DATA, or - to read it from stdin")
   end
   if data == "-" then
-    data = term.stdin:read("*a") or ""
+    data, too_large = read_message(term.stdin, MAX_BYTES)
   end
   local message_opts = { properties = properties(opts.property), content_type = opts["content-type"],
     content_encoding = opts["content-encoding"], message_id = opts["message-id"] }
+  check_message(data, message_opts, too_large)
   local hub, code = connect(opts, source, term, "sending to")
   if not hub then return code end
   local ok, message, info, stats = with_hub(hub, function() return hub:send(data, message_opts) end)
@@ -90,6 +137,27 @@ local DONE = { complete = "completed", reject = "rejected", abandon = "abandoned
 local MESSAGE_FIELDS = { "body", "properties", "message_id", "correlation_id", "lock_token", "sequence_number",
   "enqueued_time", "expiry", "delivery_count", "to", "ack", "user_id", "content_type", "content_encoding" }
 
+-- A delivery count JSON carries exactly here: a whole number of at most 14
+-- digits (cjson prints numbers with 14 significant digits). The library
+-- gives infinity for a count of 400 digits; such a count is left out.
+local function whole_count(n)
+  return type(n) == "number" and n >= 0 and n < 1e14 and n == math.floor(n)
+end
+
+-- The message as one line of JSON, or nil and why it cannot be.
+local function message_line(msg, settle)
+  local doc = {}
+  for _, k in ipairs(MESSAGE_FIELDS) do doc[k] = msg[k] end
+  if type(doc.properties) == "table" and next(doc.properties) == nil then doc.properties = nil end
+  if not whole_count(doc.delivery_count) then doc.delivery_count = nil end
+  doc.settled = settle
+  local ok, text = pcall(json.encode, doc)
+  if not ok then
+    return nil, output.strip_position(text)
+  end
+  return (text:gsub("\\/", "/")) .. "\n"
+end
+
 function hub_cli.receive(opts, source, term)
   local settle
   for _, how in ipairs({ "complete", "reject", "abandon" }) do
@@ -100,31 +168,33 @@ function hub_cli.receive(opts, source, term)
   end
   local hub, code = connect(opts, source, term, "receiving from")
   if not hub then return code end
+  -- The line is made before the message is settled, and printed after: a
+  -- message that cannot be printed is not settled (it comes again when its
+  -- lock expires), and one whose settling fails is not printed.
+  local line, problem
   local msg, message, info, stats = with_hub(hub, function()
     local m, e, i = hub:receive()
-    if m and settle then
+    if not m then return nil, e, i end
+    line, problem = message_line(m, settle)
+    if line and settle then
       local ok, e2, i2 = hub[settle](hub, m)
       if not ok then return nil, e2, i2 end
     end
-    return m, e, i
+    return m
   end)
   if not msg then
     if info then return output.report(term, message, info) end
     term.say("no message is waiting" .. summary(stats))
     return EXIT.ok
   end
-  local doc = {}
-  for _, k in ipairs(MESSAGE_FIELDS) do doc[k] = msg[k] end
-  if next(doc.properties) == nil then doc.properties = nil end
-  doc.settled = settle
-  local okj, text = pcall(json.encode, doc)
-  if not okj then
-    return output.report(term, "receive: the message cannot be printed as JSON: " .. output.strip_position(text),
+  if not line then
+    return output.report(term, string.format("receive: the message cannot be printed as JSON (%s); it was not "
+      .. "settled: it comes again when its lock expires", problem),
       { kind = "protocol", retryable = false, step = "receive" })
   end
   term.say(string.format("received %s%s%s", plural(#msg.body, "byte"), settle and (", " .. DONE[settle]) or
     ", left locked (it comes again when the lock expires)", summary(stats)))
-  term.out((text:gsub("\\/", "/")) .. "\n")
+  term.out(line)
   return EXIT.ok
 end
 
