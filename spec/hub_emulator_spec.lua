@@ -239,7 +239,11 @@ describe("the hub at the emulator", function()
       local code = cli.main(full, { DPS_SYMMETRIC_KEY = KEY }, {
         stdout = { write = function(_, t) out[#out + 1] = t end },
         stderr = { write = function(_, t) err[#err + 1] = t end },
-        stdin = { read = function() return stdin end },
+        stdin = { read = function() -- a file: the text, then the end
+          local text = stdin
+          stdin = nil
+          return text
+        end },
       })
       return code, table.concat(out), table.concat(err)
     end

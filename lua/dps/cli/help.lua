@@ -133,7 +133,8 @@ keep the group key off the devices.
     .. "Provisions (from --cache when it matches), then sends DATA (- reads stdin)\n"
     .. "to the assigned IoT Hub as one device-to-cloud message over HTTPS. When\n"
     .. "the hub refuses the device (deleted, disabled, moved: 401, 403, 404), it\n"
-    .. "provisions again once, updates the cache, and sends again.\n\n"
+    .. "provisions again once, updates the cache, and sends again. A message the\n"
+    .. "hub would refuse (over 256 KiB, a bad property) exits 2 before any request.\n\n"
     .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call)"))
     .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
     .. "  --payload JSON          the registration's payload when it provisions\n"
@@ -150,8 +151,9 @@ keep the group key off the devices.
     .. "message from the hub and prints it as one line of JSON (body, properties,\n"
     .. "message_id, lock_token, delivery_count, …); prints nothing and exits 0\n"
     .. "when none waits. Without a flag the message stays locked and comes again\n"
-    .. "when the lock expires. The service asks HTTPS devices to check less often\n"
-    .. "than every 25 minutes.\n\n"
+    .. "when the lock expires; a flag settles it only once its line is ready (one\n"
+    .. "that cannot be printed exits 1, unsettled). The service asks HTTPS devices\n"
+    .. "to check less often than every 25 minutes.\n\n"
     .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call)"))
     .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
     .. "  --payload JSON          the registration's payload when it provisions\n"
