@@ -1,6 +1,8 @@
 /***
  * HMAC-SHA256 signing, derived device keys and SAS tokens.  Decoded key bytes
- * live only in a scratch buffer that is wiped before anything can raise.
+ * live in a scratch buffer that is wiped before anything can raise, and in
+ * the keyed HMAC context of the Lua state until another key replaces them or
+ * `forget_keys` drops them.
  * @module dps.core
  */
 #include <stdio.h>
@@ -65,32 +67,40 @@ static const char *check_key(lua_State *L, int arg, const char *who, const char 
     return lua_tolstring(L, arg, len);
 }
 
-/* The HMAC of a Lua state, made once (an upvalue of the signing
- * functions): the backend's keyed context (dps_crypto.h) is rekeyed only
- * when the key changes.  It keeps the key of the last call (its text is
- * kept to recognise it; both wiped on close). */
+/* The HMAC of a Lua state (one userdata, an upvalue of the signing
+ * functions): the backend's keyed context (dps_crypto.h), made at the first
+ * signature and rekeyed only when the key changes.  It keeps the key of the
+ * last call (the context holds the decoded key; its text is kept to
+ * recognise it) until forget_keys or the state's close drop both. */
 struct dps_hmac {
-    dps_crypto_hmac *ctx;
+    dps_crypto_hmac *ctx; /* NULL: none yet, or forgotten */
     char key_text[SAS_MAX_KEY_TEXT];
     size_t key_len; /* 0: no key set */
 };
 
 #define HMAC_MT "dps.core.Hmac"
 
-static int hmac_gc(lua_State *L)
+/* Frees the keyed context (the backend wipes it) and wipes the key's text;
+ * the next signature makes a new context.  Idempotent. */
+static void hmac_forget(dps_hmac *h)
 {
-    dps_hmac *h = (dps_hmac *)luaL_checkudata(L, 1, HMAC_MT);
-    dps_crypto_hmac_free(h->ctx); /* wipes the keyed state */
+    dps_crypto_hmac_free(h->ctx);
     h->ctx = NULL;
     dps_wipe(h->key_text, sizeof h->key_text);
     h->key_len = 0;
+}
+
+static int hmac_gc(lua_State *L)
+{
+    hmac_forget((dps_hmac *)luaL_checkudata(L, 1, HMAC_MT));
     return 0;
 }
 
 /* HMAC-SHA256 with a base64 key into mac; wipes the decoded key.  With h
- * (may be NULL: the fuzz targets) the context of the Lua state is used,
- * rekeyed only when the key is not the last one.  A problem may be written
- * into why. */
+ * (may be NULL: the fuzz targets) the context of the Lua state is used
+ * (made now if there is none), rekeyed only when the key is not the last
+ * one; without a context (the library failed) one-shot HMAC.  A problem
+ * may be written into why. */
 static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
                         const unsigned char *msg, size_t msg_len,
                         unsigned char mac[SAS_MAC_SIZE], char why[WHY_SIZE])
@@ -98,7 +108,13 @@ static const char *sign(dps_hmac *h, const char *key_text, size_t key_len,
     unsigned char key[DPS_BASE64_DECODED_MAX(SAS_MAX_KEY_TEXT)];
     size_t keylen = 0;
     const char *problem;
-    int keyed = h != NULL && h->ctx != NULL, rc;
+    int keyed, rc;
+
+    if (h != NULL && h->ctx == NULL) {
+        h->ctx = dps_crypto_hmac_new();
+        h->key_len = 0;
+    }
+    keyed = h != NULL && h->ctx != NULL;
 
     if (keyed && h->key_len != 0 && h->key_len == key_len && dps_memeq(h->key_text, key_text, key_len)) {
         rc = dps_crypto_hmac_init(h->ctx, NULL, 0); /* the same key: only reset */
@@ -402,6 +418,21 @@ static int sas_token(lua_State *L)
     return 1;
 }
 
+/***
+ * Drops the signing key this Lua state keeps between calls: the keyed HMAC
+ * context of the last `sas_token` or `derive_key` (which holds the decoded
+ * key) is wiped and freed, and the copy of the key's text kept to recognise
+ * it is wiped.  The next signature decodes its key again.  Safe to call at
+ * any time and more than once.  Keys held as Lua strings (options, a
+ * client's key until it is closed) are Lua's: this cannot wipe them.
+ * @function forget_keys
+ */
+static int sas_forget_keys(lua_State *L)
+{
+    hmac_forget(state_hmac(L));
+    return 0;
+}
+
 /* The functions this file adds to dps.core, each with the HMAC context of
  * the Lua state as its upvalue. */
 static const luaL_Reg sas_functions[] = {
@@ -409,11 +440,12 @@ static const luaL_Reg sas_functions[] = {
     {"derive_key", sas_derive_key},
     {"sas_token", sas_token},
     {"key_problem", sas_key_problem},
+    {"forget_keys", sas_forget_keys},
     {NULL, NULL},
 };
 
 /* The HMAC context of this Lua state, shared by the signing functions as
- * their upvalue; without one (the library failed) they use one-shot HMAC. */
+ * their upvalue; keyed at the first signature. */
 static void push_hmac(lua_State *L)
 {
     dps_hmac *h = (dps_hmac *)dps_newuserdata(L, sizeof *h);
@@ -424,7 +456,6 @@ static void push_hmac(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
-    h->ctx = dps_crypto_hmac_new();
 }
 
 void dps_open_sas(lua_State *L)

@@ -1,10 +1,17 @@
 /***
- * Clocks, sleeping and back-off jitter.  (The time-valued headers, Retry-After
- * and Date, are read in Lua: dps.http_time.)
+ * Clocks, sleeping and back-off jitter; and the process's own hardening
+ * (no core dumps).  (The time-valued headers, Retry-After and Date, are read
+ * in Lua: dps.http_time.)
  * @module dps.core
  */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 #include "dps_aux.h"
 #include "dps_core.h"
@@ -73,12 +80,56 @@ static int time_jitter(lua_State *L)
     return 1;
 }
 
+/* nil, "cannot WHAT (the system's reason for err)", { kind = "config" }. */
+static int harden_failure(lua_State *L, const char *what, int err)
+{
+    char reason[128], message[256];
+
+    if (strerror_r(err, reason, sizeof reason) != 0 || reason[0] == '\0')
+        snprintf(reason, sizeof reason, "error %d", err);
+    reason[sizeof reason - 1] = '\0';
+    snprintf(message, sizeof message, "dps.core.harden_process: cannot %s (%s)", what, reason);
+    return dps_push_failure(L, "config", message);
+}
+
+/***
+ * Keeps the keys in this process's memory out of core dumps, for a program
+ * that holds keys (the `dps` command calls it first): the core-file limit
+ * (`RLIMIT_CORE`) becomes 0, soft and hard, so no core file is written and
+ * the limit cannot be raised again (child processes inherit it); on Linux
+ * the process is also marked not dumpable (`PR_SET_DUMPABLE` 0): no core
+ * dump even through a `core_pattern` pipe, and its `/proc/PID/mem`, ptrace
+ * and `/proc/PID` files are out of reach of other processes of the same user
+ * without `CAP_SYS_PTRACE` (an `exec`ed program is dumpable again).
+ * Elsewhere only the limit is set.  Safe to call more than once.
+ * @function harden_process
+ * @treturn true
+ * @return or nil, message, info (`kind = "config"`) when the system refused;
+ *   never raises
+ */
+static int process_harden(lua_State *L)
+{
+    struct rlimit none;
+
+    none.rlim_cur = 0;
+    none.rlim_max = 0;
+    if (setrlimit(RLIMIT_CORE, &none) != 0)
+        return harden_failure(L, "set the core-file limit to 0", errno);
+#if defined(__linux__)
+    if (prctl(PR_SET_DUMPABLE, 0L, 0L, 0L, 0L) != 0)
+        return harden_failure(L, "mark the process not dumpable", errno);
+#endif
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The functions this file adds to dps.core. */
 static const luaL_Reg time_functions[] = {
     {"now", time_now},
     {"monotime", time_monotime},
     {"sleep", time_sleep},
     {"jitter", time_jitter},
+    {"harden_process", process_harden},
     {NULL, NULL},
 };
 
