@@ -53,6 +53,7 @@ DPS_EXPORT int luaopen_dps_core(lua_State *L)
     dps_open_engine(L);
     dps_open_x509(L);
     dps_open_fs(L);
+    dps_open_csr(L);
     lua_pushliteral(L, "dps.core");
     lua_setfield(L, -2, "_NAME");
     lua_pushliteral(L, DPS_CORE_VERSION);

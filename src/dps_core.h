@@ -27,5 +27,6 @@ void dps_open_time(lua_State *L);  /* dps_time.c: clocks, sleep, jitter */
 void dps_open_engine(lua_State *L); /* dps_engine*.c: HTTPS transfers, one or many at once */
 void dps_open_x509(lua_State *L);  /* dps_x509.c: client-certificate checks */
 void dps_open_fs(lua_State *L);
+void dps_open_csr(lua_State *L);   /* dps_csr.c: EC keys, certificate requests, certificate facts */
 
 #endif

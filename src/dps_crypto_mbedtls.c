@@ -460,3 +460,204 @@ CURLcode dps_crypto_no_keylog(CURL *curl)
     }
     return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Keys and certificates a device earns (dps_csr.c)                          */
+
+#include <mbedtls/x509_csr.h>
+
+#ifndef MBEDTLS_PRIVATE /* 2.x: no private members */
+#define MBEDTLS_PRIVATE(member) member
+#endif
+
+static mbedtls_ecp_group_id group_of(dps_curve curve)
+{
+    return curve == DPS_CURVE_P384 ? MBEDTLS_ECP_DP_SECP384R1 : MBEDTLS_ECP_DP_SECP256R1;
+}
+
+/* The curve of an EC key (MBEDTLS_ECP_DP_NONE for any other key). */
+static mbedtls_ecp_group_id key_group(const mbedtls_pk_context *pk)
+{
+    const mbedtls_ecp_keypair *ec;
+
+    if (mbedtls_pk_get_type(pk) != MBEDTLS_PK_ECKEY)
+        return MBEDTLS_ECP_DP_NONE;
+    ec = mbedtls_pk_ec(*pk);
+#if MBEDTLS_VERSION_NUMBER >= 0x03060000
+    return mbedtls_ecp_keypair_get_group_id(ec);
+#else
+    return ec->MBEDTLS_PRIVATE(grp).id;
+#endif
+}
+
+/* Reads the private key of a PEM text (pem[len] is '\0', as mbedTLS's PEM
+ * parser wants it: no copy needed) into pk, EC on P-256 or P-384. */
+static dps_x509_result read_ec_key(const char *pem, size_t len, const char *password, size_t password_len,
+                                   mbedtls_pk_context *pk, dps_curve *curve, mbedtls_entropy_context *entropy)
+{
+    const unsigned char *text = (const unsigned char *)pem;
+    mbedtls_ecp_group_id id;
+    int rc;
+
+    if (strstr(pem, "-----BEGIN") == NULL) /* PEM only, as OpenSSL's PEM_read_bio_PrivateKey */
+        return DPS_X509_KEY_NOT_PEM;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    rc = mbedtls_pk_parse_key(pk, text, len + 1, (const unsigned char *)password,
+                              password != NULL ? password_len : 0, entropy_bytes, entropy);
+#else
+    (void)entropy;
+    rc = mbedtls_pk_parse_key(pk, text, len + 1, (const unsigned char *)password,
+                              password != NULL ? password_len : 0);
+#endif
+    if (rc != 0)
+        return key_failure(rc, text, password != NULL);
+    id = key_group(pk);
+    if (id != MBEDTLS_ECP_DP_SECP384R1 && id != MBEDTLS_ECP_DP_SECP256R1)
+        return DPS_X509_KEY_NOT_EC;
+    *curve = id == MBEDTLS_ECP_DP_SECP384R1 ? DPS_CURVE_P384 : DPS_CURVE_P256;
+    return DPS_X509_OK;
+}
+
+static int sha256(const unsigned char *data, size_t len, unsigned char md[DPS_SHA256_SIZE])
+{
+    return mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), data, len, md) == 0 ? 0 : -1;
+}
+
+size_t dps_crypto_ec_key(dps_curve curve, char out[DPS_EC_KEY_PEM_MAX])
+{
+    mbedtls_pk_context pk;
+    mbedtls_entropy_context entropy;
+    unsigned char der[DPS_EC_KEY_PEM_MAX];
+    size_t olen = 0;
+    int n = -1;
+
+    mbedtls_pk_init(&pk);
+    mbedtls_entropy_init(&entropy);
+    /* the entropy source straight as the generator, as for the random bytes */
+    if (mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) == 0
+        && mbedtls_ecp_gen_key(group_of(curve), mbedtls_pk_ec(pk), entropy_bytes, &entropy) == 0)
+        n = mbedtls_pk_write_key_der(&pk, der, sizeof der); /* SEC1, at the end of der */
+    /* PEM from our own DER buffer, so that every copy of the key is wiped here */
+    if (n <= 0
+        || mbedtls_pem_write_buffer("-----BEGIN EC PRIVATE KEY-----\n", "-----END EC PRIVATE KEY-----\n",
+                                    der + sizeof der - n, (size_t)n, (unsigned char *)out, DPS_EC_KEY_PEM_MAX,
+                                    &olen) != 0) {
+        mbedtls_platform_zeroize(out, DPS_EC_KEY_PEM_MAX);
+        olen = 0;
+    }
+    mbedtls_platform_zeroize(der, sizeof der);
+    mbedtls_pk_free(&pk); /* zeroizes the key */
+    mbedtls_entropy_free(&entropy);
+    return olen > 0 ? strlen(out) : 0;
+}
+
+dps_x509_result dps_crypto_ec_key_facts(const char *pem, size_t len, const char *password, size_t password_len,
+                                        dps_curve *curve, unsigned char spki_sha256[DPS_SHA256_SIZE])
+{
+    mbedtls_pk_context pk;
+    mbedtls_entropy_context entropy;
+    unsigned char spki[256];
+    int n;
+    dps_x509_result r;
+
+    mbedtls_pk_init(&pk);
+    mbedtls_entropy_init(&entropy);
+    r = read_ec_key(pem, len, password, password_len, &pk, curve, &entropy);
+    if (r == DPS_X509_OK) {
+        n = mbedtls_pk_write_pubkey_der(&pk, spki, sizeof spki); /* at the end of spki */
+        if (n <= 0 || sha256(spki + sizeof spki - n, (size_t)n, spki_sha256) != 0)
+            r = DPS_X509_FAILED;
+    }
+    mbedtls_pk_free(&pk);
+    mbedtls_entropy_free(&entropy);
+    return r;
+}
+
+dps_x509_result dps_crypto_csr(const char *pem, size_t len, const char *password, size_t password_len,
+                               const char *cn, size_t cnlen, unsigned char out[DPS_CSR_DER_MAX], size_t *outlen)
+{
+    mbedtls_pk_context pk;
+    mbedtls_entropy_context entropy;
+    mbedtls_x509write_csr req;
+    char subject[3 + 128 + 1];
+    dps_curve curve = DPS_CURVE_P384;
+    int n = -1;
+    dps_x509_result r;
+
+    mbedtls_pk_init(&pk);
+    mbedtls_entropy_init(&entropy);
+    mbedtls_x509write_csr_init(&req);
+    r = read_ec_key(pem, len, password, password_len, &pk, &curve, &entropy);
+    if (r == DPS_X509_OK) {
+        r = DPS_X509_FAILED;
+        /* "CN=ID": the ID's characters (A-Z a-z 0-9 - . _ :) need no escape */
+        if (cnlen <= 128) {
+            memcpy(subject, "CN=", 3);
+            memcpy(subject + 3, cn, cnlen);
+            subject[3 + cnlen] = '\0';
+            mbedtls_x509write_csr_set_key(&req, &pk);
+            mbedtls_x509write_csr_set_md_alg(&req, curve == DPS_CURVE_P384 ? MBEDTLS_MD_SHA384 : MBEDTLS_MD_SHA256);
+            if (mbedtls_x509write_csr_set_subject_name(&req, subject) == 0)
+                n = mbedtls_x509write_csr_der(&req, out, DPS_CSR_DER_MAX, entropy_bytes, &entropy);
+        }
+        if (n > 0) {
+            memmove(out, out + DPS_CSR_DER_MAX - n, (size_t)n); /* written at the end of out */
+            *outlen = (size_t)n;
+            r = DPS_X509_OK;
+        }
+    }
+    mbedtls_x509write_csr_free(&req);
+    mbedtls_pk_free(&pk);
+    mbedtls_entropy_free(&entropy);
+    return r;
+}
+
+static void utc_of(const mbedtls_x509_time *t, dps_utc *u)
+{
+    u->year = t->year;
+    u->mon = t->mon;
+    u->day = t->day;
+    u->hour = t->hour;
+    u->min = t->min;
+    u->sec = t->sec;
+}
+
+/* The magnitude of a serial as DER has it (two's complement, big-endian). */
+static int serial_of(const mbedtls_x509_buf *s, dps_cert_info *info)
+{
+    unsigned carry = 1, v;
+    size_t i;
+
+    if (s->len > DPS_CERT_SERIAL_MAX)
+        return 0;
+    info->serial_negative = s->len > 0 && (s->p[0] & 0x80) != 0;
+    for (i = s->len; i-- > 0;) {
+        v = s->p[i];
+        if (info->serial_negative) { /* -x = ~x + 1 */
+            v = (~v & 0xFFu) + carry;
+            carry = v >> 8;
+        }
+        info->serial[i] = (unsigned char)v;
+    }
+    info->serial_len = s->len;
+    return 1;
+}
+
+int dps_crypto_cert_info(const unsigned char *der, size_t len, dps_cert_info *info)
+{
+    mbedtls_x509_crt crt;
+    int ok;
+
+    mbedtls_x509_crt_init(&crt);
+    ok = mbedtls_x509_crt_parse_der(&crt, der, len) == 0 && serial_of(&crt.serial, info)
+         && sha256(crt.pk_raw.p, crt.pk_raw.len, info->spki_sha256) == 0
+         && mbedtls_x509_dn_gets(info->issuer, DPS_CERT_NAME_MAX, &crt.issuer) >= 0
+         && mbedtls_x509_dn_gets(info->subject, DPS_CERT_NAME_MAX, &crt.subject) >= 0;
+    if (ok) {
+        utc_of(&crt.valid_from, &info->not_before);
+        utc_of(&crt.valid_to, &info->not_after);
+        subject_cn(&crt, info->cn);
+    }
+    mbedtls_x509_crt_free(&crt);
+    return ok ? 0 : -1;
+}

@@ -286,3 +286,179 @@ CURLcode dps_crypto_no_keylog(CURL *curl)
     }
     return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Keys and certificates a device earns (dps_csr.c)                          */
+
+/* A private key of a PEM text (pem[len] is '\0'), EC on P-256 or P-384:
+ * DPS_X509_OK with the key in *out (the caller frees it) and its curve. */
+static dps_x509_result read_ec_key(const char *pem, size_t len, const char *pwd, size_t pwd_len, EVP_PKEY **out,
+                                   dps_curve *curve)
+{
+    password pw;
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    EVP_PKEY *pkey;
+    char group[64];
+    int nid = NID_undef;
+
+    pw.data = pwd;
+    pw.len = pwd_len;
+    pw.asked = 0;
+    ERR_clear_error();
+    /* PEM_read_bio_PrivateKey decodes into secure memory, cleansed on free */
+    pkey = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, password_cb, (void *)&pw) : NULL;
+    BIO_free(bio);
+    if (pkey == NULL) {
+        if (pwd != NULL)
+            return DPS_X509_KEY_WRONG_PASSWORD;
+        return pw.asked ? DPS_X509_KEY_NEEDS_PASSWORD : DPS_X509_KEY_NOT_PEM;
+    }
+    if (EVP_PKEY_is_a(pkey, "EC") && EVP_PKEY_get_group_name(pkey, group, sizeof group, NULL) == 1)
+        nid = OBJ_txt2nid(group);
+    if (nid != NID_secp384r1 && nid != NID_X9_62_prime256v1) {
+        EVP_PKEY_free(pkey); /* cleanses the private key */
+        return DPS_X509_KEY_NOT_EC;
+    }
+    *curve = nid == NID_secp384r1 ? DPS_CURVE_P384 : DPS_CURVE_P256;
+    *out = pkey;
+    return DPS_X509_OK;
+}
+
+/* SHA-256 of the SubjectPublicKeyInfo (DER) of a key, or of a certificate's
+ * (pub); 0, or -1. */
+static int spki_sha256_of(EVP_PKEY *pkey, const X509_PUBKEY *pub, unsigned char md[DPS_SHA256_SIZE])
+{
+    unsigned char *der = NULL;
+    int n = pkey != NULL ? i2d_PUBKEY(pkey, &der) : i2d_X509_PUBKEY(pub, &der);
+    int ok = n > 0 && EVP_Digest(der, (size_t)n, md, NULL, EVP_sha256(), NULL) == 1;
+
+    OPENSSL_free(der);
+    return ok ? 0 : -1;
+}
+
+size_t dps_crypto_ec_key(dps_curve curve, char out[DPS_EC_KEY_PEM_MAX])
+{
+    EVP_PKEY *pkey = EVP_EC_gen(curve == DPS_CURVE_P384 ? "P-384" : "P-256");
+    /* a secure-memory BIO: its buffer is cleansed when it grows and when freed */
+    BIO *bio = pkey != NULL ? BIO_new(BIO_s_secmem()) : NULL;
+    int n = -1;
+
+    /* "traditional": SEC1 (EC PRIVATE KEY), what mbedTLS writes too */
+    if (bio != NULL && PEM_write_bio_PrivateKey_traditional(bio, pkey, NULL, NULL, 0, NULL, NULL) == 1
+        && BIO_pending(bio) < DPS_EC_KEY_PEM_MAX)
+        n = BIO_read(bio, out, DPS_EC_KEY_PEM_MAX - 1);
+    if (n <= 0) {
+        OPENSSL_cleanse(out, DPS_EC_KEY_PEM_MAX);
+        n = 0;
+    }
+    out[n] = '\0';
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return (size_t)n;
+}
+
+dps_x509_result dps_crypto_ec_key_facts(const char *pem, size_t len, const char *pwd, size_t pwd_len,
+                                        dps_curve *curve, unsigned char spki_sha256[DPS_SHA256_SIZE])
+{
+    EVP_PKEY *pkey = NULL;
+    dps_x509_result r = read_ec_key(pem, len, pwd, pwd_len, &pkey, curve);
+
+    if (r == DPS_X509_OK && spki_sha256_of(pkey, NULL, spki_sha256) != 0)
+        r = DPS_X509_FAILED;
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return r;
+}
+
+dps_x509_result dps_crypto_csr(const char *pem, size_t len, const char *pwd, size_t pwd_len, const char *cn,
+                               size_t cnlen, unsigned char out[DPS_CSR_DER_MAX], size_t *outlen)
+{
+    EVP_PKEY *pkey = NULL;
+    X509_REQ *req = NULL;
+    dps_curve curve = DPS_CURVE_P384;
+    unsigned char *p = out;
+    int n;
+    dps_x509_result r = read_ec_key(pem, len, pwd, pwd_len, &pkey, &curve);
+
+    if (r != DPS_X509_OK)
+        goto done;
+    r = DPS_X509_FAILED;
+    req = X509_REQ_new();
+    /* the CN as a UTF8String, as given (not MBSTRING: no 64-character cap) */
+    if (req == NULL || X509_REQ_set_version(req, 0) != 1
+        || X509_NAME_add_entry_by_NID(X509_REQ_get_subject_name(req), NID_commonName, V_ASN1_UTF8STRING,
+                                      (const unsigned char *)cn, (int)cnlen, -1, 0) != 1
+        || X509_REQ_set_pubkey(req, pkey) != 1
+        || X509_REQ_sign(req, pkey, curve == DPS_CURVE_P384 ? EVP_sha384() : EVP_sha256()) <= 0)
+        goto done;
+    n = i2d_X509_REQ(req, NULL);
+    if (n <= 0 || n > DPS_CSR_DER_MAX || i2d_X509_REQ(req, &p) != n)
+        goto done;
+    *outlen = (size_t)n;
+    r = DPS_X509_OK;
+
+done:
+    X509_REQ_free(req);
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return r;
+}
+
+static int utc_of(const ASN1_TIME *t, dps_utc *u)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1) /* no time_t: years past 2038 on 32-bit CPUs too */
+        return 0;
+    u->year = tm.tm_year + 1900;
+    u->mon = tm.tm_mon + 1;
+    u->day = tm.tm_mday;
+    u->hour = tm.tm_hour;
+    u->min = tm.tm_min;
+    u->sec = tm.tm_sec;
+    return 1;
+}
+
+/* "CN=…, O=…": attributes in the certificate's order, short names, RFC 2253
+ * escapes, UTF-8 as it is. */
+static int name_of(const X509_NAME *name, char out[DPS_CERT_NAME_MAX])
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    unsigned long flags = (ASN1_STRFLGS_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) | XN_FLAG_SEP_CPLUS_SPC | XN_FLAG_FN_SN
+                          | XN_FLAG_DUMP_UNKNOWN_FIELDS;
+    int n = bio != NULL ? X509_NAME_print_ex(bio, name, 0, flags) : -1;
+    int ok = n >= 0 && n < DPS_CERT_NAME_MAX && (n == 0 || BIO_read(bio, out, n) == n);
+
+    out[ok ? n : 0] = '\0';
+    BIO_free(bio);
+    return ok;
+}
+
+int dps_crypto_cert_info(const unsigned char *der, size_t len, dps_cert_info *info)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len); /* len: at most 1 MiB */
+    const ASN1_INTEGER *serial;
+    int n, ok = 0;
+
+    if (x == NULL || p != der + len)
+        goto done;
+    serial = X509_get0_serialNumber(x);
+    n = ASN1_STRING_length(serial);
+    if (n < 0 || n > DPS_CERT_SERIAL_MAX)
+        goto done;
+    memcpy(info->serial, ASN1_STRING_get0_data(serial), (size_t)n);
+    info->serial_len = (size_t)n;
+    info->serial_negative = ASN1_STRING_type(serial) == V_ASN1_NEG_INTEGER;
+    ok = utc_of(X509_get0_notBefore(x), &info->not_before) && utc_of(X509_get0_notAfter(x), &info->not_after)
+         && spki_sha256_of(NULL, X509_get_X509_PUBKEY(x), info->spki_sha256) == 0
+         && name_of(X509_get_issuer_name(x), info->issuer) && name_of(X509_get_subject_name(x), info->subject);
+    if (ok)
+        subject_cn(x, info->cn);
+
+done:
+    X509_free(x);
+    ERR_clear_error();
+    return ok ? 0 : -1;
+}
