@@ -333,3 +333,179 @@ describe("dps.batch on the fake clock", function()
     b:close()
   end)
 end)
+
+describe("dps.batch resumed: one assignment cache per device (cache_dir)", function()
+  local shell = require "spec.support.shell"
+  local dir
+
+  before_each(function() dir = shell.tmpdir("dps-batch-caches") end)
+  after_each(function() shell.succeeds("rm -rf " .. shell.quote(dir)) end)
+
+  local function id_of(req)
+    return req.url:match("/registrations/([^/?]+)")
+  end
+
+  -- A batch of `ids` on a fake server that assigns at once; returns the
+  -- batch (run) and the registration IDs it sent requests for.
+  local function run(ids, extra)
+    local fake = fake_runtime.new()
+    fake.answer = function(req) return fake_runtime.assigned(id_of(req)) end
+    local o = { id_scope = "0ne00000001", group_key = keys.GROUP_KEY, endpoint = "https://dps.example.invalid",
+      rate = 60000, cache_dir = dir }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    local b = dps.batch(o, fake:with_engine())
+    for _, id in ipairs(ids) do b:add(id) end
+    local summary = b:run()
+    local asked = {}
+    for _, req in ipairs(fake.sent) do asked[#asked + 1] = id_of(req) end
+    table.sort(asked)
+    return b, asked, summary
+  end
+
+  it("keeps each assignment in DIR/{id}.json (0600) and starts again from them, with no request", function()
+    local ids = { "leaf-1", "leaf-2", "leaf-3", "leaf-4", "leaf-5" }
+    local b, asked, summary = run(ids)
+    assert.are.same(ids, asked)
+    assert.equal(0, summary.from_cache)
+    local state, how = b:result("leaf-2")
+    assert.equal("leaf-2", state.deviceId)
+    assert.equal("service", how.source)
+    assert.is_true(how.cache_written)
+    b:close()
+    for _, id in ipairs(ids) do
+      local facts = require("dps.core").stat(dir .. "/" .. id .. ".json")
+      assert.equal("file", facts.type)
+      assert.equal(384, facts.mode % 512, id .. ": mode " .. string.format("%o", facts.mode)) -- 0600
+    end
+    -- started again (after a crash, say): every device from its cache
+    b, asked, summary = run(ids)
+    assert.are.same({}, asked)
+    assert.equal(5, summary.from_cache)
+    assert.equal(5, summary.assigned)
+    state, how = b:result("leaf-4")
+    assert.equal("leaf-4", state.deviceId)
+    assert.equal("cache", how.source)
+    b:close()
+  end)
+
+  it("registers only the devices without a usable cache: missing, broken, or for another key", function()
+    local ids = { "a", "b", "c", "d" }
+    run(ids)
+    os.remove(dir .. "/b.json")
+    shell.write(dir .. "/c.json", "{ truncated", "600")
+    local b, asked, summary = run(ids)
+    assert.are.same({ "b", "c" }, asked)
+    assert.equal(2, summary.from_cache)
+    local _, how = b:result("c")
+    assert.truthy(how.cache_ignored and how.cache_ignored:find("not JSON", 1, true), tostring(how.cache_ignored))
+    b:close()
+    -- a new group key: every device's credential changed
+    b, asked = run(ids, { group_key = keys.OTHER_KEY })
+    assert.are.same(ids, asked)
+    b:close()
+  end)
+
+  it("reads at most a few dozen caches per step, so that an event loop gets its turn", function()
+    local ids = {}
+    for i = 1, 200 do ids[i] = string.format("many-%03d", i) end
+    run(ids)
+    local fake = fake_runtime.new()
+    local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY,
+      endpoint = "https://dps.example.invalid", cache_dir = dir }, fake:with_engine())
+    for _, id in ipairs(ids) do b:add(id) end
+    local wait = b:step()
+    local finished = #b:results()
+    assert.is_true(finished > 0 and finished < 200, finished .. " caches read in one step")
+    assert.equal(0, wait) -- more to read: call again at once
+    for _ = 1, 100 do
+      if b:done() then break end
+      b:step()
+    end
+    assert.is_true(b:done())
+    assert.equal(0, #fake.sent)
+    b:close()
+  end)
+end)
+
+describe("dps.batch resumed after kill -9", function()
+  local shell = require "spec.support.shell"
+  local child_script = [[
+local cjson = require "cjson"
+local dps = require "dps"
+local f = assert(io.open(arg[1], "rb"))
+local o = cjson.decode(f:read("*a"))
+f:close()
+local b = dps.batch{ id_scope = o.id_scope, group_key = o.group_key, endpoint = o.endpoint, ca_file = o.ca_file,
+  cache_dir = o.cache_dir, concurrency = o.concurrency, rate = 600000, timeout = 120 }
+for i = 1, o.n do b:add(string.format("resume-%04d", i)) end
+local summary = b:run()
+b:close()
+print(cjson.encode{ assigned = summary.assigned, from_cache = summary.from_cache, total = summary.total })
+]]
+
+  -- N devices: the batch killed once a random share of the caches is
+  -- written, then started again until done.
+  local function resume(n)
+    local dir = shell.tmpdir("dps-batch-kill")
+    finally(function() shell.succeeds("rm -rf " .. shell.quote(dir)) end)
+    local emu = emulator.start{ retry_after = "0", polls_before_assignment = 0, enrollments = { GROUP } }
+    finally(function() emu:stop() end)
+    local caches = dir .. "/caches"
+    shell.succeeds("mkdir -m 700 " .. shell.quote(caches))
+    local concurrency = 16
+    shell.write(dir .. "/opts.json", require("cjson").encode{ id_scope = emu.id_scope, group_key = keys.GROUP_KEY,
+      endpoint = emu.endpoint, ca_file = emu.ca_file, cache_dir = caches, concurrency = concurrency, n = n }, "600")
+    local script = shell.write(dir .. "/batch.lua", "package.path = " .. string.format("%q", package.path)
+      .. "\npackage.cpath = " .. string.format("%q", package.cpath) .. "\n" .. child_script)
+    local lua = shell.interpreter()
+    local kill_at = math.random(math.floor(n * 0.1), math.floor(n * 0.9))
+    -- the batch in the background; killed as soon as kill_at caches exist
+    local killed = shell.run(string.format("%s %s %s >/dev/null 2>&1 & p=$!; "
+      .. "while [ $(ls %s | wc -l) -lt %d ] && kill -0 $p 2>/dev/null; do sleep 0.01; done; "
+      .. "kill -9 $p; wait $p 2>/dev/null; ls %s | wc -l",
+      shell.quote(lua), shell.quote(script), shell.quote(dir .. "/opts.json"), shell.quote(caches), kill_at,
+      shell.quote(caches)))
+    local cached = tonumber(killed:match("(%d+)%s*$"))
+    assert.is_true(cached >= kill_at and cached < n, "killed with " .. tostring(cached) .. " caches of " .. n)
+    local have = {}
+    for name in shell.run("ls " .. shell.quote(caches)):gmatch("([^\n]+)%.json") do have[name] = true end
+    local out, ok = shell.run(string.format("%s %s %s", shell.quote(lua), shell.quote(script),
+      shell.quote(dir .. "/opts.json")))
+    assert.is_true(ok, out)
+    local summary = require("cjson").decode(out:match("{.*}"))
+    assert.equal(n, summary.assigned)
+    assert.equal(cached, summary.from_cache)
+    -- registrations per device over both runs: one for each, and a second
+    -- one only for a device that had none cached (it was in flight at the kill)
+    local per, total, in_flight = {}, 0, 0
+    for _, e in ipairs(emu:log()) do
+      if e.event == "request" and e.kind == "register" then
+        per[e.registration_id] = (per[e.registration_id] or 0) + 1
+        total = total + 1
+      end
+    end
+    for i = 1, n do
+      local id = string.format("resume-%04d", i)
+      local count = per[id] or 0
+      if have[id] then
+        assert.equal(1, count, id .. " had a cache and registered again")
+      else
+        assert.is_true(count == 1 or count == 2, id .. ": " .. count .. " registrations")
+        if count == 2 then in_flight = in_flight + 1 end
+      end
+    end
+    assert.is_true(in_flight <= concurrency, in_flight .. " registrations in flight at the kill")
+    assert.equal(n + in_flight, total)
+    return n, cached, in_flight
+  end
+
+  it("registers only the devices without a cache: total = devices + those in flight at the kill", function()
+    local n, cached, in_flight = resume(200)
+    print(string.format("\n# kill -9: %d devices, %d cached at the kill, %d in flight", n, cached, in_flight))
+  end)
+
+  it("#soak 2,000 devices", function()
+    local n, cached, in_flight = resume(2000)
+    print(string.format("\n# kill -9: %d devices, %d cached at the kill, %d in flight", n, cached, in_flight))
+  end)
+end)

@@ -22,6 +22,10 @@
 -- * Each request is limited to `request_timeout`, and to the time left.
 -- * A clock offset one device learns (a 401 with the server's `Date`) signs
 --   the requests of the devices that start after it.
+-- * With `cache_dir`, each device keeps its assignment in
+--   `cache_dir/{registration ID}.json` (`dps.cache`: atomic, 0600, matched by
+--   identity): a batch started again after a crash takes the devices that
+--   finished from their caches, with no request, and registers only the rest.
 --
 -- `step` never blocks; `run` blocks until every device is over. Results come
 -- back per device: the registration state, or `nil, message, info` as
@@ -30,6 +34,7 @@
 local core = require "dps.core"
 local check = require "dps.check"
 local errors = require "dps.errors"
+local cache = require "dps.cache"
 local poll = require "dps.poll"
 local request = require "dps.request"
 local response = require "dps.response"
@@ -44,7 +49,7 @@ Batch.__index = Batch
 Batch.OPTIONS = check.extend(runtime.TRANSPORT, {
   id_scope = "string", group_key = "string", endpoint = "string", api_version = "string", token_ttl = "number",
   concurrency = "number", rate = "number", timeout = "number", device_timeout = "number",
-  on_result = "function", on_progress = "function", jitter = "function",
+  on_result = "function", on_progress = "function", jitter = "function", cache_dir = "string",
 })
 local ADD_OPTIONS = { payload = "table", symmetric_key = "string" }
 local RUN_OPTIONS = { on_result = "function", on_progress = "function" }
@@ -53,6 +58,9 @@ local DEFAULT_CONCURRENCY, DEFAULT_RATE, DEFAULT_TIMEOUT = 16, 1000, 300
 --- Default `max_body` of the batch's answers (bytes): DPS answers are a few KB,
 -- and a batch holds one per slot.
 Batch.DEFAULT_MAX_BODY = 64 * 1024
+-- Caches read in one step at most: a batch resumed with thousands of them
+-- still answers its event loop quickly.
+local CACHES_PER_STEP = 64
 local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
 -- Keys out of sight: device → its own key (from add), batch → the group key.
@@ -103,6 +111,7 @@ function Batch.options_problem(opts, who)
   for _, name in ipairs({ "rate", "timeout", "device_timeout", "token_ttl" }) do
     problem = problem or check.seconds(opts[name], name, true)
   end
+  problem = problem or (opts.cache_dir ~= nil and check.string(opts.cache_dir, "cache_dir"))
   if opts.api_version ~= nil and not opts.api_version:match("^[%w%.%-]+$") then
     problem = problem or ("api_version must look like " .. request.DPS_API_VERSION)
   end
@@ -137,6 +146,8 @@ function Batch.create(opts, rt)
     next_register = -math.huge,  -- pacing: no registration before this time
     hold_until = -math.huge,     -- a 429 holds every registration until this time
     clock_offset = 0,            -- the last offset a device learnt, for the devices that start after it
+    cache_dir = opts.cache_dir,
+    from_cache = 0,              -- devices that finished from their caches
   }, Batch)
   secrets[self] = opts.group_key
   local engine_opts = runtime.engine_options(opts)
@@ -154,6 +165,7 @@ end
 --   60), `request_timeout` (seconds for one request, default 30),
 --   `connect_timeout` (default 10), `ca_file`, `ca_path`, `proxy`,
 --   `user_agent`, `max_body` (bytes of one answer, default 64 KiB),
+--   `cache_dir` (a folder for one assignment cache per device: see above),
 --   `on_result`, `on_progress` (as `run`'s)
 -- @tparam[opt] table rt a runtime for specs and event loops (`dps.runtime`;
 --   its `transport` is an engine)
@@ -202,10 +214,12 @@ function Batch:add(id, opts)
   return self
 end
 
--- A device is over: record, count, tell.
+-- A device is over: record, count, tell. With a state, `message` is how it
+-- was provisioned (`{ source, … }`, as client:provision's).
 function Batch:_finish(dev, state, message, info)
   if dev.over then return end
-  dev.over, dev.state, dev.message, dev.info = true, state, message, info
+  dev.over, dev.state = true, state
+  if state then dev.how = message else dev.message, dev.info = message, info end
   if dev.builder then dev.builder:forget() end
   dev.builder, dev.machine, dev.body = nil, nil, nil
   secrets[dev] = nil
@@ -216,14 +230,40 @@ function Batch:_finish(dev, state, message, info)
 end
 
 -- A device starts: its builder (the key derived now, not at add) and machine.
+function Batch:_builder(dev)
+  if not dev.builder then
+    local key = secrets[dev] or core.derive_key(secrets[self], dev.id)
+    dev.builder = request.new{ id_scope = self.id_scope, registration_id = dev.id, endpoint = self.endpoint,
+      api_version = self.api_version, token_ttl = self.token_ttl, clock_offset = self.clock_offset,
+      key = key, credential = self.cache_dir and cache.key_fingerprint(key) }
+    secrets[dev] = nil
+  end
+  return dev.builder
+end
+
 function Batch:_start(dev, now)
-  local group_key = secrets[self]
-  dev.builder = request.new{ id_scope = self.id_scope, registration_id = dev.id, endpoint = self.endpoint,
-    api_version = self.api_version, token_ttl = self.token_ttl, clock_offset = self.clock_offset,
-    key = secrets[dev] or core.derive_key(group_key, dev.id) }
-  secrets[dev] = nil
+  self:_builder(dev)
   dev.machine = poll.new{ timeout = self.device_timeout, now = now, jitter = self.rt.jitter,
     clock_offset = self.clock_offset }
+end
+
+-- The device's assignment cache, when the batch keeps them.
+function Batch:_cache_path(dev)
+  return self.cache_dir and (self.cache_dir .. "/" .. dev.id .. ".json")
+end
+
+-- A device whose cache answers for it ends now, with no request.
+function Batch:_from_cache(dev)
+  local path = self:_cache_path(dev)
+  local old, ignored = cache.load(path, self:_builder(dev):identity())
+  dev.cache_ignored = ignored
+  if not old then
+    return false
+  end
+  self.from_cache = self.from_cache + 1
+  self:_finish(dev, old.state, { source = "cache", cache = path, written_at = old.written_at,
+    clock_offset = dev.builder.clock_offset, cache_written = false })
+  return true
 end
 
 -- When the next registration may go out: pacing and the 429 hold.
@@ -266,10 +306,27 @@ function Batch:_answer(dev, result, meta, info)
   if act.action == "wait" then
     dev.due = act.at
     heap_push(self.heap, dev)
+  elseif act.action == "done" then
+    self.clock_offset = act.clock_offset
+    self:_finish(dev, act.state, self:_keep(dev, act))
   else
-    if act.action == "done" then self.clock_offset = act.clock_offset end
-    self:_finish(dev, act.state, act.message, act.info)
+    act.info.cache_ignored = dev.cache_ignored
+    self:_finish(dev, nil, act.message, act.info)
   end
+end
+
+-- How a device that the service assigned was provisioned; its cache
+-- written when the batch keeps them.
+function Batch:_keep(dev, act)
+  local how = { source = "service", result = act.result, clock_offset = act.clock_offset,
+    cache = self:_cache_path(dev), cache_ignored = dev.cache_ignored, cache_written = false }
+  if how.cache then
+    local status, problem = cache.store(how.cache, dev.builder:identity(), act.state,
+      self.rt.now() + act.clock_offset)
+    how.cache_written = status == "written"
+    how.cache_error = problem
+  end
+  return how
 end
 
 -- Finished transfers: taken from the engine, read, answered.
@@ -323,13 +380,25 @@ function Batch:_schedule(now)
   end
   self.ready = waiting
   local devices = self.devices
+  if self.cache_dir then
+    -- devices whose caches answer take no slot and no place in the pace
+    local checked = 0
+    while devices[self.queue_head] and not devices[self.queue_head].cache_checked and checked < CACHES_PER_STEP do
+      local dev = devices[self.queue_head]
+      dev.cache_checked, checked = true, checked + 1
+      if not self:_from_cache(dev) then break end
+      self.queue_head = self.queue_head + 1
+    end
+  end
   if devices[self.queue_head] and self:_register_at() >= self.deadline then
     while devices[self.queue_head] do -- none of them can start in time
       self.queue_head = self.queue_head + 1
       self:_cannot_register(devices[self.queue_head - 1], self.deadline)
     end
   end
-  while self.free > 0 and devices[self.queue_head] and now >= self:_register_at() do
+  -- (with caches, a device starts once its cache was found wanting)
+  while self.free > 0 and devices[self.queue_head] and now >= self:_register_at()
+    and (not self.cache_dir or devices[self.queue_head].cache_checked) do
     local dev = devices[self.queue_head]
     self.queue_head = self.queue_head + 1
     self:_start(dev, now)
@@ -354,6 +423,10 @@ end
 
 -- When the batch next wants a step, as seconds from now.
 function Batch:_wait(now, engine_wait)
+  local head = self.devices[self.queue_head]
+  if self.cache_dir and head and not head.cache_checked then
+    return 0 -- more caches to read
+  end
   local at = self.deadline
   if self.heap[1] then at = math.min(at, self.heap[1].due) end
   if self.free > 0 and (#self.ready > 0 or self.devices[self.queue_head]) then
@@ -400,9 +473,11 @@ function Batch:done()
 end
 
 --- Provision every device added, blocking.
--- @tparam[opt] table opts `on_result(id, state, message, info)` as each device
---   ends; `on_progress(done, total)`
--- @treturn table `{ total, assigned, failed, seconds, requests, connects }`
+-- @tparam[opt] table opts `on_result(id, state, how)` (assigned) or
+--   `on_result(id, nil, message, info)` (failed) as each device ends;
+--   `on_progress(done, total)`
+-- @treturn table `{ total, assigned, failed, from_cache (assigned from their
+--   caches, with no request), seconds, requests, connects }`
 function Batch:run(opts)
   opts = opts or {}
   local problem = check.options(opts, RUN_OPTIONS, "batch:run") or closed_problem(self, "run")
@@ -418,26 +493,29 @@ function Batch:run(opts)
   end
   local stats = self.engine:stats()
   return { total = #self.devices, assigned = self.assigned, failed = self.finished - self.assigned,
-    seconds = self.rt.monotime() - t0, requests = stats.requests, connects = stats.connects }
+    from_cache = self.from_cache, seconds = self.rt.monotime() - t0, requests = stats.requests,
+    connects = stats.connects }
 end
 
 --- Results so far, in the order of `add`: a list of tables, each
--- `{ id = …, state = registration state }` for an assigned device or
--- `{ id = …, message = …, info = … }` for one that failed (devices still
--- running are left out).
+-- `{ id = …, state = registration state, how = … }` for an assigned device
+-- (`how` as `result`'s) or `{ id = …, message = …, info = … }` for one that
+-- failed (devices still running are left out).
 -- @treturn table
 function Batch:results()
   local out = {}
   for _, dev in ipairs(self.devices) do
     if dev.over then
-      out[#out + 1] = { id = dev.id, state = dev.state, message = dev.message, info = dev.info }
+      out[#out + 1] = { id = dev.id, state = dev.state, how = dev.how, message = dev.message, info = dev.info }
     end
   end
   return out
 end
 
---- One device's result: its registration state, or `nil, message, info`;
--- while it still runs, `nil, message, { kind = "pending" }`.
+--- One device's result: its registration state and how it was provisioned
+-- (`{ source = "cache" | "service", cache, cache_written, cache_error, … }`,
+-- as `client:provision`'s), or `nil, message, info`; while it still runs,
+-- `nil, message, { kind = "pending" }`.
 -- @tparam string id a registration ID given to `add`
 -- @raise on an ID that was never added
 function Batch:result(id)
@@ -447,7 +525,7 @@ function Batch:result(id)
   elseif not dev.over then
     return nil, dev.id .. ": still provisioning", { kind = "pending", retryable = true }
   elseif dev.state then
-    return dev.state
+    return dev.state, dev.how
   end
   return nil, dev.message, dev.info
 end

@@ -36,7 +36,7 @@ args.COMMANDS = {
   ["derive-key"] = { flags = { "registration-id", "group-key-file" }, required = { "registration-id" },
     sources = { group = true } },
   ["provision-batch"] = { flags = { "id-scope", "group-key-file", "ids", "concurrency", "rate", "endpoint",
-    "ca-file", "ca-path", "proxy", "api-version", "timeout", "request-timeout", "verbose" },
+    "ca-file", "ca-path", "proxy", "api-version", "timeout", "request-timeout", "cache-dir", "verbose" },
     required = { "id-scope", "ids" },
     sources = { group = true } },
   -- the hub (dps.cli.hub): DATA is the one argument that is not an option

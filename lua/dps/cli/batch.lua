@@ -2,6 +2,7 @@
 -- (`dps.batch`), one JSON line per device on stdout as each ends.
 --
 --    dps provision-batch --id-scope S --group-key-file F --ids FILE [--concurrency N] [--rate N]
+--                        [--cache-dir DIR]
 --
 -- FILE: one registration ID per line, optionally a tab and a JSON object
 -- (the payload); blank lines and lines starting with `#` are skipped. Exit 0
@@ -70,12 +71,20 @@ return function(opts, source, term)
       .. "or set DPS_GROUP_KEY")
   end
   local devices = read_ids(args.required(opts, "ids"))
+  local cache_dir = opts["cache-dir"]
+  if cache_dir then
+    local facts, problem = core.stat(cache_dir)
+    if not facts or facts.type ~= "directory" then
+      output.fail("config", "--cache-dir " .. (facts and (cache_dir .. ": not a directory") or tostring(problem)))
+    end
+  end
   local ok, b = pcall(dps.batch, {
     id_scope = args.required(opts, "id-scope"), group_key = source.key,
     endpoint = opts.endpoint, ca_file = opts["ca-file"], ca_path = opts["ca-path"], proxy = opts.proxy,
     api_version = opts["api-version"], timeout = args.positive_number(opts, "timeout"),
     request_timeout = args.positive_number(opts, "request-timeout"),
     concurrency = integer(opts, "concurrency", 16), rate = integer(opts, "rate", 1000),
+    cache_dir = cache_dir,
   })
   if not ok then usage_error(output.in_flags(b)) end
   for _, d in ipairs(devices) do
@@ -90,8 +99,10 @@ return function(opts, source, term)
   local summary = b:run{
     on_result = function(id, state, message, info)
       if state then
+        local how = message -- an assigned device's third value: how it was provisioned
         term.out(encode({ registrationId = id, status = "assigned", assignedHub = state.assignedHub,
-          deviceId = state.deviceId }) .. "\n")
+          deviceId = state.deviceId, source = how.source }) .. "\n")
+        if how.cache_error then term.err(id .. ": the assignment cache was not written: " .. how.cache_error) end
       else
         failures = failures + 1
         worst = worst or info.kind
@@ -107,8 +118,9 @@ return function(opts, source, term)
     end,
   }
   b:close()
-  term.say(string.format("%d assigned, %d failed in %.1f s; %d requests on %d TLS connections", summary.assigned,
-    summary.failed, summary.seconds, summary.requests, summary.connects))
+  term.say(string.format("%d assigned (%d from their caches), %d failed in %.1f s; %d requests on %d TLS "
+    .. "connections", summary.assigned, summary.from_cache, summary.failed, summary.seconds, summary.requests,
+    summary.connects))
   if summary.failed > 0 then return output.exit_code(worst) end
   return EXIT.ok
 end

@@ -82,6 +82,9 @@ help.COMMANDS = {
     .. "it ends. Exit status 0 only when every device was assigned.\n\n"
     .. "  --concurrency N         requests in flight (default 16)\n"
     .. "  --rate N                registrations per minute (default 1000)\n"
+    .. "  --cache-dir DIR         keep each device's assignment in DIR/ID.json; run\n"
+    .. "                          again (after a crash), the devices found there are\n"
+    .. "                          done with no request, and only the rest register\n"
     .. timeouts("(the whole batch; default 300)")
     .. "  --endpoint, --ca-file, --ca-path, --proxy, --api-version, --verbose as for provision\n",
   provision = "usage: dps provision --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
