@@ -141,9 +141,10 @@ dps.start_provision = Batch.start
 -- (`dps.hub`), which provisions again, once per call, when the hub refuses
 -- the device (401 with a correct clock, 403, 404): see `dps.hub`. Blocks
 -- while it provisions.
--- @tparam table opts the options of `dps.provision` (including `cache`),
---   plus `hub_endpoint` (where the hub client connects instead of the
---   assigned hub: an emulator, a proxy). `timeout` limits provisioning and
+-- @tparam table opts the options of `dps.provision` (including `cache` and
+--   `certificate`: with it, the hub client talks to the hub by mutual TLS
+--   with the certificate the device earned), plus `hub_endpoint` (where the
+--   hub client connects instead of the assigned hub: an emulator, a proxy). `timeout` limits provisioning and
 --   each hub call (default 60 s and 30 s); `hub_timeout` (deprecated) sets
 --   the hub calls' limit alone.
 -- @tparam[opt] table rt a runtime for specs (`dps.runtime`; `transport` is

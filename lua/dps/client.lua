@@ -19,6 +19,7 @@ local response = require "dps.response"
 local retry = require "dps.retry"
 local runtime = require "dps.runtime"
 local cache = require "dps.cache"
+local certificate = require "dps.certificate"
 
 local Client = {}
 Client.__index = Client
@@ -218,9 +219,9 @@ end
 
 -- One request of a machine's `send`: signed at the act's clock offset,
 -- limited to the time the act leaves and to request_timeout.
-function Client:_send(act, step, operation_id, body)
+function Client:_send(act, step, operation_id, body, api_version)
   self.builder:set_clock_offset(act.clock_offset)
-  local req = self.builder:dps_request(step, self.rt.now(), operation_id, body)
+  local req = self.builder:dps_request(step, self.rt.now(), operation_id, body, api_version)
   return runtime.exchange(self.rt, req, math.min(act.timeout, self.request_timeout), response.interpret)
 end
 
@@ -277,7 +278,8 @@ end
 
 --- Option names and types of `client:provision`.
 -- @local
-Client.PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean" }
+Client.PROVISION_OPTIONS = { payload = "table", timeout = "number", cache = "string", force = "boolean",
+  certificate = "table" }
 
 --- The misuse in `client:provision`'s options, or nil.
 -- @local
@@ -285,18 +287,19 @@ function Client.provision_problem(opts)
   local problem = check.options(opts, Client.PROVISION_OPTIONS, "provision")
     or check.seconds(opts.timeout, "timeout", true)
     or (opts.cache ~= nil and check.string(opts.cache, "cache"))
+    or (opts.certificate ~= nil and certificate.problem(opts.certificate))
   if problem then return problem end
   local _, bad = request.body("x", opts.payload)
   return bad
 end
 
 -- Register and poll until the service decides (the dps.poll machine).
-function Client:_provision_at_service(body, timeout)
+function Client:_provision_at_service(body, timeout, api_version)
   local rt = self.rt
   local machine = poll.new{ timeout = timeout, now = rt.monotime(), jitter = rt.jitter,
     clock_offset = self.builder.clock_offset }
   local act = runtime.drive(rt, machine, function(a)
-    return self:_send(a, a.step, a.operation_id, a.step == "register" and body or nil)
+    return self:_send(a, a.step, a.operation_id, a.step == "register" and body or nil, api_version)
   end)
   if act.action == "done" then
     self.builder:set_clock_offset(act.clock_offset)
@@ -310,31 +313,53 @@ end
 -- @local
 function Client:run_provision(opts)
   local timeout = opts.timeout or self.timeout or Client.DEFAULT_TIMEOUT
-  local body = request.body(self.registration_id, opts.payload)
+  local cert_opts = opts.certificate
+  -- with certificate issuance: what the folder holds, and whether it is due
+  local held, due
+  if cert_opts then
+    held, due = certificate.usable(cert_opts, self.registration_id, self.rt.now() + self.builder.clock_offset)
+  end
   local identity = self:identity()
   local old, ignored
   if opts.cache then
     old, ignored = cache.load(opts.cache, identity)
-    if old and not opts.force then
+    if old and not opts.force and not due then
       return old.state, { source = "cache", cache = opts.cache, written_at = old.written_at,
-        clock_offset = self.builder.clock_offset, cache_written = false, hold = old.hold }
+        clock_offset = self.builder.clock_offset, cache_written = false, hold = old.hold,
+        certificate = held and certificate.facts(held, false) }
     end
   end
-  local act, message, info = self:_provision_at_service(body, timeout)
+  local pending, message, info
+  if due then
+    pending, message, info = certificate.request(cert_opts, self.registration_id)
+    if not pending then return nil, message, info end
+  end
+  local body = request.body(self.registration_id, opts.payload, pending and pending.csr)
+  local act
+  act, message, info = self:_provision_at_service(body, timeout,
+    pending and (cert_opts.api_version or certificate.API_VERSION))
   if not act then
     info.cache_ignored = ignored
     return nil, message, info
   end
-  local offset = self.builder.clock_offset
+  local state, offset = act.state, self.builder.clock_offset
   local result = { source = "service", result = act.result, clock_offset = offset,
-    cache = opts.cache, cache_ignored = ignored, cache_written = false }
+    cache = opts.cache, cache_ignored = ignored, cache_written = false,
+    certificate = held and certificate.facts(held, false) }
+  if pending then
+    local facts
+    facts, message, info = certificate.keep(cert_opts, pending, state.issuedCertificateChain, self.registration_id)
+    if not facts then return nil, message, info end
+    result.certificate = facts
+    state = certificate.without_chain(state) -- the chain is in the folder, not in the cache
+  end
   if opts.cache then
-    local status, problem = cache.store(opts.cache, identity, act.state, self.rt.now() + offset, old,
+    local status, problem = cache.store(opts.cache, identity, state, self.rt.now() + offset, old,
       old and old.hold)
     result.cache_written = status == "written"
     result.cache_error = problem
   end
-  return act.state, result
+  return state, result
 end
 
 --- Provision the device, blocking: from the assignment cache when one is
@@ -354,17 +379,26 @@ end
 -- When the service answers 401 and its `Date` shows the local clock off by
 -- more than a minute, the request is signed again with the server's time
 -- (once); the client keeps that offset (`dps.clock`).
+-- With `certificate = { dir = DIR, curve = "P-384", renew_at = 0.8 }`
+-- (DPS certificate issuance, a preview feature of the service): when DIR
+-- holds no usable certificate for this device, or the one there is past
+-- `renew_at` of its validity, or expired, a new EC key and its CSR go with
+-- the registration (api-version `2025-07-01-preview`), and the chain the
+-- service issues is kept in `DIR/cert.pem` with the key in `DIR/key.pem`
+-- (`dps.certificate`); with a valid certificate and a matching cache,
+-- nothing is sent.
 -- @tparam[opt] table opts `payload` (table), `timeout` (overall seconds,
 --   default the client's `timeout`, else 60), `cache` (path of the
 --   assignment cache), `force` (boolean: do not answer from the cache;
 --   register, and write the cache unless it already holds the same
---   assignment)
+--   assignment), `certificate` (see above)
 -- @treturn table the assigned `registrationState` (`assignedHub`, `deviceId`, …)
 -- @treturn table where it came from: `{ source = "cache" | "service",
 --   result = the final RegistrationOperationStatus (service), written_at =
 --   the cache's ISO time (cache), clock_offset = seconds (0 unless a 401
 --   showed the clock wrong), cache = path, cache_ignored = why a cache file
---   there was not used, cache_written = boolean, cache_error = message }`
+--   there was not used, cache_written = boolean, cache_error = message,
+--   certificate = { cert_file, key_file, not_after, serial, issued } }`
 -- @return or nil, message, info (`info.kind` `timeout` when the deadline
 --   passed; `info.cache_ignored` as above; `info.clock_offset` when not 0)
 function Client:provision(opts)

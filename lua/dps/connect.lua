@@ -16,9 +16,9 @@ local connect = {}
 -- `client:provision`'s, plus `hub_endpoint` and `hub_timeout` (deprecated:
 -- `timeout` is the limit of every call).
 connect.OPTIONS = check.extend(Client.OPTIONS, { payload = "table", cache = "string", force = "boolean",
-  hub_endpoint = "string", hub_timeout = "number" })
+  certificate = "table", hub_endpoint = "string", hub_timeout = "number" })
 
-local PROVISION = { payload = true, cache = true, force = true, timeout = true }
+local PROVISION = { payload = true, cache = true, force = true, timeout = true, certificate = true }
 
 -- The options of dps.new and of client:provision in `opts`.
 local function split(opts)
@@ -78,6 +78,10 @@ function connect.connect(opts, rt)
     token_ttl = opts.token_ttl, max_body = opts.max_body,
     timeout = opts.hub_timeout or opts.timeout, clock_offset = result.clock_offset,
   }
+  if result.certificate then -- the hub by mutual TLS with the certificate the device earned
+    for _, name in ipairs({ "symmetric_key", "group_key", "cert", "key", "key_password" }) do hub_opts[name] = nil end
+    hub_opts.cert_file, hub_opts.key_file = result.certificate.cert_file, result.certificate.key_file
+  end
   return Hub.create(hub_opts, rt and { now = rt.now, monotime = rt.monotime, sleep = rt.sleep, jitter = rt.jitter,
     transport = rt.hub_transport }, connect.link{
     client = client, provisioned = result, hold = result.hold,

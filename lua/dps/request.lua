@@ -88,10 +88,12 @@ function request.device_key(opts, registration_id)
 end
 
 --- The JSON body of a register or status lookup: `registrationId`, and
--- `payload` when given. Returns the text, or nil and a problem (a payload
--- that is no JSON object, or a request over the service's 96 KB).
-function request.body(registration_id, payload)
-  local doc = { registrationId = registration_id }
+-- `payload` when given (and a register's `csr`: base64 DER of a PKCS#10
+-- request, for certificate issuance). Returns the text, or nil and a
+-- problem (a payload that is no JSON object, or a request over the
+-- service's 96 KB).
+function request.body(registration_id, payload, csr)
+  local doc = { registrationId = registration_id, csr = csr }
   if payload ~= nil then
     if type(payload) ~= "table" then
       return nil, "payload must be a table (sent as a JSON object), got " .. type(payload)
@@ -212,8 +214,9 @@ local DPS_ROUTES = {
 -- @tparam number wall the local wall clock (`runtime.now()`), without offset
 -- @tparam[opt] string operation_id for `operation_status`
 -- @tparam[opt] string body for `register` and `registration_status` (`request.body`)
+-- @tparam[opt] string api_version instead of the builder's (a register with a CSR and its polls)
 -- @treturn table `{ step, method, url, headers, body }`
-function Builder:dps_request(step, wall, operation_id, body)
+function Builder:dps_request(step, wall, operation_id, body, api_version)
   local route = DPS_ROUTES[step]
   local path = route[2] .. (step == "operation_status" and core.url_encode(operation_id) or "")
   local resource = self.id_scope .. "/registrations/" .. self.registration_id
@@ -227,7 +230,7 @@ function Builder:dps_request(step, wall, operation_id, body)
   -- every part was checked to hold only characters safe in a URL
   return { step = step, method = route[1], body = body, headers = headers,
     url = string.format("%s/%s/registrations/%s%s?api-version=%s", self.endpoint, self.id_scope,
-      self.registration_id, path, self.api_version) }
+      self.registration_id, path, api_version or self.api_version) }
 end
 
 --- A hub request, signed at wall-clock `wall` plus the clock offset. The
