@@ -47,13 +47,13 @@ fi
 # router: x86_64 here, and mipsel when the cross tools are there
 # (tools/install-deps.sh cross), both as MIPS32 and as MIPS16e, which is
 # how OpenWrt builds packages for its 24Kc targets (CONFIG_USE_MIPS16).
-# Targets, held by tools/size-gate.sh: core.so for MIPS32 at most 52 KiB,
+# Targets, held by tools/size-gate.sh: core.so for MIPS32 at most 64 KiB,
 # the OpenWrt package (that core.so and the Lua files, tar | xz -9e) at most
 # 64 KiB.  Beside the file size, the bytes the loader maps
 # (allocated sections): on x86_64 the rest of the file is page padding
 # (-z separate-code and RELRO align segments to 4 KiB), zeros that cost
 # no RAM and next to no flash in a compressed image.
-echo "== footprint (targets: core.so mipsel MIPS32 <= 52 KiB = 53248 B, OpenWrt package tar | xz -9e <= 64 KiB = 65536 B)"
+echo "== footprint (targets: core.so mipsel MIPS32 <= 64 KiB = 65536 B, OpenWrt package tar | xz -9e <= 64 KiB = 65536 B)"
 loaded() { "$1" -A "$2" | awk '$1 ~ /^\./ && $1 != ".comment" && $1 != ".bss" && $1 != ".pdr" && $1 !~ /^\.(gnu\.attributes|mdebug)/ { s += $2 } END { print s }'; }
 make --no-print-directory -s -B core OUT=build/bench/x86_64 LUA_VERSION=5.1 CFLAGS=-Os >/dev/null
 strip --strip-unneeded build/bench/x86_64/dps/core.so

@@ -2,7 +2,9 @@
 # tools/size-gate.sh: holds the footprint on a router to its limits.
 #   core.so   dps.core for MIPS32 (mipsel, Lua 5.1, -Os with the Makefile's
 #             defaults, stripped), built as bench/run.sh builds it:
-#             at most 52 KiB = 53248 B
+#             at most 64 KiB = 65536 B (52 KiB until certificate issuance
+#             came: EC keys, CSRs and certificate facts on two backends,
+#             about 12 KB of MIPS32; the gate catches what grows unasked)
 #   package   the files of the OpenWrt package lua-azure-dps: that core.so and
 #             the Lua files as `make install LUA_STRIP=...` writes them (as
 #             bench/run.sh's "Lua files on a router"), tarred and xz -9e
@@ -17,7 +19,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
-CORE_LIMIT=53248
+CORE_LIMIT=65536
 PACKAGE_LIMIT=65536
 CC=mipsel-linux-gnu-gcc
 OUT=build/size-gate
