@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -102,27 +103,85 @@ static const char *split_path(const char *path, char dir[FS_MAX_PATH + 1])
 }
 
 /*
- * Removes the temporary files an interrupted write_atomic of the same path
- * left behind: ".name.XXXXXX" in the folder.  A writer that is still busy
- * loses its temporary file and fails at rename; the target is never touched.
+ * Locks: every writer holds flock(LOCK_EX) on its own temporary file from
+ * just after creating it until after the rename, so a temporary that nobody
+ * holds is stale (its writer died: the kernel drops the lock with the
+ * process) and one that somebody holds is a live write, left alone.
+ * flock, not fcntl: a POSIX lock is dropped when the process closes any
+ * descriptor of the file, which a library cannot promise; flock belongs to
+ * the open file description.  No lock file: nothing stays beside the target,
+ * and a temporary's mode (0600) keeps other users from holding its lock.
+ * On a file system without flock (NFS, some FUSE) nothing is locked and
+ * nothing is reaped: no writer loses its temporary.
+ */
+
+/* Whether n is one of mkstemp's temporaries of base: ".base.XXXXXX", the
+ * last six letters or digits (so that no ".base.lock"-like name matches). */
+static int is_temporary(const char *n, const char *base, size_t blen)
+{
+    return n[0] == '.' && strncmp(n + 1, base, blen) == 0 && n[1 + blen] == '.'
+        && strlen(n) == blen + 2 + FS_TMP_SUFFIX_LEN
+        && strspn(n + blen + 2, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == FS_TMP_SUFFIX_LEN;
+}
+
+/*
+ * Removes the stale temporary files of "dir/base" (writes that were killed):
+ * those whose lock can be taken, and that still have that name once it is
+ * taken.  One that cannot be opened (a symbolic link, another user's) is
+ * left; open never blocks (O_NONBLOCK: a FIFO planted under that name).
  */
 static void remove_stale(const char *dir, const char *base)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
+    struct stat held, named;
     size_t blen = strlen(base);
     char victim[FS_MAX_PATH + 64];
+    int fd;
 
     if (d == NULL)
         return;
     while ((e = readdir(d)) != NULL) {
-        const char *n = e->d_name;
-        if (n[0] == '.' && strncmp(n + 1, base, blen) == 0 && n[1 + blen] == '.'
-            && strlen(n) == blen + 2 + FS_TMP_SUFFIX_LEN
-            && snprintf(victim, sizeof victim, "%s/%s", dir, n) < (int)sizeof victim)
+        if (!is_temporary(e->d_name, base, blen)
+            || snprintf(victim, sizeof victim, "%s/%s", dir, e->d_name) >= (int)sizeof victim)
+            continue;
+        fd = open(victim, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && lstat(victim, &named) == 0
+            && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
             (void)unlink(victim);
+        (void)close(fd); /* drops the lock */
     }
     closedir(d);
+}
+
+/*
+ * Creates tmp (mkstemp's template, rewritten) and takes its lock.  A
+ * stale-temporary sweep of another writer may take the lock first, in the
+ * instant between mkstemp and flock, and remove the file: then the file
+ * has no name left (st_nlink 0) and a new one is made.  Returns the
+ * descriptor, or -1 with errno set.
+ */
+static int create_locked(char *tmp, size_t tlen)
+{
+    struct stat st;
+    int fd, tries;
+
+    for (tries = 0; tries < 5; tries++) {
+        memcpy(tmp + tlen - FS_TMP_SUFFIX_LEN, "XXXXXX", FS_TMP_SUFFIX_LEN);
+        fd = mkstemp(tmp); /* 0600 */
+        if (fd < 0)
+            return -1;
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* the only descriptor flag there is */
+        while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
+            ;
+        if (fstat(fd, &st) != 0 || st.st_nlink > 0)
+            return fd; /* held, or a file system without locks (no sweep either) */
+        (void)close(fd);
+    }
+    errno = EAGAIN;
+    return -1;
 }
 
 static int write_all(int fd, const char *data, size_t len)
@@ -153,8 +212,11 @@ static int fs_failure(lua_State *L, const char *what, const char *path, int err)
  * Replace a file's contents atomically and durably: a temporary file
  * (mode 0600) in the same folder, `fsync`, `rename` onto `path`, `fsync` of
  * the folder. A power cut or `kill -9` at any instant leaves the old file or
- * the new one, never a mix. Temporary files that an interrupted write of the
- * same path left behind (`.NAME.XXXXXX` beside it) are removed first.
+ * the new one, never a mix. Each write holds an exclusive `flock` on its
+ * temporary file (`.NAME.XXXXXX` beside `path`) until it is renamed, so
+ * writers in several processes never disturb each other (the last rename
+ * wins, whole); temporary files nobody holds are left by writes that were
+ * killed, and are removed first.
  * The new file is mode 0600 whatever the old one was.
  * @function write_atomic
  * @tparam string path
@@ -172,7 +234,7 @@ static int fs_write_atomic(lua_State *L)
     const char *path, *data, *base, *failed = "cannot write a temporary file beside";
     char dir[FS_MAX_PATH + 1];
     char tmp[FS_MAX_PATH + 16];
-    int fd, err;
+    int fd, err, tlen;
 
     path = check_path(L, "write_atomic", &len);
     if (lua_type(L, 2) != LUA_TSTRING)
@@ -183,24 +245,22 @@ static int fs_write_atomic(lua_State *L)
     if (len > FS_MAX_PATH)
         return luaL_error(L, "dps.core.write_atomic: path is longer than %d bytes", FS_MAX_PATH);
     base = split_path(path, dir);
-    snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base); /* fits: FS_MAX_PATH + 10 at most */
+    tlen = snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base); /* fits: FS_MAX_PATH + 10 at most */
 
     remove_stale(dir, base);
-    fd = mkstemp(tmp); /* 0600 */
+    fd = create_locked(tmp, (size_t)tlen);
     if (fd < 0)
         return fs_failure(L, "cannot create a temporary file beside", path, errno);
-    (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* the only descriptor flag there is */
     err = fchmod(fd, 0600) == 0 && write_all(fd, data, dlen) == 0 && fsync(fd) == 0 ? 0 : errno;
-    if (close(fd) != 0 && err == 0)
-        err = errno;
     if (err == 0 && rename(tmp, path) != 0) {
         err = errno;
         failed = "cannot rename a temporary file onto";
     }
-    if (err != 0) {
-        (void)unlink(tmp);
+    if (err != 0)
+        (void)unlink(tmp); /* still locked: no sweep can have taken the name */
+    (void)close(fd); /* after the rename: drops the lock; the data is synced */
+    if (err != 0)
         return fs_failure(L, failed, path, err);
-    }
     /* the rename itself must reach the disk: fsync the folder */
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {

@@ -27,7 +27,7 @@ liblua5.1-0-dev liblua5.3-dev liblua5.4-dev libluajit-5.1-dev"
 DEMO="ca-certificates openssl lua5.4 lua-cjson
 luajit lua-http lua-cqueues lua-luaossl lua-posix"
 TEST="lua5.1 lua5.3 lua-busted lua-check luarocks lua-ldoc
-valgrind clang libclang-rt-14-dev curl zip unzip faketime"
+valgrind clang libclang-rt-14-dev curl zip unzip faketime strace"
 CROSS_ARCHS="arm64 armhf mipsel"
 CROSS="lua-busted file xz-utils qemu-user-static
 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
