@@ -1,12 +1,15 @@
 -- dps.core.stat: a file's permission bits, type, size and owner, from C
 -- (no `ls` to shell out to); a missing file is a `config` failure.
+-- dps.core.read_private: a file only this user can have written, or why not.
 -- dps.core.write_atomic beside other writers (issue 22, item 6): each holds
 -- a lock on its own temporary file, only temporaries nobody holds are
 -- removed, and a syscall trace shows the fsyncs around the rename.
 local core = require "dps.core"
 local shell = require "spec.support.shell"
+local child = require "spec.support.child"
 
 local q = shell.quote
+local ROOT = shell.run("id -u"):match("^0%s") ~= nil
 
 describe("dps.core.stat", function()
   local dir
@@ -54,6 +57,78 @@ describe("dps.core.stat", function()
     assert.error_matches(function() core.stat({}) end, "path must be a string, got table")
     assert.error_matches(function() core.stat("") end, "must not be empty")
     assert.error_matches(function() core.stat(dir .. "/a\0b") end, "NUL")
+  end)
+end)
+
+describe("dps.core.read_private", function()
+  local dir
+  setup(function() dir = shell.tmpdir() end)
+  teardown(function() if dir then shell.succeeds("rm -rf " .. q(dir)) end end)
+
+  -- read_private(path, max) as {text, reason, info}
+  local function read(name, max)
+    return { core.read_private(dir .. "/" .. name, max or 100) }
+  end
+
+  it("reads a regular file of this user's with no bits for group or others", function()
+    shell.write(dir .. "/mine", "hello\0world", "600")
+    shell.write(dir .. "/read-only", "r", "400")
+    shell.write(dir .. "/empty", "", "600")
+    assert.are.same({ "hello\0world" }, read("mine"))
+    assert.are.same({ "r" }, read("read-only"))
+    assert.are.same({ "" }, read("empty"))
+    assert.are.same({ "hello\0world" }, read("mine", 11)) -- exactly max_bytes
+  end)
+
+  it("refuses, in plain words and as kind config, what another user could have written", function()
+    shell.write(dir .. "/good", "x", "600")
+    shell.succeeds("ln -s good " .. q(dir .. "/link") .. " && mkdir " .. q(dir .. "/dir"))
+    for mode, words in pairs({ ["644"] = "readable or writable by group or others (mode 0644)",
+      ["660"] = "readable or writable by group or others (mode 0660)",
+      ["602"] = "readable or writable by group or others (mode 0602)",
+      ["610"] = "executable by group or others (mode 0610)" }) do
+      shell.write(dir .. "/m" .. mode, "x", mode)
+      assert.are.same({ nil, words, { kind = "config", missing = false } }, read("m" .. mode))
+    end
+    assert.are.same({ nil, "a symbolic link", { kind = "config", missing = false } }, read("link"))
+    assert.are.same({ nil, "not a regular file (a directory)", { kind = "config", missing = false } }, read("dir"))
+    assert.are.same({ nil, "larger than 0 bytes", { kind = "config", missing = false } }, read("good", 0))
+    shell.write(dir .. "/big", string.rep("b", 101), "600")
+    assert.are.same({ nil, "larger than 100 bytes", { kind = "config", missing = false } }, read("big"))
+    assert.are.same({ nil, "No such file or directory", { kind = "config", missing = true } }, read("missing"))
+    assert.are.same({ nil, "No such file or directory", { kind = "config", missing = true } }, read("no/such"))
+    assert.are.same({ nil, "Not a directory", { kind = "config", missing = false } }, read("good/below"))
+    if ROOT then -- another user's file, even for root
+      shell.write(dir .. "/nobody", "x", "600")
+      assert(shell.succeeds("chown 65534 " .. q(dir .. "/nobody")))
+      assert.are.same({ nil, "owned by uid 65534, not this user (0)", { kind = "config", missing = false } },
+        read("nobody"))
+    end
+  end)
+
+  it("refuses a FIFO at once, without waiting for a writer", function()
+    assert(shell.succeeds("mkfifo " .. q(dir .. "/fifo")))
+    -- first in a child with a time limit: a read that blocks fails this
+    -- spec instead of hanging the suite
+    local out, ok = child.run(dir, string.format("print((select(2, require('dps.core').read_private(%q, 100))))",
+      dir .. "/fifo"), { prefix = "timeout 10" })
+    assert.is_true(ok, out)
+    assert.are.equal("not a regular file (a FIFO)\n", out)
+    assert.are.same({ nil, "not a regular file (a FIFO)", { kind = "config", missing = false } }, read("fifo"))
+  end)
+
+  it("raises for misuse, naming the function", function()
+    local path = shell.write(dir .. "/f", "x", "600")
+    for _, bad in ipairs({ { nil, 1, "path must be a string, got nil" }, { "", 1, "must not be empty" },
+      { "a\0b", 1, "NUL" }, { path, nil, "max_bytes must be a whole number from 0 to 16777216, got nil" },
+      { path, "10", "got string" }, { path, -1, "got %-1" }, { path, 1.5, "got 1.5" },
+      { path, 16777217, "got 16777217" } }) do
+      local ok, err = pcall(core.read_private, bad[1], bad[2])
+      assert.is_false(ok)
+      assert.matches("dps.core.read_private: ", err)
+      assert.matches(bad[3], err)
+    end
+    assert.are.same({ "x" }, { core.read_private(path, 16777216) })
   end)
 end)
 

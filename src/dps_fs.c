@@ -1,7 +1,7 @@
 /***
  * The file system: what the library and the `dps` command need to know
- * about local files (a key file's mode), and atomic writes (the assignment
- * cache).
+ * about local files (a key file's mode), private reads and atomic writes
+ * (the assignment cache).
  * @module dps.core
  */
 /*
@@ -274,10 +274,96 @@ static int fs_write_atomic(lua_State *L)
     return 1;
 }
 
+/* Largest max_bytes read_private takes (it reserves that much at once). */
+#define FS_READ_LIMIT 16777216
+
+/* A file's type in words, for one that is not a regular file. */
+static const char *type_name(mode_t mode)
+{
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket"
+        : S_ISCHR(mode) ? "a character device" : S_ISBLK(mode) ? "a block device" : "of another type";
+}
+
+/***
+ * The contents of a file only this user can have written: opened without
+ * following a symbolic link and without blocking (a FIFO), then checked on
+ * the open descriptor (`fstat`), so that nothing swapped in after a check
+ * is read. The file must be a regular file, owned by the effective user
+ * (root's files for root: another user's file is refused even for root),
+ * with no permission bits for group or others (`0600`, `0400`), and at most
+ * `max_bytes` long. For the assignment cache (`dps.cache.load`).
+ * @function read_private
+ * @tparam string path
+ * @tparam integer max_bytes 0 to 16777216 (reserved at once: keep it small)
+ * @treturn string the contents
+ * @return nil, reason, `{ kind = "config" }` when it is not read; the reason
+ * is plain words without the path (`"a symbolic link"`, `"not a regular file
+ * (a FIFO)"`, `"owned by uid 65534, not this user (0)"`, `"readable or
+ * writable by group or others (mode 0644)"`, `"larger than 65536 bytes"`, or
+ * the system's reason: `"No such file or directory"`); `missing` in the
+ * table is true when there is no such file (or folder), else false
+ * @raise when `path` is not a string, is empty or holds a NUL byte, or
+ * `max_bytes` is not a whole number from 0 to 16777216
+ */
+static int fs_read_private(lua_State *L)
+{
+    size_t len, max, got = 0;
+    const char *path = check_path(L, "read_private", &len);
+    int numeric = lua_type(L, 2) == LUA_TNUMBER, fd, err = 0;
+    lua_Number n = lua_tonumber(L, 2);
+    unsigned long me = (unsigned long)geteuid();
+    struct stat st;
+    char why[128], *buf;
+    ssize_t r = 0;
+
+    if (!numeric || !(n >= 0 && n <= FS_READ_LIMIT) || (lua_Number)(long)n != n)
+        return luaL_error(L, "dps.core.read_private: max_bytes must be a whole number from 0 to %d, got %s",
+            FS_READ_LIMIT, numeric ? lua_tostring(L, 2) : luaL_typename(L, 2));
+    max = (size_t)(long)n;
+    buf = dps_newuserdata(L, max + 1); /* before the descriptor: raising then leaks nothing */
+
+    why[0] = '\0';
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0)
+        err = errno;
+    else if (!S_ISREG(st.st_mode))
+        snprintf(why, sizeof why, "not a regular file (%s)", type_name(st.st_mode));
+    else if (st.st_uid != me)
+        snprintf(why, sizeof why, "owned by uid %lu, not this user (%lu)", (unsigned long)st.st_uid, me);
+    else if ((st.st_mode & 077) != 0)
+        snprintf(why, sizeof why, "%s by group or others (mode %04o)",
+            (st.st_mode & 066) != 0 ? "readable or writable" : "executable", (unsigned)(st.st_mode & 07777));
+    else {
+        if ((unsigned long long)st.st_size > max)
+            got = max + 1;
+        while (got <= max && ((r = read(fd, buf + got, max + 1 - got)) > 0 || (r < 0 && errno == EINTR)))
+            got += r > 0 ? (size_t)r : 0;
+        if (r < 0)
+            err = errno;
+        else if (got > max) /* by fstat, or grown since */
+            snprintf(why, sizeof why, "larger than %lu bytes", (unsigned long)max);
+    }
+    if (fd >= 0)
+        (void)close(fd);
+    if (err == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+        strcpy(why, "a symbolic link");
+    else if (err != 0)
+        reason_of(err, why);
+    if (why[0] == '\0') {
+        lua_pushlstring(L, buf, got);
+        return 1;
+    }
+    dps_push_failure(L, "config", why);
+    lua_pushboolean(L, err == ENOENT);
+    lua_setfield(L, -2, "missing");
+    return 3;
+}
+
 /* The functions this file adds to dps.core. */
 static const luaL_Reg fs_functions[] = {
     {"stat", fs_stat},
     {"write_atomic", fs_write_atomic},
+    {"read_private", fs_read_private},
     {NULL, NULL},
 };
 

@@ -163,26 +163,24 @@ function cache.same(a, b)
   return equal(a.state, b.state, VOLATILE)
 end
 
---- Read a cache file (blocking).
+--- Read a cache file (blocking). Only a file this user alone can have
+-- written is read (`dps.core.read_private`): a regular file, not a symbolic
+-- link, owned by the effective user (another user's is refused even for
+-- root), with no permission bits for group or others, at most `MAX_BYTES`.
 -- @tparam string path
 -- @tparam table identity as in `decode`
 -- @treturn table the decoded cache, when it is there and for this device
--- @return or nil, problem (nil problem: there is no file)
+-- @return or nil, problem (nil problem: there is no file): why it is
+--   ignored, e.g. `"a symbolic link"`, `"owned by uid 65534, not this user
+--   (0)"`, `"readable or writable by group or others (mode 0644)"`
 function cache.load(path, identity)
-  local facts = core.stat(path)
-  if not facts then
-    return nil, nil -- no file (or no folder): nothing to say
-  elseif facts.type ~= "file" then
-    return nil, "not a regular file"
-  elseif facts.size > cache.MAX_BYTES then
-    return nil, string.format("larger than %d bytes", cache.MAX_BYTES)
+  local text, problem, info = core.read_private(path, cache.MAX_BYTES)
+  if not text then
+    if info.missing then
+      return nil, nil -- no file (or no folder): nothing to say
+    end
+    return nil, problem
   end
-  local f, problem = io.open(path, "rb")
-  if not f then
-    return nil, "cannot be read: " .. tostring(problem)
-  end
-  local text = f:read(cache.MAX_BYTES + 1)
-  f:close()
   return cache.decode(text, identity)
 end
 
