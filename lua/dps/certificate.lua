@@ -25,7 +25,8 @@ certificate.MAX_CHAIN = 8
 certificate.DEFAULT_CURVE, certificate.DEFAULT_RENEW_AT = "P-384", 0.8
 
 --- The `certificate` option's fields and types.
-certificate.OPTIONS = { dir = "string", curve = "string", renew_at = "number", api_version = "string" }
+certificate.OPTIONS = { dir = "string", curve = "string", renew_at = "number", api_version = "string",
+  renew = "boolean" }
 
 --- The misuse in a `certificate` option, or nil.
 function certificate.problem(opts)
@@ -94,7 +95,8 @@ local function recover(dir, registration_id)
 end
 
 --- What the folder holds for this device, and whether it is due for a new one.
--- @tparam table opts the `certificate` option (`dir`, `renew_at`)
+-- @tparam table opts the `certificate` option (`dir`, `renew_at`; `renew`:
+--   a new one now, whatever the one there)
 -- @tparam string registration_id
 -- @tparam number now wall-clock seconds (with the clock offset)
 -- @treturn table `{ cert_file, key_file, not_before, not_after, serial }`
@@ -112,6 +114,8 @@ function certificate.usable(opts, registration_id, now)
     not_after = leaf.not_after, serial = leaf.serial }
   if now >= leaf.not_after then
     return facts, "expired"
+  elseif opts.renew then
+    return facts, "renewal asked for"
   end
   local renew_at = opts.renew_at or certificate.DEFAULT_RENEW_AT
   if now >= leaf.not_before + renew_at * (leaf.not_after - leaf.not_before) then

@@ -26,8 +26,10 @@ end
 -- sources it can use.
 -- @table COMMANDS
 args.COMMANDS = {
-  provision = { flags = with(SERVICE_FLAGS, "payload", "cache", "force"), required = { "id-scope" },
-    sources = { symmetric = true, group = true, x509 = true } },
+  provision = { flags = with(SERVICE_FLAGS, "payload", "cache", "force", "issue-cert", "curve", "renew-at"),
+    required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true } },
+  renew = { flags = with(SERVICE_FLAGS, "payload", "cache", "issue-cert", "curve"), required = { "id-scope",
+    "issue-cert" }, sources = { symmetric = true, group = true, x509 = true } },
   status = { flags = SERVICE_FLAGS, required = { "id-scope" },
     sources = { symmetric = true, group = true, x509 = true } },
   -- "key-file": its old meaning, the symmetric key (there is no certificate here)
@@ -41,14 +43,16 @@ args.COMMANDS = {
     sources = { group = true } },
   -- the hub (dps.cli.hub): DATA is the one argument that is not an option
   send = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "property", "content-type", "content-encoding",
-    "message-id", "payload"), required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true },
+    "message-id", "payload", "issue-cert", "curve", "renew-at"), required = { "id-scope" },
+    sources = { symmetric = true, group = true, x509 = true },
     positional = "data", repeatable = { property = true } },
-  receive = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "complete", "reject", "abandon"),
+  receive = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "complete", "reject", "abandon",
+    "issue-cert", "curve", "renew-at"),
     required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true } },
 }
 
 --- The commands in the order `dps help` lists them.
-args.ORDER = { "provision", "provision-batch", "status", "token", "derive-key", "send", "receive" }
+args.ORDER = { "provision", "provision-batch", "status", "renew", "token", "derive-key", "send", "receive" }
 
 -- Old flag names, still accepted.
 local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }

@@ -119,6 +119,37 @@ local function with_client(client, method, ...)
   return results[2], results[3], results[4], stats
 end
 
+-- The `certificate` option of --issue-cert DIR [--curve C] [--renew-at R]
+-- (`renew`: a new one whatever the one there), or nil.
+local function certificate_option(opts, renew)
+  if not opts["issue-cert"] then
+    if opts.curve or opts["renew-at"] then usage_error("--curve and --renew-at go with --issue-cert DIR") end
+    return nil
+  end
+  local renew_at = opts["renew-at"] and tonumber(opts["renew-at"])
+  if opts["renew-at"] and not (renew_at and renew_at > 0 and renew_at < 1) then
+    usage_error("--renew-at must be a share of the validity between 0 and 1, e.g. 0.8")
+  end
+  if opts.curve and opts.curve ~= "P-384" and opts.curve ~= "P-256" then
+    usage_error("--curve must be P-384 or P-256")
+  end
+  local facts = require("dps.core").stat(opts["issue-cert"])
+  if not facts or facts.type ~= "directory" then
+    output.fail("config", "--issue-cert " .. opts["issue-cert"] .. ": not a directory")
+  end
+  return { dir = opts["issue-cert"], curve = opts.curve, renew_at = renew_at, renew = renew or nil }
+end
+
+-- What provisioning says of the device's certificate, on stderr.
+local function say_certificate(term, how)
+  local c = how.certificate
+  if c then
+    local ok, when = pcall(os.date, "!%Y-%m-%dT%H:%M:%SZ", c.not_after)
+    term.err(string.format("certificate %s, valid until %s (%s)", tostring(c.serial), ok and when or "?",
+      c.issued and "issued now" or "kept"))
+  end
+end
+
 -- What became of the cache after a registration at the service.
 local function cache_outcome(how)
   if how.cache_written then
@@ -129,15 +160,16 @@ local function cache_outcome(how)
   return "; cache unchanged"
 end
 
-function commands.provision(opts, source, term)
+function commands.provision(opts, source, term, renew)
   local payload = decode_payload(opts.payload)
   if opts.force and not opts.cache then
     usage_error("--force goes with --cache: without a cache every run registers")
   end
-  local client, o = new_client(opts, source, term, "provisioning")
+  local cert = certificate_option(opts, renew)
+  local client, o = new_client(opts, source, term, renew and "renewing the certificate of" or "provisioning")
   if not client then return o end
   local state, how, info, stats = with_client(client, "provision", { payload = payload, timeout = o.timeout,
-    cache = opts.cache, force = opts.force or nil })
+    cache = opts.cache, force = opts.force or nil, certificate = cert })
   local ignored = (state and how or info or {}).cache_ignored
   if ignored then
     term.say(string.format("ignoring the cache %s: %s", opts.cache, ignored))
@@ -152,6 +184,7 @@ function commands.provision(opts, source, term)
   if how.cache_error then
     term.err("warning: provisioned, but the cache cannot be written: " .. how.cache_error)
   end
+  say_certificate(term, how)
   if how.source == "cache" then
     term.say(string.format("assigned to %s as device %s, from the cache %s (written %s); no request",
       tostring(state.assignedHub), tostring(state.deviceId), opts.cache, tostring(how.written_at)))
@@ -162,6 +195,12 @@ function commands.provision(opts, source, term)
       stats.connects == 1 and "" or "s", opts.cache and cache_outcome(how) or ""))
   end
   return print_state(term, state, "provision", 200)
+end
+
+--- `dps renew --issue-cert DIR`: a new key and CSR now, whatever the
+-- certificate in DIR; prints the registration state as `provision` does.
+function commands.renew(opts, source, term)
+  return commands.provision(opts, source, term, true)
 end
 
 function commands.status(opts, source, term)
@@ -220,6 +259,7 @@ end
 -- Shared with the hub's commands (dps.cli.hub): the same options, calls and words.
 commands.client_options, commands.call_named, commands.describe_source = client_options, call_named,
   describe_source
+commands.certificate_option, commands.say_certificate = certificate_option, say_certificate
 commands.decode_payload = decode_payload
 
 return commands

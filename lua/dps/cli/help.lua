@@ -17,6 +17,7 @@ Commands:
                one JSON line per device
   status       look up the device's registration (no new registration);
                prints the registration state as JSON
+  renew        earn a new certificate from DPS now (--issue-cert DIR; preview)
   token        print a DPS SAS token for the device
   derive-key   print the device key derived from an enrollment group key
   send         send one message to the device's hub (provisions first;
@@ -99,7 +100,23 @@ help.COMMANDS = {
     .. "                          certificate): no request at all\n"
     .. "  --force                 with --cache: register even so, and keep the new\n"
     .. "                          assignment (after the device was moved or deleted\n"
-    .. "                          in DPS or at the hub)\n",
+    .. "                          in DPS or at the hub)\n"
+    .. "  --issue-cert DIR        earn a certificate from DPS (preview): keep it in\n"
+    .. "                          DIR/cert.pem with its key in DIR/key.pem; a new key\n"
+    .. "                          and CSR when there is none, or it is past --renew-at\n"
+    .. "                          of its validity (default 0.8), or expired\n"
+    .. "  --curve P-384|P-256     the new key's curve (default P-384)\n"
+    .. "  --renew-at SHARE        renew past this share of the validity (0 to 1)\n",
+
+  renew = "usage: dps renew --id-scope S --registration-id R KEY-SOURCE --issue-cert DIR [OPTIONS]\n\n"
+    .. "Registers the device with a new key and CSR whatever the certificate in DIR\n"
+    .. "(DPS certificate issuance, preview), keeps the new pair there, and prints the\n"
+    .. "registration state as one line of JSON; the certificate's serial and expiry\n"
+    .. "on stderr.\n\n"
+    .. CONNECTION:format(timeouts("(default 60)"))
+    .. "  --issue-cert DIR        the folder of cert.pem and key.pem (required)\n"
+    .. "  --curve P-384|P-256     the new key's curve (default P-384)\n"
+    .. "  --cache FILE            as for provision (written with the new assignment)\n",
 
   status = "usage: dps status --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
     .. "Looks up the device's registration (Device Registration Status Lookup)\n"
@@ -146,7 +163,9 @@ keep the group key off the devices.
     .. "  --property NAME=VALUE   an application property (repeatable)\n"
     .. "  --content-type T        the message's content type, e.g. application/json\n"
     .. "  --content-encoding E    its encoding, e.g. utf-8\n"
-    .. "  --message-id ID         its message ID\n",
+    .. "  --message-id ID         its message ID\n"
+    .. "  --issue-cert DIR        as for provision: earn a certificate, and talk to\n"
+    .. "                          the hub by mutual TLS with it (also --curve, --renew-at)\n",
 
   receive = "usage: dps receive --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n"
     .. "                   [--complete | --reject | --abandon]\n\n"
@@ -163,7 +182,8 @@ keep the group key off the devices.
     .. "  --hub-endpoint URL      connect here instead of the assigned hub\n"
     .. "  --complete              done with it: the hub deletes it\n"
     .. "  --reject                refuse it: dead-lettered, never delivered again\n"
-    .. "  --abandon               put it back: delivered again\n",
+    .. "  --abandon               put it back: delivered again\n"
+    .. "  --issue-cert DIR        as for send\n",
 }
 
 --- The `--version` line.

@@ -22,6 +22,7 @@ local function connect(opts, source, term, action)
   local o = commands.client_options(opts, source)
   o.cache, o.hub_endpoint = opts.cache, opts["hub-endpoint"]
   o.payload = commands.decode_payload(opts.payload)
+  o.certificate = commands.certificate_option(opts)
   local hub, message, info = commands.call_named(source.names, dps.connect, o)
   if not hub then
     return nil, output.report(term, output.in_flags(message, source.names), info)
