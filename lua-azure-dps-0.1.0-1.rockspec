@@ -54,6 +54,7 @@ build = {
     ["dps.check"] = "lua/dps/check.lua",
     ["dps.client"] = "lua/dps/client.lua",
     ["dps.batch"] = "lua/dps/batch.lua",
+    ["dps.pace"] = "lua/dps/pace.lua",
     ["dps.errors"] = "lua/dps/errors.lua",
     ["dps.poll"] = "lua/dps/poll.lua",
     ["dps.hub"] = "lua/dps/hub.lua",

@@ -16,7 +16,8 @@
 --
 -- * Registrations (first ones, and again after a 409, 429 or 5xx) are paced
 --   to `rate` per minute (the DPS quota is per unit), and a 429 to any
---   registration holds every registration for its Retry-After.
+--   registration holds every registration for its Retry-After (`dps.pace`,
+--   shared with `dps.hubs`).
 -- * A device that cannot register before its deadline or the batch's (the
 --   hold or the pace reach past it) fails at once with kind `timeout`.
 -- * Each request is limited to `request_timeout`, and to the time left.
@@ -35,10 +36,10 @@ local core = require "dps.core"
 local check = require "dps.check"
 local errors = require "dps.errors"
 local cache = require "dps.cache"
+local pace = require "dps.pace"
 local poll = require "dps.poll"
 local request = require "dps.request"
 local response = require "dps.response"
-local retry = require "dps.retry"
 local runtime = require "dps.runtime"
 
 local Batch = {}
@@ -54,7 +55,7 @@ Batch.OPTIONS = check.extend(runtime.TRANSPORT, {
 local ADD_OPTIONS = { payload = "table", symmetric_key = "string" }
 local RUN_OPTIONS = { on_result = "function", on_progress = "function" }
 
-local DEFAULT_CONCURRENCY, DEFAULT_RATE, DEFAULT_TIMEOUT = 16, 1000, 300
+local DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT = 16, 300
 --- Default `max_body` of the batch's answers (bytes): DPS answers are a few KB,
 -- and a batch holds one per slot.
 Batch.DEFAULT_MAX_BODY = 64 * 1024
@@ -131,7 +132,7 @@ function Batch.create(opts, rt)
     api_version = opts.api_version,
     token_ttl = opts.token_ttl,
     concurrency = concurrency,
-    interval = 60 / (opts.rate or DEFAULT_RATE), -- seconds between registrations
+    pace = pace.new{ rate = opts.rate, jitter = rt.jitter }, -- registrations: the pace and the 429 hold
     timeout = opts.timeout or DEFAULT_TIMEOUT,
     device_timeout = opts.device_timeout or poll.DEFAULT_TIMEOUT,
     request_timeout = opts.request_timeout or runtime.DEFAULT_REQUEST_TIMEOUT,
@@ -143,8 +144,6 @@ function Batch.create(opts, rt)
     inflight = {},               -- engine transfer id → device
     finished_ids = {},           -- transfers the engine reported, not yet handled
     free = concurrency, finished = 0, assigned = 0,
-    next_register = -math.huge,  -- pacing: no registration before this time
-    hold_until = -math.huge,     -- a 429 holds every registration until this time
     clock_offset = 0,            -- the last offset a device learnt, for the devices that start after it
     cache_dir = opts.cache_dir,
     from_cache = 0,              -- devices that finished from their caches
@@ -266,11 +265,6 @@ function Batch:_from_cache(dev)
   return true
 end
 
--- When the next registration may go out: pacing and the 429 hold.
-function Batch:_register_at()
-  return math.max(self.next_register, self.hold_until)
-end
-
 -- Ticks a device that is due and has a slot; sends, waits or finishes.
 function Batch:_tick(dev, now)
   local act = dev.machine:tick(now)
@@ -281,7 +275,7 @@ function Batch:_tick(dev, now)
     return self:_finish(dev, act.state, act.message, act.info)
   end
   if act.step == "register" then
-    self.next_register = math.max(now, self.next_register) + self.interval
+    self.pace:registered(now)
   end
   dev.builder:set_clock_offset(act.clock_offset)
   local req = dev.builder:dps_request(act.step, self.rt.now(), act.operation_id,
@@ -299,9 +293,7 @@ end
 -- The machine's verdict on an answer.
 function Batch:_answer(dev, result, meta, info)
   local now = self.rt.monotime()
-  if not result and info.status == 429 and dev.step == "register" then
-    self.hold_until = math.max(self.hold_until, now + retry.delay(info.retry_after, self.rt.jitter, 1))
-  end
+  self.pace:answered(now, dev.step, not result and info or nil)
   local act = dev.machine:answer(now, result, meta, info)
   if act.action == "wait" then
     dev.due = act.at
@@ -349,13 +341,9 @@ end
 -- A device that cannot register before `limit` (its deadline or the
 -- batch's): kind `timeout`, at once.
 function Batch:_cannot_register(dev, limit)
-  local last_info = dev.machine and dev.machine.last_info
-  local held = self.hold_until >= limit
-  local _, message, info = errors.deadline(limit == self.deadline and self.timeout or self.device_timeout,
-    (dev.machine and dev.machine.last_message or "never started")
-      .. (held and "; registrations are held by the service's Retry-After" or "; the registration pace"),
-    last_info)
-  if held and not info.retry_after then info.retry_after = self.hold_until - self.rt.monotime() end
+  local _, message, info = self.pace:failure(limit, self.rt.monotime(),
+    limit == self.deadline and self.timeout or self.device_timeout,
+    dev.machine and dev.machine.last_message, dev.machine and dev.machine.last_info)
   self:_finish(dev, nil, message, info)
 end
 
@@ -366,13 +354,13 @@ function Batch:_schedule(now)
   while heap[1] and heap[1].due <= now do
     ready[#ready + 1] = heap_pop(heap)
   end
-  local register_at = self:_register_at()
   local waiting = {}
   for _, dev in ipairs(ready) do
     local registers = dev.machine:next_step() == "register"
-    if registers and register_at >= math.min(dev.machine.deadline, self.deadline) then
-      self:_cannot_register(dev, math.min(dev.machine.deadline, self.deadline))
-    elseif self.free > 0 and (not registers or now >= self:_register_at()) then
+    local limit = math.min(dev.machine.deadline, self.deadline)
+    if registers and self.pace:too_late(limit) then
+      self:_cannot_register(dev, limit)
+    elseif self.free > 0 and (not registers or now >= self.pace:register_at()) then
       self:_tick(dev, now)
     else
       waiting[#waiting + 1] = dev
@@ -390,14 +378,14 @@ function Batch:_schedule(now)
       self.queue_head = self.queue_head + 1
     end
   end
-  if devices[self.queue_head] and self:_register_at() >= self.deadline then
+  if devices[self.queue_head] and self.pace:too_late(self.deadline) then
     while devices[self.queue_head] do -- none of them can start in time
       self.queue_head = self.queue_head + 1
       self:_cannot_register(devices[self.queue_head - 1], self.deadline)
     end
   end
   -- (with caches, a device starts once its cache was found wanting)
-  while self.free > 0 and devices[self.queue_head] and now >= self:_register_at()
+  while self.free > 0 and devices[self.queue_head] and now >= self.pace:register_at()
     and (not self.cache_dir or devices[self.queue_head].cache_checked) do
     local dev = devices[self.queue_head]
     self.queue_head = self.queue_head + 1
@@ -430,7 +418,7 @@ function Batch:_wait(now, engine_wait)
   local at = self.deadline
   if self.heap[1] then at = math.min(at, self.heap[1].due) end
   if self.free > 0 and (#self.ready > 0 or self.devices[self.queue_head]) then
-    at = math.min(at, self:_register_at())
+    at = math.min(at, self.pace:register_at())
   end
   local wait = math.max(at - now, 0)
   if engine_wait then wait = math.min(wait, engine_wait) end
