@@ -125,6 +125,24 @@ function M.check_x509(cfg, leaf, chain, registration_id)
 	return fail("untrusted_certificate", bad)
 end
 
+--- The hub's check of a certificate the emulator issued (certificate
+-- issuance): the leaf chains to the issuance root through the issuing CA
+-- (both trusted here, so a client that sends the leaf alone passes too), is
+-- valid now, and its CN is the device's registration ID. nil when it is no
+-- issued certificate (or the emulator issues none), else a result as
+-- check_x509's.
+function M.check_issued(cfg, leaf, chain, registration_id)
+	local issuance = cfg.issuance
+	if not issuance then return nil end
+	issuance.store = issuance.store or store_of({ issuance.root, issuance.ca })
+	if not issuance.store:verify(leaf, chain) then return nil end
+	local cn = config.cn_of(leaf)
+	if not cn or cn ~= registration_id then
+		return fail("registration_id_mismatch", "Invalid certificate.")
+	end
+	return { ok = true, auth = "x509_issued", cn = cn }
+end
+
 --- Facts about a certificate, for registrationState.x509.certificateInfo.
 -- "CN=leaf, O=org": RFC 4514 order, as .NET prints distinguished names
 local function dn(name)

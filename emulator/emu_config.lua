@@ -5,6 +5,7 @@ local cjson = require "cjson.safe"
 local x509 = require "openssl.x509"
 local pkey = require "openssl.pkey"
 local util = require "emu_util"
+local emu_csr = require "emu_csr"
 
 local M = {}
 
@@ -185,10 +186,44 @@ local function hub_fault_queue(q, where)
 	return out
 end
 
+-- The issuance fault queue: names of emu_csr.FAULTS, one per certificate issued.
+local function issuance_faults(q, where)
+	if is_null(q) then return {} end
+	if not is_array(q) then error(where .. " must be an array", 0) end
+	for i, f in ipairs(q) do
+		if type(f) ~= "string" or not emu_csr.FAULTS[f] then
+			error(string.format("%s[%d]: unknown issuance fault %s", where, i, tostring(f)), 0)
+		end
+	end
+	return q
+end
+
+-- An enrollment's certificate policy: {"validity_days":30,"curves":["P-384","P-256"]}.
+local function certificate_policy(p, where)
+	if is_null(p) then return nil end
+	want(p, "table", where)
+	check_keys(p, { validity_days = true, curves = true }, where)
+	local days = p.validity_days
+	if is_null(days) then days = 30 end
+	if type(days) ~= "number" or days ~= days or days <= 0 or days > 36500 then
+		error(where .. ".validity_days must be a number of days > 0", 0)
+	end
+	local curves = p.curves
+	if is_null(curves) then curves = { "P-384" } end
+	if not is_array(curves) or #curves == 0 then error(where .. ".curves must be a non-empty array", 0) end
+	for i, c in ipairs(curves) do
+		if c ~= "P-384" and c ~= "P-256" then
+			error(string.format('%s.curves[%d] must be "P-384" or "P-256"', where, i), 0)
+		end
+	end
+	return { validity_days = days, curves = curves }
+end
+
 local function scenario(s, where)
 	want(s, "table", where)
 	check_keys(s, { polls_before_assignment = true, retry_after = true, result = true,
-		register = true, poll = true, lookup = true, assigned_hub = true, device_id = true, hub = true }, where)
+		register = true, poll = true, lookup = true, assigned_hub = true, device_id = true, hub = true,
+		issuance = true }, where)
 	local result = opt_string(s.result, where .. ".result", "assigned")
 	if not RESULTS[result] then error(where .. ".result must be assigned, failed or disabled", 0) end
 	return {
@@ -201,6 +236,7 @@ local function scenario(s, where)
 		assigned_hub = opt_string(s.assigned_hub, where .. ".assigned_hub"),
 		device_id = opt_string(s.device_id, where .. ".device_id"),
 		hub = hub_fault_queue(s.hub, where .. ".hub"),
+		issuance = issuance_faults(s.issuance, where .. ".issuance"),
 	}
 end
 
@@ -213,7 +249,7 @@ local function enrollment(e, where, dir)
 	local out = { type = e.type, attestation = attestation }
 	if e.type == "individual" then
 		check_keys(e, { type = true, attestation = true, registration_id = true, symmetric_key = true,
-			secondary_key = true, device_id = true, certificate = true }, where)
+			secondary_key = true, device_id = true, certificate = true, certificate_policy = true }, where)
 		out.device_id = opt_string(e.device_id, where .. ".device_id")
 		if attestation == "x509" then
 			local crt = load_certs(dir, e.certificate, where .. ".certificate")[1]
@@ -230,7 +266,7 @@ local function enrollment(e, where, dir)
 		end
 	elseif e.type == "group" then
 		check_keys(e, { type = true, attestation = true, group_id = true, symmetric_key = true,
-			secondary_key = true, ca = true }, where)
+			secondary_key = true, ca = true, certificate_policy = true }, where)
 		out.group_id = want(e.group_id, "string", where .. ".group_id")
 		if attestation == "x509" then
 			out.ca = not is_null(e.ca) and load_certs(dir, e.ca, where .. ".ca") or nil
@@ -243,6 +279,7 @@ local function enrollment(e, where, dir)
 	else
 		error(where .. ".type must be individual or group", 0)
 	end
+	out.certificate_policy = certificate_policy(e.certificate_policy, where .. ".certificate_policy")
 	return out
 end
 
@@ -251,7 +288,7 @@ local function parse(t, dir)
 	check_keys(t, { id_scope = true, hub = true, ready_file = true, log_file = true, listeners = true,
 		client_ca = true, retry_after = true, polls_before_assignment = true, enrollments = true,
 		scenarios = true, max_body_bytes = true, latency = true, register_quota = true,
-		quota_window = true, cloud_to_device = true }, "config")
+		quota_window = true, cloud_to_device = true, issuance = true }, "config")
 	local c = {
 		id_scope = opt_string(t.id_scope, "id_scope", "0ne00000001"),
 		hub = opt_string(t.hub, "hub", "emulated-hub.azure-devices.net"),
@@ -294,11 +331,25 @@ local function parse(t, dir)
 		c.client_ca = load_certs(dir, t.client_ca, "client_ca")
 	end
 
+	-- the issuing CA of certificate issuance: {"ca","ca_key","root"} (PEM files)
+	if not is_null(t.issuance) then
+		want(t.issuance, "table", "issuance")
+		check_keys(t.issuance, { ca = true, ca_key = true, root = true }, "issuance")
+		c.issuance = {
+			ca = load_certs(dir, t.issuance.ca, "issuance.ca")[1],
+			ca_key = load_key(dir, t.issuance.ca_key, "issuance.ca_key"),
+			root = load_certs(dir, t.issuance.root, "issuance.root")[1],
+		}
+	end
+
 	local enrollments = t.enrollments
 	if is_null(enrollments) then enrollments = {} end
 	if not is_array(enrollments) then error("enrollments must be an array", 0) end
 	for i, raw in ipairs(enrollments) do
 		local e = enrollment(raw, "enrollments[" .. i .. "]", dir)
+		if e.certificate_policy and not c.issuance then
+			error("enrollments[" .. i .. "]: a certificate_policy needs the top-level issuance CA", 0)
+		end
 		if e.type == "individual" then
 			c.individual[e.registration_id:lower()] = e
 		elseif e.attestation == "x509" then
@@ -361,7 +412,7 @@ function M.scenario_for(c, registration_id)
 	if not c.default_scenario then
 		c.default_scenario = {
 			polls_before_assignment = nil, retry_after = c.retry_after, result = "assigned",
-			register = {}, poll = {}, lookup = {},
+			register = {}, poll = {}, lookup = {}, issuance = {},
 		}
 	end
 	return c.default_scenario

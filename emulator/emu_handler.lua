@@ -3,7 +3,7 @@
 --
 -- Order of checks for a request: route (404/405) → body size (413) → fault
 -- queue → ID scope (404) → api-version (400) → attestation (401) →
--- Content-Type (415) → body (400) → the operation.
+-- Content-Type (415) → body (400) → csr (400) → the operation.
 local cjson = require "cjson.safe"
 local cqueues = require "cqueues"
 local util = require "emu_util"
@@ -11,6 +11,7 @@ local auth = require "emu_auth"
 local config = require "emu_config"
 local http = require "emu_http"
 local emu_tls = require "emu_tls"
+local emu_csr = require "emu_csr"
 local hub_mod = require "emu_hub"
 
 local H = {}
@@ -281,6 +282,25 @@ function H:handle(stream, listener)
 		end
 	end
 
+	-- certificate issuance: a csr in a register body is checked here (400
+	-- when it cannot be issued), issued below; a lookup never takes one
+	local csr_req, policy
+	if decoded and decoded.csr ~= nil and decoded.csr ~= null then
+		entry.csr = true
+		if kind == "lookup" then
+			return fail(400, 400004, "csr is not accepted by the registration status lookup.")
+		end
+		policy = who.enrollment and who.enrollment.certificate_policy
+		if not policy then
+			return fail(400, 400004, "The enrollment has no certificate policy: no certificate can be issued.")
+		end
+		local why
+		csr_req, why = emu_csr.check(decoded.csr, reg_id, policy)
+		if not csr_req then
+			return fail(400, 400004, why)
+		end
+	end
+
 	-- the operation --------------------------------------------------------------
 	if kind == "register" then
 		local wait = self:over_quota()
@@ -293,10 +313,19 @@ function H:handle(stream, listener)
 	end
 	local status, result, splice
 	if kind == "register" then
+		local chain, leaf
+		if csr_req then
+			local issuance_fault = self.registry:next_fault(reg_id, "issuance")
+			chain, leaf = emu_csr.issue(self.cfg.issuance, reg_id, csr_req, policy, issuance_fault, util.now())
+			entry.issuance_fault = issuance_fault
+			entry.issued_serial = leaf and leaf:getSerial():tohex() or nil
+		end
 		status, result, splice = self.registry:register(reg_id, {
 			enrollment = who.enrollment,
 			certificate_info = who.certificate_info,
 			payload_raw = raw_payload,
+			chain = chain,
+			leaf = leaf,
 		})
 	elseif kind == "poll" then
 		status, result, splice = self.registry:poll(reg_id, op_id)
@@ -338,7 +367,7 @@ function H:handle(stream, listener)
 		extra[#extra + 1] = { "location", string.format("https://%s/%s/registrations/%s/register?api-version=%s",
 			req_headers:get(":authority") or "localhost", scope, reg_id, query_param(query, "api-version")) }
 	end
-	local text = assert(cjson.encode(result))
+	local text = util.empty_arrays(assert(cjson.encode(result)))
 	if splice then text = util.splice(text, splice) end
 	finish(status)
 	return http.respond(stream, status, extra, text, opts)

@@ -20,6 +20,7 @@
 --   DELETE /admin/devices/{id}         the hub forgets the device (404 until it provisions again)
 --   POST   /admin/devices/{id}/move    body {"hub":"other-hub…"}: forgotten here; its next
 --                                      registration assigns the other hub
+--   GET    /admin/devices/{id}/certificates  the certificates issued to a registration ID
 local cjson = require "cjson.safe"
 local hmac = require "openssl.hmac"
 local util = require "emu_util"
@@ -278,7 +279,11 @@ function M:handle(stream, req_headers, info, method, path, query)
 		end
 		entry.se = fields and tonumber(fields.se) or nil
 	elseif info.leaf then
+		-- an onboarding certificate (X.509 enrollments), else one the emulator issued
 		local r = auth.check_x509(self.cfg, info.leaf, info.chain, dev.state.registrationId)
+		if not r.ok then
+			r = auth.check_issued(self.cfg, info.leaf, info.chain, dev.state.registrationId) or r
+		end
 		ok, how = r.ok, r.auth
 	else
 		ok, how = false, "none"
@@ -396,6 +401,18 @@ function M:admin(stream, req_headers, info, method, path)
 				locked = m.lock ~= nil and m.locked_until > util.now() }
 		end
 		return json_answer(stream, 200, { pending = pending, settled = q.settled })
+	elseif method == "GET" and what == "certificates" then
+		-- by registration ID (a device may be issued certificates before it is on a hub)
+		local dev = self.registry.devices[device_id:lower()]
+		local list = {}
+		for i, crt in ipairs(dev and dev.issued or {}) do
+			local nb, na = crt:getLifetime()
+			list[i] = { serial = crt:getSerial():tohex(), not_before = nb, not_after = na, pem = crt:toPEM() }
+		end
+		if #list == 0 then
+			return http.respond(stream, 200, nil, "[]")
+		end
+		return json_answer(stream, 200, list)
 	elseif method == "GET" and what == "events" then
 		return json_answer(stream, 200, self.events[device_id] or cjson.empty_array)
 	elseif method == "DELETE" and what == nil then

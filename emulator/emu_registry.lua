@@ -11,17 +11,18 @@ function R.new(cfg)
 		cfg = cfg,
 		devices = {},   -- lower-cased registration id → device record
 		ops = {},       -- operation id → operation
-		counters = {},  -- lower-cased registration id → { register=n, poll=n, lookup=n }
+		counters = {},  -- lower-cased registration id → { register=n, poll=n, lookup=n, issuance=n }
 	}, R)
 end
 
---- Consume the next fault of `kind` ("register", "poll", "lookup") for a
+--- Consume the next fault of `kind` ("register", "poll", "lookup", or
+-- "issuance": one per certificate issued) for a
 -- registration id; nil when its queue is used up.
 function R:next_fault(registration_id, kind)
 	local key = registration_id:lower()
 	local c = self.counters[key]
 	if not c then
-		c = { register = 0, poll = 0, lookup = 0 }
+		c = { register = 0, poll = 0, lookup = 0, issuance = 0 }
 		self.counters[key] = c
 	end
 	c[kind] = c[kind] + 1
@@ -66,9 +67,16 @@ local function complete(self, op)
 	elseif e and e.type == "group" then
 		state.symmetricKey = { enrollmentGroupId = e.group_id }
 	end
-	op.state = state
 	op.done = true
+	-- the issued chain is in the operation's answer only: the status lookup
+	-- (dev.state) never returns it
 	dev.state = state
+	op.state = state
+	if op.chain and sc.result == "assigned" then
+		op.state = {}
+		for k, v in pairs(state) do op.state[k] = v end
+		op.state.issuedCertificateChain = #op.chain > 0 and op.chain or util.EMPTY_ARRAY
+	end
 	dev.payload_raw = state.payload and op.payload_raw or nil
 end
 
@@ -83,8 +91,10 @@ local function operation_body(op)
 	}
 end
 
---- Start a registration. `req` has enrollment, certificate_info (X.509) and
--- payload_raw (raw JSON text of the request payload, or nil).
+--- Start a registration. `req` has enrollment, certificate_info (X.509),
+-- payload_raw (raw JSON text of the request payload, or nil) and, when the
+-- request carried a csr, chain (issuedCertificateChain, or nil for none)
+-- and leaf (the certificate issued, or nil).
 -- Returns status, body, payload_raw (to splice in place of util.RAW).
 function R:register(registration_id, req)
 	local key = registration_id:lower()
@@ -101,10 +111,15 @@ function R:register(registration_id, req)
 		enrollment = req.enrollment,
 		certificate_info = req.certificate_info,
 		payload_raw = req.payload_raw,
+		chain = req.chain,
 		polls_left = sc.polls_before_assignment or self.cfg.polls_before_assignment,
 	}
 	self.ops[op.id] = op
 	dev.last_op = op
+	if req.leaf then -- what the emulator issued this device (GET /admin/devices/{id}/certificates)
+		dev.issued = dev.issued or {}
+		dev.issued[#dev.issued + 1] = req.leaf
+	end
 	if op.polls_left == 0 then
 		complete(self, op)
 		return 200, operation_body(op), op.payload_raw

@@ -170,6 +170,17 @@ end
 --- Placeholder for a JSON value that splice() replaces with raw JSON text.
 M.RAW = "RAW-" .. M.uuid()
 
+--- Placeholder for an empty JSON array (cjson 2.1.0 writes {} for an empty
+-- table): M.empty_arrays() turns it into [] in encoded text.
+M.EMPTY_ARRAY = "EMPTY-ARRAY-" .. M.uuid()
+
+function M.empty_arrays(text)
+	local quoted = '"' .. M.EMPTY_ARRAY .. '"'
+	local i, j = text:find(quoted, 1, true)
+	if not i then return text end
+	return text:sub(1, i - 1) .. "[]" .. M.empty_arrays(text:sub(j + 1))
+end
+
 --- Replace the string value util.RAW in encoded JSON `text` by raw JSON `raw`.
 function M.splice(text, raw)
 	local quoted = '"' .. M.RAW .. '"'

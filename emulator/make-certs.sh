@@ -1,7 +1,8 @@
 #!/bin/sh
 # make-certs.sh OUTDIR — test certificates for the local DPS emulator.
 #
-# Uses the openssl CLI only; every key is EC P-256. Idempotent: when OUTDIR
+# Uses the openssl CLI only; every key is EC P-256, but the certificate
+# issuance CAs' (P-384, as the service issues). Idempotent: when OUTDIR
 # already holds every file (and server.pem is still valid for a day) it does
 # nothing. Otherwise it builds everything in a temporary folder next to OUTDIR
 # and renames that folder into place, so a half-written OUTDIR is never seen.
@@ -25,9 +26,14 @@ device-int-ca.pem device-int-ca.key
 x509-device-01.pem x509-device-01.key x509-device-01-chain.pem x509-device-01-enc.key
 x509-device-02.pem x509-device-02.key x509-device-02-chain.pem
 x509-self-01.pem x509-self-01.key rogue.pem rogue.key"
+# certificate issuance (emu_csr.lua), added later: a folder that lacks only
+# these gets them added, its other certificates left as they are (a running
+# emulator and its clients keep trusting each other)
+ISSUANCE="issuance-root-ca.pem issuance-root-ca.key issuance-ca.pem issuance-ca.key"
 
+# complete DIR [FILES]: every file there (FILES: all of them), sound
 complete() {
-	for f in $FILES; do
+	for f in ${2:-$FILES $ISSUANCE}; do
 		[ -s "$1/$f" ] || return 1
 	done
 	# keys from an older run of this script were 0644: make them again
@@ -43,6 +49,10 @@ complete() {
 if [ -d "$OUT" ] && complete "$OUT"; then
 	exit 0
 fi
+ADD_ISSUANCE=
+if [ -d "$OUT" ] && complete "$OUT" "$FILES"; then
+	ADD_ISSUANCE=1
+fi
 
 mkdir -p "$(dirname "$OUT")"
 TMP=$(mktemp -d "$OUT.tmp.XXXXXX")
@@ -50,7 +60,7 @@ trap 'rm -rf "$TMP"' EXIT INT TERM
 cd "$TMP"
 umask 077
 
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:"${CURVE:-P-256}" -out "$1.key" 2>/dev/null; }
 serial() { echo "0x$(openssl rand -hex 8)"; }
 
 # ext NAME LINES… — write an extension section file NAME.ext
@@ -59,14 +69,14 @@ ext() {
 	{ echo "[v3]"; for l in "$@"; do echo "$l"; done; } > "$name.ext"
 }
 
-# selfsigned NAME CN DAYS EXTLINES…
+# selfsigned NAME CN DAYS EXTLINES… (CURVE and MD: the key's curve and the digest)
 selfsigned() {
 	name=$1 cn=$2 days=$3; shift 3
 	key "$name"
 	ext "$name" "$@"
 	# the extension file doubles as the (minimal) req configuration
 	openssl req -new -x509 -key "$name.key" -subj "/CN=$cn" -days "$days" \
-		-set_serial "$(serial)" -sha256 -config "$name.ext" -extensions v3 \
+		-set_serial "$(serial)" -"${MD:-sha256}" -config "$name.ext" -extensions v3 \
 		-out "$name.pem"
 	rm -f "$name.ext"
 }
@@ -78,7 +88,7 @@ signed() {
 	ext "$name" "$@"
 	openssl req -new -key "$name.key" -subj "/CN=$cn" -out "$name.csr"
 	openssl x509 -req -in "$name.csr" -CA "$issuer.pem" -CAkey "$issuer.key" \
-		-set_serial "$(serial)" -days "$days" -sha256 \
+		-set_serial "$(serial)" -days "$days" -"${MD:-sha256}" \
 		-extfile "$name.ext" -extensions v3 -out "$name.pem" 2>/dev/null
 	rm -f "$name.csr" "$name.ext"
 }
@@ -88,6 +98,28 @@ CA_KU="keyUsage=critical,keyCertSign,cRLSign"
 SKI="subjectKeyIdentifier=hash"
 AKI="authorityKeyIdentifier=keyid"
 LEAF_KU="keyUsage=critical,digitalSignature"
+
+# --- certificate issuance ----------------------------------------------------
+# The emulator's own root and issuing CA (P-384, SHA-384), from which it issues
+# devices their operational certificates (issuance root -> issuing CA -> leaf).
+issuance() {
+	CURVE=P-384 MD=sha384 selfsigned issuance-root-ca "DPS Emulator Issuance Root CA" 3650 \
+		"$CA_EXT" "$CA_KU" "$SKI"
+	CURVE=P-384 MD=sha384 signed issuance-ca "DPS Emulator Issuing CA" issuance-root-ca 3650 \
+		"basicConstraints=critical,CA:TRUE,pathlen:0" "$CA_KU" "$SKI" "$AKI"
+	rm -f ./*.ext ./*.srl
+	chmod 644 issuance-*.pem
+	chmod 600 issuance-*.key
+}
+
+if [ -n "$ADD_ISSUANCE" ]; then
+	issuance
+	# keys first: a certificate is never there without its key
+	for f in issuance-root-ca.key issuance-ca.key issuance-root-ca.pem issuance-ca.pem; do
+		mv -f "$f" "$OUT/$f"
+	done
+	exit 0
+fi
 
 # --- server side -------------------------------------------------------------
 # The server CA and certificate are valid from 30 days ago (openssl ca sets the
@@ -167,6 +199,7 @@ selfsigned x509-self-01 x509-self-01 3650 "basicConstraints=CA:FALSE" "$LEAF_KU"
 selfsigned rogue x509-device-01 3650 "basicConstraints=CA:FALSE" "$LEAF_KU" \
 	"extendedKeyUsage=clientAuth" "$SKI"
 rm -f ./*.ext ./*.srl
+issuance
 
 complete "$TMP"
 chmod 755 "$TMP"

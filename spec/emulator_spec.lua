@@ -522,4 +522,224 @@ describe("DPS emulator #emulator", function()
 			assert.is_true(other.seconds < 0.3, tostring(other.seconds))
 		end)
 	end)
+
+	-- Certificate issuance (emulator/emu_csr.lua): requests made and judged
+	-- with the openssl command, as a device of the service would send them.
+	describe("certificate issuance", function()
+		local iemu, dir
+		local POLICY = { validity_days = 30, curves = { "P-384", "P-256" } }
+
+		lazy_setup(function()
+			dir = shell.tmpdir("dps-emu-csr")
+			local function individual(id, policy)
+				return { type = "individual", registration_id = id, symmetric_key = KEY, certificate_policy = policy }
+			end
+			iemu = emulator.start {
+				polls_before_assignment = 1,
+				enrollments = {
+					individual("cert-01", POLICY), individual("cert-bad", POLICY), individual("cert-hub", POLICY),
+					individual("cert-384only", { validity_days = 7 }), individual("cert-nopolicy"),
+					individual("cert-faults", POLICY),
+					{ type = "group", group_id = "cert-group", symmetric_key = GROUP_KEY, certificate_policy = POLICY },
+				},
+				scenarios = {
+					["cert-faults"] = { issuance = { "no_chain", "wrong_key", "garbage", "long_chain", "reversed",
+						"empty_chain" } },
+				},
+			}
+		end)
+		lazy_teardown(function()
+			if iemu then iemu:stop() end
+			if dir then shell.run("rm -rf " .. q(dir)) end
+		end)
+
+		local function openssl(args)
+			local out, ok = shell.run("cd " .. q(dir) .. " && openssl " .. args .. " 2>&1")
+			assert(ok, "openssl " .. args .. ": " .. tostring(out))
+			return out
+		end
+
+		-- A new key NAME.key on CURVE and a request for CN (-sha384 or -sha256), base64 of its DER.
+		local function csr(name, cn, curve, md)
+			openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:" .. (curve or "P-384") .. " -out " .. name .. ".key")
+			openssl("req -new -key " .. name .. ".key -subj " .. q("/CN=" .. cn) .. " -" .. (md or "sha384")
+				.. " -outform DER -out " .. name .. ".der")
+			return (openssl("base64 -A -in " .. name .. ".der"):gsub("%s+$", ""))
+		end
+
+		local function tok(id, group)
+			return token(group and hmac_b64(GROUP_KEY, id) or KEY, iemu.id_scope, id)
+		end
+
+		-- register with a csr, then poll to the end: the final answer
+		local function issue(id, csr_b64, group)
+			local body = cjson.encode({ registrationId = id, csr = csr_b64 })
+			local r = register(id, { token = tok(id, group), body = body, base = iemu.endpoint })
+			if r.status ~= 202 then return r end
+			return poll(id, r.json.operationId, { token = tok(id, group), base = iemu.endpoint })
+		end
+
+		-- base64 DER certificates written as PEM files NAME-1.pem, NAME-2.pem, …
+		local function write_chain(name, chain)
+			for i, c in ipairs(chain) do
+				write(dir .. "/" .. name .. ".der.b64", c)
+				openssl("base64 -d -A -in " .. name .. ".der.b64 -out " .. name .. ".der")
+				openssl("x509 -inform DER -in " .. name .. ".der -out " .. name .. "-" .. i .. ".pem")
+			end
+		end
+
+		local function lookup(id, body)
+			return curl({ method = "POST", token = tok(id), base = iemu.endpoint,
+				body = body or cjson.encode({ registrationId = id }),
+				path = "/" .. iemu.id_scope .. "/registrations/" .. id .. "?" .. API })
+		end
+
+		it("issues a P-384 request a chain (leaf, issuing CA, root) that verifies to the emulator's root", function()
+			local p = issue("cert-01", csr("c1", "cert-01"))
+			assert.are.equal(200, p.status, p.body)
+			local st = p.json.registrationState
+			assert.are.equal("assigned", st.status)
+			assert.are.equal(3, #st.issuedCertificateChain)
+			write_chain("c1", st.issuedCertificateChain)
+			assert.are.equal("c1-1.pem: OK\n", openssl("verify -CAfile " .. q(iemu.certs.issuance_root_ca)
+				.. " -untrusted c1-2.pem c1-1.pem"))
+			assert.are.equal(read(iemu.certs.issuance_ca), read(dir .. "/c1-2.pem"))
+			assert.are.equal(read(iemu.certs.issuance_root_ca), read(dir .. "/c1-3.pem"))
+			assert.are.equal("subject=CN=cert-01\n", openssl("x509 -in c1-1.pem -noout -subject -nameopt RFC2253"))
+			assert.are.equal(openssl("pkey -in c1.key -pubout"), openssl("x509 -in c1-1.pem -noout -pubkey"))
+			local text = openssl("x509 -in c1-1.pem -noout -text")
+			assert.truthy(text:find("ecdsa-with-SHA384", 1, true))
+			assert.truthy(text:find("TLS Web Client Authentication", 1, true))
+			local function date(which)
+				local d = openssl("x509 -in c1-1.pem -noout -" .. which):match("=(.-)%s*$")
+				return tonumber((sh("date -u -d " .. q(d) .. " +%s")))
+			end
+			assert.are.equal(30 * 86400, date("enddate") - date("startdate"))
+			local entry = iemu:requests("cert-01")[1]
+			assert.is_true(entry.csr)
+			assert.are.equal(openssl("x509 -in c1-1.pem -noout -serial"):match("=(%x+)"), entry.issued_serial)
+			local admin = curl({ base = iemu.endpoint, path = "/admin/devices/cert-01/certificates" })
+			assert.are.equal(200, admin.status)
+			assert.are.equal(1, #admin.json)
+			assert.are.equal(entry.issued_serial, admin.json[1].serial)
+			assert.are.equal(read(dir .. "/c1-1.pem"), admin.json[1].pem)
+		end)
+
+		it("issues a P-256 request and a group device's, within the policy", function()
+			local p = issue("cert-group-01", csr("g1", "cert-group-01", "P-256", "sha256"), true)
+			assert.are.equal(200, p.status, p.body)
+			assert.are.equal("cert-group", p.json.registrationState.symmetricKey.enrollmentGroupId)
+			write_chain("g1", p.json.registrationState.issuedCertificateChain)
+			assert.are.equal("g1-1.pem: OK\n", openssl("verify -CAfile " .. q(iemu.certs.issuance_root_ca)
+				.. " -untrusted g1-2.pem g1-1.pem"))
+			assert.truthy(openssl("x509 -in g1-1.pem -noout -text"):find("NIST CURVE: P-256", 1, true))
+		end)
+
+		it("never returns the chain from the status lookup, and answers a lookup with a csr 400", function()
+			local l = lookup("cert-01")
+			assert.are.equal(200, l.status)
+			assert.are.equal("assigned", l.json.status)
+			assert.is_nil(l.json.issuedCertificateChain)
+			local bad = lookup("cert-01", cjson.encode({ registrationId = "cert-01", csr = csr("l1", "cert-01") }))
+			assert.are.equal(400, bad.status)
+			assert.are.equal(400004, bad.json.errorCode)
+			assert.truthy(bad.json.message:find("status lookup", 1, true), bad.json.message)
+			assert.is_true(iemu:requests("cert-01")[#iemu:requests("cert-01")].csr)
+		end)
+
+		it("answers a request it cannot issue with 400 and an error body, registering nothing", function()
+			local good = csr("b0", "cert-bad")
+			local der = read(dir .. "/b0.der")
+			local flipped = der:sub(1, #der - 3) .. string.char((der:byte(#der - 2) + 1) % 256) .. der:sub(#der - 1)
+			write(dir .. "/flipped.der", flipped)
+			openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out rsa.key")
+			openssl("req -new -key rsa.key -subj /CN=cert-bad -outform DER -out rsa.der")
+			local cases = {
+				{ csr("b1", "cert-other"), "subject CN must be the registration ID" },
+				{ csr("b2", "CERT-BAD"), "subject CN must be the registration ID" },
+				{ (openssl("base64 -A -in flipped.der"):gsub("%s+$", "")), "signature does not verify" },
+				{ (openssl("base64 -A -in rsa.der"):gsub("%s+$", "")), "RSA keys are not supported" },
+				{ csr("b3", "cert-bad", "P-521"), "not EC on P-384 or P-256" },
+				{ "!!!", "is not base64" },
+				{ good:sub(1, 40), "not a DER PKCS#10" },
+				{ "-----BEGIN CERTIFICATE REQUEST-----\n" .. good .. "\n-----END CERTIFICATE REQUEST-----",
+					"without PEM armour" },
+				{ 42, "must be a string" },
+			}
+			for i, c in ipairs(cases) do
+				local p = issue("cert-bad", c[1])
+				assert.are.equal(400, p.status, "case " .. i .. ": " .. p.body)
+				assert.are.equal(400004, p.json.errorCode)
+				assert.truthy(p.json.message:find(c[2], 1, true), "case " .. i .. ": " .. p.json.message)
+			end
+			assert.are.equal(404, lookup("cert-bad").status) -- never registered
+			local p256 = issue("cert-384only", csr("b4", "cert-384only", "P-256", "sha256"))
+			assert.are.equal(400, p256.status)
+			assert.truthy(p256.json.message:find("allows P-384", 1, true), p256.json.message)
+			local ok = issue("cert-384only", csr("b5", "cert-384only"))
+			assert.are.equal(200, ok.status, ok.body)
+			local none = issue("cert-nopolicy", csr("b6", "cert-nopolicy"))
+			assert.are.equal(400, none.status)
+			assert.truthy(none.json.message:find("no certificate policy", 1, true), none.json.message)
+		end)
+
+		it("lets its hub take the device by the issued certificate, over mutual TLS", function()
+			if not iemu.x509 then
+				pending("the emulator asks for client certificates only under LuaJIT")
+				return
+			end
+			local p = issue("cert-hub", csr("h1", "cert-hub"))
+			assert.are.equal(200, p.status, p.body)
+			write_chain("h1", p.json.registrationState.issuedCertificateChain)
+			write(dir .. "/h1-chain.pem", read(dir .. "/h1-1.pem") .. read(dir .. "/h1-2.pem"))
+			local function send(cert, key)
+				return curl({ method = "POST", base = iemu.endpoint, body = "hello", content_type = "text/plain",
+					cert = dir .. "/" .. cert, key = dir .. "/" .. key,
+					path = "/devices/cert-hub/messages/events?api-version=2020-03-13" })
+			end
+			local r = send("h1-chain.pem", "h1.key")
+			assert.are.equal(204, r.status, r.body)
+			local entries = iemu:requests("cert-hub")
+			assert.are.equal("x509_issued", entries[#entries].auth)
+			assert.are.equal(204, send("h1-1.pem", "h1.key").status) -- the leaf alone
+			-- another device's issued certificate is not this device's
+			local other = send("c1-1.pem", "c1.key")
+			assert.are.equal(401, other.status)
+			entries = iemu:requests("cert-hub")
+			assert.are.equal("registration_id_mismatch", entries[#entries].auth)
+		end)
+
+		it("answers with the scripted issuance faults, one per issuance, then normally", function()
+			local function final(n)
+				return issue("cert-faults", csr("f" .. n, "cert-faults")).json.registrationState
+			end
+			local st = final(1)
+			assert.are.equal("assigned", st.status)
+			assert.is_nil(st.issuedCertificateChain) -- no_chain
+			st = final(2) -- wrong_key
+			write_chain("f2", st.issuedCertificateChain)
+			assert.are_not.equal(openssl("pkey -in f2.key -pubout"), openssl("x509 -in f2-1.pem -noout -pubkey"))
+			assert.are.equal("f2-1.pem: OK\n", openssl("verify -CAfile " .. q(iemu.certs.issuance_root_ca)
+				.. " -untrusted f2-2.pem f2-1.pem"))
+			st = final(3) -- garbage
+			assert.are.equal(3, #st.issuedCertificateChain)
+			assert.is_nil(st.issuedCertificateChain[1]:find("^[%w+/]+=*$"))
+			st = final(4) -- long_chain
+			assert.are.equal(100, #st.issuedCertificateChain)
+			st = final(5) -- reversed: root first, leaf last
+			write_chain("f5", st.issuedCertificateChain)
+			assert.are.equal(read(iemu.certs.issuance_root_ca), read(dir .. "/f5-1.pem"))
+			assert.are.equal("subject=CN=cert-faults\n", openssl("x509 -in f5-3.pem -noout -subject -nameopt RFC2253"))
+			local empty = issue("cert-faults", csr("f6", "cert-faults"))
+			assert.truthy(empty.body:find('"issuedCertificateChain":[]', 1, true), empty.body)
+			st = final(7) -- the queue is used up
+			assert.are.equal(3, #st.issuedCertificateChain)
+			local faults = {}
+			for _, e in ipairs(iemu:requests("cert-faults")) do
+				if e.kind == "register" then faults[#faults + 1] = e.issuance_fault or "none" end
+			end
+			assert.are.same({ "no_chain", "wrong_key", "garbage", "long_chain", "reversed", "empty_chain", "none" },
+				faults)
+		end)
+	end)
 end)

@@ -69,6 +69,9 @@ function M.certs()
 		x509_device_02_chain = p("x509-device-02-chain.pem"),
 		x509_self_01 = p("x509-self-01.pem"), x509_self_01_key = p("x509-self-01.key"),
 		rogue = p("rogue.pem"), rogue_key = p("rogue.key"),
+		-- certificate issuance: the emulator's root and issuing CA (emulator/emu_csr.lua)
+		issuance_root_ca = p("issuance-root-ca.pem"), issuance_root_ca_key = p("issuance-root-ca.key"),
+		issuance_ca = p("issuance-ca.pem"), issuance_ca_key = p("issuance-ca.key"),
 	}
 	return certs_cache
 end
@@ -170,6 +173,9 @@ end
 -- no header), polls_before_assignment (1), id_scope ("0ne00000001"), hub,
 -- client_ca (default: the device root CA), max_body_bytes, latency (s per
 -- request), register_quota (registrations per quota_window s, default 60).
+-- The issuing CA of certificate issuance is always the test certificates'
+-- (certs.issuance_ca, chaining to certs.issuance_root_ca); enrollments with
+-- a certificate_policy issue from it.
 function M.start(opts)
 	opts = opts or {}
 	local certs = M.certs()
@@ -201,6 +207,7 @@ function M.start(opts)
 		enrollments = opts.enrollments or {},
 		scenarios = opts.scenarios or {},
 		cloud_to_device = opts.cloud_to_device,
+		issuance = { ca = certs.issuance_ca, ca_key = certs.issuance_ca_key, root = certs.issuance_root_ca },
 	}
 	local f = assert(io.open(emu.config_file, "w"))
 	f:write(cjson.encode(config))
