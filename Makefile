@@ -187,7 +187,8 @@ dist: version-check
 rock: version-check
 	@sh tools/dist.sh rock
 
-# libFuzzer targets of the C parsers (clang, ASan+UBSan), FUZZ_SECONDS each.
+# libFuzzer targets of the C parsers and of the Lua-side ones (fuzz/fuzz_lua.c
+# embeds Lua 5.4), clang, ASan+UBSan, FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:

@@ -13,7 +13,11 @@
 # The project's C files are compiled once into an archive and each target
 # links only the members it needs.  They include the Lua 5.4 headers
 # (their Lua bindings sit next to the plain functions), so the targets link
-# -llua5.4 too, though no Lua code runs.
+# -llua5.4 too, though no Lua code runs in the C targets.  The fuzz_lua_*
+# targets are the Lua-side parsers: fuzz/fuzz_lua.c (built once per target,
+# -DFUZZ_LUA_TARGET=<name>) runs the function <name> of fuzz/fuzz_lua.lua on
+# Lua 5.4 with the modules of lua/, dps.core from the archive and the
+# system's lua-cjson.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 
@@ -37,7 +41,8 @@ case "$CRYPTO" in
     *) echo "fuzz: CRYPTO=openssl or mbedtls" >&2; exit 2 ;;
 esac
 LIBS="-llua5.4 -lcurl $CRYPTO_LIBS -lm"
-TARGETS="fuzz_base64 fuzz_percent fuzz_sas fuzz_headers"
+TARGETS="fuzz_base64 fuzz_percent fuzz_sas fuzz_headers \
+    fuzz_lua_headers fuzz_lua_http_time fuzz_lua_cache fuzz_lua_hub_message"
 
 # Builds into a private directory first, so that two runs at once (two
 # suites in one checkout) never link against each other's half-built files.
@@ -55,8 +60,13 @@ build() {
     done
     ar rcs "$stage/libdps.a" "$objs"/*.o || return 1
     for t in $TARGETS; do
+        case "$t" in
+            fuzz_lua_*) src=fuzz/fuzz_lua.c
+                extra="-DFUZZ_LUA_TARGET=${t#fuzz_lua_} -DFUZZ_ROOT=\"$(pwd)\"" ;;
+            *) src=fuzz/$t.c extra="" ;;
+        esac
         # shellcheck disable=SC2086
-        $CC $CFLAGS -fsanitize=fuzzer $DEFINES $INCLUDES -Ifuzz "fuzz/$t.c" \
+        $CC $CFLAGS -fsanitize=fuzzer $DEFINES $INCLUDES -Ifuzz $extra "$src" \
             "$stage/libdps.a" $LIBS -o "$stage/$t" || return 1
     done
 }
@@ -80,8 +90,13 @@ for t in $TARGETS; do
     mkdir -p "$work/corpus" "$work/artifacts"
     cp fuzz/corpus/"$t"/* "$work/corpus/" 2>/dev/null
     rm -f "$OUT/$t.log"
+    # the Lua targets keep one Lua state, whose garbage outlives an input
+    case "$t" in
+        fuzz_lua_*) leaks=-detect_leaks=0 ;;
+        *) leaks=-detect_leaks=1 ;;
+    esac
     ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-        "$stage/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+        "$stage/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 $leaks \
         -artifact_prefix="$work/artifacts/$t-" "$work/corpus" >"$work/log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$work/log" | tail -n 1)
