@@ -158,50 +158,57 @@ describe("dps.core.write_atomic", function()
     end
   end)
 
+  -- RUNS writers, each killed (kill -9) at a random instant among its
+  -- rewrites: every snapshot is one whole assignment, both assignments are
+  -- seen, temporary files never pile up.
+  local function kill_loop(runs)
+    local path = dir .. "/assignment.json"
+    local lua, cpath = shell.plain()
+    local started_file = dir .. "/started"
+    local lines = { string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SPEC_STARTED=%s", q(package.path),
+      q(cpath), q(started_file)) }
+    local seed = os.time()
+    math.randomseed(seed)
+    for i = 1, runs do
+      -- once the writer has written (it then makes the "started" file), a
+      -- rewrite takes ~10 ms (two fsyncs): kill it 0-20 ms later
+      lines[#lines + 1] = string.format("rm -f %s; %s spec/support/cache_writer.lua %s & p=$!; "
+        .. "while [ ! -e %s ] && kill -0 $p 2>/dev/null; do sleep 0.001; done; sleep %.3f; "
+        .. "kill -9 $p; wait $p 2>/dev/null; cp %s %s/snap.%d 2>/dev/null; ls -a %s | grep -c '^\\.assignment' "
+        .. ">%s/temps.%d", q(started_file), lua, q(path), q(started_file), math.random() * 0.02, q(path), q(dir),
+        i, q(dir), q(dir), i)
+    end
+    local script = write(dir .. "/kill.sh", table.concat(lines, "\n") .. "\ntrue\n")
+    local started = core.monotime()
+    assert.is_true(shell.succeeds("sh " .. q(script) .. " >/dev/null 2>&1"))
+    local took = core.monotime() - started
+    local seen, piled = { 0, 0 }, 0
+    assert.truthy(read(started_file), "the writer never wrote")
+    for i = 1, runs do
+      local text = read(dir .. "/snap." .. i)
+      if text then
+        local doc, why = cache.decode(text, writer.IDENTITY)
+        assert.truthy(doc, string.format("run %d of %d (seed %d): the cache is %s", i, runs, seed, tostring(why)))
+        local n = tonumber(doc.state.assignedHub:match("^hub%-(%d)"))
+        assert.are.same(writer.state(n), doc.state)
+        seen[n] = seen[n] + 1
+      end
+      piled = math.max(piled, tonumber(read(dir .. "/temps." .. i)) or 0)
+    end
+    -- both assignments seen: the kills did land among rewrites
+    assert.is_true(seen[1] > 0 and seen[2] > 0, string.format("seen %d / %d", seen[1], seen[2]))
+    assert.is_true(piled <= 1, "temporary files piled up: " .. piled)
+    assert(cache.store(path, writer.IDENTITY, writer.state(1), 0))
+    assert.are.equal(0, temporaries(path))
+    print(string.format("\n# kill -9: %d runs in %.1f s, snapshots hub-1 %d / hub-2 %d, at most %d temporary file(s)",
+      runs, took, seen[1], seen[2], piled))
+  end
+
   it("survives kill -9 at random instants: the file is always one whole assignment, temporaries never pile up",
-    function()
-      local path = dir .. "/assignment.json"
-      local runs = 200
-      local lua, cpath = shell.plain()
-      local started_file = dir .. "/started"
-      local lines = { string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SPEC_STARTED=%s", q(package.path),
-        q(cpath), q(started_file)) }
-      local seed = os.time()
-      math.randomseed(seed)
-      for i = 1, runs do
-        -- once the writer has written (it then makes the "started" file), a
-        -- rewrite takes ~10 ms (two fsyncs): kill it 0-20 ms later
-        lines[#lines + 1] = string.format("rm -f %s; %s spec/support/cache_writer.lua %s & p=$!; "
-          .. "while [ ! -e %s ] && kill -0 $p 2>/dev/null; do sleep 0.001; done; sleep %.3f; "
-          .. "kill -9 $p; wait $p 2>/dev/null; cp %s %s/snap.%d 2>/dev/null; ls -a %s | grep -c '^\\.assignment' "
-          .. ">%s/temps.%d", q(started_file), lua, q(path), q(started_file), math.random() * 0.02, q(path), q(dir),
-          i, q(dir), q(dir), i)
-      end
-      local script = write(dir .. "/kill.sh", table.concat(lines, "\n") .. "\ntrue\n")
-      local started = core.monotime()
-      assert.is_true(shell.succeeds("sh " .. q(script) .. " >/dev/null 2>&1"))
-      local took = core.monotime() - started
-      local seen, piled = { 0, 0 }, 0
-      assert.truthy(read(started_file), "the writer never wrote")
-      for i = 1, runs do
-        local text = read(dir .. "/snap." .. i)
-        if text then
-          local doc, why = cache.decode(text, writer.IDENTITY)
-          assert.truthy(doc, string.format("run %d of %d (seed %d): the cache is %s", i, runs, seed, tostring(why)))
-          local n = tonumber(doc.state.assignedHub:match("^hub%-(%d)"))
-          assert.are.same(writer.state(n), doc.state)
-          seen[n] = seen[n] + 1
-        end
-        piled = math.max(piled, tonumber(read(dir .. "/temps." .. i)) or 0)
-      end
-      -- both assignments seen: the kills did land among rewrites
-      assert.is_true(seen[1] > 0 and seen[2] > 0, string.format("seen %d / %d", seen[1], seen[2]))
-      assert.is_true(piled <= 1, "temporary files piled up: " .. piled)
-      assert(cache.store(path, writer.IDENTITY, writer.state(1), 0))
-      assert.are.equal(0, temporaries(path))
-      print(string.format("\n# kill -9: %d runs in %.1f s, snapshots hub-1 %d / hub-2 %d, at most %d temporary file(s)",
-        runs, took, seen[1], seen[2], piled))
-    end)
+    function() kill_loop(20) end)
+
+  -- the same, 200 times (make soak)
+  it("survives kill -9 at 200 random instants #soak", function() kill_loop(200) end)
 end)
 
 describe("the assignment cache at the emulator", function()
@@ -210,6 +217,7 @@ describe("the assignment cache at the emulator", function()
   setup(function()
     emu = emulator.start{ retry_after = "0", enrollments = {
       { type = "individual", registration_id = "life-reboot", symmetric_key = KEY },
+      { type = "individual", registration_id = "life-soak", symmetric_key = KEY },
       { type = "individual", registration_id = "life-bad", symmetric_key = KEY },
       { type = "individual", registration_id = "life-rotate", symmetric_key = KEY, secondary_key = KEY_32 },
       { type = "individual", registration_id = "life-force", symmetric_key = KEY },
@@ -244,40 +252,53 @@ describe("the assignment cache at the emulator", function()
     return dps.provision(o)
   end
 
-  it("100 reboots of the dps command with --cache: one registration", function()
-    local path = dir .. "/reboot/assignment.json"
-    shell.succeeds("mkdir -p " .. q(dir .. "/reboot"))
+  -- BOOTS runs of the dps command with --cache, as BOOTS reboots of a
+  -- device (registration ID ID, its cache in its own folder): the first
+  -- registers, every later one answers from the cache with the same state.
+  local function reboots(id, boots)
+    local path = dir .. "/" .. id .. "/assignment.json"
+    shell.succeeds("mkdir -p " .. q(dir .. "/" .. id))
     local env = write(dir .. "/env.sh", string.format("export LUA_PATH=%s LUA_CPATH=%s DPS_SYMMETRIC_KEY=%s\n",
       q(package.path), q(package.cpath), q(KEY)))
-    local cmd = string.format("%s %s provision --id-scope %s --registration-id life-reboot --endpoint %s "
-      .. "--ca-file %s --cache %s", shell.interpreter(), q(emulator.root .. "/bin/dps"), emu.id_scope,
+    local cmd = string.format("%s %s provision --id-scope %s --registration-id %s --endpoint %s "
+      .. "--ca-file %s --cache %s", shell.interpreter(), q(emulator.root .. "/bin/dps"), emu.id_scope, id,
       q(emu.endpoint), q(emu.ca_file), q(path))
+    local out = dir .. "/" .. id .. "/out."
     local script = write(dir .. "/reboot.sh", table.concat({
       ". " .. q(env),
       "i=0",
-      "while [ $i -lt 100 ]; do",
-      "  " .. cmd .. " >" .. q(dir .. "/out.") .. "$i 2>>" .. q(dir .. "/err") .. " || exit 1",
+      "while [ $i -lt " .. boots .. " ]; do",
+      "  " .. cmd .. " >" .. q(out) .. "$i 2>>" .. q(dir .. "/err") .. " || exit 1",
       "  i=$((i + 1))",
       "done",
     }, "\n") .. "\n")
     local started = core.monotime()
     assert.is_true(shell.succeeds("sh " .. q(script)), read(dir .. "/err") or "no stderr")
     local took = core.monotime() - started
-    local first = cjson.decode(read(dir .. "/out.0"))
-    assert.are.equal("life-reboot", first.deviceId)
-    for i = 1, 99 do -- every boot prints the same state
-      assert.are.same(first, cjson.decode(read(dir .. "/out." .. i)))
+    local first = cjson.decode(read(out .. "0"))
+    assert.are.equal(id, first.deviceId)
+    for i = 1, boots - 1 do -- every boot prints the same state
+      assert.are.same(first, cjson.decode(read(out .. i)))
     end
-    assert.are.equal(1, registrations("life-reboot", 1))
-    assert.are.equal(2, #emu:requests("life-reboot")) -- the register and one poll, on the first boot only
+    assert.are.equal(1, registrations(id, 1))
+    assert.are.equal(2, #emu:requests(id)) -- the register and one poll, on the first boot only
     assert.are.equal(384, core.stat(path).mode)
     assert.is_nil(read(path):find(KEY:sub(1, 12), 1, true))
-    print(string.format("\n# 100 reboots: %d registration(s), %d request(s) in all, %.1f s",
-      registrations("life-reboot"), #emu:requests("life-reboot"), took))
+    print(string.format("\n# %d reboots: %d registration(s), %d request(s) in all, %.1f s",
+      boots, registrations(id), #emu:requests(id), took))
+  end
+
+  it("5 reboots of the dps command with --cache: one registration", function()
+    reboots("life-reboot", 5)
+  end)
+
+  -- the same, 100 times (make soak)
+  it("100 reboots of the dps command with --cache: one registration #soak", function()
+    reboots("life-soak", 100)
   end)
 
   it("says on -v where the state came from", function()
-    local path = dir .. "/reboot/assignment.json"
+    local path = dir .. "/life-reboot/assignment.json" -- the reboots' cache
     local cli = require "dps.cli"
     local err = {}
     local sink = { write = function(_, ...) for i = 1, select("#", ...) do err[#err + 1] = select(i, ...) end end }

@@ -8,10 +8,15 @@
 # The busted suites spend most of their time waiting on servers, so they run
 # side by side in the background while the other steps run in the
 # foreground; a progress line says how far each has got.
+#
+# The soak specs (tagged #soak: the long kill -9 and reboot loops) are left
+# out of every run here; `make soak` (spec/soak.sh) runs them, and CI too.
 set -u
 cd "$(dirname "$0")/.."
 
 LUA_VERSIONS=${LUA_VERSIONS:-"5.4 5.3 5.1 jit"}
+# Every busted run and count of this suite: the soak specs go to make soak.
+EXCLUDE="--exclude-tags=soak"
 LOGS=build/logs
 rm -rf "$LOGS" build/sweep
 mkdir -p "$LOGS"
@@ -54,7 +59,7 @@ start_suite() {
     shift
     (
         since=$(date +%s)
-        busted -o TAP "$@" >"$LOGS/$name.log" 2>&1
+        busted -o TAP "$EXCLUDE" "$@" >"$LOGS/$name.log" 2>&1
         rc=$?
         elapsed "$since" >"$LOGS/$name.took"
         echo $rc >"$LOGS/$name.rc"
@@ -112,7 +117,7 @@ step build make -j2 build build/asan/dps/core.so LUA_VERSIONS="$LUA_VERSIONS"
 step certificates make certs
 
 # How many specs one busted run holds, for the progress lines.
-TOTAL=$(busted --list --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
+TOTAL=$(busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
 echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind, side by side"
 
 # The Lua 5.4 run also records secrets and messages for the secrets sweep
@@ -151,7 +156,7 @@ specs=$(ls spec/*_spec.lua)
 for half in 1 2; do
     files=$(echo "$specs" | awk -v h="$half" 'NR % 2 == h % 2')
     # shellcheck disable=SC2086
-    busted --list --lua=lua5.4 --cpath="./build/5.4/?.so" $files 2>/dev/null | grep -c '_spec.lua:' \
+    busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" $files 2>/dev/null | grep -c '_spec.lua:' \
         >"$LOGS/busted-valgrind-$half.total"
     # shellcheck disable=SC2086
     start_suite "busted-valgrind-$half" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files

@@ -10,6 +10,7 @@ began=$(date +%s)
 sh tools/stack/build.sh
 make --no-print-directory certs >/dev/null
 status=0
-busted --lua="$(pwd)/build/stack/lua5.1" --cpath="$(pwd)/build/stack/?.so" "${BUSTED_ARGS:-spec}" || status=$?
+# The soak specs (#soak) run in make soak (Lua 5.4, on the host), not here.
+busted --lua="$(pwd)/build/stack/lua5.1" --cpath="$(pwd)/build/stack/?.so" --exclude-tags=soak "${BUSTED_ARGS:-spec}" || status=$?
 echo "stack-test took $(($(date +%s) - began)) s"
 exit $status
