@@ -3,7 +3,9 @@
 # emulator with fresh certificates and keys, provisions one device by its
 # individual key, one by a key derived from a group key and one by an X.509
 # certificate, prints the assignments, sends one message from each device to
-# the emulator's hub (`dps send`), and stops the emulator.
+# the emulator's hub (`dps send`), then onboards one more device by a group
+# key that earns its own certificate from DPS (certificate issuance, preview)
+# and sends over mutual TLS with it, and stops the emulator.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -15,6 +17,7 @@ mkdir -p "$work"
 sh emulator/make-certs.sh "$certs" >/dev/null
 individual_key=$(openssl rand -base64 32)
 group_key=$(openssl rand -base64 64 | tr -d '\n')
+earner_key=$(openssl rand -base64 64 | tr -d '\n')
 
 cat >"$work/config.json" <<JSON
 {
@@ -24,13 +27,16 @@ cat >"$work/config.json" <<JSON
   "log_file": "$work/requests.jsonl",
   "listeners": [{"host": "127.0.0.1", "port": 0, "cert": "$certs/server.pem", "key": "$certs/server.key"}],
   "client_ca": "$certs/device-root-ca.pem",
+  "issuance": {"ca": "$certs/issuance-ca.pem", "ca_key": "$certs/issuance-ca.key", "root": "$certs/issuance-root-ca.pem"},
   "retry_after": "1",
   "polls_before_assignment": 1,
   "enrollments": [
     {"type": "individual", "registration_id": "demo-router-01", "symmetric_key": "$individual_key",
      "device_id": "router-01"},
     {"type": "group", "group_id": "demo-gateways", "symmetric_key": "$group_key"},
-    {"type": "group", "group_id": "demo-x509", "attestation": "x509"}
+    {"type": "group", "group_id": "demo-x509", "attestation": "x509"},
+    {"type": "group", "group_id": "demo-earners", "symmetric_key": "$earner_key",
+     "certificate_policy": {"validity_days": 30, "curves": ["P-384"]}}
   ]
 }
 JSON
@@ -75,6 +81,10 @@ DPS_GROUP_KEY="$group_key" send --registration-id demo-leaf-07 --cache "$work/le
     '{"hello":"from demo-leaf-07"}'
 send --cert-file "$certs/x509-device-01-chain.pem" --key-file "$certs/x509-device-01.key" \
     --cache "$work/x509-device-01.json" '{"hello":"from x509-device-01"}'
+echo "-- a device that earns its certificate (group key to onboard, then mutual TLS with the issued one):"
+mkdir -m 700 "$work/earner-cert"
+DPS_GROUP_KEY="$earner_key" send --registration-id demo-earner-01 --cache "$work/earner-01.json" \
+    --issue-cert "$work/earner-cert" '{"hello":"from demo-earner-01, over its issued certificate"}'
 lua5.4 -e '
 for line in io.lines() do
   local e = require("cjson").decode(line)

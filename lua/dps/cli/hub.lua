@@ -29,6 +29,7 @@ local function connect(opts, source, term, action)
   end
   term.say(string.format("%s %s as device %s (assignment from %s) with %s", action, hub.host, hub.device_id,
     hub.provisioned and hub.provisioned.source or "?", commands.describe_source(source)))
+  if hub.provisioned then commands.say_certificate(term, hub.provisioned) end
   if hub.provisioned and hub.provisioned.cache_error then
     term.err("warning: provisioned, but the cache cannot be written: " .. hub.provisioned.cache_error)
   end
