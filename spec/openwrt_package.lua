@@ -32,6 +32,8 @@ describe("the OpenWrt packages under qemu", function()
       { type = "individual", registration_id = "router-51", symmetric_key = KEY },
       { type = "individual", registration_id = "router-54", symmetric_key = KEY },
       { type = "individual", registration_id = "router-boot", symmetric_key = KEY },
+      { type = "individual", registration_id = "router-cert", symmetric_key = KEY,
+        certificate_policy = { validity_days = 30, curves = { "P-384" } } },
     } })
     shell.write(dir .. "/device.key", KEY .. "\n", "600")
   end)
@@ -71,11 +73,11 @@ describe("the OpenWrt packages under qemu", function()
     end)
   end
 
-  it("provisions at boot through the installed init script and /etc/config/dps", function()
+  -- The installed init script run as procd would, with `options` in
+  -- /etc/config/dps; its extra command `command`.
+  local function init_script(options, command)
     shell.write(dir .. "/functions.sh", assert(shell.read("spec/support/openwrt-functions.sh")), "644")
     local config = assert(read(ROOTFS .. "/etc/config/dps"))
-    local options = { id_scope = emu.id_scope, registration_id = "router-boot", key_file = dir .. "/device.key",
-      endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1", timeout = "20", attempts = "1" }
     for name, value in pairs(options) do
       local n
       config, n = config:gsub("\n\t#?option " .. name .. " '[^\n]*'", "\n\toption " .. name .. " '" .. value .. "'")
@@ -84,12 +86,40 @@ describe("the OpenWrt packages under qemu", function()
     os.execute("mkdir -p " .. q(dir .. "/config") .. " " .. q(dir .. "/state"))
     shell.write(dir .. "/config/dps", config, "644")
     shell.write(dir .. "/dps", "#!/bin/sh\nexec " .. lua_in_root("/usr/bin/lua") .. " /usr/bin/dps \"$@\"\n", "755")
-    local out, ok = shell.run(string.format("cd %s && UCI_CONFIG_DIR=%s DPS_DIR=%s DPS_BIN=%s sh -c %s 2>&1",
+    return shell.run(string.format("cd %s && UCI_CONFIG_DIR=%s DPS_DIR=%s DPS_BIN=%s sh -c %s 2>&1",
       q(dir), q(dir .. "/config"), q(dir .. "/state"), q(dir .. "/dps"),
-      q(". ./functions.sh; . " .. ROOTFS .. "/etc/init.d/dps; provision")))
+      q(". ./functions.sh; . " .. ROOTFS .. "/etc/init.d/dps; " .. command)))
+  end
+
+  it("provisions at boot through the installed init script and /etc/config/dps", function()
+    local out, ok = init_script({ id_scope = emu.id_scope, registration_id = "router-boot",
+      key_file = dir .. "/device.key", endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1",
+      timeout = "20", attempts = "1" }, "provision")
     assert.is_true(ok, out)
     -- the init script keeps the library's assignment cache (dps.cache)
     local cache = cjson.decode((assert(read(dir .. "/state/assignment.json"), out)))
     assert.are.equal("router-boot", cache.state.deviceId)
+  end)
+
+  it("renew: earns a certificate (issue_cert_dir), then nothing while it is good; a daily cron line", function()
+    local options = { id_scope = emu.id_scope, registration_id = "router-cert", key_file = dir .. "/device.key",
+      endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1", timeout = "30", attempts = "1",
+      assignment = dir .. "/state/cert-assignment.json", issue_cert_dir = dir .. "/state/cert" }
+    local out, ok = init_script(options, "renew")
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("issued now", 1, true), out)
+    assert.is_truthy(read(dir .. "/state/cert/cert.pem"))
+    assert.is_truthy(read(dir .. "/state/cert/key.pem"))
+    local requests = #emu:requests("router-cert")
+    out, ok = init_script(options, "renew")
+    assert.is_true(ok, out)
+    assert.are.equal(requests, #emu:requests("router-cert")) -- good: nothing sent
+    -- the package's uci-defaults adds the cron line, once
+    local crontab = dir .. "/crontab"
+    for _ = 1, 2 do
+      assert.is_true(shell.succeeds(string.format("CRONTAB=%s sh %s", q(crontab),
+        q(ROOTFS .. "/etc/uci-defaults/90-dps-renew"))))
+    end
+    assert.are.equal("17 4 * * * /etc/init.d/dps renew\n", read(crontab))
   end)
 end)
