@@ -132,6 +132,28 @@ describe("certificates the device earns, against the emulator", function()
     assert.is_nil(err:find(keys.GROUP_KEY, 1, true))
   end)
 
+  it("with the clock moved past 80 % of the validity (faketime), a run renews: a new key and serial", function()
+    local lua, cpath = shell.plain()
+    local probe = shell.run("faketime -f +25d " .. lua .. " -e 'print(os.time())' 2>/dev/null")
+    if not ((tonumber(probe) or 0) > os.time() + 86400) then
+      pending("faketime cannot move this interpreter's clock (not glibc, or under emulation)")
+      return
+    end
+    local o, f = opts("ce-faketime")
+    local _, how = assert(dps.provision(o))
+    local serial, key = how.certificate.serial, shell.read(f .. "/key.pem")
+    o.cache = nil -- provision_once takes dps.provision's options as JSON
+    local file = shell.write(dir .. "/faketime.json", require("cjson").encode(o), "600")
+    local out, ok = shell.run(string.format("LUA_PATH=%s LUA_CPATH=%s faketime -f +25d %s %s %s 2>&1",
+      q(package.path), q(cpath), lua, q(emulator.root .. "/spec/support/provision_once.lua"), q(file)))
+    assert.is_true(ok, out)
+    local r = require("cjson").decode(out)
+    assert.truthy(r.state, r.message)
+    assert.is_true(r.info.certificate.issued)
+    assert.are_not.equal(serial, r.info.certificate.serial)
+    assert.are_not.equal(key, shell.read(f .. "/key.pem"))
+  end)
+
   -- Renewals in a child process, killed at random instants: after each
   -- kill, the folder holds a certificate and the key it is for.
   local function kill_renewals(times)
