@@ -12,7 +12,7 @@ local keys = require "spec.support.keys"
 local cjson = require("cjson").new()
 
 local KEY, OTHER_KEY = keys.KEY, keys.OTHER_KEY
-local EPOCH = 1700000000 -- the local wall clock at fake monotonic time 0
+local EPOCH = 1800000000 -- the local wall clock at fake monotonic time 0 (a plausible server time: dps.clock)
 local DAY = 86400
 
 local function http_date(t)
@@ -130,6 +130,10 @@ describe("a wrong clock, in milliseconds", function()
     assert.is_nil(clock.correction(with("server_time", nil), 0))
     assert.is_nil(clock.correction(with("server_time", EPOCH + 60), 0))
     assert.are.equal(-61, clock.correction(with("server_time", EPOCH - 61), 0))
+    -- a server time no clock shows: before 2025, or past 2099
+    assert.is_nil(clock.correction(with("server_time", clock.FLOOR - 1), 0))
+    assert.is_nil(clock.correction(with("server_time", clock.CEILING + 1), 0))
+    assert.is_nil(clock.correction(with("server_time", -315619200), 0))
   end)
 
   it("dps.response reports the answer's Date and the local time with an error answer", function()
