@@ -206,15 +206,20 @@ end
 
 -- One call, blocking, with its rules (dps.retry's call machine): retries
 -- within the call's timeout, the wrong-clock retry, and provisioning again
--- once when the hub refuses the device (dps.connect's hubs).
+-- once when the hub refuses the device (dps.connect's hubs). `call.timeout`
+-- (default the client's) and `call.interpret` (default
+-- `dps.hub_response.interpret`) serve calls with answers of their own
+-- (`dps.upload`).
 function Hub:_call(call)
   local rt, builder, link = self.rt, self.builder, self.link
-  local machine = retry.call{ step = call.step, timeout = self.timeout, now = rt.monotime(), jitter = rt.jitter,
-    clock_offset = builder.clock_offset, reprovision = link ~= nil and link.may_reprovision(rt.now()) }
+  local machine = retry.call{ step = call.step, timeout = call.timeout or self.timeout, now = rt.monotime(),
+    jitter = rt.jitter, clock_offset = builder.clock_offset,
+    reprovision = link ~= nil and link.may_reprovision(rt.now()) }
+  local interpret = call.interpret or hub_response.interpret
   local function send(act)
     builder:set_clock_offset(act.clock_offset)
     return runtime.exchange(rt, builder:hub_request(call, rt.now()), math.min(act.timeout, self.request_timeout),
-      hub_response.interpret)
+      interpret)
   end
   local act = runtime.drive(rt, machine, send)
   local reprovisioned = act.action == "reprovision"
@@ -392,5 +397,32 @@ function Hub:close()
   return true
 end
 Hub.__close = Hub.close
+
+--- Upload a file to the hub's storage (`dps.upload`): the hub names the
+-- place and a SAS for it, the bytes go to storage, the hub is told how it
+-- went (also after a failure). Small uploads go in one request, larger ones
+-- in blocks and a block list; a block that fails with a retryable answer is
+-- sent again (Retry-After, back-off) without starting over.
+-- @tparam table opts `name` (the blob's name under the device's folder,
+--   e.g. `"logs/boot.txt"`), and `data` (a string) or `file` (a path: read
+--   a block at a time, never whole); optionally `block_size` (bytes, default
+--   4 MiB, at most 100 MiB: larger uploads go in blocks of this size),
+--   `on_progress` (`function(sent, total)`, after each block),
+--   `content_type` (default `application/octet-stream`), `timeout`
+--   (seconds for the whole upload; each step may also take the client's
+--   `timeout`)
+-- @treturn table `{ blob_name (as the hub named it: the device ID in
+--   front), size, correlation_id, blocks (0: one request) }`
+-- @return or nil, message, info (`info.kind`; `config` for a file that
+--   cannot be read; after the hub gave a place, `correlation_id` and
+--   `notified` (whether the hub was told of the failure))
+-- @raise on a closed client or bad options
+function Hub:upload(opts)
+  local upload = require "dps.upload"
+  local problem = closed_problem(self) or upload.options_problem(opts)
+  if problem then error(problem:find("^dps%.") and problem or ("dps.hub: " .. problem), 2) end
+  return upload.run({ rt = self.rt, timeout = self.timeout, request_timeout = self.request_timeout,
+    call = function(call) return self:_call(call) end }, opts)
+end
 
 return Hub
