@@ -60,6 +60,7 @@ build = {
     ["dps.hub"] = "lua/dps/hub.lua",
     ["dps.hub_response"] = "lua/dps/hub_response.lua",
     ["dps.hub_message"] = "lua/dps/hub_message.lua",
+    ["dps.upload"] = "lua/dps/upload.lua",
     ["dps.request"] = "lua/dps/request.lua",
     ["dps.retry"] = "lua/dps/retry.lua",
     ["dps.runtime"] = "lua/dps/runtime.lua",
