@@ -58,6 +58,7 @@ build = {
     ["dps.errors"] = "lua/dps/errors.lua",
     ["dps.poll"] = "lua/dps/poll.lua",
     ["dps.hub"] = "lua/dps/hub.lua",
+    ["dps.hubs"] = "lua/dps/hubs.lua",
     ["dps.hub_response"] = "lua/dps/hub_response.lua",
     ["dps.hub_message"] = "lua/dps/hub_message.lua",
     ["dps.upload"] = "lua/dps/upload.lua",

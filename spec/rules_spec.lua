@@ -6,9 +6,11 @@
 -- Drivers of provisioning (family "dps"): dps.provision (blocking client),
 -- dps.batch (one device, on an engine), dps.start_provision (driven by
 -- step() alone). Drivers of one call (family "call"): hub:send (the hub's
--- call machine, blocking). Each returns `ok, message, info` of the run.
+-- call machine, blocking), hubs:send (the same machine in a pool on an
+-- engine, driven by step() alone). Each returns `ok, message, info` of the run.
 local dps = require "dps"
 local Hub = require "dps.hub"
+local Hubs = require "dps.hubs"
 local fake_runtime = require "spec.support.fake_runtime"
 local keys = require "spec.support.keys"
 
@@ -64,6 +66,21 @@ local DRIVERS = {
     local ok, message, info = hub:send("x")
     hub:close()
     return ok, message, info
+  end },
+  { name = "hubs:send", family = "call", run = function(fake, o)
+    local pool = Hubs.new({ timeout = o.timeout, request_timeout = o.request_timeout }, fake:with_engine())
+    local dev = pool:add{ hub = "hub.example", device_id = "dev", symmetric_key = KEY }
+    local got
+    assert(dev:send("x", nil, function(...) got = { ... } end))
+    local steps = 0
+    repeat
+      local wait = pool:step() -- an event loop: arm a timer for `wait`, which moves the fake clock
+      steps = steps + 1
+      assert(steps < 10000, "step() loops without end")
+      if not got then fake.mono = fake.mono + wait end
+    until got
+    pool:close()
+    return got[1], got[2], got[3]
   end },
 }
 
