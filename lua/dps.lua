@@ -157,6 +157,12 @@ function dps.connect(opts, rt)
   return connect.connect(opts, rt)
 end
 
+--- Many devices' hub traffic at once, without blocking: see `dps.hubs`.
+-- @function hubs
+-- @tparam table opts
+-- @treturn dps.hubs
+dps.hubs = require("dps.hubs").new
+
 --- A client of the hub for an assignment you already have: see `dps.hub`'s `new`.
 -- @function hub
 -- @tparam table opts `state` (or `hub`, `device_id`), one attestation, …
