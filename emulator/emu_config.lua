@@ -186,6 +186,77 @@ local function hub_fault_queue(q, where)
 	return out
 end
 
+-- The storage fault queue (file upload): one element per storage request of
+-- the device that it matches (`on`: put, block, blocklist or any), after
+-- `after` such requests have passed; a status with the store's error code, or
+-- a connection fault.
+local STORAGE_ON = { put = true, block = true, blocklist = true, any = true }
+local STORAGE_FAULTS = { reset = true, hang = true }
+
+local function storage_fault(f, where)
+	want(f, "table", where)
+	check_keys(f, { status = true, code = true, message = true, retry_after = true, on = true, after = true,
+		fault = true, seconds = true }, where)
+	local on = opt_string(f.on, where .. ".on", "any")
+	if not STORAGE_ON[on] then error(where .. ".on must be put, block, blocklist or any", 0) end
+	local out = { on = on, after = count(f.after, where .. ".after", 0) }
+	if not is_null(f.fault) then
+		if not STORAGE_FAULTS[f.fault] then error(where .. ".fault must be reset or hang", 0) end
+		if not is_null(f.status) then error(where .. ": give status or fault, not both", 0) end
+		out.fault = f.fault
+		out.seconds = seconds(f.seconds, where .. ".seconds", 600)
+		return out
+	end
+	local st = count(f.status, where .. ".status")
+	if st < 300 or st > 599 then error(where .. ".status must be 300..599", 0) end
+	out.status = st
+	out.code = opt_string(f.code, where .. ".code", st == 403 and "AuthenticationFailed"
+		or (st >= 500 and "InternalError" or "InjectedFault"))
+	out.message = opt_string(f.message, where .. ".message")
+	out.retry_after = retry_after(f.retry_after, where .. ".retry_after", false)
+	return out
+end
+
+--- A storage fault queue (an array of faults, or one fault), or nil, message.
+function M.storage_faults(q, where)
+	local ok, res = pcall(function()
+		if is_null(q) then return {} end
+		if type(q) == "table" and not is_array(q) then q = { q } end
+		if not is_array(q) then error(where .. " must be an array", 0) end
+		local out = {}
+		for i, f in ipairs(q) do out[i] = storage_fault(f, where .. "[" .. i .. "]") end
+		return out
+	end)
+	if not ok then return nil, res end
+	return res
+end
+
+local function storage_fault_queue(q, where)
+	local out, err = M.storage_faults(q, where)
+	if not out then error(err, 0) end
+	return out
+end
+
+-- The blob store of file upload: {"host"?, "container"?, "dir"?, "sas_ttl"?, "max_active"?}.
+local function storage_config(t, dir)
+	if is_null(t) then t = {} end
+	want(t, "table", "storage")
+	check_keys(t, { host = true, container = true, dir = true, sas_ttl = true, max_active = true }, "storage")
+	local container = opt_string(t.container, "storage.container", "device-uploads")
+	if not container:match("^[a-z0-9][a-z0-9%-]+$") or #container > 63 then
+		error("storage.container must be 2-63 lower-case letters, digits and hyphens", 0)
+	end
+	local sas_ttl = seconds(t.sas_ttl, "storage.sas_ttl", 3600)
+	if sas_ttl <= 0 then error("storage.sas_ttl must be a number of seconds > 0", 0) end
+	return {
+		host = opt_string(t.host, "storage.host"),
+		container = container,
+		dir = resolve(dir, opt_string(t.dir, "storage.dir", "blobs")),
+		sas_ttl = sas_ttl,
+		max_active = count(t.max_active, "storage.max_active", 10),
+	}
+end
+
 -- The issuance fault queue: names of emu_csr.FAULTS, one per certificate issued.
 local function issuance_faults(q, where)
 	if is_null(q) then return {} end
@@ -223,7 +294,7 @@ local function scenario(s, where)
 	want(s, "table", where)
 	check_keys(s, { polls_before_assignment = true, retry_after = true, result = true,
 		register = true, poll = true, lookup = true, assigned_hub = true, device_id = true, hub = true,
-		issuance = true }, where)
+		issuance = true, storage = true }, where)
 	local result = opt_string(s.result, where .. ".result", "assigned")
 	if not RESULTS[result] then error(where .. ".result must be assigned, failed or disabled", 0) end
 	return {
@@ -237,6 +308,7 @@ local function scenario(s, where)
 		device_id = opt_string(s.device_id, where .. ".device_id"),
 		hub = hub_fault_queue(s.hub, where .. ".hub"),
 		issuance = issuance_faults(s.issuance, where .. ".issuance"),
+		storage = storage_fault_queue(s.storage, where .. ".storage"),
 	}
 end
 
@@ -288,7 +360,7 @@ local function parse(t, dir)
 	check_keys(t, { id_scope = true, hub = true, ready_file = true, log_file = true, listeners = true,
 		client_ca = true, retry_after = true, polls_before_assignment = true, enrollments = true,
 		scenarios = true, max_body_bytes = true, latency = true, register_quota = true,
-		quota_window = true, cloud_to_device = true, issuance = true }, "config")
+		quota_window = true, cloud_to_device = true, issuance = true, storage = true }, "config")
 	local c = {
 		id_scope = opt_string(t.id_scope, "id_scope", "0ne00000001"),
 		hub = opt_string(t.hub, "hub", "emulated-hub.azure-devices.net"),
@@ -306,6 +378,7 @@ local function parse(t, dir)
 		x509_groups = {},
 		scenarios = {},   -- lower-cased registration id → scenario
 	}
+	c.storage = storage_config(t.storage, dir)
 	local ready = opt_string(t.ready_file, "ready_file")
 	c.ready_file = ready and resolve(dir, ready)
 	local log = opt_string(t.log_file, "log_file")
@@ -412,7 +485,7 @@ function M.scenario_for(c, registration_id)
 	if not c.default_scenario then
 		c.default_scenario = {
 			polls_before_assignment = nil, retry_after = c.retry_after, result = "assigned",
-			register = {}, poll = {}, lookup = {}, issuance = {},
+			register = {}, poll = {}, lookup = {}, issuance = {}, storage = {},
 		}
 	end
 	return c.default_scenario

@@ -157,6 +157,8 @@ function H:handle(stream, listener)
 		return self.hub:handle(stream, req_headers, info, method, path, query)
 	elseif path:find("^/admin/") then
 		return self.hub:admin(stream, req_headers, info, method, path)
+	elseif self.hub.storage:owns(path) then
+		return self.hub.storage:handle(stream, req_headers, info, method, path, query)
 	end
 	local kind, scope, reg_id, op_id, bad_method = route(method, path)
 	local entry = {

@@ -7,6 +7,8 @@
 --   GET    /devices/{id}/messages/devicebound            cloud-to-device: 200 + ETag, or 204
 --   DELETE /devices/{id}/messages/devicebound/{lock}     complete (`&reject`: reject) → 204 / 412
 --   POST   /devices/{id}/messages/devicebound/{lock}/abandon                          → 204 / 412
+--   POST   /devices/{id}/files                           file upload: a place and its SAS → 200
+--   POST   /devices/{id}/files/notifications             the upload's outcome → 204 (emu_storage)
 -- A device exists on a hub once the emulator assigned it there (until an
 -- admin request deletes or moves it). Checks in order: route (404/405) →
 -- body size (413) → api-version (400) → the device on the token's hub (404
@@ -21,11 +23,17 @@
 --   POST   /admin/devices/{id}/move    body {"hub":"other-hub…"}: forgotten here; its next
 --                                      registration assigns the other hub
 --   GET    /admin/devices/{id}/certificates  the certificates issued to a registration ID
+--   GET    /admin/devices/{id}/files   the device's file uploads and their notifications
+--   POST   /admin/devices/{id}/storage_faults  body: a storage fault or an array of them
+--   GET    /admin/blobs/{container}/{blob}     a blob's bytes
+--   POST   /admin/storage              body {"host":"name[:port]"}: the storage host the hub names
+--                                      ({}: the address the device reached the hub at)
 local cjson = require "cjson.safe"
 local hmac = require "openssl.hmac"
 local util = require "emu_util"
 local auth = require "emu_auth"
 local http = require "emu_http"
+local storage_mod = require "emu_storage"
 
 local M = {}
 M.__index = M
@@ -43,6 +51,7 @@ function M.new(cfg, log, registry)
 		sequence = 0,
 		hub_faults = {}, -- lower-cased registration id → hub requests so far
 	}, M)
+	self.storage = storage_mod.new(cfg, log, registry) -- file upload: the blob store
 	for id, list in pairs(cfg.cloud_to_device or {}) do
 		for _, m in ipairs(list) do self:enqueue(id, m) end
 	end
@@ -129,9 +138,17 @@ end
 local function route(method, path)
 	local s = {}
 	for seg in path:gmatch("[^/]+") do s[#s + 1] = util.pct_decode(seg) end
-	if s[1] ~= "devices" or s[3] ~= "messages" or path:find("//", 1, true) then return "other" end
+	if s[1] ~= "devices" or (s[3] ~= "messages" and s[3] ~= "files") or path:find("//", 1, true) then
+		return "other"
+	end
 	local call, want
-	if #s == 4 and s[4] == "events" then
+	if #s == 3 and s[3] == "files" then
+		call, want = "files", "POST"
+	elseif #s == 4 and s[3] == "files" and s[4] == "notifications" then
+		call, want = "files_notify", "POST"
+	elseif s[3] ~= "messages" then
+		return "other"
+	elseif #s == 4 and s[4] == "events" then
 		call, want = "send", "POST"
 	elseif #s == 4 and s[4] == "devicebound" then
 		call, want = "receive", "GET"
@@ -161,6 +178,10 @@ local function hub_error(stream, status, code, text, extra)
 		ExceptionMessage = "Tracking ID:" .. util.uuid():gsub("-", "") .. "-G:0-TimeStamp:" .. util.utc(),
 	})
 	return http.respond(stream, status, headers, body)
+end
+
+local function json_answer(stream, status, value)
+	return http.respond(stream, status, nil, assert(cjson.encode(value)))
 end
 
 local function app_properties(req_headers)
@@ -293,7 +314,30 @@ function M:handle(stream, req_headers, info, method, path, query)
 		finish(401)
 		return hub_error(stream, 401, "IotHubUnauthorizedAccess", "Unauthorized")
 	end
-	return self[call](self, stream, req_headers, body, query, device_id, lock, finish)
+	return self[call](self, stream, req_headers, body, query, device_id, lock, finish, dev)
+end
+
+-- File upload: a place in the blob store (emu_storage).
+function M:files(stream, req_headers, body, _, device_id, _, finish, dev)
+	local ok, answer, code, text = self.storage:start(device_id, dev.state.registrationId, body,
+		req_headers:get(":authority") or "localhost")
+	if not ok then
+		finish(answer)
+		return hub_error(stream, answer, code, text)
+	end
+	finish(200)
+	return json_answer(stream, 200, answer)
+end
+
+-- File upload: the device says how it went.
+function M:files_notify(stream, _, body, _, device_id, _, finish)
+	local ok, status, code, text = self.storage:notify(device_id, body)
+	if not ok then
+		finish(status)
+		return hub_error(stream, status, code, text)
+	end
+	finish(204)
+	return http.respond_empty(stream, 204)
 end
 
 function M:send(stream, req_headers, body, _, device_id, _, finish)
@@ -370,10 +414,6 @@ end
 
 -- Admin ---------------------------------------------------------------------
 
-local function json_answer(stream, status, value)
-	return http.respond(stream, status, nil, assert(cjson.encode(value)))
-end
-
 --- Handle an admin request under /admin/.
 function M:admin(stream, req_headers, info, method, path)
 	local s = {}
@@ -381,6 +421,20 @@ function M:admin(stream, req_headers, info, method, path)
 	local body = http.read_body(stream, req_headers, M.MAX_MESSAGE) or ""
 	local device_id, what = s[3], s[4]
 	self.log:write({ event = "admin", conn = info.id, method = method, path = path, t = util.now() })
+	if s[2] == "blobs" and method == "GET" and #s >= 4 then
+		local bytes = self.storage:read_blob(s[3], table.concat(s, "/", 4))
+		if not bytes then return json_answer(stream, 404, { error = "no such blob" }) end
+		return http.respond(stream, 200, nil, bytes, { content_type = "application/octet-stream" })
+	end
+	if s[2] == "storage" and method == "POST" and #s == 2 then
+		-- where the hub sends devices to upload: {"host":"name:port"}; {} = back to its own address
+		local doc = cjson.decode(body)
+		if type(doc) ~= "table" or (doc.host ~= nil and (type(doc.host) ~= "string" or doc.host == "")) then
+			return json_answer(stream, 400, { error = 'give {"host":"name[:port]"} or {}' })
+		end
+		self.storage.host = doc.host
+		return json_answer(stream, 200, { host = doc.host or cjson.null })
+	end
 	if s[2] ~= "devices" or not device_id then
 		return json_answer(stream, 404, { error = "no such admin request" })
 	end
@@ -413,6 +467,14 @@ function M:admin(stream, req_headers, info, method, path)
 			return http.respond(stream, 200, nil, "[]")
 		end
 		return json_answer(stream, 200, list)
+	elseif method == "GET" and what == "files" then
+		local list = self.storage:files(device_id)
+		if #list == 0 then return http.respond(stream, 200, nil, "[]") end
+		return json_answer(stream, 200, list)
+	elseif method == "POST" and what == "storage_faults" then
+		local n, why = self.storage:add_faults(device_id, cjson.decode(body))
+		if not n then return json_answer(stream, 400, { error = why }) end
+		return json_answer(stream, 201, { queued = n })
 	elseif method == "GET" and what == "events" then
 		return json_answer(stream, 200, self.events[device_id] or cjson.empty_array)
 	elseif method == "DELETE" and what == nil then
