@@ -11,6 +11,7 @@ local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local writer = require "spec.support.cache_writer"
 local keys = require "spec.support.keys"
+local timing = require "spec.support.timing"
 local cjson = require("cjson").new()
 
 local KEY, KEY_32 = keys.KEY, keys.KEY_32
@@ -213,6 +214,9 @@ end)
 
 describe("the assignment cache at the emulator", function()
   local emu, dir
+  -- dps.provision's timeout (connecting included): none should take it, it
+  -- only stops a spec that would wait for ever; measured slowness.
+  local timeout
 
   setup(function()
     emu = emulator.start{ retry_after = "0", enrollments = {
@@ -223,6 +227,7 @@ describe("the assignment cache at the emulator", function()
       { type = "individual", registration_id = "life-force", symmetric_key = KEY },
     } }
     dir = shell.tmpdir("dps-life")
+    timeout = timing.margin(10)
   end)
 
   teardown(function()
@@ -231,23 +236,26 @@ describe("the assignment cache at the emulator", function()
   end)
 
   -- Registrations (PUT …/register) of one device so far; the emulator logs
-  -- a request just after answering it, so wait a little for the last one.
+  -- a request just after answering it, so wait a little for the last one
+  -- (2 s on an idle machine, times how busy it is: the emulator is a
+  -- process of its own).
   local function registrations(id, at_least)
-    local n = 0
-    for _ = 1, 40 do
-      n = 0
+    local deadline
+    while true do
+      local n = 0
       for _, e in ipairs(emu:requests(id)) do
         if e.method == "PUT" then n = n + 1 end
       end
-      if n >= (at_least or 0) then break end
+      if n >= (at_least or 0) then return n end
+      deadline = deadline or core.monotime() + timing.child_margin(2)
+      if core.monotime() > deadline then return n end
       os.execute("sleep 0.05")
     end
-    return n
   end
 
   local function provision(id, path, extra)
     local o = { id_scope = emu.id_scope, registration_id = id, symmetric_key = KEY, endpoint = emu.endpoint,
-      ca_file = emu.ca_file, timeout = 10, cache = path }
+      ca_file = emu.ca_file, timeout = timeout, connect_timeout = timeout, cache = path }
     for k, v in pairs(extra or {}) do o[k] = v end
     return dps.provision(o)
   end

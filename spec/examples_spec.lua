@@ -7,6 +7,8 @@ local shell = require "spec.support.shell"
 local cjson = require("cjson").new()
 
 local keys = require "spec.support.keys"
+local timing = require "spec.support.timing"
+local monotime = require("dps.core").monotime
 local GROUP_KEY = keys.GROUP_KEY
 local KEY = keys.KEY
 local OTHER_KEY = keys.OTHER_KEY
@@ -77,11 +79,13 @@ describe("examples", function()
     return sh('"$LUA" examples/' .. name .. " " .. table.concat(quoted, " "), e)
   end
 
-  -- The emulator logs a request just after answering it: wait for n entries.
+  -- The emulator logs a request just after answering it: wait for n entries
+  -- (2 s at most on an idle machine, times how busy it is).
   local function requests(registration_id, n)
-    local list = emu:requests(registration_id)
-    for _ = 1, 40 do
-      if #list >= n then break end
+    local list, deadline = emu:requests(registration_id), nil
+    while #list < n do
+      deadline = deadline or monotime() + timing.child_margin(2)
+      if monotime() > deadline then break end
       os.execute("sleep 0.05")
       list = emu:requests(registration_id)
     end
@@ -272,8 +276,9 @@ describe("examples", function()
     end
 
     local function settings(extra)
+      -- a timeout no provisioning here should take: 10 s on an idle machine
       local o = { id_scope = emu.id_scope, endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1",
-        timeout = "10", attempts = "1", retry_delay = "0" }
+        timeout = tostring(math.ceil(timing.child_margin(10))), attempts = "1", retry_delay = "0" }
       for k, v in pairs(extra) do o[k] = v end
       return o
     end
@@ -326,7 +331,8 @@ describe("examples", function()
       assert.are.equal(0, code, err)
       assert.are.equal("", out2)
       assert.truthy(err:find("from the cache " .. assignment, 1, true), err)
-      os.execute("sleep 0.3")
+      -- no request: one would be in the emulator's log by now
+      os.execute(string.format("sleep %.2f", timing.child_margin(0.3)))
       assert.are.equal(before, #emu:requests("router-ow-01"))
       assert.are.equal(text, read(assignment))
 
@@ -410,7 +416,7 @@ describe("examples", function()
       -- as written, except: its own folder and port (so runs never collide),
       -- and no `make` (the suite has built everything and made the certificates)
       -- below the ephemeral range (32768+), and apart for suites running side by side
-      local port = tostring(20000 + math.floor(require("dps.core").monotime() * 1e6) % 12000)
+      local port = tostring(20000 + math.floor(monotime() * 1e6) % 12000)
       local block = readme_block(2):gsub("\nmake [^\n]*", ""):gsub("^make [^\n]*\n", "")
       local try = (dir:gsub("%%", "%%%%")) .. "/try"
       block = block:gsub("%$PWD/build/try", try):gsub("build/try", try):gsub("8443", port)

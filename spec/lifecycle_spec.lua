@@ -9,18 +9,25 @@
 
 local dps_session = require "dps.session"
 local tls = require "spec.support.tls_server"
+local timing = require "spec.support.timing"
 
 local BODY = "hello from s_server -WWW\n"
 
 describe("dps.session lifecycle", function()
   local dir, certs, pid, port
+  -- The sessions' timeouts (connecting included): no request here should
+  -- take them, they only stop a spec that would wait for ever; 5 s on an
+  -- idle machine at native speed, times the measured slowness (valgrind
+  -- slows the TLS handshake down, other processes take the CPUs).
+  local timeout
 
   local function url(path) return "https://localhost:" .. port .. (path or "/hello.txt") end
 
   local function session(opts)
     opts = opts or {}
     opts.ca_file = certs.ca
-    opts.timeout = opts.timeout or 30 -- generous: valgrind slows the TLS handshake down
+    opts.timeout = opts.timeout or timeout
+    opts.connect_timeout = opts.connect_timeout or timeout
     return dps_session.new(opts)
   end
 
@@ -46,6 +53,7 @@ describe("dps.session lifecycle", function()
     assert(tls.run("mkdir " .. tls.quote(dir .. "/www")))
     tls.write_file(dir .. "/www/hello.txt", BODY)
     pid, port = tls.s_server(dir, "www", certs, "-WWW", dir .. "/www")
+    timeout = timing.margin(5)
   end)
 
   teardown(function()
@@ -69,7 +77,8 @@ describe("dps.session lifecycle", function()
     end)
 
     it("can follow a failed request", function()
-      local s = dps_session.new{ timeout = 30 } -- without the spec CA: verification fails
+      -- without the spec CA: verification fails
+      local s = dps_session.new{ timeout = timeout, connect_timeout = timeout }
       local status, message, info = s:request("GET", url())
       assert.is_nil(status)
       assert.is_string(message)
