@@ -227,6 +227,22 @@ end
 
 -- The bytes ------------------------------------------------------------------
 
+local function config(what)
+  return nil, errors.safe("upload: " .. what, 1024), { kind = "config", retryable = false, step = "upload" }
+end
+
+--- A file to upload, open: the file and its size, or nil, message, info
+-- (kind `config`: missing, unreadable, not a regular file).
+-- @tparam string path
+function upload.open(path)
+  local facts, why = core.stat(path)
+  if not facts then return config("cannot read the file: " .. tostring(why)) end
+  if facts.type ~= "file" then return config(path .. ": not a regular file (" .. tostring(facts.type) .. ")") end
+  local f, open_why = io.open(path, "rb")
+  if not f then return config("cannot read the file: " .. tostring(open_why)) end
+  return f, facts.size
+end
+
 -- What is uploaded: `size`, `read(n)` (the next n bytes, or nil, message,
 -- info), `close()`. A file is read a block at a time.
 local function source_of(opts)
@@ -239,15 +255,9 @@ local function source_of(opts)
         return piece
       end }
   end
-  local function config(what)
-    return nil, errors.safe("upload: " .. what, 1024), { kind = "config", retryable = false, step = "upload" }
-  end
-  local facts, why = core.stat(opts.file)
-  if not facts then return config("cannot read the file: " .. tostring(why)) end
-  if facts.type ~= "file" then return config(opts.file .. ": not a regular file (" .. tostring(facts.type) .. ")") end
-  local f, open_why = io.open(opts.file, "rb")
-  if not f then return config("cannot read the file: " .. tostring(open_why)) end
-  return { size = facts.size, close = function() f:close() end,
+  local f, size, info = upload.open(opts.file)
+  if not f then return nil, size, info end
+  return { size = size, close = function() f:close() end,
     read = function(_, n)
       local piece, read_why = f:read(n)
       if piece == nil or #piece < n then

@@ -10,7 +10,7 @@ local usage_error = output.usage_error
 local args = {}
 
 -- The flags of the commands that talk to the service (provision, status, and
--- the hub's send and receive): --timeout is the overall limit of a call that
+-- the hub's send, receive and upload): --timeout is the overall limit of a call that
 -- may retry, --request-timeout that of one request.
 local SERVICE_FLAGS = { "id-scope", "registration-id", "symmetric-key-file", "group-key-file", "cert-file",
   "key-file", "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout",
@@ -49,10 +49,15 @@ args.COMMANDS = {
   receive = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "complete", "reject", "abandon",
     "issue-cert", "curve", "renew-at"),
     required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true } },
+  -- FILE is the one argument that is not an option
+  upload = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "name", "block-size", "content-type",
+    "issue-cert", "curve", "renew-at"), required = { "id-scope" },
+    sources = { symmetric = true, group = true, x509 = true }, positional = "file" },
 }
 
 --- The commands in the order `dps help` lists them.
-args.ORDER = { "provision", "provision-batch", "status", "renew", "token", "derive-key", "send", "receive" }
+args.ORDER = { "provision", "provision-batch", "status", "renew", "token", "derive-key", "send", "receive",
+  "upload" }
 
 -- Old flag names, still accepted.
 local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }

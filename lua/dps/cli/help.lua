@@ -24,6 +24,8 @@ Commands:
                with --cache once, then from the cache)
   receive      print one cloud-to-device message as JSON (nothing: none
                waits); --complete, --reject or --abandon settles it
+  upload       upload a file to the hub's storage (provisions first); prints
+               the blob's name as JSON
 
 Keys are never taken from the command line (every user can read it with ps):
   --symmetric-key-file FILE  individual enrollment key   (or DPS_SYMMETRIC_KEY)
@@ -183,6 +185,28 @@ keep the group key off the devices.
     .. "  --complete              done with it: the hub deletes it\n"
     .. "  --reject                refuse it: dead-lettered, never delivered again\n"
     .. "  --abandon               put it back: delivered again\n"
+    .. "  --issue-cert DIR        as for send\n",
+
+  upload = "usage: dps upload --id-scope S --registration-id R KEY-SOURCE [OPTIONS] FILE\n\n"
+    .. "Provisions (from --cache when it matches), then uploads FILE to the storage\n"
+    .. "of the assigned IoT Hub (file upload over HTTPS): the hub names the place,\n"
+    .. "the file goes there in one request, or block by block when it is larger\n"
+    .. "than --block-size (read a block at a time; a block that fails with a\n"
+    .. "retryable answer is sent again), and the hub is told how it went. Progress\n"
+    .. "on stderr (a line per block, or a bar on a terminal); one line of JSON on\n"
+    .. "stdout: blob_name (the device ID in front), size, correlation_id, blocks.\n"
+    .. "Exit codes as for send; a FILE that cannot be read exits 3.\n\n"
+    .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call and\n"
+      .. "                          per storage request, retries included)"))
+    .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
+    .. "  --payload JSON          the registration's payload when it provisions\n"
+    .. "  --hub-endpoint URL      connect here instead of the assigned hub\n"
+    .. "  --name NAME             the blob's name under the device's folder, e.g.\n"
+    .. "                          logs/boot.txt (default: FILE's base name)\n"
+    .. "  --block-size BYTES      larger files go in blocks of this size (default\n"
+    .. "                          4194304, at most 104857600)\n"
+    .. "  --content-type T        the blob's content type (default\n"
+    .. "                          application/octet-stream)\n"
     .. "  --issue-cert DIR        as for send\n",
 }
 

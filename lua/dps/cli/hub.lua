@@ -1,13 +1,17 @@
---- The hub's commands of `dps`: `send` (one message) and `receive` (one
--- cloud-to-device message, printed as JSON). Both provision first (from
--- `--cache` when it matches) and provision again, once, when the hub refuses
--- the device (`dps.connect`). Exit codes and messages as for `provision`.
--- `send` reads at most the hub's limit + 1 byte from stdin and checks the
--- message as `hub:send` does before any request; `receive` makes its line
--- of JSON before it settles the message.
+--- The hub's commands of `dps`: `send` (one message), `receive` (one
+-- cloud-to-device message, printed as JSON) and `upload` (a file to the
+-- hub's storage). All provision first (from `--cache` when it matches) and
+-- provision again, once, when the hub refuses the device (`dps.connect`).
+-- Exit codes and messages as for `provision`. `send` reads at most the
+-- hub's limit + 1 byte from stdin and checks the message as `hub:send` does
+-- before any request; `receive` makes its line of JSON before it settles
+-- the message; `upload` checks its options and the file before any request,
+-- and shows its progress on stderr (a line per block, or a bar on a terminal).
 -- @module dps.cli.hub
 local dps = require "dps"
+local args = require "dps.cli.args"
 local hub_message = require "dps.hub_message"
+local upload = require "dps.upload"
 local output = require "dps.cli.output"
 local commands = require "dps.cli.commands"
 local json = require("cjson").new()
@@ -197,6 +201,94 @@ function hub_cli.receive(opts, source, term)
   term.say(string.format("received %s%s%s", plural(#msg.body, "byte"), settle and (", " .. DONE[settle]) or
     ", left locked (it comes again when the lock expires)", summary(stats)))
   term.out(line)
+  return EXIT.ok
+end
+
+-- upload ----------------------------------------------------------------
+
+-- The upload's options as the command line spells them.
+local UPLOAD_FLAG_OF = { name = "--name", block_size = "--block-size", content_type = "--content-type",
+  file = "FILE" }
+
+-- hub:upload's options from the flags, checked as hub:upload checks them
+-- before anything goes out.
+local function upload_options(opts)
+  local file = opts.file
+  if file == nil then
+    usage_error("give the file: dps upload … FILE")
+  end
+  local o = { file = file, name = opts.name or file:match("([^/]+)/*$") or file,
+    block_size = args.whole_number(opts, "block-size", "a whole number of bytes"),
+    content_type = opts["content-type"] }
+  local problem = upload.options_problem(o)
+  if problem then
+    problem = problem:gsub("^upload: ", "")
+    local word, rest = problem:match("^([%l_]+)(.*)$")
+    usage_error("upload: " .. (UPLOAD_FLAG_OF[word] and (UPLOAD_FLAG_OF[word] .. rest) or problem)
+      .. "; nothing was sent")
+  end
+  return o
+end
+
+-- Whether the process's stderr (fd 2) is a terminal.
+local function stderr_is_terminal()
+  local a, _, c = os.execute("test -t 2")
+  if type(a) == "number" then return a == 0 end
+  return a == true and (c == nil or c == 0)
+end
+
+local function mib(n)
+  return string.format("%.1f", n / 1048576)
+end
+
+--- The upload's progress on stderr: a line per block (`dps: sent 4194304 of
+-- 20971520 bytes (20%)`), or on a terminal one bar drawn again in place.
+-- @treturn function on_progress(sent, total)
+-- @treturn function done(): ends the bar's line
+function hub_cli.progress(term, terminal)
+  local drawn = false
+  local function on_progress(sent, total)
+    local share = total > 0 and sent / total or 1
+    if terminal then
+      local width = 30
+      local full = math.floor(share * width + 0.5)
+      term.raw_err(string.format("\r[%s%s] %3d%% %s of %s MiB", string.rep("#", full), string.rep(" ", width - full),
+        math.floor(share * 100), mib(sent), mib(total)))
+      drawn = true
+    elseif sent > 0 or total == 0 then
+      term.err(string.format("sent %d of %d bytes (%d%%)", sent, total, math.floor(share * 100)))
+    end
+  end
+  local function done()
+    if drawn then term.raw_err("\n") end
+    drawn = false
+  end
+  return on_progress, done
+end
+
+function hub_cli.upload(opts, source, term)
+  local o = upload_options(opts)
+  local f, message, info = upload.open(o.file) -- before anything goes out
+  if not f then return output.report(term, message, info) end
+  f:close()
+  local hub, code = connect(opts, source, term, "uploading to")
+  if not hub then return code end
+  local done
+  o.on_progress, done = hub_cli.progress(term, stderr_is_terminal())
+  local result, problem, failure, stats = with_hub(hub, function() return hub:upload(o) end)
+  done()
+  if not result then
+    return output.report(term, problem, failure)
+  end
+  term.say(string.format("uploaded %s as %s in %s%s", plural(result.size, "byte"), result.blob_name,
+    result.blocks > 0 and plural(result.blocks, "block") or "one request", summary(stats)))
+  local ok, line = pcall(json.encode, { blob_name = result.blob_name, size = result.size,
+    correlation_id = result.correlation_id, blocks = result.blocks })
+  if not ok then
+    return output.report(term, "upload: the result cannot be printed as JSON: " .. output.strip_position(line),
+      { kind = "protocol", retryable = false, step = "upload" })
+  end
+  term.out(line:gsub("\\/", "/") .. "\n")
   return EXIT.ok
 end
 
