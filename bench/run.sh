@@ -85,3 +85,6 @@ sh bench/stack.sh
 
 echo "== gateway: 1000 devices of a group, 20 ms latency per request, concurrency 32 (dps.batch)"
 LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/batch.lua 1000 0.02 32
+
+echo "== file upload on loopback: hub:upload vs curl -T of the same 64 MiB file to the same store (the emulator)"
+LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/upload.lua 64 3
