@@ -523,6 +523,68 @@ describe("hub:upload", function()
     end)
   end)
 
+  describe("dps upload", function()
+    local cli = require "dps.cli"
+    local hub_cli = require "dps.cli.hub"
+
+    local function sink()
+      local b = { text = "" }
+      function b.write(_, ...) b.text = b.text .. table.concat({ ... }) end
+      return b
+    end
+
+    local function run(argv)
+      local out, err = sink(), sink()
+      local code = cli.main(argv, { DPS_SYMMETRIC_KEY = KEY }, { stdout = out, stderr = err })
+      return code, out.text, err.text
+    end
+
+    for _, case in ipairs({
+      { "no FILE", {}, "give the file" },
+      { "--block-size 0", { "--block-size", "0", "f.bin" }, "--block-size must be a whole number of bytes from 1" },
+      { "--block-size 1.5", { "--block-size", "1.5", "f.bin" }, "--block-size must be a whole number of bytes" },
+      { "--name a//b", { "--name", "a//b", "f.bin" }, "--name must not have an empty" },
+      { "--content-type with a line break", { "--content-type", "a\nb", "f.bin" }, "--content-type must be" },
+    }) do
+      it(case[1] .. " exits 2 before anything goes out", function()
+        local argv = { "upload", "--id-scope", "0ne00000001", "--registration-id", "dev-1",
+          "--endpoint", "https://dps.example.invalid" }
+        for _, a in ipairs(case[2]) do argv[#argv + 1] = a end
+        local code, out, err = run(argv)
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        assert.truthy(err:find(case[3], 1, true), err)
+      end)
+    end
+
+    it("a FILE that cannot be read exits 3 before anything goes out", function()
+      local code, _, err = run({ "upload", "--id-scope", "0ne00000001", "--registration-id", "dev-1",
+        "--endpoint", "https://dps.example.invalid", "/nonexistent/f.bin" })
+      assert.are.equal(3, code, err)
+      assert.truthy(err:find("/nonexistent/f.bin", 1, true), err)
+    end)
+
+    it("progress: a line per block; on a terminal, one bar drawn again in place", function()
+      local err = sink()
+      local term = require("dps.cli.output").terminal({ stdout = sink(), stderr = err })
+      local on_progress, done = hub_cli.progress(term, false)
+      on_progress(0, 10)
+      on_progress(4, 10)
+      on_progress(10, 10)
+      done()
+      assert.are.equal("dps: sent 4 of 10 bytes (40%)\ndps: sent 10 of 10 bytes (100%)\n", err.text)
+      err.text = ""
+      on_progress, done = hub_cli.progress(term, true)
+      on_progress(0, 2097152)
+      on_progress(1048576, 2097152)
+      on_progress(2097152, 2097152)
+      done()
+      assert.are.equal("\r[                              ]   0% 0.0 of 2.0 MiB"
+        .. "\r[###############               ]  50% 1.0 of 2.0 MiB"
+        .. "\r[##############################] 100% 2.0 of 2.0 MiB\n", err.text)
+    end)
+  end)
+
   it("the block IDs are base64 of one length for all 50,000 blocks", function()
     local first = core.base64_encode(string.format("block-%06d", 1))
     local last = core.base64_encode(string.format("block-%06d", 50000))
