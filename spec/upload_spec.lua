@@ -181,6 +181,19 @@ describe("hub:upload", function()
       assert.is_true(notification(rt).isSuccess)
     end)
 
+    it("block IDs keep one length past 9 and 99 blocks", function()
+      local hub, rt = hub_with()
+      assert.are.equal(120, assert(hub:upload{ name = "a", data = string.rep("z", 120), block_size = 1 }).blocks)
+      local blocks = of_kind(rt, "block")
+      local seen = {}
+      for _, req in ipairs(blocks) do
+        local id = req.url:match("blockid=([^&]+)$")
+        assert.are.equal(#blocks[1].url, #req.url)
+        assert.is_nil(seen[id])
+        seen[id] = true
+      end
+    end)
+
     it("exactly block_size bytes go in one PUT; one byte more in two blocks", function()
       local hub, rt = hub_with()
       assert.are.equal(0, assert(hub:upload{ name = "a", data = "abcd", block_size = 4 }).blocks)
