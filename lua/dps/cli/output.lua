@@ -62,7 +62,8 @@ local KINDS = output.KINDS
 
 -- The hub client's steps (`info.step`): there the endpoint is the hub's,
 -- given with --hub-endpoint.
-local HUB_STEPS = { send = true, send_batch = true, receive = true, complete = true, reject = true, abandon = true }
+local HUB_STEPS = { send = true, send_batch = true, receive = true, complete = true, reject = true, abandon = true,
+  upload_start = true, upload_notify = true }
 local HUB_HINTS = {
   resolve = "check --hub-endpoint and DNS",
   connect = "check --hub-endpoint, the network and --proxy",
@@ -191,6 +192,9 @@ function output.hint(info)
     hint = hint_of_kind(info.last_kind, info.step)
   elseif kind == "not_found" and info.step == "registration_status" and info.error_code ~= 404001 then
     hint = "the device has no registration yet: run dps provision first"
+  end
+  if kind == "quota" and info.error_code == "DeviceMaximumActiveFileUploadLimitExceeded" then
+    hint = "the device has 10 file uploads in progress: finish or let them expire, then try again"
   end
   if kind == "throttled" and info.retry_after and hint then
     hint = string.format("%s (Retry-After %g s)", hint, info.retry_after)
