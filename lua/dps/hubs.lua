@@ -123,16 +123,59 @@ local function heap_pop(h)
   return top
 end
 
--- A first-in, first-out list: { first, last, [first..last] = devices }.
+-- A first-in, first-out list of devices: { first, last, [first..last] = devices }
+-- (counting from 1 again whenever it empties, so it stays an array).
 local function fifo() return { first = 1, last = 0 } end
 local function fifo_push(q, dev) q.last = q.last + 1; q[q.last] = dev end
 local function fifo_pop(q)
-  local dev = q[q.first]
-  q[q.first] = nil
-  q.first = q.first + 1
+  local i = q.first
+  local dev = q[i]
+  q[i] = nil
+  if i == q.last then q.first, q.last = 1, 0 else q.first = i + 1 end
   return dev
 end
 local function fifo_empty(q) return q.first > q.last end
+
+-- A device's calls waiting, in order: what was handed in, its on_done, and
+-- what was made of it at the door (headers, a batch's body, a lock token),
+-- in three arrays, so that a waiting call costs no table of its own.
+local function calls() return { first = 1, last = 0, item = {}, done = {}, prep = {} } end
+local function calls_push(q, item, on_done, prep)
+  local i = q.last + 1
+  q.last, q.item[i], q.done[i], q.prep[i] = i, item, on_done, prep
+end
+local function calls_pop(q)
+  local i = q.first
+  local item, on_done, prep = q.item[i], q.done[i], q.prep[i]
+  q.item[i], q.done[i], q.prep[i] = nil, nil, nil
+  if i == q.last then q.first, q.last = 1, 0 else q.first = i + 1 end
+  return item, on_done, prep
+end
+
+-- The hub call of a queued call (`dps.request`'s `hub_request` takes it):
+-- the routes of `dps.hub`'s calls.
+local EVENTS, DEVICEBOUND = "/messages/events", "/messages/devicebound"
+local BATCH_HEADERS = { ["content-type"] = hub_message.BATCH_TYPE }
+local RECEIVE = { step = "receive", method = "GET", path = DEVICEBOUND, to = DEVICEBOUND }
+local function call_of(item, prep)
+  local step = item.step
+  if step == "send" then
+    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = prep, body = item.body }
+  elseif step == "send_batch" then
+    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = BATCH_HEADERS, body = prep }
+  elseif step == "receive" then
+    return RECEIVE
+  end
+  local path = DEVICEBOUND .. "/" .. core.url_encode(prep) -- a settle: prep is the lock token
+  local call = { step = step, to = DEVICEBOUND, headers = { ["if-match"] = '"' .. prep .. '"' } }
+  if step == "abandon" then
+    call.method, call.path, call.body = "POST", path .. "/abandon", ""
+  else
+    call.method, call.path = "DELETE", path
+    call.query = step == "reject" and "&reject" or nil
+  end
+  return call
+end
 
 -- Options -----------------------------------------------------------------
 
@@ -304,7 +347,7 @@ function Hubs:add(opts)
   local dev = setmetatable({
     pool = self,
     name = registration_id or device_id,
-    queue = fifo(),    -- calls waiting, in order
+    queue = calls(),   -- calls waiting, in order
     open = 0,          -- calls not over (the one running included)
     call = nil,        -- the call running: { machine, call, item, on_done, reprovisioned }
     machine = nil,     -- provisioning (first, or again within a call): the dps.poll machine
@@ -460,12 +503,12 @@ function Hubs:_provisioned(dev, state, how, info)
   dev.busy = false
   -- the calls that waited for it end with its failure (a later call provisions again)
   local q = dev.queue
-  dev.queue = fifo()
+  dev.queue = calls()
   while not fifo_empty(q) do
-    local entry = fifo_pop(q)
+    local item, on_done = calls_pop(q)
     local copy = {}
     for k, v in pairs(info) do copy[k] = v end
-    self:_end(dev, entry, nil, how, copy)
+    self:_end(dev, { item = item, on_done = on_done }, nil, how, copy)
   end
 end
 
@@ -539,8 +582,9 @@ function Hubs:_advance(dev, now)
       dev.busy = false
       return
     end
-    local entry = fifo_pop(dev.queue)
-    entry.machine = retry.call{ step = entry.call.step, timeout = self.timeout, now = now, jitter = self.rt.jitter,
+    local item, on_done, prep = calls_pop(dev.queue)
+    local entry = { item = item, on_done = on_done, call = call_of(item, prep) }
+    entry.machine = retry.call{ step = item.step, timeout = self.timeout, now = now, jitter = self.rt.jitter,
       clock_offset = dev.builder.clock_offset,
       reprovision = dev.link ~= nil and dev.link.may_reprovision(self.rt.now()) }
     dev.call = entry
@@ -590,8 +634,8 @@ function Hubs:_schedule(now)
     end
   end
   -- (the devices that come due while these act wait for the next step)
-  local last = ready.last
-  while self.free > 0 and ready.first <= last do
+  for _ = 1, ready.last - ready.first + 1 do
+    if self.free == 0 then break end
     self:_advance(fifo_pop(ready), now)
   end
   if fifo_empty(self.ready) and fifo_empty(self.paced) then
@@ -694,15 +738,18 @@ function Hubs:close()
     dev.builder:forget()
     local entries = {}
     if dev.call then entries[1] = dev.call end
-    while not fifo_empty(dev.queue) do entries[#entries + 1] = fifo_pop(dev.queue) end
+    while not fifo_empty(dev.queue) do
+      local item, on_done = calls_pop(dev.queue)
+      entries[#entries + 1] = { item = item, on_done = on_done }
+    end
     dev.call, dev.machine, dev.busy = nil, nil, false
     ended[#ended + 1] = { dev = dev, entries = entries }
   end
   self.counts.provisioning = 0
   for _, e in ipairs(ended) do
     for _, entry in ipairs(e.entries) do
-      self:_end(e.dev, entry, nil, entry.call.step .. ": the pool was closed before the call ended",
-        { kind = "closed", retryable = false, step = entry.call.step })
+      self:_end(e.dev, entry, nil, entry.item.step .. ": the pool was closed before the call ended",
+        { kind = "closed", retryable = false, step = entry.item.step })
     end
   end
   return true
@@ -720,17 +767,17 @@ function Device:__tostring()
 end
 
 -- Queue one call: the failure (queue full, pool closed), or true.
-function Device:_queue(call, item, on_done)
-  local pool = self.pool
+function Device:_queue(item, on_done, prep)
+  local pool, step = self.pool, item.step
   if not pool.engine then
-    return nil, call.step .. ": the pool is closed", { kind = "closed", retryable = false, step = call.step }
+    return nil, step .. ": the pool is closed", { kind = "closed", retryable = false, step = step }
   elseif self.open >= pool.queue_limit then
-    return nil, string.format("%s: %d calls of this device are not over yet (queue %d): try again later", call.step,
-      self.open, pool.queue_limit), { kind = "queue_full", retryable = true, step = call.step }
+    return nil, string.format("%s: %d calls of this device are not over yet (queue %d): try again later", step,
+      self.open, pool.queue_limit), { kind = "queue_full", retryable = true, step = step }
   end
   self.open = self.open + 1
   pool.counts.queued = pool.counts.queued + 1
-  fifo_push(self.queue, { call = call, item = item, on_done = on_done })
+  calls_push(self.queue, item, on_done, prep)
   if self.phase == "failed" then
     pool:_provision(self) -- provisioned in vain before: once more for this call
   elseif not self.busy and self.phase == "assigned" then
@@ -758,8 +805,7 @@ function Device:send(body, opts, on_done)
   local headers, problem = hub_message.headers(opts or {}, "send")
   problem = hub_message.body_problem(body, "send") or problem or callback_problem(on_done, "send")
   if problem then error(problem, 2) end
-  return self:_queue({ step = "send", method = "POST", path = "/messages/events", to = "/messages/events",
-    headers = headers, body = body }, { step = "send", body = body, opts = opts }, on_done)
+  return self:_queue({ step = "send", body = body, opts = opts }, on_done, opts and headers or nil)
 end
 
 --- Queue several messages in one request, as `hub:send_batch`.
@@ -771,9 +817,7 @@ function Device:send_batch(messages, on_done)
   local body, problem = hub_message.encode_batch(messages)
   problem = problem or callback_problem(on_done, "send_batch")
   if problem then error(problem, 2) end
-  return self:_queue({ step = "send_batch", method = "POST", path = "/messages/events", to = "/messages/events",
-    headers = { ["content-type"] = hub_message.BATCH_TYPE }, body = body },
-    { step = "send_batch", messages = messages }, on_done)
+  return self:_queue({ step = "send_batch", messages = messages }, on_done, body)
 end
 
 --- Queue taking the next cloud-to-device message, as `hub:receive`.
@@ -785,8 +829,7 @@ end
 function Device:receive(on_done)
   local problem = callback_problem(on_done, "receive")
   if problem then error(problem, 2) end
-  return self:_queue({ step = "receive", method = "GET", path = "/messages/devicebound",
-    to = "/messages/devicebound" }, { step = "receive" }, on_done)
+  return self:_queue({ step = "receive" }, on_done)
 end
 
 -- The lock token of a message from receive (or the token itself), or nil
@@ -799,22 +842,6 @@ local function lock_of(msg, what)
   return token
 end
 
--- A settle call and its item, or nil and a problem.
-local function settle(step, msg, on_done)
-  local token, problem = lock_of(msg, step)
-  problem = problem or callback_problem(on_done, step)
-  if problem then return nil, problem end
-  local path = "/messages/devicebound/" .. core.url_encode(token)
-  local call = { step = step, to = "/messages/devicebound", headers = { ["if-match"] = '"' .. token .. '"' } }
-  if step == "abandon" then
-    call.method, call.path, call.body = "POST", path .. "/abandon", ""
-  else
-    call.method, call.path = "DELETE", path
-    call.query = step == "reject" and "&reject" or nil
-  end
-  return call, { step = step, message = msg }
-end
-
 --- Queue completing a message, as `hub:complete`.
 -- @tparam table|string msg from `receive`, or its lock token
 -- @tparam function on_done as `send`'s (kind `lock_lost` when the lock
@@ -822,9 +849,10 @@ end
 -- @return as `send`'s
 -- @raise on a message without a usable lock token, no on_done
 function Device:complete(msg, on_done)
-  local call, item = settle("complete", msg, on_done)
-  if not call then error(item, 2) end
-  return self:_queue(call, item, on_done)
+  local token, problem = lock_of(msg, "complete")
+  problem = problem or callback_problem(on_done, "complete")
+  if problem then error(problem, 2) end
+  return self:_queue({ step = "complete", message = msg }, on_done, token)
 end
 
 --- Queue rejecting a message (dead-lettered), as `hub:reject`.
@@ -832,9 +860,10 @@ end
 -- @tparam function on_done
 -- @return as `send`'s
 function Device:reject(msg, on_done)
-  local call, item = settle("reject", msg, on_done)
-  if not call then error(item, 2) end
-  return self:_queue(call, item, on_done)
+  local token, problem = lock_of(msg, "reject")
+  problem = problem or callback_problem(on_done, "reject")
+  if problem then error(problem, 2) end
+  return self:_queue({ step = "reject", message = msg }, on_done, token)
 end
 
 --- Queue abandoning a message (delivered again), as `hub:abandon`.
@@ -842,9 +871,10 @@ end
 -- @tparam function on_done
 -- @return as `send`'s
 function Device:abandon(msg, on_done)
-  local call, item = settle("abandon", msg, on_done)
-  if not call then error(item, 2) end
-  return self:_queue(call, item, on_done)
+  local token, problem = lock_of(msg, "abandon")
+  problem = problem or callback_problem(on_done, "abandon")
+  if problem then error(problem, 2) end
+  return self:_queue({ step = "abandon", message = msg }, on_done, token)
 end
 
 --- The device's assignment: its registration state and how it came
