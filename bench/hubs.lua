@@ -1,0 +1,101 @@
+-- Gateway benchmark of dps.hubs: N leaves of a group provisioned through one
+-- pool (one engine), then M messages each to the hub, against the emulator
+-- with a latency per request, at a given concurrency. For each phase: wall
+-- time next to the ideal (requests x latency / concurrency); the longest
+-- step(); TLS handshakes per host (full and resumed, as the emulator saw
+-- them: DPS and the hub are the same host:port here).
+--   lua5.4 bench/hubs.lua [LEAVES=1000] [MESSAGES=10] [LATENCY=0.02] [CONCURRENCY=32]
+local emulator = require "spec.support.emulator"
+local keys = require "spec.support.keys"
+local core = require "dps.core"
+local Hubs = require "dps.hubs"
+
+local N, M = tonumber(arg[1] or 1000), tonumber(arg[2] or 10)
+local LATENCY, CONCURRENCY = tonumber(arg[3] or 0.02), tonumber(arg[4] or 32)
+
+local function cpu_seconds(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return 0 end
+  local stat = f:read("*a"):gsub("^.-%) ", "")
+  f:close()
+  local fields = {}
+  for x in stat:gmatch("%S+") do fields[#fields + 1] = x end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
+local function peak_rss_kb()
+  local f = io.open("/proc/self/status")
+  local text = f and f:read("*a") or ""
+  if f then f:close() end
+  return tonumber(text:match("VmHWM:%s*(%d+)")) or 0
+end
+
+local emu = emulator.start{ retry_after = "0", latency = LATENCY,
+  enrollments = { { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY } } }
+local pool = Hubs.new{ ca_file = emu.ca_file, concurrency = CONCURRENCY, rate = 1e6 }
+
+-- every step() timed, as an event loop would call it: wall time, and this
+-- process's CPU time (on a loaded machine the wall time holds preemption too)
+local longest, longest_cpu, steps = 0, 0, 0
+local step = Hubs.step
+pool.step = function(self)
+  local t0, c0 = core.monotime(), os.clock()
+  local wait, fds = step(self)
+  local took, cpu = core.monotime() - t0, os.clock() - c0
+  if took > longest then longest = took end
+  if cpu > longest_cpu then longest_cpu = cpu end
+  steps = steps + 1
+  return wait, fds
+end
+
+local leaves = {}
+for i = 1, N do
+  leaves[i] = pool:add{ id_scope = emu.id_scope, registration_id = string.format("bench-%05d", i),
+    group_key = keys.GROUP_KEY, dps_endpoint = emu.endpoint, endpoint = emu.endpoint }
+end
+
+-- One phase: run the pool until idle; its figures.
+local function phase(name)
+  local before = pool:stats()
+  longest, longest_cpu, steps = 0, 0, 0
+  local t0, cpu0, emu_cpu0 = core.monotime(), os.clock(), cpu_seconds(emu.pid)
+  local after = pool:run()
+  local wall, cpu, emu_cpu = core.monotime() - t0, os.clock() - cpu0, cpu_seconds(emu.pid) - emu_cpu0
+  local requests = after.requests - before.requests
+  local ideal = requests * LATENCY / CONCURRENCY
+  print(string.format("%-10s wall %.2f s, ideal %.2f s (%d requests x %g ms / %d) = %.2fx (target: at most 1.3x)"
+    .. "\n           longest step() %.1f ms (%.1f ms CPU) of %d (target: at most 20 ms); CPU: client %.2f s, "
+    .. "emulator %.2f s", name, wall, ideal, requests, LATENCY * 1000, CONCURRENCY, wall / ideal, longest * 1000,
+    longest_cpu * 1000, steps, cpu, emu_cpu))
+  return after
+end
+
+print(string.format("leaves %d, messages %d each, concurrency %d, latency %g ms", N, M, CONCURRENCY,
+  LATENCY * 1000))
+local s = phase("provision")
+print(string.format("           %d provisioned, %d failed", s.provisioned, s.provision_failed))
+
+local acked, failed = 0, 0
+local function on_done(ok) if ok then acked = acked + 1 else failed = failed + 1 end end
+for m = 1, M do
+  for i = 1, N do
+    assert(leaves[i]:send(string.format('{"leaf":%d,"n":%d}', i, m), nil, on_done))
+  end
+end
+s = phase("send")
+print(string.format("           %d acknowledged, %d failed", acked, failed))
+pool:close()
+emu:stop()
+
+local full, resumed = {}, {}
+for _, e in ipairs(emu:log()) do
+  if e.event == "connection" then
+    local host = tostring(e.listener or "?")
+    if e.resumed then resumed[host] = (resumed[host] or 0) + 1 else full[host] = (full[host] or 0) + 1 end
+  end
+end
+for host, n in pairs(full) do
+  print(string.format("host %s: TLS handshakes %d full (target: at most %d), %d resumed; engine connects %d",
+    host, n, CONCURRENCY, resumed[host] or 0, s.connects))
+end
+print(string.format("peak RSS %d KB", peak_rss_kb()))
