@@ -189,6 +189,12 @@ rock: version-check
 
 # libFuzzer targets of the C parsers and of the Lua-side ones (fuzz/fuzz_lua.c
 # embeds Lua 5.4), clang, ASan+UBSan, FUZZ_SECONDS each.
+# The soak specs (busted's #soak tag: kill -9 loops, 100 reboots, 2,000
+# devices resumed, 50 renewals killed), left out of make test; CI runs them.
+.PHONY: soak
+soak: deps-test
+	@sh spec/soak.sh
+
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
