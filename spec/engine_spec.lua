@@ -7,9 +7,10 @@ local timing = require "spec.support.timing"
 
 describe("core.engine", function()
   local emu
-  -- A transfer's timeout: no request here should take it, it only stops a
-  -- spec that would wait for ever; measured slowness (timing.margin), so
-  -- that a busy machine or valgrind does not time out what works.
+  -- A transfer's timeout, connecting included: no request here should take
+  -- it, it only stops a spec that would wait for ever; measured slowness
+  -- (timing.margin), so that a busy machine or valgrind does not time out
+  -- what works.
   local timeout
 
   setup(function()
@@ -22,7 +23,7 @@ describe("core.engine", function()
   end)
 
   local function engine(slots)
-    return core.engine({ ca_file = emu.ca_file, timeout = timeout }, slots)
+    return core.engine({ ca_file = emu.ca_file, timeout = timeout, connect_timeout = timeout }, slots)
   end
 
   it("step() never blocks, hands out sockets and a timer, and reports finished transfers", function()
@@ -64,7 +65,7 @@ describe("core.engine", function()
     assert.same(ids, finished)
     for _, id in ipairs(finished) do
       local status, headers, body = e:take(id)
-      assert.equal(404, status)
+      assert.equal(404, status, headers) -- on a failure, headers is its message
       assert.is_string(headers) -- the block of header lines, as received
       assert.matches("\n$", headers)
       assert.truthy(body:find("404001", 1, true))
