@@ -360,7 +360,7 @@ function Batch:_schedule(now)
     local limit = math.min(dev.machine.deadline, self.deadline)
     if registers and self.pace:too_late(limit) then
       self:_cannot_register(dev, limit)
-    elseif self.free > 0 and (not registers or now >= self.pace:register_at()) then
+    elseif self.free > 0 and (not registers or self.pace:allows(now)) then
       self:_tick(dev, now)
     else
       waiting[#waiting + 1] = dev
@@ -385,7 +385,7 @@ function Batch:_schedule(now)
     end
   end
   -- (with caches, a device starts once its cache was found wanting)
-  while self.free > 0 and devices[self.queue_head] and now >= self.pace:register_at()
+  while self.free > 0 and devices[self.queue_head] and self.pace:allows(now)
     and (not self.cache_dir or devices[self.queue_head].cache_checked) do
     local dev = devices[self.queue_head]
     self.queue_head = self.queue_head + 1

@@ -14,7 +14,7 @@
 -- the time (its monotonic clock).
 --
 --    local p = pace.new{ rate = 1000, jitter = rt.jitter }
---    if now >= p:register_at() then
+--    if p:allows(now) then
 --      p:registered(now)                      -- a registration goes out now
 --      …
 --      p:answered(now, "register", info)      -- its failure's info (nil: success)
@@ -44,10 +44,23 @@ function pace.new(opts)
   }, Pace)
 end
 
+--- How early a registration may go out (seconds): about the time a
+-- driver's step takes, so that a high rate is not held to one registration
+-- per step; the pace keeps its average (the next turn counts from the turn,
+-- not from the early start).
+pace.SLACK = 0.001
+
 --- When the next registration may go out: the pace and the 429 hold.
 -- @treturn number
 function Pace:register_at()
   return math.max(self.next_register, self.hold_until)
+end
+
+--- Whether a registration may go out at `now`: its turn has come (or
+-- comes within `SLACK`).
+-- @treturn boolean
+function Pace:allows(now)
+  return now + pace.SLACK >= self:register_at()
 end
 
 --- A registration goes out at `now`: the next one waits its turn.
