@@ -86,8 +86,8 @@ describe("dps.hubs on the fake clock", function()
     assert.are.equal(60, #ends)
     assert.are.equal(60, stats.done)
     assert.are.equal(0, stats.failed + stats.queued)
-    -- 60 requests of 1 s, 8 at a time
-    assert.are.equal(8, fake.mono)
+    -- 60 requests of 1 s: the first alone (the host's warm-up), then 8 at a time
+    assert.are.equal(9, fake.mono)
     local per_device, at = {}, {}
     local running = {}
     for _, req in ipairs(fake.sent) do
@@ -102,7 +102,7 @@ describe("dps.hubs on the fake clock", function()
       assert.are.same({ "d" .. d .. "-m1", "d" .. d .. "-m2", "d" .. d .. "-m3" }, per_device["d" .. d])
     end
     for _, n in pairs(running) do assert.is_true(n <= 8) end
-    assert.are.equal(8, running[0])
+    assert.are.same({ 1, 8 }, { running[0], running[1] })
     pool:close()
     -- slots to spare: still one call of a device at a time
     local roomy, fake2 = setup_pool({ concurrency = 8 }, function() return { status = 204, takes = 1 } end)
@@ -112,14 +112,55 @@ describe("dps.hubs on the fake clock", function()
       b:send("b" .. m, nil, on_done)
     end
     roomy:run()
-    assert.are.equal(5, fake2.mono)
-    local bodies = {}
-    for i, req in ipairs(fake2.sent) do
-      assert.are.equal(math.floor((i - 1) / 2), req.t)
-      bodies[i] = req.body
-    end
+    assert.are.equal(6, fake2.mono)
+    local bodies, times = {}, {}
+    for i, req in ipairs(fake2.sent) do bodies[i], times[i] = req.body, req.t end
     assert.are.same({ "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4", "a5", "b5" }, bodies)
+    assert.are.same({ 0, 1, 1, 2, 2, 3, 3, 4, 4, 5 }, times)
     roomy:close()
+  end)
+
+  it("the first request to a host goes alone; the others follow when it ended (they resume its TLS session)",
+    function()
+      local pool, fake = setup_pool({ concurrency = 8, rate = 1e6 }, function(req)
+        if is_dps(req) then
+          local a = assigned(req.url:match("/registrations/([^/?]+)"))
+          a.takes = 1
+          return a
+        end
+        return { status = 204, takes = 1 }
+      end)
+      local ends, on_done = recorder()
+      for d = 1, 5 do provisioning_leaf(pool, "p" .. d):send("x", nil, on_done) end
+      local old = leaf(pool, "old", { hub = "old.example" })
+      old:send("y", nil, on_done)
+      drain(pool, fake)
+      local at = {}
+      for _, req in ipairs(fake.sent) do
+        local host = host_of(req)
+        at[host] = at[host] or {}
+        table.insert(at[host], req.t)
+      end
+      assert.are.same({ 0, 1, 1, 1, 1 }, at["dps.example.invalid"])
+      assert.are.same({ 0 }, at["old.example"]) -- another host warms on its own, at once
+      assert.are.same({ 1, 2, 2, 2, 2 }, at["hub.example"]) -- p1 warms the hub while the others are assigned
+      assert.are.equal(6, #ends)
+      pool:close()
+    end)
+
+  it("a step starts at most STARTS_PER_STEP requests; the rest start at the next step, at once", function()
+    local pool, fake = setup_pool({ concurrency = 32 }, function() return { status = 204, takes = 1 } end)
+    for d = 1, 20 do leaf(pool, "d" .. d):send("x", nil, function() end) end
+    local started, waits = {}, {}
+    for i = 1, 5 do
+      local before = #fake.sent
+      waits[i] = pool:step()
+      started[i] = #fake.sent - before
+      if i == 1 then fake.mono = 1 end -- the first (the host's warm-up) is answered
+    end
+    assert.are.same({ 1, 8, 8, 3, 0 }, started)
+    assert.are.same({ 1, 0, 0 }, { waits[1], waits[2], waits[3] })
+    pool:close()
   end)
 
   it("a full queue refuses the call at once (kind queue_full); nothing queued is lost", function()

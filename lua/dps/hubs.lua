@@ -79,6 +79,10 @@ Hubs.DEFAULT_QUEUE = 64
 Hubs.DEFAULT_PROVISION_TIMEOUT = poll.DEFAULT_TIMEOUT
 --- Longest wait `step` hands out when nothing is due (seconds).
 Hubs.IDLE_WAIT = 60
+--- Requests one `step` starts at most (each may open a connection and make
+-- a TLS handshake): the rest start at the next step, at once, so that no
+-- step holds the event loop long.
+Hubs.STARTS_PER_STEP = 8
 
 local DEFAULT_DPS_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
@@ -284,10 +288,13 @@ function Hubs.create(opts, rt)
     heap = {},            -- devices waiting for their time
     ready = fifo(),       -- devices due, waiting for a slot
     paced = fifo(),       -- devices due to register, waiting for the pace and a slot
+    warm = {},            -- host → true once a request to it ended (its TLS session is there to resume)
+    warming = {},         -- host → devices waiting while the first request to it is in flight
     watch_at = math.huge, -- the earliest deadline of a device in ready or paced (a lower bound)
     inflight = {},        -- engine transfer id → device
     finished_ids = {},    -- transfers the engine reported, not yet handled
     free = concurrency,
+    starts = 0,           -- requests started in this step
     counts = { done = 0, failed = 0, queued = 0, provisioning = 0, provisioned = 0, provision_failed = 0,
       reprovisions = 0 },
   }, Hubs)
@@ -409,15 +416,38 @@ end
 
 -- Requests ----------------------------------------------------------------
 
--- Hand one request to the engine; a failure to start it is its answer.
+-- Where the device's next request goes: DPS while it provisions, else its
+-- hub (the key of the host's warm-up).
+local function host_of(dev)
+  local b = dev.builder
+  if dev.machine or dev.phase == "provision" then return b.endpoint end
+  return b.hub_endpoint or b.hub
+end
+
+-- Hand one request to the engine; a failure to start it is its answer. The
+-- first request to a host goes alone: the others wait until it ended, then
+-- resume its TLS session instead of each making a full handshake.
 function Hubs:_request(dev, req, timeout, interpret)
   dev.step, dev.interpret = req.step, interpret
   local xfer, message, info = self.engine:request(req.method, req.url, req.headers, req.body, math.max(timeout, 0.001))
   if not xfer then
     return self:_answer(dev, errors.transport(req.step, message, info))
   end
+  local host = host_of(dev)
+  if not self.warm[host] and not self.warming[host] then
+    self.warming[host], dev.warms = fifo(), host
+  end
   self.inflight[xfer] = dev
   self.free = self.free - 1
+  self.starts = self.starts + 1
+end
+
+-- The first request to a host ended: the devices that waited for it go on.
+function Hubs:_warmed(host)
+  self.warm[host] = true
+  local q = self.warming[host]
+  self.warming[host] = nil
+  while q and not fifo_empty(q) do self:_wake(fifo_pop(q)) end
 end
 
 -- Finished transfers: taken from the engine, read, answered.
@@ -430,6 +460,10 @@ function Hubs:_collect()
       self.inflight[xfer] = nil
       self.free = self.free + 1
       local status, head, body = runtime.take(self.engine, xfer)
+      if dev.warms then
+        self:_warmed(dev.warms)
+        dev.warms = nil
+      end
       self:_answer(dev, runtime.reply(dev.interpret, dev.step, self.rt.now(), status, head, body))
     end
   end
@@ -568,8 +602,17 @@ function Hubs:_end(dev, entry, result, meta, info)
 end
 
 -- The device is due and may act now (a slot is free; for a registration,
--- the pace allows): tick its machine, or start its next call.
+-- the pace allows): tick its machine, or start its next call; while the
+-- first request to its host is in flight, wait for it (unless its deadline
+-- passed: then it ends).
 function Hubs:_advance(dev, now)
+  local waiting = self.warming[host_of(dev)]
+  if waiting then
+    local m = dev.machine or (dev.call and dev.call.machine)
+    if not (m and now >= m.deadline) then
+      return fifo_push(waiting, dev)
+    end
+  end
   if dev.machine then
     return self:_provision_act(dev, dev.machine:tick(now), now)
   elseif dev.phase == "provision" then
@@ -599,6 +642,10 @@ function Hubs:_sweep(now)
   self.watch_at = math.huge
   local lists = { self.ready, self.paced }
   self.ready, self.paced = fifo(), fifo()
+  for host, q in pairs(self.warming) do
+    lists[#lists + 1] = q
+    self.warming[host] = fifo()
+  end
   for _, q in ipairs(lists) do
     while not fifo_empty(q) do
       local dev = fifo_pop(q)
@@ -615,8 +662,10 @@ function Hubs:_sweep(now)
   self.swept_hold = self.pace.hold_until
 end
 
--- Devices whose time came, then what the slots and the pace allow.
+-- Devices whose time came, then what the slots, the pace and the starts
+-- of one step allow.
 function Hubs:_schedule(now)
+  self.starts = 0
   local heap = self.heap
   while heap[1] and heap[1].due <= now do
     self:_wake(heap_pop(heap))
@@ -625,7 +674,11 @@ function Hubs:_schedule(now)
     self:_sweep(now)
   end
   local paced, ready = self.paced, self.ready
-  while self.free > 0 and not fifo_empty(paced) and now >= self.pace:register_at() do
+  while self.free > 0 and self.starts < Hubs.STARTS_PER_STEP and not fifo_empty(paced) do
+    if not self.pace:allows(now) then
+      now = self.rt.monotime() -- at a high rate, the next turn may have come while these went out
+      if not self.pace:allows(now) then break end
+    end
     local dev = fifo_pop(paced)
     if dev.machine and self.pace:too_late(dev.machine.deadline) then
       self:_cannot_register(dev, now)
@@ -635,7 +688,7 @@ function Hubs:_schedule(now)
   end
   -- (the devices that come due while these act wait for the next step)
   for _ = 1, ready.last - ready.first + 1 do
-    if self.free == 0 then break end
+    if self.free == 0 or self.starts >= Hubs.STARTS_PER_STEP then break end
     self:_advance(fifo_pop(ready), now)
   end
   if fifo_empty(self.ready) and fifo_empty(self.paced) then
@@ -733,6 +786,7 @@ function Hubs:close()
   self.engine = nil
   engine:close()
   self.inflight, self.heap, self.ready, self.paced, self.finished_ids = {}, {}, fifo(), fifo(), {}
+  self.warming = {}
   local ended = {}
   for _, dev in ipairs(self.devices) do
     dev.builder:forget()
