@@ -24,7 +24,9 @@
 -- device, and one deadline (`timeout`) for the call, retries and provisioning
 -- again included, from its first request (time spent in the device's queue,
 -- or waiting for a free slot before its first request, is not counted).
--- Each request is limited to `request_timeout`.
+-- Each request is limited to `request_timeout`. The first request to a
+-- host goes alone, so that the connections opened after it resume its TLS
+-- session; a step starts at most `STARTS_PER_STEP` requests.
 --
 -- Every call queued ends exactly once through its `on_done`:
 -- `on_done(result, meta)` when it succeeded (`true` for sends and settles;
