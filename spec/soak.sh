@@ -1,11 +1,12 @@
 #!/bin/sh
 # The soak specs behind `make soak` (CI runs them too): the long loops tagged
-# #soak (200 kill -9 of a cache writer, 100 reboots of the dps command), which
-# spec/suite.sh leaves out of `make test` so that it stays fast; make test
-# runs a short round of each.  Builds what they need, runs them on Lua 5.4
-# and ends with "N passed, N failed", counted as spec/suite.sh counts (a
-# busted run that fails without a failing spec counts as one failure); exits
-# non-zero on any failure.  The TAP output is also in build/soak.log.
+# #soak (200 kill -9 of a cache writer, 100 reboots of the dps command, and
+# the like), which spec/suite.sh leaves out of `make test` so that it stays
+# fast; make test keeps a short round of each rule.  Builds what they need,
+# runs them on Lua 5.4 and ends with "N passed, N failed", counted as
+# spec/suite.sh counts (a busted run that fails without a failing spec counts
+# as one failure); exits non-zero on any failure.  The TAP output is also in
+# build/soak.log.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 began=$(date +%s)
