@@ -71,6 +71,7 @@ build = {
     ["dps.session"] = "lua/dps/session.lua",
     ["dps.headers"] = "lua/dps/headers.lua",
     ["dps.cache"] = "lua/dps/cache.lua",
+    ["dps.heap"] = "lua/dps/heap.lua",
     ["dps.certificate"] = "lua/dps/certificate.lua",
     ["dps.clock"] = "lua/dps/clock.lua",
     ["dps.cli"] = "lua/dps/cli.lua",

@@ -35,6 +35,7 @@
 local core = require "dps.core"
 local check = require "dps.check"
 local errors = require "dps.errors"
+local heap = require "dps.heap"
 local cache = require "dps.cache"
 local pace = require "dps.pace"
 local poll = require "dps.poll"
@@ -66,34 +67,6 @@ local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
 -- Keys out of sight: device → its own key (from add), batch → the group key.
 local secrets = setmetatable({}, { __mode = "k" })
-
--- A min-heap of devices by `due` (the time their machine wants a tick).
-local function heap_push(h, dev)
-  local i = #h + 1
-  h[i] = dev
-  while i > 1 do
-    local p = math.floor(i / 2)
-    if h[p].due <= h[i].due then break end
-    h[p], h[i] = h[i], h[p]
-    i = p
-  end
-end
-
-local function heap_pop(h)
-  local top, n = h[1], #h
-  h[1] = h[n]
-  h[n] = nil
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l < n and h[l].due < h[m].due then m = l end
-    if r < n and h[r].due < h[m].due then m = r end
-    if m == i then break end
-    h[m], h[i] = h[i], h[m]
-    i = m
-  end
-  return top
-end
 
 --- The misuse in `dps.batch`'s options, or nil.
 -- @local
@@ -270,7 +243,7 @@ function Batch:_tick(dev, now)
   local act = dev.machine:tick(now)
   if act.action == "wait" then
     dev.due = act.at
-    return heap_push(self.heap, dev)
+    return heap.push(self.heap, dev)
   elseif act.action ~= "send" then
     return self:_finish(dev, act.state, act.message, act.info)
   end
@@ -297,7 +270,7 @@ function Batch:_answer(dev, result, meta, info)
   local act = dev.machine:answer(now, result, meta, info)
   if act.action == "wait" then
     dev.due = act.at
-    heap_push(self.heap, dev)
+    heap.push(self.heap, dev)
   elseif act.action == "done" then
     self.clock_offset = act.clock_offset
     self:_finish(dev, act.state, self:_keep(dev, act))
@@ -350,9 +323,9 @@ end
 -- Devices whose time came, then new devices, while slots, pacing and the
 -- hold allow.
 function Batch:_schedule(now)
-  local heap, ready = self.heap, self.ready
-  while heap[1] and heap[1].due <= now do
-    ready[#ready + 1] = heap_pop(heap)
+  local timers, ready = self.heap, self.ready
+  while timers[1] and timers[1].due <= now do
+    ready[#ready + 1] = heap.pop(timers)
   end
   local waiting = {}
   for _, dev in ipairs(ready) do

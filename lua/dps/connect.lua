@@ -104,7 +104,7 @@ end
 --   `provision(timeout)` → state, result or nil, message, info, and
 --   optionally `keep(hold, now)` (keeps the hold: in the cache)
 -- @treturn table the link: `client`, `provisioned`, `hold`, `provision`,
---   `may_reprovision(now)`, `after_call(now, ok, reprovisioned)`
+--   `may_reprovision(now)`, `after_call(now, ok, reprovisioned, info)`
 function connect.link(opts)
   local link = { client = opts.client, provisioned = opts.provisioned, hold = opts.hold, provision = opts.provision }
   local keep = opts.keep or function() end
@@ -112,14 +112,18 @@ function connect.link(opts)
     return link.hold == nil or now >= link.hold.not_before
   end
   -- A call is over: a success ends a refusal episode; a failure after
-  -- provisioning again holds the next registration off.
-  function link.after_call(now, ok, reprovisioned)
+  -- provisioning again holds the next registration off; a refusal during
+  -- the hold says until when (`info`: the failure's).
+  function link.after_call(now, ok, reprovisioned, info)
     if ok and link.hold then
       link.hold = nil
       keep(nil, now)
     elseif not ok and reprovisioned then
       link.hold = retry.refusal_hold(link.hold, now)
       keep(link.hold, now)
+    end
+    if not ok and link.hold and info and retry.refuses(info) then
+      info.reprovision_held_until = link.hold.not_before
     end
   end
   return link

@@ -40,7 +40,6 @@
 -- as it is, with `info.reprovision_held_until` (seconds since the epoch).
 -- A successful call ends the hold.
 -- @classmod dps.hub
-local core = require "dps.core"
 local check = require "dps.check"
 local request = require "dps.request"
 local response = require "dps.response"
@@ -235,10 +234,7 @@ function Hub:_call(call)
     act = runtime.drive(rt, machine, send, act)
   end
   if link then
-    link.after_call(rt.now(), act.action == "done", reprovisioned)
-    if act.action ~= "done" and link.hold and retry.refuses(act.info) then
-      act.info.reprovision_held_until = link.hold.not_before
-    end
+    link.after_call(rt.now(), act.action == "done", reprovisioned, act.info)
   end
   if act.action == "done" then
     return act.result, act.meta
@@ -259,8 +255,7 @@ function Hub:send(body, opts)
   local headers, problem = hub_message.headers(opts or {}, "send")
   problem = closed_problem(self) or hub_message.body_problem(body, "send") or problem
   if problem then error(problem, 2) end
-  return self:_call({ step = "send", method = "POST", path = "/messages/events", to = "/messages/events",
-    headers = headers, body = body })
+  return self:_call(hub_message.call("send", headers, body))
 end
 
 --- Send several messages in one request (`application/vnd.microsoft.iothub.json`).
@@ -273,8 +268,7 @@ function Hub:send_batch(messages)
   local body, problem = hub_message.encode_batch(messages)
   problem = closed_problem(self) or problem
   if problem then error(problem, 2) end
-  return self:_call({ step = "send_batch", method = "POST", path = "/messages/events", to = "/messages/events",
-    headers = { ["content-type"] = hub_message.BATCH_TYPE }, body = body })
+  return self:_call(hub_message.call("send_batch", nil, body))
 end
 
 --- Take the next cloud-to-device message, locked for this device until it
@@ -290,34 +284,19 @@ end
 function Hub:receive()
   local problem = closed_problem(self)
   if problem then error(problem, 2) end
-  local msg, meta, info = self:_call({ step = "receive", method = "GET", path = "/messages/devicebound",
-    to = "/messages/devicebound" })
+  local msg, meta, info = self:_call(hub_message.call("receive"))
   if msg == false then
     return nil
   end
   return msg, meta, info
 end
 
--- The lock token of a message from receive (or the token itself), or nil
--- and a problem.
 local function lock_of(msg, what)
-  local token = type(msg) == "table" and msg.lock_token or msg
-  if type(token) ~= "string" or hub_response.lock_token_problem(token) then
-    return nil, "dps.hub: " .. what .. " needs a message from receive (or its lock_token)"
-  end
-  return token
+  return hub_message.lock_token(msg, "dps.hub", what)
 end
 
 local function settle(self, step, token)
-  local path = "/messages/devicebound/" .. core.url_encode(token)
-  local call = { step = step, to = "/messages/devicebound", headers = { ["if-match"] = '"' .. token .. '"' } }
-  if step == "abandon" then
-    call.method, call.path, call.body = "POST", path .. "/abandon", ""
-  else
-    call.method, call.path = "DELETE", path
-    call.query = step == "reject" and "&reject" or nil
-  end
-  return self:_call(call)
+  return self:_call(hub_message.call(step, token))
 end
 
 --- Complete a message: it is done (`DELETE …/devicebound/{lockToken}`).

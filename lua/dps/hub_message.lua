@@ -6,6 +6,7 @@
 -- @module dps.hub_message
 local core = require "dps.core"
 local check = require "dps.check"
+local hub_response = require "dps.hub_response"
 local json = require("cjson").new()
 
 local message = {}
@@ -102,6 +103,48 @@ function message.encode_batch(messages)
   local problem = message.size_problem(#text, "send_batch")
   if problem then return nil, problem end
   return text
+end
+
+-- The routes ----------------------------------------------------------------
+
+local EVENTS, DEVICEBOUND = "/messages/events", "/messages/devicebound"
+local BATCH_HEADERS = { ["content-type"] = message.BATCH_TYPE }
+
+--- The call of one hub route, as `dps.request`'s `hub_request` takes it:
+-- `send` (`arg`: the message's headers), `send_batch` (`body`: the encoded
+-- batch), `receive`, and the settles `complete`, `reject`, `abandon`
+-- (`arg`: the lock token, percent-encoded into the path).
+-- @tparam string step
+-- @param arg
+-- @tparam[opt] string body
+-- @treturn table `{ step, method, path, to, query, headers, body }`
+function message.call(step, arg, body)
+  if step == "send" then
+    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = arg, body = body }
+  elseif step == "send_batch" then
+    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = BATCH_HEADERS, body = body }
+  elseif step == "receive" then
+    return { step = step, method = "GET", path = DEVICEBOUND, to = DEVICEBOUND }
+  end
+  local path = DEVICEBOUND .. "/" .. core.url_encode(arg)
+  local call = { step = step, to = DEVICEBOUND, headers = { ["if-match"] = '"' .. arg .. '"' } }
+  if step == "abandon" then
+    call.method, call.path, call.body = "POST", path .. "/abandon", ""
+  else
+    call.method, call.path = "DELETE", path
+    call.query = step == "reject" and "&reject" or nil
+  end
+  return call
+end
+
+--- The lock token of a message from receive (or the token itself), or nil
+-- and a problem naming `who` and `what` (e.g. "dps.hub", "complete").
+function message.lock_token(msg, who, what)
+  local token = type(msg) == "table" and msg.lock_token or msg
+  if type(token) ~= "string" or hub_response.lock_token_problem(token) then
+    return nil, who .. ": " .. what .. " needs a message from receive (or its lock_token)"
+  end
+  return token
 end
 
 return message

@@ -56,6 +56,7 @@ local cache = require "dps.cache"
 local check = require "dps.check"
 local connect = require "dps.connect"
 local errors = require "dps.errors"
+local heap = require "dps.heap"
 local hub_message = require "dps.hub_message"
 local hub_response = require "dps.hub_response"
 local pace = require "dps.pace"
@@ -101,34 +102,6 @@ Hubs.ADD_OPTIONS = check.extend(request.ATTESTATION, {
   id_scope = "string", registration_id = "string", dps_endpoint = "string", cache = "string", payload = "table",
 })
 
--- A min-heap of devices by `due` (the time their machine wants a tick).
-local function heap_push(h, dev)
-  local i = #h + 1
-  h[i] = dev
-  while i > 1 do
-    local p = math.floor(i / 2)
-    if h[p].due <= h[i].due then break end
-    h[p], h[i] = h[i], h[p]
-    i = p
-  end
-end
-
-local function heap_pop(h)
-  local top, n = h[1], #h
-  h[1] = h[n]
-  h[n] = nil
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l < n and h[l].due < h[m].due then m = l end
-    if r < n and h[r].due < h[m].due then m = r end
-    if m == i then break end
-    h[m], h[i] = h[i], h[m]
-    i = m
-  end
-  return top
-end
-
 -- A first-in, first-out list of devices: { first, last, [first..last] = devices }
 -- (counting from 1 again whenever it empties, so it stays an array).
 local function fifo() return { first = 1, last = 0 } end
@@ -159,28 +132,12 @@ local function calls_pop(q)
 end
 
 -- The hub call of a queued call (`dps.request`'s `hub_request` takes it):
--- the routes of `dps.hub`'s calls.
-local EVENTS, DEVICEBOUND = "/messages/events", "/messages/devicebound"
-local BATCH_HEADERS = { ["content-type"] = hub_message.BATCH_TYPE }
-local RECEIVE = { step = "receive", method = "GET", path = DEVICEBOUND, to = DEVICEBOUND }
+-- the routes of `dps.hub`'s calls (`dps.hub_message.call`).
 local function call_of(item, prep)
-  local step = item.step
-  if step == "send" then
-    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = prep, body = item.body }
-  elseif step == "send_batch" then
-    return { step = step, method = "POST", path = EVENTS, to = EVENTS, headers = BATCH_HEADERS, body = prep }
-  elseif step == "receive" then
-    return RECEIVE
+  if item.step == "send" then
+    return hub_message.call("send", prep, item.body)
   end
-  local path = DEVICEBOUND .. "/" .. core.url_encode(prep) -- a settle: prep is the lock token
-  local call = { step = step, to = DEVICEBOUND, headers = { ["if-match"] = '"' .. prep .. '"' } }
-  if step == "abandon" then
-    call.method, call.path, call.body = "POST", path .. "/abandon", ""
-  else
-    call.method, call.path = "DELETE", path
-    call.query = step == "reject" and "&reject" or nil
-  end
-  return call
+  return hub_message.call(item.step, prep, prep)
 end
 
 -- Options -----------------------------------------------------------------
@@ -486,7 +443,7 @@ end
 function Hubs:_provision_act(dev, act, now)
   if act.action == "wait" then
     dev.due = act.at
-    return heap_push(self.heap, dev)
+    return heap.push(self.heap, dev)
   elseif act.action == "send" then
     if act.step == "register" then self.pace:registered(now) end
     local b = dev.builder
@@ -562,7 +519,7 @@ function Hubs:_call_act(dev, act, now)
   local entry = dev.call
   if act.action == "wait" then
     dev.due = act.at
-    return heap_push(self.heap, dev)
+    return heap.push(self.heap, dev)
   elseif act.action == "send" then
     local b = dev.builder
     b:set_clock_offset(act.clock_offset)
@@ -578,10 +535,7 @@ function Hubs:_call_act(dev, act, now)
   dev.call = nil
   local link = dev.link
   if link then
-    link.after_call(self.rt.now(), act.action == "done", entry.reprovisioned)
-    if act.action ~= "done" and link.hold and retry.refuses(act.info) then
-      act.info.reprovision_held_until = link.hold.not_before
-    end
+    link.after_call(self.rt.now(), act.action == "done", entry.reprovisioned, act.info)
   end
   self:_next(dev)
   if act.action == "done" then
@@ -668,9 +622,9 @@ end
 -- of one step allow.
 function Hubs:_schedule(now)
   self.starts = 0
-  local heap = self.heap
-  while heap[1] and heap[1].due <= now do
-    self:_wake(heap_pop(heap))
+  local timers = self.heap
+  while timers[1] and timers[1].due <= now do
+    self:_wake(heap.pop(timers))
   end
   if now >= self.watch_at or self.pace.hold_until ~= self.swept_hold then
     self:_sweep(now)
@@ -888,14 +842,8 @@ function Device:receive(on_done)
   return self:_queue({ step = "receive" }, on_done)
 end
 
--- The lock token of a message from receive (or the token itself), or nil
--- and a problem.
 local function lock_of(msg, what)
-  local token = type(msg) == "table" and msg.lock_token or msg
-  if type(token) ~= "string" or hub_response.lock_token_problem(token) then
-    return nil, "dps.hubs: " .. what .. " needs a message from receive (or its lock_token)"
-  end
-  return token
+  return hub_message.lock_token(msg, "dps.hubs", what)
 end
 
 --- Queue completing a message, as `hub:complete`.
