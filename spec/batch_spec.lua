@@ -72,7 +72,7 @@ describe("dps.batch", function()
     assert.equal("leaf-1", (b:result("leaf-1")).deviceId)
     assert.is_true(b:done())
     -- connections were shared: fewer than the devices
-    assert.is_true(summary.connects <= 4, "connects " .. summary.connects)
+    assert.is_true(summary.connects < #ids, "connects " .. summary.connects)
     b:close()
     assert.is_true(b:close())
   end)
@@ -100,14 +100,17 @@ describe("dps.batch", function()
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
       scenarios = { ["slow-1"] = { poll = { { fault = "hang", seconds = 30 } } } } }
     finally(function() emu:stop() end)
-    local b = batch(emu, { timeout = 0.6, concurrency = 1, rate = 60 }) -- second device never starts
+    -- the deadline must leave the first device time to reach the server
+    -- (a TLS handshake: slow under valgrind or on a busy machine)
+    local deadline = timing.margin(0.6)
+    local b = batch(emu, { timeout = deadline, concurrency = 1, rate = 60 / deadline }) -- second never starts
     b:add("slow-1")
     b:add("slow-2")
     local summary = b:run()
     assert.equal(0, summary.assigned)
     for _, r in ipairs(b:results()) do
       assert.equal("timeout", r.info.kind)
-      assert.truthy(r.message:find("no assignment within 0.6 s", 1, true))
+      assert.truthy(r.message:find(string.format("no assignment within %g s", deadline), 1, true), r.message)
     end
     assert.equal(1, #registers(emu))
   end)
@@ -121,7 +124,7 @@ describe("dps.batch", function()
     -- The devices that get answers must finish inside device_timeout, which
     -- counts computing too: four TLS handshakes on one emulated CPU take
     -- seconds under qemu-user.
-    local device_timeout = timing.EMULATED and 5 or 0.5 * SLOW
+    local device_timeout = timing.EMULATED and 5 or timing.margin(1)
     local b = batch(emu, { device_timeout = device_timeout })
     for i = 1, 3 do b:add("looped-" .. i) end
     b:add("looped-hung")

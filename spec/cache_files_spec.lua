@@ -9,6 +9,7 @@ local cache = require "dps.cache"
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
+local timing = require "spec.support.timing"
 local child = require "spec.support.child"
 local keys = require "spec.support.keys"
 
@@ -126,7 +127,7 @@ describe("a cache forged by another user", function()
       deviceId = "forged-01", status = "assigned" }, 1800000000)
     local path = shell.write(dir .. "/assignment.json", forged, "600")
     local opts = { id_scope = emu.id_scope, registration_id = "forged-01", symmetric_key = keys.KEY,
-      endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = 10, cache = path }
+      endpoint = emu.endpoint, ca_file = emu.ca_file, timeout = timing.margin(10), cache = path }
     -- owned by this user, the identity check alone takes it: it is no authentication
     local state, info = dps.provision(opts)
     assert.are.equal("cache", info.source)

@@ -17,6 +17,7 @@ local poll = require "dps.poll"
 local response = require "dps.response"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
+local timing = require "spec.support.timing"
 local cjson = require("cjson").new()
 
 local keys = require "spec.support.keys"
@@ -430,7 +431,10 @@ echo "$? $(( ($(date +%%s%%N) - t0) / 1000000 ))"
       assert.are.equal("", read(dir .. "/out"))
       assert_one_failure_line(err, "timeout")
       assert.truthy(err:find("no assignment within 2 s", 1, true), err)
-      assert.is_true(tonumber(ms) < 1500, ms .. " ms after SIGCONT")
+      -- a rule about wall time: 1.5 s on an idle machine, more on a busy one
+      -- or under ASan (the child runs on the suite's interpreter)
+      local limit = 1000 * timing.child_margin(1.5) * (os.getenv("ASAN_OPTIONS") and 2 or 1)
+      assert.is_true(tonumber(ms) < limit, string.format("%s ms after SIGCONT (limit %.0f)", ms, limit))
     end)
   end
 end)
