@@ -86,6 +86,12 @@ function dps.hub_token(hub_host, device_id, key, expiry)
   return token
 end
 
+--- Wipe the C core's copy of the last key it signed with (the signing
+-- context keeps it between signatures; closing the last client, hub or
+-- batch device that holds a key does this too).
+-- @function forget_keys
+dps.forget_keys = core.forget_keys
+
 --- Make a client for one device; see `dps.client.new` for the options.
 -- Its calls block (each at most its `timeout`).
 -- @function new

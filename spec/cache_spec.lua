@@ -43,6 +43,16 @@ describe("dps.cache", function()
       end)
     end
 
+    it("ignores a cache whose state holds NaN or an infinity, which store could never write", function()
+      for _, number in ipairs({ "NaN", "Infinity", "-Infinity", "1e400" }) do
+        local text = cache.encode(IDENTITY, STATE, NOW)
+        text = text:gsub('"status":"assigned"', '"status":"assigned","x":' .. number)
+        local doc, problem = cache.decode(text, IDENTITY)
+        assert.is_nil(doc, number)
+        assert.truthy(problem:find("JSON cannot hold", 1, true), problem)
+      end
+    end)
+
     it("takes a good one", function()
       local doc = cache.decode(cache.encode(IDENTITY, STATE, NOW), IDENTITY)
       assert.are.same(STATE, doc.state)
@@ -59,6 +69,18 @@ describe("dps.cache", function()
       assert.are.equal("hub.example", doc.state.assignedHub)
       assert.is_nil(doc.state.payload)
       assert.is_not_nil(state.payload) -- the caller's state is left as it was
+    end)
+
+    it("refuses, never raises, a state holding NaN or an infinity (a hostile answer's)", function()
+      local path = dir .. "/nan.json"
+      for _, number in ipairs({ 0 / 0, math.huge, -math.huge }) do
+        local ok, status, message, info = pcall(cache.store, path, IDENTITY, with_state{ payload = { x = number } },
+          NOW)
+        assert.is_true(ok, tostring(status))
+        assert.is_nil(status)
+        assert.are.equal("protocol", info.kind)
+        assert.truthy(message:find("JSON cannot hold", 1, true), message)
+      end
     end)
 
     it("keeps a payload that fits", function()

@@ -255,9 +255,8 @@ describe("secrets after close (issue 22, item 9)", function()
     assert.equal(derived, core.derive_key(key, "dev"))
   end)
 
-  -- Becomes an `it` once dps.request forgets the core's key when its last
-  -- builder is forgotten (Builder:forget).
-  pending("closing the last client drops the core's key without forget_keys", function()
+  -- dps.request forgets the core's key when its last builder is forgotten
+  it("closing the last client drops the core's key without forget_keys", function()
     if not linux() then return pending("needs /proc") end
     assert.same({}, signed_child("closed", { close = true, forget = false }))
   end)

@@ -118,6 +118,9 @@ function cache.decode(text, identity)
   if problem then
     return nil, "an assignment a DPS answer could not hold: " .. problem
   end
+  if not cache.encode(identity, doc.state, 0) then -- what store could never write is no cache either
+    return nil, "an assignment holding a number JSON cannot hold (NaN, infinity)"
+  end
   doc.hold = valid_hold(doc.hold) -- a broken hold is no hold; the assignment still counts
   return doc
 end
@@ -127,14 +130,18 @@ end
 -- @tparam table state the registration state (`assignedHub`, `deviceId`, …)
 -- @tparam number written_at seconds since the epoch
 -- @tparam[opt] table hold `{ refusals, not_before }`
--- @treturn string JSON
+-- @treturn string JSON, or nil and a problem
 function cache.encode(identity, state, written_at, hold)
   local doc = { format = cache.FORMAT, state = state, hold = valid_hold(hold),
     written_at = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(written_at)) }
   for _, field in ipairs(IDENTITY) do
     doc[field] = identity[field]
   end
-  return (json.encode(doc):gsub("\\/", "/")) .. "\n"
+  local ok, text = pcall(json.encode, doc)
+  if not ok then -- a value JSON cannot hold (NaN, infinity) in the state
+    return nil, "the assignment holds a value JSON cannot hold (" .. tostring(text):gsub("^.-: ", "") .. ")"
+  end
+  return (text:gsub("\\/", "/")) .. "\n"
 end
 
 local function equal(a, b, skip)
@@ -197,7 +204,10 @@ end
 --   `payload`, is over `MAX_BYTES` (a state with a large `payload` is
 --   written without it)
 function cache.store(path, identity, state, now, old, hold)
-  local text = cache.encode(identity, state, now, hold)
+  local text, problem = cache.encode(identity, state, now, hold)
+  if not text then
+    return nil, problem .. ": not written", { kind = "protocol", retryable = false }
+  end
   if #text > cache.MAX_BYTES and state.payload ~= nil then
     -- what load would ignore is never written: the custom allocation's
     -- payload goes first (the assignment is what the cache is for)

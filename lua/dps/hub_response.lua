@@ -146,7 +146,9 @@ function hub_response.message(status, headers, body)
     end
   end
   local count = headers["iothub-deliverycount"]
-  msg.delivery_count = type(count) == "string" and count:find("^%s*%d+%s*$") and tonumber(count) or nil
+  -- a whole number a double holds exactly, else none (a 400-digit count is no count)
+  count = type(count) == "string" and #count <= 20 and count:find("^%s*%d+%s*$") and tonumber(count)
+  msg.delivery_count = count and count < 2 ^ 53 and count or nil
   return msg
 end
 

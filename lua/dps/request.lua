@@ -271,13 +271,19 @@ function Builder:connection_string()
   return string.format("HostName=%s;DeviceId=%s;%s", self.hub, self.device_id, tail)
 end
 
---- Drop the key and the tokens (on close). Safe to call more than once.
+--- Drop the key and the tokens (on close); when no builder holds a key
+-- any more, the C core's signing context forgets its copy too
+-- (`core.forget_keys`). Safe to call more than once.
 function Builder:forget()
   local s = secrets[self]
   if s then
     s.key, s.tokens = nil, {}
   end
   secrets[self] = nil
+  for _, other in pairs(secrets) do
+    if other.key then return end
+  end
+  core.forget_keys()
 end
 
 return request
