@@ -12,9 +12,13 @@
 # The soak specs (tagged #soak: the long kill -9 and reboot loops) are left
 # out of every run here; `make soak` (spec/soak.sh) runs them, and CI too.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 LUA_VERSIONS=${LUA_VERSIONS:-"5.4 5.3 5.1 jit"}
+# How many valgrind runs share the spec files (see below).
+VALGRIND_PARTS=${VALGRIND_PARTS:-3}
+# libFuzzer seconds per target here; `make fuzz` runs the long ones.
+FUZZ_SECONDS=${FUZZ_SECONDS:-2}
 # Every busted run and count of this suite: the soak specs go to make soak.
 EXCLUDE="--exclude-tags=soak"
 LOGS=build/logs
@@ -118,15 +122,35 @@ step certificates make certs
 
 # How many specs one busted run holds, for the progress lines.
 TOTAL=$(busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
-echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind, side by side"
+echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind ($VALGRIND_PARTS parts), side by side"
 
-# The Lua 5.4 run also records secrets and messages for the secrets sweep
-# (spec/support/sweep.lua, a busted helper that reads DPS_SWEEP).
-for v in $LUA_VERSIONS; do
-    [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
-    start_suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
-    unset DPS_SWEEP
-done
+# Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
+# `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
+# go into a one-word wrapper), its TAP lines count as usual, and valgrind's
+# verdict (any error, any definite leak) makes the run fail.  Child
+# processes (servers, openssl, curl) are not traced.
+VALGRIND="valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+VALGRIND="$VALGRIND --trace-children=no --num-callers=40 --suppressions=spec/valgrind.supp"
+mkdir -p build/valgrind
+printf '#!/bin/sh\nexec %s lua5.4 "$@"\n' "$VALGRIND" >build/valgrind/lua5.4
+chmod +x build/valgrind/lua5.4
+# Memcheck slows the interpreter some thirtyfold, and these runs are the
+# longest: they start first, and the spec files go to VALGRIND_PARTS runs
+# side by side, the biggest file first to the part with the fewest bytes so
+# far.  A file's size stands for its time under valgrind: split so, the
+# parts' sums of the files' measured valgrind times were within 5 % of each
+# other; alternate files by name were 50 % apart.
+wc -c spec/*_spec.lua | grep '_spec\.lua$' | sort -k1,1nr -k2 | awk -v n="$VALGRIND_PARTS" '
+    { best = 1; for (p = 2; p <= n; p++) if (size[p] < size[best]) best = p
+      size[best] += $1; files[best] = files[best] " " $2 }
+    END { for (p = 1; p <= n; p++) if (files[p] != "") print p files[p] }' >"$LOGS/valgrind-parts"
+while read -r part files; do
+    # shellcheck disable=SC2086
+    busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" $files 2>/dev/null | grep -c '_spec.lua:' \
+        >"$LOGS/busted-valgrind-$part.total"
+    # shellcheck disable=SC2086
+    start_suite "busted-valgrind-$part" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files
+done <"$LOGS/valgrind-parts"
 
 # ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
 # the interpreter alone (ld.so --preload), not through LD_PRELOAD, which
@@ -140,34 +164,20 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 start_suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
-# Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
-# `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
-# go into a one-word wrapper), its TAP lines count as usual, and valgrind's
-# verdict (any error, any definite leak) makes the run fail.  Child
-# processes (servers, openssl, curl) are not traced.
-VALGRIND="valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
-VALGRIND="$VALGRIND --trace-children=no --num-callers=40 --suppressions=spec/valgrind.supp"
-mkdir -p build/valgrind
-printf '#!/bin/sh\nexec %s lua5.4 "$@"\n' "$VALGRIND" >build/valgrind/lua5.4
-chmod +x build/valgrind/lua5.4
-# Memcheck slows the interpreter some thirtyfold: the spec files go to two
-# valgrind runs (alternate files by name), side by side with the others.
-specs=$(ls spec/*_spec.lua)
-for half in 1 2; do
-    files=$(echo "$specs" | awk -v h="$half" 'NR % 2 == h % 2')
-    # shellcheck disable=SC2086
-    busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" $files 2>/dev/null | grep -c '_spec.lua:' \
-        >"$LOGS/busted-valgrind-$half.total"
-    # shellcheck disable=SC2086
-    start_suite "busted-valgrind-$half" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files
+# The Lua 5.4 run also records secrets and messages for the secrets sweep
+# (spec/support/sweep.lua, a busted helper that reads DPS_SWEEP).
+for v in $LUA_VERSIONS; do
+    [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
+    start_suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
+    unset DPS_SWEEP
 done
 
 # While the suites run: lint, docs, the rockspec, and the libFuzzer targets
-# of the C parsers, 5 s each (make fuzz: 60 s each).
+# of the C parsers, FUZZ_SECONDS each (make fuzz: 60 s each).
 step luacheck make lint
 step ldoc make docs
 step luarocks-make sh tools/check-rockspec.sh
-step fuzz sh fuzz/run.sh 5
+step fuzz sh fuzz/run.sh "$FUZZ_SECONDS"
 
 await_suites
 
