@@ -98,7 +98,7 @@ describe("dps.batch", function()
 
   it("ends every open device at the overall deadline, against a server that hangs", function()
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
-      scenarios = { ["slow-1"] = { poll = { { fault = "hang", seconds = 30 } } } } }
+      scenarios = { ["slow-1"] = { poll = { { fault = "hang", seconds = 600 } } } } }
     finally(function() emu:stop() end)
     -- the deadline must leave the first device time to reach the server
     -- (a TLS handshake: slow under valgrind or on a busy machine)
@@ -119,7 +119,7 @@ describe("dps.batch", function()
     -- one device's registration never gets an answer: while only it is
     -- left, nothing can happen, and step must still return at once
     local emu = emulator.start{ retry_after = "0", enrollments = { GROUP },
-      scenarios = { ["looped-hung"] = { register = { { fault = "hang", seconds = 30 } } } } }
+      scenarios = { ["looped-hung"] = { register = { { fault = "hang", seconds = 600 } } } } }
     finally(function() emu:stop() end)
     -- The devices that get answers must finish inside device_timeout, which
     -- counts computing too: four TLS handshakes on one emulated CPU take
@@ -439,7 +439,7 @@ local f = assert(io.open(arg[1], "rb"))
 local o = cjson.decode(f:read("*a"))
 f:close()
 local b = dps.batch{ id_scope = o.id_scope, group_key = o.group_key, endpoint = o.endpoint, ca_file = o.ca_file,
-  cache_dir = o.cache_dir, concurrency = o.concurrency, rate = 600000, timeout = 120 }
+  cache_dir = o.cache_dir, concurrency = o.concurrency, rate = o.rate, timeout = 600 }
 for i = 1, o.n do b:add(string.format("resume-%04d", i)) end
 local summary = b:run()
 b:close()
@@ -457,7 +457,9 @@ print(cjson.encode{ assigned = summary.assigned, from_cache = summary.from_cache
     shell.succeeds("mkdir -m 700 " .. shell.quote(caches))
     local concurrency = 16
     shell.write(dir .. "/opts.json", require("cjson").encode{ id_scope = emu.id_scope, group_key = keys.GROUP_KEY,
-      endpoint = emu.endpoint, ca_file = emu.ca_file, cache_dir = caches, concurrency = concurrency, n = n }, "600")
+      endpoint = emu.endpoint, ca_file = emu.ca_file, cache_dir = caches, concurrency = concurrency, n = n,
+      -- paced to about 4 s in all, so that the kill lands among the registrations on a busy machine too
+      rate = n * 15 }, "600")
     local script = shell.write(dir .. "/batch.lua", "package.path = " .. string.format("%q", package.path)
       .. "\npackage.cpath = " .. string.format("%q", package.cpath) .. "\n" .. child_script)
     local lua = shell.interpreter()
