@@ -103,7 +103,10 @@ describe("dps.batch", function()
     -- the deadline must leave the first device time to reach the server
     -- (a TLS handshake: slow under valgrind or on a busy machine)
     local deadline = timing.margin(0.6)
-    local b = batch(emu, { timeout = deadline, concurrency = 1, rate = 60 / deadline }) -- second never starts
+    -- (the hung poll must outlast the deadline: a request_timeout shorter than
+    -- a deadline stretched under valgrind would end it, and a retry answers)
+    local b = batch(emu, { timeout = deadline, request_timeout = deadline, concurrency = 1,
+      rate = 60 / deadline }) -- second never starts
     b:add("slow-1")
     b:add("slow-2")
     local summary = b:run()
@@ -125,7 +128,7 @@ describe("dps.batch", function()
     -- counts computing too: four TLS handshakes on one emulated CPU take
     -- seconds under qemu-user.
     local device_timeout = timing.EMULATED and 5 or timing.margin(1)
-    local b = batch(emu, { device_timeout = device_timeout })
+    local b = batch(emu, { device_timeout = device_timeout, request_timeout = device_timeout })
     for i = 1, 3 do b:add("looped-" .. i) end
     b:add("looped-hung")
     local steps, t0 = 0, core.monotime()
