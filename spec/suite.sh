@@ -40,15 +40,24 @@ elapsed() {
     echo $(($(date +%s) - $1))
 }
 
+# cpu_seconds FILE: the CPU time (user + system, whole seconds) of the
+# processes this shell has waited for so far (`times`' second line; run by
+# this shell itself, not in a pipeline, whose subshell has waited for none).
+cpu_seconds() {
+    times >"$1.times"
+    awk 'NR == 2 { gsub(/[ms]/, " "); printf "%d\n", $1 * 60 + $2 + $3 * 60 + $4 + 0.5 }' "$1.times" >"$1"
+    rm -f "$1.times"
+}
+
 # step NAME COMMAND...: one pass or one failure; the log's tail on failure.
 step() {
     name=$1
     shift
     start=$(date +%s)
     [ -t 1 ] && printf '  ... %s\r' "$name"
-    if "$@" >"$LOGS/$name.log" 2>&1; then
+    if ("$@"; rc=$?; cpu_seconds "$LOGS/$name.cpu"; exit $rc) >"$LOGS/$name.log" 2>&1; then
         passed=$((passed + 1))
-        echo "ok     $name ($(elapsed "$start") s)"
+        echo "ok     $name ($(elapsed "$start") s, CPU $(cat "$LOGS/$name.cpu") s)"
     else
         failed=$((failed + 1))
         echo "FAILED $name after $(elapsed "$start") s (log: $LOGS/$name.log)"
@@ -66,6 +75,7 @@ start_suite() {
         busted -o TAP "$EXCLUDE" "$@" >"$LOGS/$name.log" 2>&1
         rc=$?
         elapsed "$since" >"$LOGS/$name.took"
+        cpu_seconds "$LOGS/$name.cpu"
         echo $rc >"$LOGS/$name.rc"
     ) &
     SUITES="$SUITES $name"
@@ -109,7 +119,7 @@ await_suites() {
         fi
         passed=$((passed + ok))
         failed=$((failed + bad))
-        echo "suite  $s: $ok passed, $bad failed ($(cat "$LOGS/$s.took") s)"
+        echo "suite  $s: $ok passed, $bad failed ($(cat "$LOGS/$s.took") s, CPU $(cat "$LOGS/$s.cpu") s)"
         if [ "$bad" != 0 ]; then
             grep -A 12 '^not ok ' "$log" | head -n 120 | sed 's/^/    /'
             [ "$rc" != 0 ] && tail -n 20 "$log" | sed 's/^/    /'
@@ -188,6 +198,7 @@ await_suites
 # the suite produced (recorded by spec/support/sweep.lua) or in its logs.
 step secrets-sweep lua5.4 spec/support/sweep_check.lua build/sweep
 
-echo "make test took $(elapsed "$began") s"
+cpu_seconds "$LOGS/make-test.cpu"
+echo "make test took $(elapsed "$began") s, CPU $(cat "$LOGS/make-test.cpu") s"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
