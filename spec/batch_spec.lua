@@ -105,8 +105,9 @@ describe("dps.batch", function()
     local deadline = timing.margin(0.6)
     -- (the hung poll must outlast the deadline: a request_timeout shorter than
     -- a deadline stretched under valgrind would end it, and a retry answers)
-    local b = batch(emu, { timeout = deadline, request_timeout = deadline, concurrency = 1,
-      rate = 60 / deadline }) -- second never starts
+    -- (and the device's own deadline, device_timeout, must outlast it too)
+    local b = batch(emu, { timeout = deadline, request_timeout = deadline, device_timeout = 2 * deadline,
+      concurrency = 1, rate = 60 / deadline }) -- second never starts
     b:add("slow-1")
     b:add("slow-2")
     local summary = b:run()

@@ -217,13 +217,15 @@ describe("dps.core.write_atomic beside other writers", function()
     local path = dir .. "/traced.json"
     local trace = dir .. "/trace"
     local cmd = lua_command("traced", "assert(require('dps.core').write_atomic(arg[1], 'traced'))")
-    assert.is_true(shell.succeeds(string.format("strace -f -o %s -e trace=openat,flock,fsync,fdatasync,?rename,"
+    assert.is_true(shell.succeeds(string.format("strace -f -o %s -e trace=open,openat,flock,fsync,fdatasync,?rename,"
       .. "renameat,renameat2 %s %s", q(trace), cmd, q(path))))
     -- the steps on this file, in order: its temporary's descriptor, then the folder's
     local steps, tmp_fd, dir_fd = {}, nil, nil
     local function fd_of(line) return line:match("%((%d+)") end
     for line in shell.read(trace):gmatch("[^\n]+") do
-      local opened, fd = line:match('openat%(AT_FDCWD, "([^"]*)", [^)]*%) = (%d+)')
+      -- (glibc opens with openat, musl with open)
+      local opened, fd = line:match('open%("([^"]*)", [^)]*%) = (%d+)')
+      if not opened then opened, fd = line:match('openat%(AT_FDCWD, "([^"]*)", [^)]*%) = (%d+)') end
       if opened and opened:match("/%.traced%.json%.%w%w%w%w%w%w$") then
         tmp_fd = fd
         steps[#steps + 1] = "create temporary"
