@@ -21,6 +21,13 @@ VALGRIND_PARTS=${VALGRIND_PARTS:-3}
 FUZZ_SECONDS=${FUZZ_SECONDS:-2}
 # Every busted run and count of this suite: the soak specs go to make soak.
 EXCLUDE="--exclude-tags=soak"
+# The emulator's own specs (tagged #emulator: spec/emulator_spec.lua) drive
+# it, a luajit process of its own, through curl, and load no dps module:
+# which interpreter runs busted, under ASan or valgrind or not, makes no
+# difference to them.  They run once, on the first of LUA_VERSIONS; every
+# other run leaves them out.
+EXCLUDE_ONCE="--exclude-tags=soak,emulator"
+ONCE=${LUA_VERSIONS%% *}
 LOGS=build/logs
 rm -rf "$LOGS" build/sweep
 mkdir -p "$LOGS"
@@ -65,14 +72,16 @@ step() {
     fi
 }
 
-# start_suite NAME BUSTED-ARGS...: one busted run in the background, its TAP
-# lines in $LOGS/NAME.log, its exit code in $LOGS/NAME.rc when it ends.
+# start_suite NAME EXCLUDE BUSTED-ARGS...: one busted run in the background,
+# its TAP lines in $LOGS/NAME.log, its exit code in $LOGS/NAME.rc when it
+# ends.  EXCLUDE: the --exclude-tags option it runs with.
 start_suite() {
     name=$1
-    shift
+    exclude=$2
+    shift 2
     (
         since=$(date +%s)
-        busted -o TAP "$EXCLUDE" "$@" >"$LOGS/$name.log" 2>&1
+        busted -o TAP "$exclude" "$@" >"$LOGS/$name.log" 2>&1
         rc=$?
         elapsed "$since" >"$LOGS/$name.took"
         cpu_seconds "$LOGS/$name.cpu"
@@ -130,9 +139,16 @@ await_suites() {
 step build make -j2 build build/asan/dps/core.so LUA_VERSIONS="$LUA_VERSIONS"
 step certificates make certs
 
-# How many specs one busted run holds, for the progress lines.
-TOTAL=$(busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -c '_spec.lua:')
-echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind ($VALGRIND_PARTS parts), side by side"
+# The specs of a busted run ("FILE:LINE: NAME"), for the progress lines and
+# the valgrind parts: all but the soak specs in the run on Lua $ONCE, and
+# all but those and the emulator's in every other run.  (grep -a: some
+# names hold bytes that are not text.)
+busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' >"$LOGS/specs"
+busted --list "$EXCLUDE_ONCE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' \
+    >"$LOGS/specs-once"
+TOTAL=$(wc -l <"$LOGS/specs-once")
+echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind ($VALGRIND_PARTS parts), side by side;" \
+    "the emulator's $(($(wc -l <"$LOGS/specs") - TOTAL)) once, on Lua $ONCE"
 
 # Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
 # `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
@@ -150,16 +166,19 @@ chmod +x build/valgrind/lua5.4
 # far.  A file's size stands for its time under valgrind: split so, the
 # parts' sums of the files' measured valgrind times were within 5 % of each
 # other; alternate files by name were 50 % apart.
-wc -c spec/*_spec.lua | grep '_spec\.lua$' | sort -k1,1nr -k2 | awk -v n="$VALGRIND_PARTS" '
+# (/dev/null: no stdin for wc, were the list empty)
+# shellcheck disable=SC2046
+wc -c /dev/null $(cut -d: -f1 "$LOGS/specs-once" | sort -u) | grep '_spec\.lua$' | sort -k1,1nr -k2 |
+    awk -v n="$VALGRIND_PARTS" '
     { best = 1; for (p = 2; p <= n; p++) if (size[p] < size[best]) best = p
       size[best] += $1; files[best] = files[best] " " $2 }
     END { for (p = 1; p <= n; p++) if (files[p] != "") print p files[p] }' >"$LOGS/valgrind-parts"
 while read -r part files; do
     # shellcheck disable=SC2086
-    busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" $files 2>/dev/null | grep -c '_spec.lua:' \
+    awk -F: -v files=" $files " 'index(files, " " $1 " ") { n++ } END { print n + 0 }' "$LOGS/specs-once" \
         >"$LOGS/busted-valgrind-$part.total"
     # shellcheck disable=SC2086
-    start_suite "busted-valgrind-$part" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files
+    start_suite "busted-valgrind-$part" "$EXCLUDE_ONCE" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files
 done <"$LOGS/valgrind-parts"
 
 # ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
@@ -171,14 +190,19 @@ printf '#!/bin/sh\nexec %s --preload "%s %s" %s "$@"\n' "$ldso" \
     "$(cc -print-file-name=libasan.so)" "$(cc -print-file-name=libubsan.so)" "$lua54" >build/asan/lua5.4
 chmod +x build/asan/lua5.4
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-start_suite busted-asan --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
+start_suite busted-asan "$EXCLUDE_ONCE" --lua=build/asan/lua5.4 --cpath="./build/asan/?.so"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 # The Lua 5.4 run also records secrets and messages for the secrets sweep
 # (spec/support/sweep.lua, a busted helper that reads DPS_SWEEP).
 for v in $LUA_VERSIONS; do
+    exclude=$EXCLUDE_ONCE
+    if [ "$v" = "$ONCE" ]; then
+        exclude=$EXCLUDE
+        wc -l <"$LOGS/specs" >"$LOGS/busted-$v.total"
+    fi
     [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
-    start_suite "busted-$v" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
+    start_suite "busted-$v" "$exclude" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
     unset DPS_SWEEP
 done
 
