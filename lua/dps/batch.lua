@@ -277,9 +277,9 @@ function Batch:_answer(dev, result, meta, info)
   elseif act.info.retryable and now >= self.deadline then
     -- a failure worth another try, ended by the batch's deadline (the
     -- request was cut at it): the batch's deadline is what ended it
-    local _, message, info = errors.deadline(self.timeout, dev.machine.last_message, dev.machine.last_info)
-    info.cache_ignored = dev.cache_ignored
-    self:_finish(dev, nil, message, info)
+    local _, message, ended = errors.deadline(self.timeout, dev.machine.last_message, dev.machine.last_info)
+    ended.cache_ignored = dev.cache_ignored
+    self:_finish(dev, nil, message, ended)
   else
     act.info.cache_ignored = dev.cache_ignored
     self:_finish(dev, nil, act.message, act.info)
