@@ -106,7 +106,7 @@ LUA_LMOD_DIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 OUT ?= build/$(LUA_VERSION)
 
 .PHONY: all build core deps deps-demo deps-test test lint demo bench docs install clean certs \
-	version version-check dist rock cross-test openwrt-test stack-test
+	version version-check dist rock cross-test openwrt-test stack-test memcheck
 
 all: build
 
@@ -194,6 +194,11 @@ rock: version-check
 .PHONY: soak
 soak: deps-test
 	@sh spec/soak.sh
+
+# The whole suite under valgrind's memcheck (make test runs the C core's
+# specs under it): a CI phase of its own.
+memcheck: deps-test
+	@MEMCHECK=full sh spec/suite.sh
 
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole test run behind `make test`: build, lint, luarocks install check,
-# the busted suite on every Lua version, once more under ASan+UBSan and once
-# under valgrind, and the hardening steps. Keeps going after a failure and
+# the busted suite on every Lua version, once more under ASan+UBSan, the C
+# core's specs under valgrind, and the hardening steps.  With MEMCHECK=full
+# (`make memcheck`): the whole suite under valgrind, alone.  Keeps going after a failure and
 # ends with "N passed, N failed" (busted tests counted one by one, other steps
 # as one).
 #
@@ -15,7 +16,16 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 
 LUA_VERSIONS=${LUA_VERSIONS:-"5.4 5.3 5.1 jit"}
-# How many valgrind runs share the spec files (see below).
+# What valgrind's memcheck runs: `core` (make test), the specs of the C
+# core's own functions, in one run beside the others; `full` (make
+# memcheck, a CI phase of its own), every spec file, in VALGRIND_PARTS runs
+# side by side, and nothing else.  Memcheck slows the interpreter some
+# thirtyfold and stretches every margin a spec allows (spec/support/timing.lua)
+# as much: the whole suite under it takes longer than everything else in
+# make test together.
+MEMCHECK=${MEMCHECK:-core}
+VALGRIND_CORE="spec/core_spec.lua spec/codec_spec.lua spec/sas_spec.lua spec/fs_spec.lua spec/csr_spec.lua
+    spec/x509_spec.lua spec/crypto_backend_spec.lua spec/engine_spec.lua spec/time_spec.lua spec/headers_spec.lua"
 VALGRIND_PARTS=${VALGRIND_PARTS:-3}
 # libFuzzer seconds per target here; `make fuzz` runs the long ones.
 FUZZ_SECONDS=${FUZZ_SECONDS:-2}
@@ -136,7 +146,11 @@ await_suites() {
     done
 }
 
-step build make -j2 build build/asan/dps/core.so LUA_VERSIONS="$LUA_VERSIONS"
+if [ "$MEMCHECK" = full ]; then
+    step build make build LUA_VERSIONS=5.4
+else
+    step build make -j2 build build/asan/dps/core.so LUA_VERSIONS="$LUA_VERSIONS"
+fi
 step certificates make certs
 
 # The specs of a busted run ("FILE:LINE: NAME"), for the progress lines and
@@ -147,10 +161,17 @@ busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | g
 busted --list "$EXCLUDE_ONCE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' \
     >"$LOGS/specs-once"
 TOTAL=$(wc -l <"$LOGS/specs-once")
-echo "busted: $TOTAL specs on Lua $LUA_VERSIONS, ASan+UBSan and valgrind ($VALGRIND_PARTS parts), side by side;" \
-    "the emulator's $(($(wc -l <"$LOGS/specs") - TOTAL)) once, on Lua $ONCE"
+if [ "$MEMCHECK" = full ]; then
+    VALGRIND_FILES=$(cut -d: -f1 "$LOGS/specs-once" | sort -u)
+    echo "busted: $TOTAL specs under valgrind ($VALGRIND_PARTS parts), side by side"
+else
+    VALGRIND_FILES=$VALGRIND_CORE
+    VALGRIND_PARTS=1
+    echo "busted: $TOTAL specs on Lua $LUA_VERSIONS and ASan+UBSan, side by side;" \
+        "the emulator's $(($(wc -l <"$LOGS/specs") - TOTAL)) once, on Lua $ONCE; the C core's under valgrind"
+fi
 
-# Memcheck of the whole suite on Lua 5.4: busted re-runs itself as
+# Memcheck on Lua 5.4 (VALGRIND_FILES): busted re-runs itself as
 # `LUA /usr/bin/busted ARGS` (split at spaces, so valgrind and its options
 # go into a one-word wrapper), its TAP lines count as usual, and valgrind's
 # verdict (any error, any definite leak) makes the run fail.  Child
@@ -168,7 +189,7 @@ chmod +x build/valgrind/lua5.4
 # other; alternate files by name were 50 % apart.
 # (/dev/null: no stdin for wc, were the list empty)
 # shellcheck disable=SC2046
-wc -c /dev/null $(cut -d: -f1 "$LOGS/specs-once" | sort -u) | grep '_spec\.lua$' | sort -k1,1nr -k2 |
+wc -c /dev/null $VALGRIND_FILES | grep '_spec\.lua$' | sort -k1,1nr -k2 |
     awk -v n="$VALGRIND_PARTS" '
     { best = 1; for (p = 2; p <= n; p++) if (size[p] < size[best]) best = p
       size[best] += $1; files[best] = files[best] " " $2 }
@@ -180,6 +201,15 @@ while read -r part files; do
     # shellcheck disable=SC2086
     start_suite "busted-valgrind-$part" "$EXCLUDE_ONCE" --lua=build/valgrind/lua5.4 --cpath="./build/5.4/?.so" $files
 done <"$LOGS/valgrind-parts"
+
+if [ "$MEMCHECK" = full ]; then
+    await_suites
+    cpu_seconds "$LOGS/make-memcheck.cpu"
+    echo "make memcheck took $(elapsed "$began") s, CPU $(cat "$LOGS/make-memcheck.cpu") s"
+    echo "$passed passed, $failed failed"
+    [ "$failed" = 0 ]
+    exit
+fi
 
 # ASan+UBSan: the sanitizer runtimes are preloaded by the dynamic loader for
 # the interpreter alone (ld.so --preload), not through LD_PRELOAD, which
