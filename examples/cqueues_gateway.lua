@@ -2,16 +2,20 @@
 -- while it provisions them: a 10 ms timer ticks on, and dps.batch runs in
 -- its own coroutine, sleeping on the sockets and the time step() hands out.
 --
---   lua5.4 examples/cqueues_gateway.lua ID_SCOPE GROUP_KEY [ENDPOINT CA_FILE [LEAVES]]
+--   DPS_ID_SCOPE=0ne… DPS_GROUP_KEY="$(cat /etc/dps/group.key)" lua5.4 examples/cqueues_gateway.lua [LEAVES]
 --
+-- Settings from the environment, never the command line (which every user
+-- can read with ps), as the other examples: DPS_ID_SCOPE, DPS_GROUP_KEY, and
+-- optionally DPS_ENDPOINT and DPS_CA_FILE. LEAVES: how many (default 100).
 -- Prints each leaf as it ends, then the worst delay of the 10 ms timer.
 local cqueues = require "cqueues"
 local dps = require "dps"
 local unpack = table.unpack or _G.unpack -- luacheck: ignore 143 (Lua 5.1 and LuaJIT)
 
-local id_scope, group_key, endpoint, ca_file, leaves = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5] or 100)
-if not id_scope or not group_key then
-  io.stderr:write("usage: cqueues_gateway.lua ID_SCOPE GROUP_KEY [ENDPOINT CA_FILE [LEAVES]]\n")
+local id_scope, group_key = os.getenv("DPS_ID_SCOPE"), os.getenv("DPS_GROUP_KEY")
+local leaves = tonumber(arg[1] or 100)
+if not id_scope or not group_key or not leaves then
+  io.stderr:write("usage: DPS_ID_SCOPE=… DPS_GROUP_KEY=… cqueues_gateway.lua [LEAVES]\n")
   os.exit(2)
 end
 
@@ -20,8 +24,8 @@ local function pollable(fd, mode)
   return { pollfd = function() return fd end, events = function() return mode end }
 end
 
-local batch = dps.batch{ id_scope = id_scope, group_key = group_key, endpoint = endpoint, ca_file = ca_file,
-  concurrency = 16, rate = 6000 }
+local batch = dps.batch{ id_scope = id_scope, group_key = group_key, endpoint = os.getenv("DPS_ENDPOINT"),
+  ca_file = os.getenv("DPS_CA_FILE"), concurrency = 16, rate = 6000 }
 for i = 1, leaves do batch:add(string.format("leaf-%03d", i), { payload = { gateway = "cq-demo" } }) end
 
 local cq = cqueues.new()

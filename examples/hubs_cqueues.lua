@@ -4,28 +4,31 @@
 -- the pool runs in its own coroutine, sleeping on the sockets and the time
 -- step() hands out, woken when a reading is queued. Nothing blocks the loop.
 --
---   lua5.4 examples/hubs_cqueues.lua ID_SCOPE GROUP_KEY [ENDPOINT CA_FILE [LEAVES [ROUNDS]]]
+--   DPS_ID_SCOPE=0ne… DPS_GROUP_KEY="$(cat /etc/dps/group.key)" lua5.4 examples/hubs_cqueues.lua [LEAVES [ROUNDS]]
 --
--- DPS_HUB_ENDPOINT (optional) is where the hub calls go instead of the
--- assigned hub (an emulator). Prints each failure with what came back, then
--- the counts.
+-- Settings from the environment, never the command line (which every user
+-- can read with ps), as the other examples: DPS_ID_SCOPE, DPS_GROUP_KEY, and
+-- optionally DPS_ENDPOINT, DPS_CA_FILE and DPS_HUB_ENDPOINT (where the hub
+-- calls go instead of the assigned hub: an emulator). LEAVES (default 10)
+-- each send ROUNDS readings (default 3). Prints each failure with what came
+-- back, then the counts.
 local cqueues = require "cqueues"
 local condition = require "cqueues.condition"
 local dps = require "dps"
 local unpack = table.unpack or _G.unpack -- luacheck: ignore 143 (Lua 5.1 and LuaJIT)
 
-local id_scope, group_key, endpoint, ca_file = arg[1], arg[2], arg[3], arg[4]
-local leaves, rounds = tonumber(arg[5] or 10), tonumber(arg[6] or 3)
-if not id_scope or not group_key then
-  io.stderr:write("usage: hubs_cqueues.lua ID_SCOPE GROUP_KEY [ENDPOINT CA_FILE [LEAVES [ROUNDS]]]\n")
+local id_scope, group_key = os.getenv("DPS_ID_SCOPE"), os.getenv("DPS_GROUP_KEY")
+local leaves, rounds = tonumber(arg[1] or 10), tonumber(arg[2] or 3)
+if not id_scope or not group_key or not leaves or not rounds then
+  io.stderr:write("usage: DPS_ID_SCOPE=… DPS_GROUP_KEY=… hubs_cqueues.lua [LEAVES [ROUNDS]]\n")
   os.exit(2)
 end
 
-local pool = dps.hubs{ ca_file = ca_file, concurrency = 16 }
+local pool = dps.hubs{ ca_file = os.getenv("DPS_CA_FILE"), concurrency = 16 }
 local devices = {}
 for i = 1, leaves do
   devices[i] = pool:add{ id_scope = id_scope, registration_id = string.format("leaf-%03d", i), group_key = group_key,
-    dps_endpoint = endpoint, endpoint = os.getenv("DPS_HUB_ENDPOINT") }
+    dps_endpoint = os.getenv("DPS_ENDPOINT"), endpoint = os.getenv("DPS_HUB_ENDPOINT") }
 end
 
 local wake = condition.new() -- a reading was queued: step() now

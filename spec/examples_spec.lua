@@ -245,6 +245,32 @@ describe("examples", function()
       assert.truthy(err:find("[kind=credentials]", 1, true), err)
       assert.is_nil(err:find("not-the-pass-phrase", 1, true), err)
     end)
+
+    -- issue 21: the group key comes from the environment, never the command line
+    it("cqueues_gateway.lua and hubs_cqueues.lua run on cqueues with the group key from the environment", function()
+      if not pcall(require, "cqueues") then
+        pending("no cqueues for " .. interpreter())
+        return
+      end
+      local code, out, err = example("cqueues_gateway.lua", { DPS_GROUP_KEY = GROUP_KEY }, { "3" })
+      assert.are.equal(0, code, err)
+      for i = 1, 3 do
+        assert.truthy(out:find(string.format("leaf-00%d\tassigned\t%s\tleaf-00%d\n", i, HUB, i), 1, true), out)
+      end
+      assert.truthy(out:find("\n3 assigned, 0 failed\ntimer: %d+ ticks, worst delay [%d.]+ ms\n$"), out)
+      code, out, err = example("hubs_cqueues.lua", { DPS_GROUP_KEY = GROUP_KEY, DPS_HUB_ENDPOINT = emu.endpoint },
+        { "2", "1" })
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("^2 acknowledged, 0 failed, %d+ requests on %d+ connections\n$"), out)
+      -- the key given as an argument is taken for no key: usage, exit 2
+      for _, name in ipairs({ "cqueues_gateway.lua", "hubs_cqueues.lua" }) do
+        code, out, err = example(name, {}, { GROUP_KEY })
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        assert.truthy(err:find("usage: DPS_ID_SCOPE=… DPS_GROUP_KEY=… " .. name, 1, true), err)
+        assert_no_keys(err)
+      end
+    end)
   end)
 
   describe("OpenWrt init script", function()

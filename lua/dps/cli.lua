@@ -1,5 +1,7 @@
---- The `dps` command-line tool: `dps provision`, `status`, `token`,
--- `derive-key`, and the hub's `send` and `receive` (`dps.cli.hub`).
+--- The `dps` command-line tool: `dps provision`, `provision-batch`,
+-- `status`, `renew`, `token`, `derive-key`, and the hub's `send`, `receive`,
+-- `complete`, `reject`, `abandon` and `upload` (`dps.cli.hub`); the synopsis
+-- is in docs/cli.md.
 --
 -- `bin/dps` is a shim around `main`; busted calls `main` in-process:
 --

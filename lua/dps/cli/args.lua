@@ -10,8 +10,9 @@ local usage_error = output.usage_error
 local args = {}
 
 -- The flags of the commands that talk to the service (provision, status, and
--- the hub's send, receive and upload): --timeout is the overall limit of a call that
--- may retry, --request-timeout that of one request.
+-- the hub's send, receive, complete, reject, abandon and upload): --timeout
+-- is the overall limit of a call that may retry, --request-timeout that of
+-- one request.
 local SERVICE_FLAGS = { "id-scope", "registration-id", "symmetric-key-file", "group-key-file", "cert-file",
   "key-file", "key-password-file", "endpoint", "ca-file", "ca-path", "proxy", "api-version", "timeout",
   "request-timeout", "verbose" }
@@ -20,6 +21,13 @@ local function with(list, ...)
   local out = { ... }
   for _, v in ipairs(list) do out[#out + 1] = v end
   return out
+end
+
+-- complete, reject and abandon (dps.cli.hub): LOCK-TOKEN, as receive printed
+-- it, is the one argument that is not an option.
+local function settling()
+  return { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "issue-cert", "curve", "renew-at"),
+    required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true }, positional = "lock-token" }
 end
 
 --- The commands: the flags each accepts, the flags it requires, and the key
@@ -49,6 +57,7 @@ args.COMMANDS = {
   receive = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "complete", "reject", "abandon",
     "issue-cert", "curve", "renew-at"),
     required = { "id-scope" }, sources = { symmetric = true, group = true, x509 = true } },
+  complete = settling(), reject = settling(), abandon = settling(),
   -- FILE is the one argument that is not an option
   upload = { flags = with(SERVICE_FLAGS, "cache", "hub-endpoint", "payload", "name", "block-size", "content-type",
     "issue-cert", "curve", "renew-at"), required = { "id-scope" },
@@ -57,10 +66,14 @@ args.COMMANDS = {
 
 --- The commands in the order `dps help` lists them.
 args.ORDER = { "provision", "provision-batch", "status", "renew", "token", "derive-key", "send", "receive",
-  "upload" }
+  "complete", "reject", "abandon", "upload" }
 
--- Old flag names, still accepted.
-local ALIASES = { cert = "cert-file", ["cert-key"] = "key-file" }
+--- Old flag names, still accepted (old name → name). `--key-file` without
+-- `--cert-file` is also the old name of `--symmetric-key-file`
+-- (`resolve_key_file`).
+-- @table OLD_NAMES
+args.OLD_NAMES = { cert = "cert-file", ["cert-key"] = "key-file" }
+local ALIASES = args.OLD_NAMES
 
 -- Flags that take no value.
 local BOOLEAN = { verbose = true, help = true, force = true, complete = true, reject = true, abandon = true }

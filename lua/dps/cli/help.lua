@@ -24,6 +24,10 @@ Commands:
                with --cache once, then from the cache)
   receive      print one cloud-to-device message as JSON (nothing: none
                waits); --complete, --reject or --abandon settles it
+  complete     settle a message receive printed, by its lock token: done
+               with it, the hub deletes it
+  reject       settle it so: dead-lettered, never delivered again
+  abandon      settle it so: put back, delivered again
   upload       upload a file to the hub's storage (provisions first); prints
                the blob's name as JSON
 
@@ -76,6 +80,22 @@ local function timeouts(default)
     .. "  --request-timeout SECONDS  limit of one request (default 30)\n"
 end
 
+-- The help of complete, reject and abandon: `what` it does to the message.
+local function settle_help(name, what)
+  return "usage: dps " .. name .. " --id-scope S --registration-id R KEY-SOURCE [OPTIONS] LOCK-TOKEN\n\n"
+    .. what .. "\n\n"
+    .. "LOCK-TOKEN: the lock_token of a message that dps receive printed and left\n"
+    .. "locked (receive without a flag that settles it), before the lock expires.\n"
+    .. "Provisions first (from --cache when it matches), as receive does; prints\n"
+    .. "nothing. A lock that expired, or whose message is settled already, exits 1\n"
+    .. "(the message comes again); other exit codes as for receive.\n\n"
+    .. CONNECTION:format(timeouts("(default 60 to provision, 30 per hub call)"))
+    .. "  --cache FILE            the assignment cache (see dps provision --help)\n"
+    .. "  --payload JSON          the registration's payload when it provisions\n"
+    .. "  --hub-endpoint URL      connect here instead of the assigned hub\n"
+    .. "  --issue-cert DIR        as for send (also --curve, --renew-at)\n"
+end
+
 --- Each command's help text, by command name.
 -- @table COMMANDS
 help.COMMANDS = {
@@ -118,6 +138,7 @@ help.COMMANDS = {
     .. CONNECTION:format(timeouts("(default 60)"))
     .. "  --issue-cert DIR        the folder of cert.pem and key.pem (required)\n"
     .. "  --curve P-384|P-256     the new key's curve (default P-384)\n"
+    .. "  --payload JSON          the registration's payload, as for provision\n"
     .. "  --cache FILE            as for provision (written with the new assignment)\n",
 
   status = "usage: dps status --id-scope S --registration-id R KEY-SOURCE [OPTIONS]\n\n"
@@ -174,7 +195,8 @@ keep the group key off the devices.
     .. "Provisions (from --cache when it matches), then takes one cloud-to-device\n"
     .. "message from the hub and prints it as one line of JSON (body, properties,\n"
     .. "message_id, lock_token, delivery_count, …); prints nothing and exits 0\n"
-    .. "when none waits. Without a flag the message stays locked and comes again\n"
+    .. "when none waits. Without a flag the message stays locked until dps\n"
+    .. "complete, reject or abandon settles it by its lock_token, or comes again\n"
     .. "when the lock expires; a flag settles it only once its line is ready (one\n"
     .. "that cannot be printed exits 1, unsettled). The service asks HTTPS devices\n"
     .. "to check less often than every 25 minutes.\n\n"
@@ -185,7 +207,11 @@ keep the group key off the devices.
     .. "  --complete              done with it: the hub deletes it\n"
     .. "  --reject                refuse it: dead-lettered, never delivered again\n"
     .. "  --abandon               put it back: delivered again\n"
-    .. "  --issue-cert DIR        as for send\n",
+    .. "  --issue-cert DIR        as for send (also --curve, --renew-at)\n",
+
+  complete = settle_help("complete", "Completes the message: done with it, the hub deletes it."),
+  reject = settle_help("reject", "Rejects the message: the hub dead-letters it, never to deliver it again."),
+  abandon = settle_help("abandon", "Abandons the message: the hub puts it back and delivers it again."),
 
   upload = "usage: dps upload --id-scope S --registration-id R KEY-SOURCE [OPTIONS] FILE\n\n"
     .. "Provisions (from --cache when it matches), then uploads FILE to the storage\n"
@@ -207,7 +233,7 @@ keep the group key off the devices.
     .. "                          4194304, at most 104857600)\n"
     .. "  --content-type T        the blob's content type (default\n"
     .. "                          application/octet-stream)\n"
-    .. "  --issue-cert DIR        as for send\n",
+    .. "  --issue-cert DIR        as for send (also --curve, --renew-at)\n",
 }
 
 --- The `--version` line.

@@ -1,6 +1,7 @@
 --- The hub's commands of `dps`: `send` (one message), `receive` (one
--- cloud-to-device message, printed as JSON) and `upload` (a file to the
--- hub's storage). All provision first (from `--cache` when it matches) and
+-- cloud-to-device message, printed as JSON), `complete`, `reject` and
+-- `abandon` (settle a message by its lock token) and `upload` (a file to
+-- the hub's storage). All provision first (from `--cache` when it matches) and
 -- provision again, once, when the hub refuses the device (`dps.connect`).
 -- Exit codes and messages as for `provision`. `send` reads at most the
 -- hub's limit + 1 byte from stdin and checks the message as `hub:send` does
@@ -11,6 +12,7 @@
 local dps = require "dps"
 local args = require "dps.cli.args"
 local hub_message = require "dps.hub_message"
+local hub_response = require "dps.hub_response"
 local upload = require "dps.upload"
 local output = require "dps.cli.output"
 local commands = require "dps.cli.commands"
@@ -202,6 +204,42 @@ function hub_cli.receive(opts, source, term)
     ", left locked (it comes again when the lock expires)", summary(stats)))
   term.out(line)
   return EXIT.ok
+end
+
+-- complete, reject, abandon ---------------------------------------------
+
+-- What each does to the message, for --verbose.
+local SETTLED = { complete = "completed (the hub deletes it)", reject = "rejected (dead-lettered)",
+  abandon = "abandoned (the hub delivers it again)" }
+
+-- `dps complete|reject|abandon LOCK-TOKEN`: settles the message that
+-- `dps receive` printed (and left locked), by its `lock_token`, with the
+-- hub's call of that name. Nothing on stdout; a lock that expired or was
+-- used already is kind `lock_lost` (exit 1).
+local function settle_command(how)
+  return function(opts, source, term)
+    local token = opts["lock-token"]
+    if token == nil then
+      usage_error(string.format("give the message's lock token: dps %s … LOCK-TOKEN (the lock_token that dps "
+        .. "receive printed)", how))
+    end
+    local problem = hub_response.lock_token_problem(token)
+    if problem then
+      usage_error(string.format("%s: LOCK-TOKEN %s: give the lock_token that dps receive printed", how, problem))
+    end
+    local hub, code = connect(opts, source, term, "settling a message at")
+    if not hub then return code end
+    local ok, message, info, stats = with_hub(hub, function() return hub[how](hub, token) end)
+    if not ok then
+      return output.report(term, message, info)
+    end
+    term.say(string.format("message %s %s%s", token, SETTLED[how], summary(stats)))
+    return EXIT.ok
+  end
+end
+
+for how in pairs(SETTLED) do
+  hub_cli[how] = settle_command(how)
 end
 
 -- upload ----------------------------------------------------------------

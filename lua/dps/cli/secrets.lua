@@ -43,9 +43,15 @@ end
 --- Reads a secret from file `path`, named by `flag` (as typed) in messages:
 -- the whole file for a pass phrase (`exact`: one trailing newline removed),
 -- the trimmed contents for a key. Registers it with `term`.
+--
+-- A `path` that may be the secret itself, given by mistake, is not shown:
+-- one that looks like a key never (it is registered as a secret); for a
+-- pass phrase, any name without a `/` while it names no file that can be
+-- read; once read, it was a file's name, which later messages name
+-- (`wrong --key-password-file pass.txt?`).
 function secrets.read(path, flag, term, exact)
   local hidden = may_be_secret(path) or (exact and not path:find("/", 1, true))
-  if hidden then
+  if may_be_secret(path) then
     term.keep_secret(path) -- perhaps the secret itself, given by mistake
     term.keep_secret(path:match("^%s*(.-)%s*$"))
   end
