@@ -153,7 +153,7 @@ bench: deps-test build
 	@sh bench/run.sh
 
 docs:
-	rm -rf doc
+	rm -rf docs/reference
 	ldoc --fatalwarnings .
 
 certs:
@@ -230,4 +230,4 @@ stack-test:
 	@sh tools/stack/test.sh
 
 clean:
-	rm -rf build dps src/*.o doc
+	rm -rf build dps src/*.o docs/reference

@@ -146,7 +146,7 @@ dps.start_provision = Batch.start
 --- Provision (or read the cache) and return a client of the assigned hub
 -- (`dps.hub`), which provisions again, once per call, when the hub refuses
 -- the device (401 with a correct clock, 403, 404): see `dps.hub`. Blocks
--- while it provisions.
+-- while it provisions (at most `timeout`; no request when the cache answers).
 -- @tparam table opts the options of `dps.provision` (including `cache` and
 --   `certificate`: with it, the hub client talks to the hub by mutual TLS
 --   with the certificate the device earned), plus `hub_endpoint` (where the
@@ -170,6 +170,7 @@ end
 dps.hubs = require("dps.hubs").new
 
 --- A client of the hub for an assignment you already have: see `dps.hub`'s `new`.
+-- Makes no request; the client's calls block, each at most its `timeout`.
 -- @function hub
 -- @tparam table opts `state` (or `hub`, `device_id`), one attestation, …
 -- @treturn dps.hub

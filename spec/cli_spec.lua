@@ -856,20 +856,20 @@ describe("dps command line", function()
     -- it, and decides by info.kind, never by a message's text. Whether a kind
     -- is retried is the library's: dps.errors.KINDS, which knows nothing of
     -- the command line.
-    it("are the documented ones for every kind, from one table: the README's", function()
+    it("are the documented ones for every kind, from one table: docs/errors.md's", function()
       local errors = require "dps.errors"
       local output = require "dps.cli.output"
-      -- the README's table of kinds: | `kind` | what happened | retries | exit |
+      -- docs/errors.md's table of kinds: | `kind` | what happened | retries | exit |
       local documented, retries = {}, {}
-      for line in assert(io.open("README.md")):read("*a"):gmatch("[^\n]+") do
+      for line in assert(io.open("docs/errors.md")):read("*a"):gmatch("[^\n]+") do
         local kinds, again, code = line:match("^| (`[%w_]+`[^|]-) | [^|]+ | ([^|]+) | (%d) |$")
         for kind in (kinds or ""):gmatch("`([%w_]+)`") do
           documented[kind], retries[kind] = tonumber(code), again:match("^yes") ~= nil
         end
       end
-      assert.is_true(documented.resolve ~= nil and documented.usage ~= nil, "the README's table of kinds is gone")
+      assert.is_true(documented.resolve ~= nil and documented.usage ~= nil, "docs/errors.md's table of kinds is gone")
       for kind, code in pairs(documented) do
-        assert.truthy(output.KINDS[kind], "the README documents an unknown kind " .. kind)
+        assert.truthy(output.KINDS[kind], "docs/errors.md documents an unknown kind " .. kind)
         assert.are.equal(code, output.exit_code(kind), kind)
         assert.are.equal(retries[kind], errors.retryable(kind), kind)
       end

@@ -1,6 +1,7 @@
 -- Every example, run as a real process against the local emulator: the Lua
 -- programs in examples/, the OpenWrt init script's provisioning (a temp dir
--- standing in for /etc), and the code blocks README.md marks as run here.
+-- standing in for /etc), and the code blocks README.md and docs/*.md mark as
+-- run here.
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
@@ -35,15 +36,45 @@ end
 
 local interpreter = shell.interpreter
 
--- The code block that follows the n-th "runs this block" marker in README.md.
-local function readme_block(n)
-  local text = assert(read(emulator.root .. "/README.md"))
-  local i = 0
-  for block in text:gmatch("<!%-%- spec/examples_spec%.lua runs this block %-%->\n```%w+\n(.-)\n```") do
-    i = i + 1
-    if i == n then return block end
+-- The documentation whose marked code blocks this spec runs: README.md and
+-- every page under docs/.
+local function documents()
+  local list = { "README.md" }
+  local names = shell.run("cd " .. q(emulator.root) .. " && ls docs/*.md 2>/dev/null")
+  for name in (names or ""):gmatch("[^\n]+") do list[#list + 1] = name end
+  return list
+end
+
+-- Every code block that follows a "runs this block" marker: { file, text }.
+local function marked_blocks()
+  local out = {}
+  for _, file in ipairs(documents()) do
+    local text = assert(read(emulator.root .. "/" .. file))
+    for block in text:gmatch("<!%-%- spec/examples_spec%.lua runs this block %-%->\n```%w+\n(.-)\n```") do
+      out[#out + 1] = { file = file, text = block }
+    end
   end
-  error("README.md has no block " .. n .. " marked for spec/examples_spec.lua")
+  return out
+end
+
+-- What tells each block this spec runs from the others, wherever it lives.
+local RUNS = {
+  quick_start = "dps.provision{", -- docs/provisioning.md, at the top
+  lua_example = "dps.connect{", -- README.md, "From Lua"
+  walkthrough = "emulator/dps-emulator.lua --config", -- the command line against the emulator
+  test_certificate = "openssl req -x509", -- the X.509 page's test certificate
+}
+
+-- The one marked block holding RUNS[name].
+local function marked_block(name)
+  local found
+  for _, block in ipairs(marked_blocks()) do
+    if block.text:find(RUNS[name], 1, true) then
+      assert(not found, "two blocks marked for spec/examples_spec.lua hold " .. RUNS[name])
+      found = block.text
+    end
+  end
+  return found or error("no block marked for spec/examples_spec.lua holds " .. RUNS[name], 2)
 end
 
 describe("examples", function()
@@ -92,6 +123,21 @@ describe("examples", function()
     return list
   end
 
+  -- The emulator's log entries that `keep` accepts, waiting for n of them as
+  -- `requests` does.
+  local function logged(keep, n)
+    local deadline
+    while true do
+      local list = {}
+      for _, e in ipairs(emu:log()) do
+        if keep(e) then list[#list + 1] = e end
+      end
+      deadline = deadline or monotime() + timing.child_margin(2)
+      if #list >= n or monotime() > deadline then return list end
+      os.execute("sleep 0.05")
+    end
+  end
+
   local function assert_no_keys(text)
     for _, secret in ipairs({ KEY, GROUP_KEY, OTHER_KEY, "sig=", "PRIVATE KEY" }) do
       assert.is_nil(text:find(secret, 1, true), "a secret in:\n" .. text)
@@ -103,7 +149,7 @@ describe("examples", function()
     dir = shell.tmpdir("dps-examples")
     -- README's test certificate, made by its own commands, enrolled below
     os.execute("mkdir -p " .. q(dir .. "/readme-cert"))
-    local code, _, err = sh("set -e\n" .. readme_block(3), {}, dir .. "/readme-cert")
+    local code, _, err = sh("set -e\n" .. marked_block("test_certificate"), {}, dir .. "/readme-cert")
     assert(code == 0, "README's openssl commands failed: " .. err)
     local enrollments = {
       { type = "group", group_id = "g1", symmetric_key = GROUP_KEY },
@@ -121,6 +167,7 @@ describe("examples", function()
       polls_before_assignment = 1,
       enrollments = enrollments,
       scenarios = { ["leaf-ex-bad"] = { result = "failed" } },
+      cloud_to_device = { ["router-01"] = { { body = "reboot" } } }, -- for README.md's Lua example
     }
   end)
 
@@ -429,13 +476,58 @@ describe("examples", function()
     end)
   end)
 
-  describe("README.md", function()
-    it("quick start provisions", function()
-      local program = write(dir .. "/quick_start.lua", readme_block(1))
+  describe("the documentation's code blocks", function()
+    it("are each run here: every marked block is one this spec knows", function()
+      local blocks = marked_blocks()
+      assert.is_true(#blocks >= 2, "no marked blocks found")
+      for _, block in ipairs(blocks) do
+        local known = 0
+        for _, needle in pairs(RUNS) do
+          if block.text:find(needle, 1, true) then known = known + 1 end
+        end
+        assert.are.equal(1, known, block.file .. " marks a block that spec/examples_spec.lua does not run:\n"
+          .. block.text)
+      end
+    end)
+
+    it("the provisioning page's first example provisions", function()
+      local program = write(dir .. "/quick_start.lua", marked_block("quick_start"))
       local code, out, err = sh('"$LUA" ' .. q(program), { DPS_SYMMETRIC_KEY = KEY, DPS_ENDPOINT = emu.endpoint,
         DPS_CA_FILE = emu.ca_file })
       assert.are.equal(0, code, err)
       assert.are.equal(HUB .. "\trouter-01\n", out)
+    end)
+
+    it("README.md's Lua example provisions, sends, takes a message, and answers from its cache after that", function()
+      -- as written, except: the cache in this run's folder, not /etc
+      local cache_file = dir .. "/readme-example/assignment.json"
+      os.execute("mkdir -p " .. q(dir .. "/readme-example"))
+      local text = marked_block("lua_example")
+      local program = text:gsub('"/etc/dps/assignment%.json"', function() return string.format("%q", cache_file) end)
+      assert.are_not.equal(text, program, "the example no longer keeps its assignment in /etc/dps/assignment.json")
+      program = write(dir .. "/readme-example/example.lua", program)
+      local env = { DPS_SYMMETRIC_KEY = KEY, DPS_ENDPOINT = emu.endpoint, DPS_HUB_ENDPOINT = emu.endpoint,
+        DPS_CA_FILE = emu.ca_file }
+      local function registrations(n)
+        return #logged(function(e)
+          return e.event == "request" and e.method == "PUT" and e.registration_id == "router-01"
+        end, n)
+      end
+      local code, out, err = sh('"$LUA" ' .. q(program), env)
+      assert.are.equal(0, code, err)
+      assert.are.equal("", err)
+      assert.are.equal("router-01\t" .. HUB .. "\tservice\nmessage:\treboot\n", out)
+      local before = registrations(1)
+      code, out, err = sh('"$LUA" ' .. q(program), env)
+      assert.are.equal(0, code, err)
+      assert.are.equal("router-01\t" .. HUB .. "\tcache\n", out) -- the message was completed: none waits
+      assert.are.equal(before, registrations(before), "the second run registered again")
+      local sent = logged(function(e)
+        return e.event == "telemetry" and e.device_id == "router-01" and e.body == '{"temperature":21.5}'
+      end, 2)
+      assert.are.equal(2, #sent)
+      local completed = logged(function(e) return e.kind == "hub_complete" and e.device_id == "router-01" end, 1)
+      assert.are.equal(1, #completed)
     end)
 
     it("the command-line walkthrough against the emulator works as written", function()
@@ -443,7 +535,7 @@ describe("examples", function()
       -- and no `make` (the suite has built everything and made the certificates)
       -- below the ephemeral range (32768+), and apart for suites running side by side
       local port = tostring(20000 + math.floor(monotime() * 1e6) % 12000)
-      local block = readme_block(2):gsub("\nmake [^\n]*", ""):gsub("^make [^\n]*\n", "")
+      local block = marked_block("walkthrough"):gsub("\nmake [^\n]*", ""):gsub("^make [^\n]*\n", "")
       local try = (dir:gsub("%%", "%%%%")) .. "/try"
       block = block:gsub("%$PWD/build/try", try):gsub("build/try", try):gsub("8443", port)
       local code, out, err = sh("set -e\ntrap 'kill $emulator 2>/dev/null || true' EXIT\n" .. block, {}, nil, true)

@@ -439,7 +439,8 @@ function Batch:done()
   return self.finished == #self.devices
 end
 
---- Provision every device added, blocking.
+--- Provision every device added, blocking until every device is over (at
+-- most the batch's `timeout`).
 -- @tparam[opt] table opts `on_result(id, state, how)` (assigned) or
 --   `on_result(id, nil, message, info)` (failed) as each device ends;
 --   `on_progress(done, total)`

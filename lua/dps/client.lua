@@ -8,7 +8,11 @@
 --
 -- Each call returns the service's decoded JSON (its own field names) and a
 -- table `{ status, retry_after, headers }`, or `nil, message, info`
--- (see `dps.errors`).
+-- (see `dps.errors`). The calls that talk to the service (`provision`,
+-- `register`, `operation_status`, `registration_status`) block until they
+-- end: at most their `timeout` (default the client's, 60 s); the others
+-- make no request and return at once. Readable fields: `id_scope`,
+-- `registration_id` (with X.509: the certificate's CN), `endpoint`.
 -- @classmod dps.client
 local core = require "dps.core"
 local check = require "dps.check"

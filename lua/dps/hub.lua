@@ -160,7 +160,8 @@ end
 -- @treturn dps.hub with the fields `host` (the hub it talks to),
 --   `device_id`, `attestation` (`"symmetric_key"` or `"x509"`) and, from
 --   `dps.connect`, `provisioned` (how it was provisioned: the second result
---   of `client:provision`)
+--   of `client:provision`); after provisioning again, `host`, `device_id`
+--   and `provisioned` are the new assignment's. `dps.hub` makes no request.
 -- @raise on unknown options, wrong types, a state without a usable
 --   `assignedHub`/`deviceId`, not exactly one attestation, a bad key
 function Hub.new(opts, rt)

@@ -300,7 +300,8 @@ end
 --   hold on provisioning again) and `payload`. Without an assignment, the
 --   device provisions first.
 -- @treturn table the device's handle (`send`, `send_batch`, `receive`,
---   `complete`, `reject`, `abandon`, `provisioned`)
+--   `complete`, `reject`, `abandon`, `provisioned`); never blocks (it reads
+--   the device's `cache` file, if given; provisioning runs in `step`)
 -- @raise on unknown options, wrong types, not exactly one symmetric
 --   attestation, neither an assignment nor a DPS identity, a closed pool
 function Hubs:add(opts)
