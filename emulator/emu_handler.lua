@@ -176,8 +176,7 @@ function H:handle(stream, listener)
 	-- Waits until then and logs the request before its answer goes out, so a
 	-- client that has its answer always finds the request in the log.
 	local function finish(status)
-		local left = answer_at - cqueues.monotime()
-		if left > 0 then cqueues.sleep(left) end
+		http.wait_until(answer_at)
 		entry.status = status or null
 		self.log:write(entry, raw_payload)
 	end

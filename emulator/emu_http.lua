@@ -16,6 +16,13 @@ local JSON = "application/json; charset=utf-8"
 local ok_sock, psock = pcall(require, "posix.sys.socket")
 local yieldable_pcall = http_util.yieldable_pcall
 
+--- Sleep until the monotonic time `at` (cqueues.monotime), at once when it
+-- passed: a distant service's answer waits for its latency this way.
+function M.wait_until(at)
+	local left = at - cqueues.monotime()
+	if left > 0 then cqueues.sleep(left) end
+end
+
 --- Read the request body, keeping at most `limit` bytes.
 -- Returns body, or nil and "too_large" / "io". A too large body is still read
 -- and thrown away up to DRAIN_MAX bytes, so that the client, still sending,

@@ -13,7 +13,9 @@
 -- admin request deletes or moves it). Checks in order: route (404/405) →
 -- body size (413) → api-version (400) → the device on the token's hub (404
 -- DeviceNotFound) → the scenario's `hub` fault queue → token or client
--- certificate (401 IotHubUnauthorizedAccess) → the call.
+-- certificate (401 IotHubUnauthorizedAccess) → the call. Every device
+-- request is answered the config's `latency` after it came in (as DPS
+-- requests are); admin requests and unknown paths at once.
 --
 -- Admin requests (no credentials: a local test tool):
 --   POST   /admin/devices/{id}/c2d     body {"body","properties"?,"message_id"?,"correlation_id"?,"ack"?}
@@ -29,6 +31,7 @@
 --   POST   /admin/storage              body {"host":"name[:port]"}: the storage host the hub names
 --                                      ({}: the address the device reached the hub at)
 local cjson = require "cjson.safe"
+local cqueues = require "cqueues"
 local hmac = require "openssl.hmac"
 local util = require "emu_util"
 local auth = require "emu_auth"
@@ -249,7 +252,12 @@ function M:handle(stream, req_headers, info, method, path, query)
 	local call, device_id, lock = route(method, path)
 	local entry = { event = "request", conn = info.id, method = method, path = path, kind = "hub_" .. call,
 		device_id = device_id, status = cjson.null, auth = "none", fault = cjson.null, t = util.now() }
+	-- the config's `latency`, as for DPS requests: the answer goes out that
+	-- long after the request came in, the hub's own work inside that time
+	-- (unknown paths get none)
+	local answer_at = cqueues.monotime() + (call ~= "other" and self.cfg.latency or 0)
 	local function finish(status)
+		http.wait_until(answer_at)
 		entry.status = status or cjson.null
 		self.log:write(entry)
 	end

@@ -8,6 +8,7 @@ local shell = require "spec.support.shell"
 local keys = require "spec.support.keys"
 local KEY = keys.KEY_32
 local GROUP_KEY = keys.GROUP_KEY
+local OTHER_KEY = keys.OTHER_KEY
 local API = "api-version=2021-06-01"
 
 local q, write = shell.quote, shell.write
@@ -43,6 +44,14 @@ local function token(key_b64, scope, registration_id, se)
 	local sr = pct(scope .. "/registrations/" .. registration_id)
 	local sig = hmac_b64(key_b64, sr .. "\n" .. se)
 	return "SharedAccessSignature sr=" .. sr .. "&sig=" .. pct(sig) .. "&se=" .. se .. "&skn=registration"
+end
+
+-- A device's hub token: "SharedAccessSignature sr=…&sig=…&se=…" for
+-- {hub}/devices/{device_id} (no skn)
+local function hub_token(key_b64, hub, device_id, se)
+	se = se or (os.time() + 3600)
+	local sr = pct(hub .. "/devices/" .. device_id)
+	return "SharedAccessSignature sr=" .. sr .. "&sig=" .. pct(hmac_b64(key_b64, sr .. "\n" .. se)) .. "&se=" .. se
 end
 
 local function parse_headers(text)
@@ -496,8 +505,10 @@ describe("DPS emulator #emulator", function()
 			slow = emulator.start {
 				latency = 0.3,
 				enrollments = { { type = "individual", registration_id = "dev-far", symmetric_key = KEY },
-					{ type = "individual", registration_id = "dev-far-delay", symmetric_key = KEY } },
-				scenarios = { ["dev-far-delay"] = { register = { { fault = "delay", seconds = 0.4 } } } },
+					{ type = "individual", registration_id = "dev-far-delay", symmetric_key = KEY },
+					{ type = "individual", registration_id = "dev-far-hub", symmetric_key = KEY } },
+				scenarios = { ["dev-far-delay"] = { register = { { fault = "delay", seconds = 0.4 } } },
+					["dev-far-hub"] = { polls_before_assignment = 0 } },
 			}
 		end)
 		lazy_teardown(function()
@@ -520,6 +531,38 @@ describe("DPS emulator #emulator", function()
 			local other = curl { path = "/nowhere", base = slow.endpoint }
 			assert.are.equal(404, other.status)
 			assert.is_true(other.seconds < 0.3, tostring(other.seconds))
+		end)
+
+		it("answers the hub's device requests no sooner than `latency` either; admin and unknown paths at once",
+			function()
+			local r = register("dev-far-hub", { token = token(KEY, slow.id_scope, "dev-far-hub"), base = slow.endpoint })
+			assert.are.equal(200, r.status, r.body)
+			local hub = r.json.registrationState.assignedHub
+			local function hub_call(o)
+				o.base = slow.endpoint
+				o.token = o.token or hub_token(KEY, hub, "dev-far-hub")
+				return curl(o)
+			end
+			local events = "/devices/dev-far-hub/messages/events?api-version=2020-03-13"
+			local sent = hub_call { method = "POST", path = events, body = "far", content_type = "text/plain" }
+			assert.are.equal(204, sent.status, sent.body)
+			assert.is_true(sent.seconds >= 0.3, tostring(sent.seconds))
+			local c2d = hub_call { path = "/devices/dev-far-hub/messages/devicebound?api-version=2020-03-13" }
+			assert.are.equal(204, c2d.status, c2d.body)
+			assert.is_true(c2d.seconds >= 0.3, tostring(c2d.seconds))
+			-- a refusal takes as long as an answer (the hub is just as far away)
+			local refused = hub_call { method = "POST", path = events, body = "far", content_type = "text/plain",
+				token = hub_token(OTHER_KEY, hub, "dev-far-hub") }
+			assert.are.equal(401, refused.status, refused.body)
+			assert.is_true(refused.seconds >= 0.3, tostring(refused.seconds))
+			-- not device calls: at once
+			local unknown = hub_call { path = "/devices/dev-far-hub/nothing?api-version=2020-03-13" }
+			assert.are.equal(404, unknown.status)
+			assert.is_true(unknown.seconds < 0.3, tostring(unknown.seconds))
+			local admin = curl { path = "/admin/devices/dev-far-hub/events", base = slow.endpoint }
+			assert.are.equal(200, admin.status, admin.body)
+			assert.are.equal("far", cjson.decode(admin.body)[1].body)
+			assert.is_true(admin.seconds < 0.3, tostring(admin.seconds))
 		end)
 	end)
 
