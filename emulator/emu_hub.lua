@@ -89,15 +89,21 @@ function M:enqueue(device_id, m)
 	return #q
 end
 
+-- Whether a device record is device_id's on `hub` (nil: any hub).
+local function on_hub(dev, device_id, hub)
+	local st = dev.state
+	return st and st.status == "assigned" and st.deviceId == device_id and not dev.hub_gone
+		and (hub == nil or st.assignedHub:lower() == hub:lower())
+end
+
 -- The device record of a device ID on `hub` (nil: not there). Devices come
--- from the registry's assignments.
+-- from the registry's assignments: the one last assigned that device ID,
+-- else (two registrations given one device ID) any that is there.
 function M:device(device_id, hub)
-	for _, dev in pairs(self.registry.devices) do
-		local st = dev.state
-		if st and st.status == "assigned" and st.deviceId == device_id and not dev.hub_gone
-			and (hub == nil or st.assignedHub:lower() == hub:lower()) then
-			return dev
-		end
+	local dev = self.registry.by_device_id[device_id]
+	if dev and on_hub(dev, device_id, hub) then return dev end
+	for _, other in pairs(self.registry.devices) do
+		if on_hub(other, device_id, hub) then return other end
 	end
 	return nil
 end

@@ -10,6 +10,7 @@ function R.new(cfg)
 	return setmetatable({
 		cfg = cfg,
 		devices = {},   -- lower-cased registration id → device record
+		by_device_id = {}, -- device ID → the device record last assigned under it (emu_hub's look-up)
 		ops = {},       -- operation id → operation
 		counters = {},  -- lower-cased registration id → { register=n, poll=n, lookup=n, issuance=n }
 	}, R)
@@ -50,6 +51,7 @@ local function complete(self, op)
 		dev.enrollment, dev.hub_gone = op.enrollment, nil -- on its hub again (emu_hub)
 		local e = op.enrollment
 		state.deviceId = sc.device_id or (e and e.type == "individual" and e.device_id) or op.registration_id
+		self.by_device_id[state.deviceId] = dev
 		state.substatus = dev.assigned_before and "deviceDataMigrated" or "initialAssignment"
 		dev.assigned_before = true
 		if op.payload_raw then
