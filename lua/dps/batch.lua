@@ -418,8 +418,9 @@ function Batch:step()
   if problem then error(problem, 2) end
   local rt = self.rt
   self.deadline = self.deadline or rt.monotime() + self.timeout
-  local _, _, done = self.engine:step()
-  append(self.finished_ids, done)
+  -- the transfers that ended since the last step: the engine driven once
+  -- (run(0): step's sockets table, built anew on each call, is not needed here)
+  append(self.finished_ids, self.engine:run(0))
   self:_collect()
   local now = rt.monotime()
   if now >= self.deadline then
@@ -427,8 +428,7 @@ function Batch:step()
   else
     self:_schedule(now)
   end
-  local engine_wait, fds
-  engine_wait, fds, done = self.engine:step()
+  local engine_wait, fds, done = self.engine:step()
   append(self.finished_ids, done)
   if #done > 0 then engine_wait = 0 end
   return self:_wait(rt.monotime(), engine_wait), fds

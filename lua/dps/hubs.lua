@@ -686,12 +686,12 @@ end
 function Hubs:step()
   local problem = closed_problem(self, "step")
   if problem then error(problem, 2) end
-  local _, _, done = self.engine:step()
-  append(self.finished_ids, done)
+  -- the transfers that ended since the last step: the engine driven once
+  -- (run(0): step's sockets table, built anew on each call, is not needed here)
+  append(self.finished_ids, self.engine:run(0))
   self:_collect()
   self:_schedule(self.rt.monotime())
-  local engine_wait, fds
-  engine_wait, fds, done = self.engine:step()
+  local engine_wait, fds, done = self.engine:step()
   append(self.finished_ids, done)
   if #done > 0 then engine_wait = 0 end
   return self:_wait(self.rt.monotime(), engine_wait), fds

@@ -120,10 +120,10 @@ function Fake:engine()
     return soonest or 3600, {}, ids
   end
   function e.run(_, wait)
-    local _, soonest = due()
+    local ids, soonest = due()
+    if #ids > 0 then return ids end -- ended already: no wait, as the engine's run
     me.mono = me.mono + math.min(wait, soonest or wait)
-    local ids = due()
-    return ids
+    return (due())
   end
   function e.take(_, id)
     local f = assert(e.flying[id], "take of an unknown transfer")
