@@ -2,37 +2,27 @@
 -- pool (one engine), then M messages each to the hub, against the emulator
 -- with a latency per request, at a given concurrency. For each phase: wall
 -- time next to the ideal (requests x latency / concurrency); the longest
--- step(); TLS handshakes per host (full and resumed, as the emulator saw
--- them: DPS and the hub are the same host:port here).
+-- step(); the same requests sent by curl in the same run (bench/reference.lua:
+-- what the emulator, TLS and the latency allow a C client); TLS handshakes
+-- per host (full and resumed, as the emulator saw them: DPS and the hub are
+-- the same host:port here).
 --   lua5.4 bench/hubs.lua [LEAVES=1000] [MESSAGES=10] [LATENCY=0.02] [CONCURRENCY=32]
 local emulator = require "spec.support.emulator"
 local keys = require "spec.support.keys"
+local reference = require "bench.reference"
 local core = require "dps.core"
 local Hubs = require "dps.hubs"
+local runtime = require "dps.runtime"
+local timing = require "bench.timing"
 
 local N, M = tonumber(arg[1] or 1000), tonumber(arg[2] or 10)
 local LATENCY, CONCURRENCY = tonumber(arg[3] or 0.02), tonumber(arg[4] or 32)
 
-local function cpu_seconds(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return 0 end
-  local stat = f:read("*a"):gsub("^.-%) ", "")
-  f:close()
-  local fields = {}
-  for x in stat:gmatch("%S+") do fields[#fields + 1] = x end
-  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
-end
-
-local function peak_rss_kb()
-  local f = io.open("/proc/self/status")
-  local text = f and f:read("*a") or ""
-  if f then f:close() end
-  return tonumber(text:match("VmHWM:%s*(%d+)")) or 0
-end
-
 local emu = emulator.start{ retry_after = "0", latency = LATENCY,
   enrollments = { { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY } } }
-local pool = Hubs.new{ ca_file = emu.ca_file, concurrency = CONCURRENCY, rate = 1e6 }
+-- the pool's engine, its transfers timed (bench/timing.lua)
+local engine = timing.engine(core.engine(runtime.engine_options{ ca_file = emu.ca_file }, CONCURRENCY))
+local pool = Hubs.new({ ca_file = emu.ca_file, concurrency = CONCURRENCY, rate = 1e6 }, { transport = engine })
 
 -- every step() timed, as an event loop would call it: wall time, and this
 -- process's CPU time (on a loaded machine the wall time holds preemption too)
@@ -56,26 +46,59 @@ for i = 1, N do
     group_key = keys.GROUP_KEY, dps_endpoint = emu.endpoint, endpoint = emu.endpoint }
 end
 
+local has_reference = reference.available()
+
+-- The reference of a phase (`run()`: seconds, statuses, requests), measured
+-- after it, and its ratios.
+local function compare(wall, requests, run)
+  if not has_reference then
+    return print("           reference: skipped (curl cannot run transfers in parallel)")
+  end
+  local ref_seconds, statuses, ref_requests = run()
+  print(string.format("           reference: curl --parallel, the same %d requests: %.2f s = %.2fx the ideal (%s); "
+    .. "dps.hubs = %.2fx curl", ref_requests, ref_seconds, ref_seconds / (ref_requests * LATENCY / CONCURRENCY),
+    reference.describe(statuses), wall / ref_seconds * ref_requests / requests))
+end
+
 -- One phase: run the pool until idle; its figures.
 local function phase(name)
   local before = pool:stats()
+  engine:reset()
   longest, longest_cpu, steps, over, over_cpu = 0, 0, 0, 0, 0
-  local t0, cpu0, emu_cpu0 = core.monotime(), os.clock(), cpu_seconds(emu.pid)
+  local t0, cpu0, emu_cpu0 = core.monotime(), os.clock(), timing.cpu_seconds(emu.pid)
   local after = pool:run()
-  local wall, cpu, emu_cpu = core.monotime() - t0, os.clock() - cpu0, cpu_seconds(emu.pid) - emu_cpu0
+  local wall, cpu, emu_cpu = core.monotime() - t0, os.clock() - cpu0, timing.cpu_seconds(emu.pid) - emu_cpu0
   local requests = after.requests - before.requests
   local ideal = requests * LATENCY / CONCURRENCY
   print(string.format("%-10s wall %.2f s, ideal %.2f s (%d requests x %g ms / %d) = %.2fx (target: at most 1.3x)"
     .. "\n           longest step() %.1f ms (%.1f ms CPU) of %d (target: at most 20 ms; over it: %d, %d by CPU); "
     .. "CPU: client %.2f s, emulator %.2f s", name, wall, ideal, requests, LATENCY * 1000, CONCURRENCY, wall / ideal,
     longest * 1000, longest_cpu * 1000, steps, over, over_cpu, cpu, emu_cpu))
-  return after
+  print("           where it went: " .. engine:figures(wall, CONCURRENCY, LATENCY))
+  return after, wall, requests
 end
 
 print(string.format("leaves %d, messages %d each, concurrency %d, latency %g ms", N, M, CONCURRENCY,
   LATENCY * 1000))
-local s = phase("provision")
+local s, wall, requests = phase("provision")
 print(string.format("           %d provisioned, %d failed", s.provisioned, s.provision_failed))
+-- the TLS handshakes of the pool (the emulator's log but the references' part)
+local full, resumed, logged = {}, {}, 0
+-- The log's entries since the last look are the pool's (`mine`) or a reference's.
+local function handshakes(mine)
+  local log = emu:log()
+  for i = logged + 1, #log do
+    local e = log[i]
+    if mine and e.event == "connection" then
+      local host = tostring(e.listener or "?")
+      if e.resumed then resumed[host] = (resumed[host] or 0) + 1 else full[host] = (full[host] or 0) + 1 end
+    end
+  end
+  logged = #log
+end
+handshakes(true)
+compare(wall, requests, function() return reference.provision(emu, keys.GROUP_KEY, N, CONCURRENCY) end)
+handshakes(false)
 
 local acked, failed = 0, 0
 local function on_done(ok) if ok then acked = acked + 1 else failed = failed + 1 end end
@@ -84,20 +107,17 @@ for m = 1, M do
     assert(leaves[i]:send(string.format('{"leaf":%d,"n":%d}', i, m), nil, on_done))
   end
 end
-s = phase("send")
+s, wall, requests = phase("send")
 print(string.format("           %d acknowledged, %d failed", acked, failed))
+local states = {}
+for i = 1, N do states[i] = leaves[i]:provisioned() end
 pool:close()
+handshakes(true)
+compare(wall, requests, function() return reference.send(emu, keys.GROUP_KEY, states, M, CONCURRENCY) end)
 emu:stop()
 
-local full, resumed = {}, {}
-for _, e in ipairs(emu:log()) do
-  if e.event == "connection" then
-    local host = tostring(e.listener or "?")
-    if e.resumed then resumed[host] = (resumed[host] or 0) + 1 else full[host] = (full[host] or 0) + 1 end
-  end
-end
 for host, n in pairs(full) do
   print(string.format("host %s: TLS handshakes %d full (target: at most %d), %d resumed; engine connects %d",
     host, n, CONCURRENCY, resumed[host] or 0, s.connects))
 end
-print(string.format("peak RSS %d KB", peak_rss_kb()))
+print(string.format("peak RSS %d KB", timing.peak_rss_kb()))
