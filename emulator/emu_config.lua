@@ -168,20 +168,35 @@ local function fault_queue(q, where)
 	return out
 end
 
--- The hub's fault queue: status answers with the hub's error code (a name).
+-- The hub's fault queue, one element per hub request of the device: a
+-- status answer with the hub's error code (a name), a connection fault
+-- (reset, hang), or null (no fault: that request is answered normally).
+local HUB_FAULTS = { reset = true, hang = true }
+
 local function hub_fault_queue(q, where)
 	if is_null(q) then return nil end
 	if not is_array(q) then error(where .. " must be an array", 0) end
 	local out = {}
 	for i, f in ipairs(q) do
 		local w = where .. "[" .. i .. "]"
-		want(f, "table", w)
-		check_keys(f, { status = true, error_code = true, message = true, retry_after = true }, w)
-		local st = count(f.status, w .. ".status")
-		if st < 300 or st > 599 then error(w .. ".status must be 300..599", 0) end
-		out[i] = { status = st, error_code = opt_string(f.error_code, w .. ".error_code", "InjectedFault"),
-			message = opt_string(f.message, w .. ".message"),
-			retry_after = retry_after(f.retry_after, w .. ".retry_after", false) }
+		if is_null(f) then
+			out[i] = false
+		else
+			want(f, "table", w)
+			check_keys(f, { status = true, error_code = true, message = true, retry_after = true, fault = true,
+				seconds = true }, w)
+			if not is_null(f.fault) then
+				if not HUB_FAULTS[f.fault] then error(w .. ".fault must be reset or hang", 0) end
+				if not is_null(f.status) then error(w .. ": give status or fault, not both", 0) end
+				out[i] = { fault = f.fault, seconds = seconds(f.seconds, w .. ".seconds", 600) }
+			else
+				local st = count(f.status, w .. ".status")
+				if st < 300 or st > 599 then error(w .. ".status must be 300..599", 0) end
+				out[i] = { status = st, error_code = opt_string(f.error_code, w .. ".error_code", "InjectedFault"),
+					message = opt_string(f.message, w .. ".message"),
+					retry_after = retry_after(f.retry_after, w .. ".retry_after", false) }
+			end
+		end
 	end
 	return out
 end

@@ -299,7 +299,12 @@ function M:handle(stream, req_headers, info, method, path, query)
 	self.hub_faults[key] = (self.hub_faults[key] or 0) + 1
 	local sc = self.cfg.scenarios[key]
 	local fault = sc and sc.hub and sc.hub[self.hub_faults[key]]
-	if fault then
+	if fault and fault.fault then
+		entry.fault = fault.fault
+		finish(nil)
+		if fault.fault == "reset" then return http.reset(stream) end
+		return http.hang(stream, fault.seconds)
+	elseif fault then
 		entry.fault = "status"
 		finish(fault.status)
 		local extra = fault.retry_after and { { "retry-after", fault.retry_after } } or nil

@@ -72,6 +72,7 @@ describe("DPS emulator #emulator", function()
 			{ type = "individual", registration_id = "dev-01", symmetric_key = KEY, device_id = "dev-01-hub" },
 			{ type = "individual", registration_id = "dev-direct", symmetric_key = KEY },
 			{ type = "individual", registration_id = "dev-misc", symmetric_key = KEY },
+			{ type = "individual", registration_id = "dev-hubfaults", symmetric_key = KEY },
 			{ type = "group", group_id = "g1", symmetric_key = GROUP_KEY },
 			{ type = "individual", attestation = "x509", certificate = certs.x509_self_01 },
 			{ type = "group", group_id = "x509-group", attestation = "x509" },
@@ -80,6 +81,8 @@ describe("DPS emulator #emulator", function()
 			enrollments = enrollments,
 			scenarios = {
 				["dev-direct"] = { polls_before_assignment = 0 },
+				["dev-hubfaults"] = { polls_before_assignment = 0, hub = { cjson.null, { fault = "reset" },
+					{ fault = "hang", seconds = 1 }, { status = 503, error_code = "ServerBusy", retry_after = "2" } } },
 				["grp-429"] = { register = { { status = 429, retry_after = "1" } } },
 				["grp-html"] = { register = { { fault = "non_json" } } },
 				["grp-close"] = { register = { { fault = "close" } } },
@@ -497,6 +500,40 @@ describe("DPS emulator #emulator", function()
 			assert.are.equal(202, r.status)
 			assert.is_nil(r.headers["retry-after"])
 		end)
+	end)
+
+	it("the hub's fault queue: one element per hub request, null passes, then reset, hang, a status", function()
+		local r = register("dev-hubfaults", { token = token(KEY, emu.id_scope, "dev-hubfaults") })
+		assert.are.equal(200, r.status, r.body)
+		local tok = hub_token(KEY, r.json.registrationState.assignedHub, "dev-hubfaults")
+		local function send(n)
+			return curl { method = "POST", path = "/devices/dev-hubfaults/messages/events?api-version=2020-03-13",
+				body = "m" .. n, content_type = "text/plain", token = tok, max_time = 5 }
+		end
+		assert.are.equal(204, send(1).status) -- null: answered
+		local reset = send(2)
+		assert.are.equal(0, reset.status)
+		assert.are.equal(56, reset.exit, reset.stderr) -- CURLE_RECV_ERROR: the connection was reset
+		local hang = send(3)
+		assert.are.equal(0, hang.status) -- no answer: the connection closed after `seconds`
+		assert.is_true(hang.seconds >= 1 and hang.seconds < 5, tostring(hang.seconds))
+		local busy = send(4)
+		assert.are.equal(503, busy.status)
+		assert.are.equal("ServerBusy", busy.headers["iothub-errorcode"])
+		assert.are.equal("2", busy.headers["retry-after"])
+		assert.are.equal(204, send(5).status) -- the queue is used up
+		local faults = {}
+		for _, e in ipairs(emu:requests("dev-hubfaults")) do
+			if e.kind == "hub_send" then
+				faults[#faults + 1] = (e.fault == nil or e.fault == cjson.null) and "none" or e.fault
+			end
+		end
+		assert.are.same({ "none", "reset", "hang", "status", "none" }, faults)
+		-- telemetry only from the requests answered
+		local events = curl { path = "/admin/devices/dev-hubfaults/events" }
+		local bodies = {}
+		for i, m in ipairs(cjson.decode(events.body)) do bodies[i] = m.body end
+		assert.are.same({ "m1", "m5" }, bodies)
 	end)
 
 	describe("latency", function()
