@@ -1,8 +1,10 @@
 #!/bin/sh
 # The soak specs behind `make soak` (CI runs them too): the long loops tagged
-# #soak (200 kill -9 of a cache writer, 100 reboots of the dps command, and
-# the like), which spec/suite.sh leaves out of `make test` so that it stays
-# fast; make test keeps a short round of each rule.  Builds what they need,
+# #soak (200 kill -9 of a cache writer, 100 reboots of the dps command, the
+# hub traffic of 1,000 leaves through dps.hubs with faults on, and the like),
+# which spec/suite.sh leaves out of `make test` so that it stays fast; make
+# test keeps a short round of each rule.  DPS_SOAK_FULL=1 runs the long form
+# of the hub soak (spec/hubs_soak_spec.lua: 10,000 leaves, 100,000 messages).  Builds what they need,
 # runs them on Lua 5.4 and ends with "N passed, N failed", counted as
 # spec/suite.sh counts (a busted run that fails without a failing spec counts
 # as one failure); exits non-zero on any failure.  The TAP output is also in
