@@ -6,7 +6,11 @@
 -- what the emulator, TLS and the latency allow a C client); TLS handshakes
 -- per host (full and resumed, as the emulator saw them: DPS and the hub are
 -- the same host:port here).
---   lua5.4 bench/hubs.lua [LEAVES=1000] [MESSAGES=10] [LATENCY=0.02] [CONCURRENCY=32]
+-- With NODE_DIR (a folder whose node_modules hold the Node SDK: bench/run.sh
+-- installs it under build/), the same run with the official Node SDK's HTTP
+-- transports follows (bench/hubs.js, against an emulator of its own), each
+-- phase's wall time set beside this one's.
+--   lua5.4 bench/hubs.lua [LEAVES=1000] [MESSAGES=10] [LATENCY=0.02] [CONCURRENCY=32] [NODE_DIR]
 local emulator = require "spec.support.emulator"
 local keys = require "spec.support.keys"
 local reference = require "bench.reference"
@@ -14,12 +18,15 @@ local core = require "dps.core"
 local Hubs = require "dps.hubs"
 local runtime = require "dps.runtime"
 local timing = require "bench.timing"
+local cjson = require "cjson"
 
 local N, M = tonumber(arg[1] or 1000), tonumber(arg[2] or 10)
 local LATENCY, CONCURRENCY = tonumber(arg[3] or 0.02), tonumber(arg[4] or 32)
+local NODE_DIR = arg[5]
 
-local emu = emulator.start{ retry_after = "0", latency = LATENCY,
+local EMULATOR = { retry_after = "0", latency = LATENCY,
   enrollments = { { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY } } }
+local emu = emulator.start(EMULATOR)
 -- the pool's engine, its transfers timed (bench/timing.lua)
 local engine = timing.engine(core.engine(runtime.engine_options{ ca_file = emu.ca_file }, CONCURRENCY))
 local pool = Hubs.new({ ca_file = emu.ca_file, concurrency = CONCURRENCY, rate = 1e6 }, { transport = engine })
@@ -81,6 +88,7 @@ end
 print(string.format("leaves %d, messages %d each, concurrency %d, latency %g ms", N, M, CONCURRENCY,
   LATENCY * 1000))
 local s, wall, requests = phase("provision")
+local provision_wall = wall
 print(string.format("           %d provisioned, %d failed", s.provisioned, s.provision_failed))
 -- the TLS handshakes of the pool (the emulator's log but the references' part)
 local full, resumed, logged = {}, {}, 0
@@ -121,3 +129,36 @@ for host, n in pairs(full) do
     host, n, CONCURRENCY, resumed[host] or 0, s.connects))
 end
 print(string.format("peak RSS %d KB", timing.peak_rss_kb()))
+
+-- The same run with the Node SDK's HTTP transports: its wall times per phase,
+-- the requests the emulator saw, and the ratio to this pool's.
+local function quote(x) return "'" .. tostring(x):gsub("'", "'\\''") .. "'" end
+if NODE_DIR then
+  print(string.format("== the Node SDK (azure-iot-provisioning-device-http, azure-iot-device-http): the same %d leaves "
+    .. "x %d messages, %d at a time, latency %g ms", N, M, CONCURRENCY, LATENCY * 1000))
+  local nemu = emulator.start(EMULATOR)
+  local p = io.popen(string.format("node bench/hubs.js %s %d %s %s %s %d %d %d", quote(NODE_DIR), nemu.port,
+    quote(nemu.ca_file), quote(nemu.id_scope), quote(keys.GROUP_KEY), N, M, CONCURRENCY))
+  local out = p:read("*a")
+  p:close()
+  local counted = { provision = 0, send = 0 }
+  for _, e in ipairs(nemu:log()) do
+    if e.event == "request" then
+      local what = (e.kind == "register" or e.kind == "poll") and "provision" or "send"
+      counted[what] = counted[what] + 1
+    end
+  end
+  nemu:stop()
+  local r = cjson.decode(out:match("{.*}") or "null")
+  if type(r) ~= "table" then
+    print("  Node SDK: failed: " .. out)
+  else
+    for _, name in ipairs({ "provision", "send" }) do
+      local ideal = counted[name] * LATENCY / CONCURRENCY
+      print(string.format("%-10s wall %.2f s, ideal %.2f s (%d requests) = %.2fx; "
+        .. "the Node SDK took %.2fx dps.hubs' time", name, r[name], ideal, counted[name], r[name] / ideal,
+        r[name] / (name == "send" and wall or provision_wall)))
+    end
+    print(string.format("           %d provisioned, %d sent, %d failed", r.provisioned, r.sent, r.failed))
+  end
+end

@@ -11,17 +11,22 @@ openssl_ops=$(awk -v b="$openssl_bps" 'BEGIN { printf "%.0f", b / 64 }')
 echo "openssl_speed_hmac_sha256_64B $openssl_ops"
 awk -v ref="$openssl_ops" '{ printf "  %-22s %10.0f /s  = %5.1f%% of openssl speed\n", $1, $2, 100 * $2 / ref }' build/bench-tokens.txt
 
-# The official Node SDK's SharedAccessSignature on the same machine, in the
-# same run: azure-iot-common 1.x, installed under build/ for the bench only
-# (never a runtime or test dependency); skipped when node or npm are missing.
+# The official Node SDK on the same machine, in the same run: its
+# SharedAccessSignature (azure-iot-common 1.x) here, its HTTP transports in
+# the gateway bench below; installed under build/ for the bench only (never a
+# runtime or test dependency); skipped when node or npm are missing.
 echo "== registration tokens: dps.registration_token vs the Node SDK (azure-iot-common SharedAccessSignature)"
 node_dir=build/node-bench
+node_sdk="azure-iot-common@1 azure-iot-provisioning-device@1 azure-iot-provisioning-device-http@1
+    azure-iot-security-symmetric-key@1 azure-iot-device@1 azure-iot-device-http@1"
+node_ok=
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "  Node SDK: skipped (node and npm are needed)"
-elif [ ! -d "$node_dir/node_modules/azure-iot-common" ] && ! (mkdir -p "$node_dir" && cd "$node_dir" &&
-        npm install --no-audit --no-fund --silent azure-iot-common@1 >npm.log 2>&1); then
-    echo "  Node SDK: skipped (npm install azure-iot-common@1 failed: see $node_dir/npm.log)"
+elif [ ! -d "$node_dir/node_modules/azure-iot-device-http" ] && ! (mkdir -p "$node_dir" && cd "$node_dir" &&
+        npm install --no-audit --no-fund --silent $node_sdk >npm.log 2>&1); then
+    echo "  Node SDK: skipped (npm install of the SDK failed: see $node_dir/npm.log)"
 else
+    node_ok=1
     # Lua and Node one after the other, twice, so both see the same load
     : >build/bench-tokens-node.txt
     for _ in 1 2; do
@@ -89,8 +94,8 @@ sh bench/stack.sh
 # same run (bench/reference.lua); bench/timing.lua says where the time went.
 echo "== gateway: 1000 devices of a group, 20 ms latency per request, concurrency 32 (dps.batch); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 lua5.4 bench/batch.lua 1000 0.02 32
-echo "== gateway: 1000 leaves provisioned, then 10 messages each, through one pool (dps.hubs); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-lua5.4 bench/hubs.lua 1000 10 0.02 32
+echo "== gateway: 1000 leaves provisioned, then 10 messages each, through one pool (dps.hubs), then the same with the Node SDK; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+lua5.4 bench/hubs.lua 1000 10 0.02 32 ${node_ok:+"$node_dir"}
 
 echo "== file upload on loopback: hub:upload vs curl -T of the same 64 MiB file to the same store (the emulator)"
 LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/upload.lua 64 3
