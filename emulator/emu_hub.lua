@@ -1,5 +1,5 @@
--- The IoT Hub of the DPS emulator: the device API over HTTPS
--- (shared/docs/iot-hub-https.md) for every device the emulator assigned,
+-- The IoT Hub of the DPS emulator: the device API over HTTPS (IoT Hub's
+-- REST API for devices: messaging, file upload) for every device the emulator assigned,
 -- and admin requests for tests and users. See README.md "The hub".
 --
 -- Device requests (api-version required, any value):
