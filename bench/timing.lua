@@ -24,6 +24,7 @@ end
 --- Count from zero (a new phase).
 function Timed:reset()
   self.n, self.transfer, self.pickup, self.longest = 0, 0, 0, 0
+  self.durations = {}
   return self
 end
 
@@ -57,6 +58,7 @@ function Timed:take(id)
     self.transfer = self.transfer + (seen - started)
     self.pickup = self.pickup + (now - seen)
     if seen - started > self.longest then self.longest = seen - started end
+    self.durations[self.n] = seen - started
   end
   self.started[id], self.seen[id] = nil, nil
   return self.engine:take(id)
@@ -71,13 +73,18 @@ function Timed:stats() return self.engine:stats() end
 function Timed:close() return self.engine:close() end
 
 --- The phase's figures as text: the slots' use over `wall` seconds, the
--- transfers' mean (next to `latency`) and longest, the pickups' mean.
+-- transfers' mean (next to `latency`), median, 90th percentile and longest,
+-- the pickups' mean.
 function Timed:figures(wall, concurrency, latency)
   local n = math.max(self.n, 1)
   local held = self.transfer + self.pickup
+  local sorted = { table.unpack(self.durations) }
+  table.sort(sorted)
+  local function at(q) return 1000 * (sorted[math.max(1, math.ceil(q * #sorted))] or 0) end
   return string.format("slots in use %.0f %% (%.1f of %d on average); a transfer %.1f ms on average "
-    .. "(latency %g ms; longest %.0f ms), its pickup %.2f ms", 100 * held / (wall * concurrency), held / wall,
-    concurrency, 1000 * self.transfer / n, 1000 * latency, 1000 * self.longest, 1000 * self.pickup / n)
+    .. "(latency %g ms; median %.1f, 90 %% %.1f, longest %.0f ms), its pickup %.2f ms",
+    100 * held / (wall * concurrency), held / wall, concurrency, 1000 * self.transfer / n, 1000 * latency, at(0.5), at(0.9), 1000 * self.longest,
+    1000 * self.pickup / n)
 end
 
 --- The CPU seconds (user and system) process `pid` used so far.
