@@ -83,8 +83,8 @@ function Timed:figures(wall, concurrency, latency)
   local function at(q) return 1000 * (sorted[math.max(1, math.ceil(q * #sorted))] or 0) end
   return string.format("slots in use %.0f %% (%.1f of %d on average); a transfer %.1f ms on average "
     .. "(latency %g ms; median %.1f, 90 %% %.1f, longest %.0f ms), its pickup %.2f ms",
-    100 * held / (wall * concurrency), held / wall, concurrency, 1000 * self.transfer / n, 1000 * latency, at(0.5), at(0.9), 1000 * self.longest,
-    1000 * self.pickup / n)
+    100 * held / (wall * concurrency), held / wall, concurrency, 1000 * self.transfer / n, 1000 * latency,
+    at(0.5), at(0.9), 1000 * self.longest, 1000 * self.pickup / n)
 end
 
 --- The CPU seconds (user and system) process `pid` used so far.
