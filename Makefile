@@ -159,10 +159,16 @@ docs:
 certs:
 	@sh emulator/make-certs.sh build/test-certs
 
-install: $(OUT)/dps/core.so
-	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps $(DESTDIR)$(LUA_LMOD_DIR)/dps/cli $(DESTDIR)$(BIN_DIR)
-	install -m 0755 $(OUT)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
-	for f in $$(cd lua && echo dps.lua dps/*.lua dps/cli/*.lua); do \
+# The library's Lua files and the command's (bin/dps, dps.cli and dps/cli/):
+# `make install` puts both, install-lib and install-cli one each (OpenWrt
+# ships them as separate packages).
+LIB_LUA = dps.lua $(filter-out dps/cli.lua,$(patsubst lua/%,%,$(wildcard lua/dps/*.lua)))
+CLI_LUA = dps/cli.lua $(patsubst lua/%,%,$(wildcard lua/dps/cli/*.lua))
+
+# install_lua FILES: each lua/FILE into LUA_LMOD_DIR, stripped with LUA_STRIP when set.
+define install_lua
+	for f in $(1); do \
+		install -d $(DESTDIR)$(LUA_LMOD_DIR)/$$(dirname $$f) || exit 1; \
 		if [ -n "$(LUA_STRIP)" ]; then \
 			$(LUA_STRIP) tools/lua-strip.lua <lua/$$f >$(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
 			chmod 0644 $(DESTDIR)$(LUA_LMOD_DIR)/$$f; \
@@ -170,6 +176,19 @@ install: $(OUT)/dps/core.so
 			install -m 0644 lua/$$f $(DESTDIR)$(LUA_LMOD_DIR)/$$f || exit 1; \
 		fi; \
 	done
+endef
+
+.PHONY: install-lib install-cli
+install: install-lib install-cli
+
+install-lib: $(OUT)/dps/core.so
+	install -d $(DESTDIR)$(LUA_CMOD_DIR)/dps
+	install -m 0755 $(OUT)/dps/core.so $(DESTDIR)$(LUA_CMOD_DIR)/dps/core.so
+	$(call install_lua,$(LIB_LUA))
+
+install-cli:
+	$(call install_lua,$(CLI_LUA))
+	install -d $(DESTDIR)$(BIN_DIR)
 	sed '1s|^#!.*|$(SHEBANG)|' bin/dps >$(DESTDIR)$(BIN_DIR)/dps
 	chmod 0755 $(DESTDIR)$(BIN_DIR)/dps
 

@@ -63,6 +63,30 @@ describe("make install", function()
     assert.are.equal("dps (lua-azure-dps) " .. dps._VERSION .. ", Lua 5.4\n", out)
   end)
 
+  it("install-lib installs the library alone, install-cli the command alone (OpenWrt's two packages)", function()
+    local function files(target)
+      local dest = dir .. "/" .. target
+      local out, ok = make(string.format("-o build/5.4/dps/core.so %s LUA_VERSION=5.4 PREFIX=/usr DESTDIR=%s",
+        target, q(dest)))
+      assert(ok, out)
+      local list = {}
+      for f in shell.run("cd " .. q(dest) .. " && find . -type f | sort"):gmatch("%S+") do
+        list[#list + 1] = f:gsub("^%./", "")
+      end
+      return list
+    end
+    local lib, cli = {}, { "usr/bin/dps" }
+    for _, f in ipairs(LUA_FILES) do
+      local to = f:match("^dps/cli[/.]") and cli or lib
+      to[#to + 1] = "usr/share/lua/5.4/" .. f
+    end
+    lib[#lib + 1] = "usr/lib/lua/5.4/dps/core.so"
+    table.sort(lib)
+    table.sort(cli)
+    assert.are.same(lib, files("install-lib"))
+    assert.are.same(cli, files("install-cli"))
+  end)
+
   it("with LUA_VERSION=jit, installs into the 5.1 folders LuaJIT searches and names luajit", function()
     local dest = install("jit", "PREFIX=/usr/local")
     assert.is_truthy(shell.read(dest .. "/usr/local/lib/lua/5.1/dps/core.so"))
