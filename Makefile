@@ -192,13 +192,16 @@ install-cli:
 	sed '1s|^#!.*|$(SHEBANG)|' bin/dps >$(DESTDIR)$(BIN_DIR)/dps
 	chmod 0755 $(DESTDIR)$(BIN_DIR)/dps
 
-# The release: version checks, the tarball (build/dist/lua-azure-dps-V.tar.gz,
-# from the committed tree) and the source rock (build/dist/lua-azure-dps-V-1.src.rock).
+# The release: version checks (tools/version_check.lua, which
+# spec/version_spec.lua runs too: Lua 5.4 and lua-cjson, no busted), the
+# tarball (build/dist/lua-azure-dps-V.tar.gz, from the committed tree) and the
+# source rock (build/dist/lua-azure-dps-V-1.src.rock).
 version:
 	@echo $(VERSION)
 
 version-check: build/5.4/dps/core.so
-	busted --lua=lua5.4 --cpath='./build/5.4/?.so' spec/version_spec.lua
+	@lua5.4 -e 'package.path = "./?.lua;./lua/?.lua;" .. package.path; package.cpath = "./build/5.4/?.so;" .. package.cpath' \
+		-e 'os.exit(require("tools.version_check").run("lua5.4"))'
 
 dist: version-check
 	@sh tools/dist.sh tarball
