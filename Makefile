@@ -230,9 +230,11 @@ fuzz:
 # The busted suite on another CPU: the core cross-built, Debian's lua5.1 of
 # that architecture under qemu-user, the emulator on the host
 # (tools/cross/test.sh; tools/install-deps.sh cross installs what it needs).
+# The host's modules first (make build): install_spec installs them.
 ARCH ?= mipsel
 cross-test:
 	@sh tools/install-deps.sh cross
+	@$(MAKE) --no-print-directory build
 	@sh tools/cross/test.sh $(ARCH)
 
 # The OpenWrt package (openwrt/lua-azure-dps) built and installed by a
@@ -245,10 +247,12 @@ openwrt-test:
 
 # The busted suite on an OpenWrt-like stack: musl, Lua 5.1, libcurl on
 # mbedTLS and dps.core with the mbedTLS backend, built from Debian's source
-# packages into build/stack (tools/stack/build.sh; about 5 minutes once,
-# cached), the emulator on the host (tools/stack/test.sh).
+# packages into build/stack (tools/stack/build.sh; built once, then cached),
+# the emulator on the host (tools/stack/test.sh). The host's modules first
+# (make build), as above.
 stack-test:
 	@sh tools/install-deps.sh stack
+	@$(MAKE) --no-print-directory build
 	@sh tools/stack/test.sh
 
 clean:
