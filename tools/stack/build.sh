@@ -31,27 +31,6 @@ command -v "$CC" >/dev/null && command -v dpkg-source >/dev/null || {
 
 log() { echo "stack: $*"; }
 
-fetch() {
-    # Debian's source packages, through a private apt configuration with
-    # deb-src lines made from the host's own sources (nothing on the host
-    # changes); kept in build/stack/dl.
-    apt_dir=$S/apt
-    mkdir -p "$apt_dir/lists/partial" "$S/dl"
-    uris=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null; \
-        sed -n 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*\) .*/\2/p' /etc/apt/sources.list 2>/dev/null || true)
-    : >"$apt_dir/sources.list"
-    for u in $(echo "$uris" | sort -u); do
-        case "$u" in
-            *debian-security*) echo "deb-src $u bookworm-security main" ;;
-            *debian*) echo "deb-src $u bookworm main"; echo "deb-src $u bookworm-updates main" ;;
-        esac
-    done >>"$apt_dir/sources.list"
-    set -- -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-        -o Dir::State::Lists="$apt_dir/lists" -o APT::Sandbox::User=root
-    apt-get "$@" -qq update
-    (cd "$S/dl" && apt-get "$@" -qq source --download-only $SOURCES)
-}
-
 unpack() { # unpack NAME: the newest .dsc of NAME, into $SRC/NAME
     dsc=$(ls "$S/dl/$1"_*.dsc | sort -V | tail -1)
     rm -rf "$SRC/$1"
@@ -60,7 +39,8 @@ unpack() { # unpack NAME: the newest .dsc of NAME, into $SRC/NAME
 
 build_stack() {
     mkdir -p "$SRC" "$P/lib/lua/5.1" "$P/include" "$P/bin"
-    [ -n "$(ls "$S"/dl/curl_*.dsc 2>/dev/null)" ] || fetch
+    # Debian's source packages, kept in build/stack/dl
+    sh tools/debian-source.sh "$S" $SOURCES
 
     # Each step is skipped when its product is there (rm -rf build/stack to
     # start over).
