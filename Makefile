@@ -192,10 +192,14 @@ install-cli:
 	sed '1s|^#!.*|$(SHEBANG)|' bin/dps >$(DESTDIR)$(BIN_DIR)/dps
 	chmod 0755 $(DESTDIR)$(BIN_DIR)/dps
 
-# The release: version checks (tools/version_check.lua, which
-# spec/version_spec.lua runs too: Lua 5.4 and lua-cjson, no busted), the
-# tarball (build/dist/lua-azure-dps-V.tar.gz, from the committed tree) and the
-# source rock (build/dist/lua-azure-dps-V-1.src.rock).
+# The release, in build/dist/ (tools/dist.sh): `make dist` the tarball
+# lua-azure-dps-V.tar.gz (the committed tree and uncommitted changes to
+# tracked files, with the release rockspec only), `make rock` the source rock
+# lua-azure-dps-V-1.src.rock, `make release` both with SHA256SUMS and the
+# OpenWrt packages' Makefile with the tarball's PKG_HASH
+# (build/dist/openwrt/lua-azure-dps/Makefile). Each checks the version
+# first (tools/version_check.lua, which spec/version_spec.lua runs too):
+# Lua 5.4 and lua-cjson, no busted.
 version:
 	@echo $(VERSION)
 
@@ -203,11 +207,15 @@ version-check: build/5.4/dps/core.so
 	@lua5.4 -e 'package.path = "./?.lua;./lua/?.lua;" .. package.path; package.cpath = "./build/5.4/?.so;" .. package.cpath' \
 		-e 'os.exit(require("tools.version_check").run("lua5.4"))'
 
+.PHONY: release
 dist: version-check
 	@sh tools/dist.sh tarball
 
 rock: version-check
 	@sh tools/dist.sh rock
+
+release: version-check
+	@sh tools/dist.sh release
 
 # libFuzzer targets of the C parsers and of the Lua-side ones (fuzz/fuzz_lua.c
 # embeds Lua 5.4), clang, ASan+UBSan, FUZZ_SECONDS each.
@@ -237,13 +245,16 @@ cross-test:
 	@$(MAKE) --no-print-directory build
 	@sh tools/cross/test.sh $(ARCH)
 
-# The OpenWrt package (openwrt/lua-azure-dps) built and installed by a
-# stand-in of the SDK's rules for ARCH, then run under qemu (openwrt/test.sh).
-# DPS_CRYPTO=mbedtls (the package's default) or openssl.
+# The OpenWrt packages (openwrt/lua-azure-dps) built in a stand-in of the
+# SDK of each release of openwrt/feeds.lua for ARCH, as docs/openwrt.md
+# says, installed with the feeds' interpreters and cjson, and loaded and run
+# under qemu (openwrt/test.sh). OPENWRT_RELEASES: some of them; DPS_CRYPTO:
+# the library package that provisions, mbedtls (the default) or openssl.
+OPENWRT_RELEASES ?=
 DPS_CRYPTO ?= mbedtls
 openwrt-test:
 	@sh tools/install-deps.sh cross
-	@DPS_CRYPTO=$(DPS_CRYPTO) sh openwrt/test.sh $(ARCH)
+	@OPENWRT_RELEASES="$(OPENWRT_RELEASES)" DPS_CRYPTO=$(DPS_CRYPTO) sh openwrt/test.sh $(ARCH)
 
 # The busted suite on an OpenWrt-like stack: musl, Lua 5.1, libcurl on
 # mbedTLS and dps.core with the mbedTLS backend, built from Debian's source

@@ -1,84 +1,202 @@
 #!/bin/sh
 # openwrt/test.sh ARCH (make openwrt-test ARCH=aarch64|armhf|mipsel): the
-# OpenWrt package, checked without the SDK.
-#  1. a staging dir laid out as the SDK's (usr/include with Lua 5.1's headers
-#     at the top and lua5.4/, curl/, openssl/; usr/lib with the libraries),
-#     from Debian's packages of the target (tools/cross/sysroot.sh), and a
-#     host Lua 5.1 as staging_dir/hostpkg/bin/lua;
-#  2. the release tarball (make dist) in the download folder;
-#  3. openwrt/lua-azure-dps/Makefile run by the stand-in rules.mk and
-#     package.mk (openwrt/sdk): both variants compiled with the cross
-#     compiler, the three .ipk packed;
-#  4. the packages installed, as opkg would, into a root file system (the
-#     target's Debian libraries standing in for OpenWrt's);
-#  5. spec/openwrt_package.lua: under qemu-user, the installed `dps`
-#     provisions against the emulator on the host with Lua 5.1 and 5.4,
-#     and the installed init script provisions at "boot".
+# OpenWrt packages built as docs/openwrt.md says, in a stand-in of the SDK of
+# each release of openwrt/feeds.lua (OPENWRT_RELEASES: some of them), and run
+# under qemu-user on the feeds' own interpreters:
+#  1. the target's side from Debian's packages of ARCH (tools/cross/sysroot.sh):
+#     the staging dir's headers and libraries, and the root file system's
+#     libraries (libcurl, mbedTLS, OpenSSL, libc);
+#  2. the feed's interpreters: Lua 5.1 and 5.4 built from Debian's sources
+#     for ARCH with each release's default package.path and package.cpath
+#     (openwrt/feeds.lua), and cjson.so (Debian's lua-cjson of ARCH) where
+#     the release's lua-cjson packages put it;
+#  3. per release, a stand-in SDK (openwrt/sdk/setup.sh: its Makefile,
+#     include/package.mk, scripts/feeds, with the staging dir of 1 and the
+#     host's lua5.1 as its host Lua) and the steps of docs/openwrt.md in it:
+#     the first release from the release tarball (make release; the tarball
+#     into dl/, build/dist/openwrt/lua-azure-dps into package/), the others
+#     from this checkout through a src-link feed (feeds.conf, ./scripts/feeds
+#     update -a, ./scripts/feeds install -a -p dps); then make defconfig and
+#     make package/lua-azure-dps/compile: the five packages of every release;
+#  4. per release and library package, a root file system with that package,
+#     its Lua's interpreter and cjson (as 2), installed as opkg would: under
+#     qemu, `require "dps"` with the interpreter's default paths (LUA_PATH
+#     and LUA_CPATH unset) loads and reports the package's crypto library, or,
+#     where openwrt/feeds.lua marks the release's Lua blocked, fails on cjson
+#     alone;
+#  5. on the first release, spec/openwrt_package.lua: in a root file system
+#     with the library packages on DPS_CRYPTO (mbedtls, the default, or
+#     openssl) and dps, the installed command provisions against the emulator
+#     on the host on Lua 5.1, the library on Lua 5.4, and the installed init
+#     script provisions at "boot".
 # Prints the packages' sizes, compressed as in an image (xz).
 set -eu
 cd "$(dirname "$0")/.."
 . tools/cross/env.sh "${1:-}"
 began=$(date +%s)
 top=$(pwd)
-# The package's crypto backend: mbedtls (its default) or openssl.
 DPS_CRYPTO=${DPS_CRYPTO:-mbedtls}
-export DPS_CRYPTO
+case "$DPS_CRYPTO" in
+    mbedtls | openssl) ;;
+    *) echo "openwrt-test: DPS_CRYPTO=$DPS_CRYPTO: mbedtls or openssl" >&2; exit 2 ;;
+esac
 WORK=$top/build/openwrt/$ARCH
 case "$ARCH" in
     aarch64) ARCH_PACKAGES=aarch64_generic ;;
     armhf) ARCH_PACKAGES=arm_cortex-a7_neon-vfpv4 ;;
     mipsel) ARCH_PACKAGES=mipsel_24kc ;;
 esac
-
-sh tools/cross/sysroot.sh "$ARCH"
-
-# 1. staging dir
-staging=$WORK/staging_dir/target
-rm -rf "$WORK"
-mkdir -p "$staging/usr/include" "$staging/usr/lib" "$WORK/staging_dir/hostpkg/bin" "$WORK/dl"
-cp "$ROOT/usr/include/lua5.1/"*.h "$staging/usr/include/"
-cp -R "$ROOT/usr/include/lua5.4" "$ROOT/usr/include/openssl" "$staging/usr/include/"
-cp -R "$ROOT/usr/include/$TRIPLET/curl" "$ROOT/usr/include/$TRIPLET/"*.h "$staging/usr/include/"
-cp "$ROOT/usr/include/$TRIPLET/openssl/"*.h "$staging/usr/include/openssl/"
-cp -R "$ROOT/usr/include/mbedtls" "$ROOT/usr/include/psa" "$staging/usr/include/" 2>/dev/null ||
-    cp -R "$ROOT/usr/include/mbedtls" "$staging/usr/include/"
-for f in "$ROOT/usr/lib/$TRIPLET"/*; do
-    [ -d "$f" ] || ln -s "$f" "$staging/usr/lib/"
-done
-ln -s "$(command -v lua5.1)" "$WORK/staging_dir/hostpkg/bin/lua"
-
-# 2. the source tarball
-make --no-print-directory dist
-cp "build/dist/lua-azure-dps-$(make --no-print-directory -s version).tar.gz" "$WORK/dl/"
-
-# 3. compile and pack
-pkgmake() {
-    make --no-print-directory -f openwrt/lua-azure-dps/Makefile TOPDIR="$top/openwrt/sdk" WORK="$WORK" \
-        TRIPLET="$TRIPLET" ARCH_PACKAGES="$ARCH_PACKAGES" DPS_CRYPTO="$DPS_CRYPTO" "$@"
+lua_table() { # lua_table EXPR: EXPR evaluated with F = openwrt/feeds.lua
+    lua5.4 -e "local F = dofile('openwrt/feeds.lua') io.write($1)"
 }
-pkgmake compile
+RELEASES=${OPENWRT_RELEASES:-$(lua_table 'table.concat(F.releases, " ")')}
+FIRST=${RELEASES%% *}
+VERSION=$(make --no-print-directory -s version)
+LIBRARY="lua-azure-dps-mbedtls lua-azure-dps-openssl lua-azure-dps-lua5.4-mbedtls lua-azure-dps-lua5.4-openssl"
 
-# 4. install into a root file system: the Debian target libraries (hard
-# links: nothing of build/cross is changed), /usr/bin/lua as on OpenWrt.
-rootfs=$WORK/rootfs
-cp -al "$ROOT" "$rootfs"
-ln -sf lua5.1 "$rootfs/usr/bin/lua"
-pkgmake install ROOTFS="$rootfs" PACKAGES="lua-azure-dps lua5.4-azure-dps dps"
+# 1. the target's side
+sh tools/cross/sysroot.sh "$ARCH"
+rm -rf "$WORK/sdk" "$WORK/rootfs"
+mkdir -p "$WORK/sdk" "$WORK/rootfs"
 
-echo "openwrt-test: packages for $ARCH_PACKAGES (ipk; data as xz -9, as in a squashfs image):"
-for ipk in "$WORK/bin/packages/$ARCH_PACKAGES"/*.ipk; do
+# 2. the feed's interpreters: feed_lua VERSION PATH CPATH -> the interpreter's
+# file (built once for each VERSION, PATH and CPATH, kept in $WORK/feed)
+sh tools/debian-source.sh "$top/build/openwrt" lua5.1 lua5.4
+feed_lua() {
+    id=$(printf '%s\n%s\n%s\n%s\n' "$1" "$2" "$3" "$CROSS_CC" | cksum | cut -d' ' -f1)
+    out=$WORK/feed/lua$1-$id
+    if [ ! -x "$out/lua" ]; then
+        rm -rf "$out"
+        mkdir -p "$out/src"
+        tar -C "$out/src" --strip-components=1 -xzf "$(ls "$top/build/openwrt/dl/lua$1_"*.orig.tar.gz | sort -V | tail -1)"
+        printf '#undef LUA_PATH_DEFAULT\n#define LUA_PATH_DEFAULT "%s"\n#undef LUA_CPATH_DEFAULT\n#define LUA_CPATH_DEFAULT "%s"\n' \
+            "$2" "$3" >>"$out/src/src/luaconf.h"
+        # everything but the compiler (luac.c, and print.c in 5.1)
+        (cd "$out/src/src" && $CROSS_CC -Os -DLUA_USE_POSIX -DLUA_USE_DLOPEN -o "$out/lua" -Wl,-E \
+            $(ls *.c | grep -v -e '^luac\.c$' -e '^print\.c$') -lm -ldl)
+        echo "openwrt-test: Lua $1 for $ARCH, default paths $2 and $3" >&2
+    fi
+    echo "$out/lua"
+}
+
+# feed_install RELEASE LUA ROOTFS: the release's interpreter and cjson for
+# LUA (5.1 or 5.4) into ROOTFS (a hard-linked copy of the target's root:
+# files are replaced, never written through).
+feed_install() {
+    get() { lua_table "F['$1'].lua['$2'].$3"; }
+    lua=$(feed_lua "$2" "$(get "$1" "$2" path)" "$(get "$1" "$2" cpath)")
+    bin=$3/usr/bin/$(get "$1" "$2" interpreter)
+    cjson=$3$(get "$1" "$2" cjson_file)
+    rm -f "$bin" "$cjson"
+    cp "$lua" "$bin"
+    [ "$2" = 5.1 ] && ln -sf lua "$3/usr/bin/lua5.1"
+    mkdir -p "$(dirname "$cjson")"
+    cp "$ROOT/usr/lib/$TRIPLET/liblua$2-cjson.so.0" "$cjson"
+}
+
+# 3. the SDK of each release, and the packages built in it
+make --no-print-directory release >/dev/null
+for release in $RELEASES; do
+    sdk=$WORK/sdk/$release
+    sh openwrt/sdk/setup.sh "$release" "$sdk" "$TRIPLET" "$ARCH_PACKAGES"
+    staging=$sdk/staging_dir/target-$ARCH_PACKAGES
+    mkdir -p "$staging/usr/include" "$staging/usr/lib" "$sdk/staging_dir/hostpkg/bin"
+    cp "$ROOT/usr/include/lua5.1/"*.h "$staging/usr/include/"
+    cp -R "$ROOT/usr/include/lua5.4" "$ROOT/usr/include/openssl" "$staging/usr/include/"
+    cp -R "$ROOT/usr/include/$TRIPLET/curl" "$ROOT/usr/include/$TRIPLET/"*.h "$staging/usr/include/"
+    cp "$ROOT/usr/include/$TRIPLET/openssl/"*.h "$staging/usr/include/openssl/"
+    cp -R "$ROOT/usr/include/mbedtls" "$ROOT/usr/include/psa" "$staging/usr/include/" 2>/dev/null ||
+        cp -R "$ROOT/usr/include/mbedtls" "$staging/usr/include/"
+    for f in "$ROOT/usr/lib/$TRIPLET"/*; do
+        [ -d "$f" ] || ln -s "$f" "$staging/usr/lib/"
+    done
+    ln -s "$(command -v lua5.1)" "$sdk/staging_dir/hostpkg/bin/lua5.1"
+
+    if [ "$release" = "$FIRST" ]; then
+        echo "openwrt-test: OpenWrt $release: the release tarball in dl/, its Makefile in package/"
+        cp "build/dist/lua-azure-dps-$VERSION.tar.gz" "$sdk/dl/"
+        cp -R build/dist/openwrt/lua-azure-dps "$sdk/package/"
+    else
+        echo "openwrt-test: OpenWrt $release: this checkout as a src-link feed"
+        echo "src-link dps $top/openwrt" >>"$sdk/feeds.conf.default"
+        (cd "$sdk" && ./scripts/feeds update -a && ./scripts/feeds install -a -p dps)
+    fi
+    log=$WORK/sdk/$release.log
+    (cd "$sdk" && make defconfig && make package/lua-azure-dps/compile) >"$log" 2>&1 || {
+        tail -n 40 "$log" >&2
+        echo "openwrt-test: the build for OpenWrt $release failed (log: $log)" >&2
+        exit 1
+    }
+    grep '^package.mk: .*\.ipk' "$log"
+done
+
+echo "openwrt-test: packages for $ARCH_PACKAGES (ipk; data as xz -9e, as in a squashfs image):"
+for ipk in "$WORK/sdk/$FIRST/bin/packages/$ARCH_PACKAGES"/*/*.ipk; do
     d=$(mktemp -d)
     tar -C "$d" -xzf "$ipk"
-    xz_size=$(gzip -dc "$d/data.tar.gz" | xz -9e | wc -c)
-    printf '  %-48s ipk %7d B, installed %7d B, xz %7d B\n' "$(basename "$ipk")" "$(wc -c <"$ipk")" \
-        "$(gzip -dc "$d/data.tar.gz" | tar -tvf - | awk '{ s += $3 } END { print s }')" "$xz_size"
+    printf '  %-56s ipk %7d B, installed %7d B, xz %7d B\n' "$(basename "$ipk")" "$(wc -c <"$ipk")" \
+        "$(gzip -dc "$d/data.tar.gz" | tar -tvf - | awk '{ s += $3 } END { print s }')" \
+        "$(gzip -dc "$d/data.tar.gz" | xz -9e | wc -c)"
     rm -rf "$d"
 done
 
-# 5. run it under qemu
-make --no-print-directory certs >/dev/null
+# install_root DIR RELEASE PACKAGE...: a root file system in DIR with the
+# release's interpreters and cjson, and the packages built for the release.
+install_root() {
+    root=$1 release=$2
+    shift 2
+    cp -al "$ROOT" "$root"
+    feed_install "$release" 5.1 "$root"
+    feed_install "$release" 5.4 "$root"
+    (cd "$WORK/sdk/$release" && make --no-print-directory package/lua-azure-dps/install ROOTFS="$root" PACKAGES="$*" >/dev/null)
+}
+
+# 4. each library package alone, loaded with the interpreter's default paths
 status=0
-OPENWRT_CRYPTO=$DPS_CRYPTO OPENWRT_ROOTFS=$rootfs OPENWRT_QEMU=$QEMU OPENWRT_WORK=$WORK OPENWRT_ARCH_PACKAGES=$ARCH_PACKAGES \
+empty=$WORK/empty # the working directory, for ./?.lua and ./?.so
+mkdir -p "$empty"
+for release in $RELEASES; do
+    for p in $LIBRARY; do
+        case $p in *lua5.4*) v=5.4 ;; *) v=5.1 ;; esac
+        crypto=${p##*-}
+        root=$WORK/rootfs/$release-$p
+        install_root "$root" "$release" "$p"
+        interpreter=$(lua_table "F['$release'].lua['$v'].interpreter")
+        blocked=$(lua_table "(F['$release'].blocked or {})['$v'] or ''")
+        # qemu-user looks for a file missing from the root on the host: none of
+        # the default paths may hold the modules there
+        for dir in $(lua_table "F['$release'].lua['$v'].path .. ';' .. F['$release'].lua['$v'].cpath" |
+            tr ';' '\n' | sed -n 's|^\(/.*\)/?.*|\1|p' | sort -u); do
+            for m in dps.lua dps cjson.so; do
+                [ ! -e "$dir/$m" ] || { echo "openwrt-test: the host has $dir/$m: qemu would load it" >&2; exit 1; }
+            done
+        done
+        out=$(cd "$empty" && env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT \
+            "$QEMU" -L "$root" "$root/usr/bin/$interpreter" -e '
+              local dps = require "dps"
+              local v = require("dps.core").version()
+              print(_VERSION, dps._VERSION, v.backend, package.searchpath and package.searchpath("dps", package.path) or "")' 2>&1) &&
+            ok=1 || ok=0
+        if [ -z "$blocked" ]; then
+            case "$ok $out" in
+                "1 Lua $v	$VERSION	$crypto"*) verdict="loads ($out)" ;;
+                *) verdict="FAILED: $out"; status=1 ;;
+            esac
+        else
+            case "$ok $out" in
+                *"module 'cjson' not found"*) verdict="blocked as openwrt/feeds.lua says: $blocked" ;;
+                *) verdict="FAILED: not blocked as openwrt/feeds.lua says ($blocked): $out"; status=1 ;;
+            esac
+        fi
+        printf 'openwrt-test: OpenWrt %-6s %-30s require "dps": %s\n' "$release" "$p" "$verdict"
+    done
+done
+
+# 5. the provisioning run
+make --no-print-directory certs >/dev/null
+root=$WORK/rootfs/$FIRST-provision
+install_root "$root" "$FIRST" "lua-azure-dps-$DPS_CRYPTO" "lua-azure-dps-lua5.4-$DPS_CRYPTO" dps
+OPENWRT_CRYPTO=$DPS_CRYPTO OPENWRT_ROOTFS=$root OPENWRT_QEMU=$QEMU OPENWRT_RELEASE=$FIRST \
     busted --lua=lua5.4 --cpath='./build/5.4/?.so' --pattern=openwrt_package spec/openwrt_package.lua || status=$?
-echo "openwrt-test $ARCH ($DPS_CRYPTO) took $(($(date +%s) - began)) s"
+echo "openwrt-test $ARCH (OpenWrt $RELEASES; provisioning on $FIRST with $DPS_CRYPTO) took $(($(date +%s) - began)) s"
 exit $status

@@ -1,17 +1,28 @@
-# Stand-in of the OpenWrt SDK's rules.mk, for `make openwrt-test` only: the
-# variables a package Makefile uses, set for a Debian cross compiler and a
-# staging dir that openwrt/test.sh lays out from Debian's packages of the
-# target (tools/cross/sysroot.sh). Not a part of the package.
+# Stand-in of the OpenWrt SDK's rules.mk, for `make openwrt-test` and
+# spec/openwrt_feed_spec.lua only: the variables a package Makefile uses,
+# set for a Debian cross compiler and a staging dir that openwrt/test.sh
+# lays out from Debian's packages of the target (tools/cross/sysroot.sh).
+# Not a part of the package.
 #
-# Given on the command line: TOPDIR (this folder), WORK (build/openwrt/ARCH),
-# TRIPLET (mipsel-linux-gnu, ...), ARCH_PACKAGES (mipsel_24kc, ...).
+# TOPDIR is the stand-in SDK that openwrt/sdk/setup.sh laid out; its
+# target.mk gives TRIPLET (mipsel-linux-gnu, ...) and ARCH_PACKAGES
+# (mipsel_24kc, ...).
+
+include $(TOPDIR)/target.mk
+
+empty:=
+space:=$(empty) $(empty)
+comma:=,
 
 INCLUDE_DIR:=$(TOPDIR)/include
-BUILD_DIR:=$(WORK)/build_dir
-STAGING_DIR:=$(WORK)/staging_dir/target
-STAGING_DIR_HOSTPKG:=$(WORK)/staging_dir/hostpkg
-DL_DIR:=$(WORK)/dl
-BIN_DIR:=$(WORK)/bin/packages/$(ARCH_PACKAGES)
+SCRIPT_DIR:=$(TOPDIR)/scripts
+BUILD_DIR:=$(TOPDIR)/build_dir/target-$(ARCH_PACKAGES)
+STAGING_DIR:=$(TOPDIR)/staging_dir/target-$(ARCH_PACKAGES)
+STAGING_DIR_HOSTPKG:=$(TOPDIR)/staging_dir/hostpkg
+DL_DIR:=$(TOPDIR)/dl
+TMP_DIR:=$(TOPDIR)/tmp
+# bin/packages/ARCH/FEED, FEED given by the top-level Makefile (base for package/)
+BIN_DIR:=$(TOPDIR)/bin/packages/$(ARCH_PACKAGES)/$(or $(FEED),base)
 
 TARGET_CC:=$(TRIPLET)-gcc
 STRIP:=$(TRIPLET)-strip --strip-unneeded
