@@ -5,10 +5,11 @@
 #             at most 64 KiB = 65536 B (52 KiB until certificate issuance
 #             came: EC keys, CSRs and certificate facts on two backends,
 #             about 12 KB of MIPS32; the gate catches what grows unasked)
-#   package   the files of the OpenWrt package lua-azure-dps: that core.so and
-#             the Lua files as `make install LUA_STRIP=...` writes them (as
-#             bench/run.sh's "Lua files on a router"), tarred and xz -9e
-#             compressed: at most 64 KiB = 65536 B
+#   package   the files of the OpenWrt library package (lua-azure-dps-mbedtls
+#             and its siblings): that core.so and the library's Lua files as
+#             `make install-lib LUA_STRIP=...` writes them (the command, bin/dps
+#             and dps/cli/, is the package dps), tarred and xz -9e compressed:
+#             at most 64 KiB = 65536 B
 # Prints each figure with its limit; exits 1 when one is over the limit or
 # cannot be measured.
 #
@@ -58,13 +59,13 @@ make --no-print-directory -B core OUT="$OUT/mips32" LUA_VERSION=5.1 CC="$CC" CFL
 }
 mipsel-linux-gnu-strip --strip-unneeded "$core" || fail "mipsel-linux-gnu-strip failed"
 
-# The package's files: what `make install` puts under the Lua folders (the
-# dps command is another package), with this core.so.
+# The package's files: what `make install-lib` puts under the Lua folders
+# (the command is another package), with this core.so.
 stage=$OUT/router
-make --no-print-directory -o "$core" install OUT="$OUT/mips32" LUA_VERSION=5.1 DESTDIR="$stage" PREFIX=/usr \
+make --no-print-directory -o "$core" install-lib OUT="$OUT/mips32" LUA_VERSION=5.1 DESTDIR="$stage" PREFIX=/usr \
     LUA_CMOD_DIR=/usr/lib/lua LUA_LMOD_DIR=/usr/lib/lua LUA_STRIP="$strip_lua" >"$OUT/install.log" 2>&1 || {
     tail -n 20 "$OUT/install.log" >&2
-    fail "make install failed (log: $OUT/install.log)"
+    fail "make install-lib failed (log: $OUT/install.log)"
 }
 tar -C "$stage" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$OUT/package.tar" usr/lib/lua ||
     fail "tar failed"
@@ -81,6 +82,6 @@ check() {
     printf 'size-gate: %-52s %6d B  limit %6d B (%d KiB)  %s\n' "$1" "$2" "$3" $(($3 / 1024)) "$verdict"
 }
 check "core.so mipsel MIPS32 (Lua 5.1, -Os, stripped)" "$(wc -c <"$core")" "$CORE_LIMIT"
-check "package lua-azure-dps ($(find "$stage/usr/lib/lua" -type f | wc -l) files, tar | xz -9e)" \
+check "package lua-azure-dps-* ($(find "$stage/usr/lib/lua" -type f | wc -l) files, tar | xz -9e)" \
     "$(wc -c <"$OUT/package.tar.xz")" "$PACKAGE_LIMIT"
 exit "$status"
