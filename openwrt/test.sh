@@ -112,17 +112,25 @@ for release in $RELEASES; do
     done
     ln -s "$(command -v lua5.1)" "$sdk/staging_dir/hostpkg/bin/lua5.1"
 
+    # docs/openwrt.md, "Building the packages in the SDK", in the SDK's folder
+    log=$WORK/sdk/$release.log
     if [ "$release" = "$FIRST" ]; then
         echo "openwrt-test: OpenWrt $release: the release tarball in dl/, its Makefile in package/"
-        cp "build/dist/lua-azure-dps-$VERSION.tar.gz" "$sdk/dl/"
-        cp -R build/dist/openwrt/lua-azure-dps "$sdk/package/"
+        steps() {
+            ./scripts/feeds update -a
+            ./scripts/feeds install libcurl libmbedtls libopenssl ca-bundle lua lua-cjson lua5.4 lua-cjson-lua5.4
+            cp "$top/build/dist/lua-azure-dps-$VERSION.tar.gz" dl/
+            cp -R "$top/build/dist/openwrt/lua-azure-dps" package/
+        }
     else
         echo "openwrt-test: OpenWrt $release: this checkout as a src-link feed"
-        echo "src-link dps $top/openwrt" >>"$sdk/feeds.conf.default"
-        (cd "$sdk" && ./scripts/feeds update -a && ./scripts/feeds install -a -p dps)
+        steps() {
+            echo "src-link dps $top/openwrt" >>feeds.conf.default
+            ./scripts/feeds update -a
+            ./scripts/feeds install -a -p dps
+        }
     fi
-    log=$WORK/sdk/$release.log
-    (cd "$sdk" && make defconfig && make package/lua-azure-dps/compile) >"$log" 2>&1 || {
+    (cd "$sdk" && steps && make defconfig && make package/lua-azure-dps/compile) >"$log" 2>&1 || {
         tail -n 40 "$log" >&2
         echo "openwrt-test: the build for OpenWrt $release failed (log: $log)" >&2
         exit 1
