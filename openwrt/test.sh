@@ -40,6 +40,9 @@ case "$DPS_CRYPTO" in
     mbedtls | openssl) ;;
     *) echo "openwrt-test: DPS_CRYPTO=$DPS_CRYPTO: mbedtls or openssl" >&2; exit 2 ;;
 esac
+# The SDK runs as a user runs it: nothing of `make openwrt-test`'s command
+# line (DPS_CRYPTO=...) reaches its make through MAKEFLAGS.
+unset MAKEFLAGS MFLAGS MAKELEVEL
 WORK=$top/build/openwrt/$ARCH
 case "$ARCH" in
     aarch64) ARCH_PACKAGES=aarch64_generic ;;

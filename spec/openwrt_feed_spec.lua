@@ -22,10 +22,11 @@ local function sdk(release, dir, pkgdir)
   assert(ok, out)
 end
 
--- `make package/lua-azure-dps/dump` in the SDK at DIR: the header's fields,
--- the packages' fields and each variant's recipes; or nil and the output.
-local function dump(dir)
-  local out, ok = shell.run("make --no-print-directory -C " .. q(dir) .. " package/lua-azure-dps/dump 2>&1")
+-- `make package/lua-azure-dps/dump [ARGS]` in the SDK at DIR: the header's
+-- fields, the packages' fields and each variant's recipes; or nil and the output.
+local function dump(dir, args)
+  local out, ok = shell.run("make --no-print-directory -C " .. q(dir) .. " package/lua-azure-dps/dump "
+    .. (args or "") .. " 2>&1")
   if not ok then return nil, out end
   local header, packages, variants = {}, {}, {}
   local order = {}
@@ -206,6 +207,18 @@ describe("the OpenWrt package Makefile", function()
       end)
     end)
   end
+
+  it("builds each variant with its own crypto library and Lua whatever the make command line sets", function()
+    -- DPS_CRYPTO was the package's setting before the variants; a command
+    -- line's variable reaches every sub-make
+    sdk("24.10", dir .. "/overrides", CHECKOUT .. "/openwrt")
+    local d = assert(dump(dir .. "/overrides", "DPS_CRYPTO=openssl DPS_LUA=5.4 CRYPTO=openssl LUA_VERSION=5.4"))
+    for name, want in pairs(LIBRARY) do
+      local compile = d.variants[d.packages[name].VARIANT]["Build/Compile"]
+      assert.matches(" CRYPTO=" .. want.crypto:gsub("^lib", "") .. " ", compile, name)
+      assert.matches(" LUA_VERSION=" .. want.lua:gsub("%.", "%%.") .. " ", compile, name)
+    end
+  end)
 
   describe("outside a checkout", function()
     it("takes the release tarball, and without make release's PKG_HASH refuses to build", function()
