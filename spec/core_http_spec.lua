@@ -73,13 +73,31 @@ local BAD_REQUESTS = {
   { "a header name that is not a string", { "GET", URL, { [1] = "x" } }, "header names must be strings" },
   { "an empty header name", { "GET", URL, { [""] = "x" } }, "must not be empty" },
   { "a header value that is a number", { "GET", URL, { ["x-n"] = 5 } }, "header 'x%-n' must be a string, got number" },
-  { "a number as body", { "POST", URL, nil, 42 }, "body must be a string, got number" },
-  { "a table as body", { "PUT", URL, nil, {} }, "body must be a string" },
+  { "a number as body", { "POST", URL, nil, 42 }, "body must be a string or a file's range, got number" },
+  { "a table without a file as body", { "PUT", URL, nil, {} }, "body%.file must be a file %(io%.open%), got nil" },
+  { "a path as a body's file", { "PUT", URL, nil, { file = "/etc/hostname", offset = 0, length = 1 } },
+    "body%.file must be a file %(io%.open%), got string" },
   { "a body on GET", { "GET", URL, nil, "x" }, "a GET request has no body" },
+  { "a file's range on DELETE", { "DELETE", URL, nil, { file = io.stdin, offset = 0, length = 0 } },
+    "a DELETE request has no body" },
   { "a zero timeout", { "GET", URL, nil, nil, 0 }, "timeout must be greater than 0" },
   { "a negative timeout", { "GET", URL, nil, nil, -2 }, "timeout must be greater than 0" },
   { "a string timeout", { "GET", URL, nil, nil, "1" }, "timeout must be a number" },
 }
+-- a file's range that is not one
+local CLOSED = io.tmpfile()
+CLOSED:close()
+for _, row in ipairs{
+  { "a closed file", { file = CLOSED, offset = 0, length = 1 }, "body%.file is closed" },
+  { "a range without an offset", { file = io.stdin, length = 1 }, "body%.offset must be a whole number" },
+  { "a fractional offset", { file = io.stdin, offset = 0.5, length = 1 }, "body%.offset must be a whole number" },
+  { "a negative length", { file = io.stdin, offset = 0, length = -1 }, "body%.length must be a whole number" },
+  { "a length as a string", { file = io.stdin, offset = 0, length = "1" }, "body%.length must be a whole number" },
+  { "a NaN length", { file = io.stdin, offset = 0, length = 0 / 0 }, "body%.length must be a whole number" },
+  { "a length past 2^62", { file = io.stdin, offset = 0, length = 2 ^ 63 }, "body%.length must be a whole number" },
+} do
+  BAD_REQUESTS[#BAD_REQUESTS + 1] = { row[1] .. " as body", { "PUT", URL, nil, row[2] }, row[3] }
+end
 for _, u in ipairs{ "https://a\0b/", "https://a/ b", "https://a/\r\nX-Injected: 1", "https://a/\t" } do
   BAD_REQUESTS[#BAD_REQUESTS + 1] = { ("URL %q"):format(u), { "GET", u },
                                       "URL must not contain spaces or control characters" }
@@ -393,6 +411,82 @@ describe("dps.session", function()
         assert.is_true(has_line(lines, "^User%-Agent: spec%-agent/1%.0$"))
       end)
 
+      -- bytes 0-255 over and over, n of them, in a file of the spec's folder
+      local function file_of(name, n)
+        local parts = {}
+        for i = 1, n do parts[i] = string.char((i - 1) % 256) end
+        local data = table.concat(parts)
+        tls.write_file(dir .. "/" .. name, data)
+        return dir .. "/" .. name, data
+      end
+
+      it("sends a file's range as the body: its exact bytes and length, the file's own position untouched",
+         function()
+        local path, data = file_of("range.bin", 300000)
+        local f = assert(io.open(path, "rb"))
+        finally(function() f:close() end)
+        assert.equal("\0\1", f:read(2)) -- the Lua file's position: 2
+        local s = session()
+        finally(function() s:close() end)
+        for _, case in ipairs{ { "PUT", 1000, 250000 }, { "POST", 0, 300000 }, { "PUT", 299999, 1 } } do
+          local status, _, raw = s:request(case[1], url("/echo"), { ["Content-Type"] = "application/octet-stream" },
+                                           { file = f, offset = case[2], length = case[3] })
+          assert.equal(200, status)
+          local lines, body = parse(raw)
+          assert.equal(case[1] .. " /echo HTTP/1.1", lines[1])
+          assert.is_true(has_line(lines, "^Content%-Length: " .. case[3] .. "$"))
+          assert.is_false(has_line(lines, "^[Ee]xpect:"))
+          assert.is_false(has_line(lines, "^Transfer%-Encoding:"))
+          assert.equal(case[3], #body)
+          assert.is_true(body == data:sub(case[2] + 1, case[2] + case[3]))
+        end
+        assert.equal(2, f:seek())
+        assert.equal("\2\3", f:read(2))
+        -- an empty range, then a string body again on the same handle
+        local _, _, raw = s:request("PUT", url("/echo"), nil, { file = f, offset = 0, length = 0 })
+        local lines, body = parse(raw)
+        assert.is_true(has_line(lines, "^Content%-Length: 0$"))
+        assert.equal("", body)
+        _, _, raw = s:request("POST", url("/echo"), nil, "after")
+        lines, body = parse(raw)
+        assert.equal("POST /echo HTTP/1.1", lines[1])
+        assert.equal("after", body)
+        assert.same({ requests = 5, connects = 1 }, s:stats())
+      end)
+
+      it("reads the range through a descriptor of its own: the file may be closed once the request started",
+         function()
+        local path, data = file_of("closed.bin", 70000)
+        local f = assert(io.open(path, "rb"))
+        local e = core.engine({ ca_file = ca }, 1)
+        finally(function() e:close() end)
+        local id = e:request("PUT", url("/echo"), nil, { file = f, offset = 5, length = 65536 })
+        f:close()
+        collectgarbage()
+        local done = {}
+        while #done == 0 do done = e:run(10) end
+        local status, _, raw = e:take(id)
+        assert.equal(200, status)
+        local _, body = parse(raw)
+        assert.is_true(body == data:sub(6, 5 + 65536))
+      end)
+
+      it("sends the range again on a fresh connection when a kept one dies under it", function()
+        local path, data = file_of("again.bin", 200000)
+        local f = assert(io.open(path, "rb"))
+        finally(function() f:close() end)
+        local s = session()
+        finally(function() s:close() end)
+        assert.equal(200, (s:request("GET", url("/flakyecho"))))
+        -- the server reads this request on the kept connection, then drops it:
+        -- libcurl rewinds the range (CURLOPT_SEEKFUNCTION) and sends it again
+        local status, _, raw = s:request("PUT", url("/flakyecho"), nil, { file = f, offset = 100, length = 150000 })
+        assert.equal(200, status)
+        local _, body = parse(raw)
+        assert.is_true(body == data:sub(101, 150100))
+        assert.same({ requests = 2, connects = 2 }, s:stats())
+      end)
+
       it("switches methods on one handle: POST, then GET, then an empty PUT", function()
         local s = session()
         finally(function() s:close() end)
@@ -587,6 +681,29 @@ describe("dps.session", function()
         assert.equal("network", info.kind, message)
         message, info = failure(s:request("GET", "https://localhost:" .. eof_port .. "/"))
         assert.equal("network", info.kind, message)
+      end)
+
+      it("fails with config when the body's file ends before its range, or cannot be read", function()
+        local path = dir .. "/short.bin"
+        tls.write_file(path, string.rep("s", 1000))
+        local f = assert(io.open(path, "rb"))
+        finally(function() f:close() end)
+        local s = session()
+        finally(function() s:close() end)
+        local message, info = failure(s:request("PUT", url("/echo"), nil, { file = f, offset = 500, length = 1000 }))
+        assert.equal("config", info.kind)
+        assert.equal("cannot read the body's file: it ended 500 bytes into a range of 1000 "
+                     .. "(CURLE_ABORTED_BY_CALLBACK 42)", message)
+        -- a folder opens, but reads fail: the system's reason
+        local folder = assert(io.open(dir, "rb"))
+        finally(function() folder:close() end)
+        message, info = failure(s:request("POST", url("/echo"), nil, { file = folder, offset = 0, length = 10 }))
+        assert.equal("config", info.kind)
+        assert.matches("^cannot read the body's file: Is a directory %(CURLE_ABORTED_BY_CALLBACK 42%)$", message)
+        -- and the session goes on
+        local status, _, raw = s:request("PUT", url("/echo"), nil, { file = f, offset = 990, length = 10 })
+        assert.equal(200, status)
+        assert.matches("\r\n\r\nssssssssss$", raw)
       end)
 
       it("counts failed transfers as requests", function()

@@ -151,6 +151,48 @@ describe("core.engine", function()
     assert.truthy(tostring(e):find("closed", 1, true))
   end)
 
+  it("a file's range as the body: a descriptor of the transfer's own, closed when it ends, is cancelled or "
+    .. "the engine closes", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(("r"):rep(65536))
+    f:close()
+    f = assert(io.open(path, "rb"))
+    -- this process's descriptors of the file, counted by a shell
+    local pid = assert(io.open("/proc/self/stat")):read("*l"):match("^%d+")
+    local function open_on_file()
+      local p = io.popen("ls -l /proc/" .. pid .. "/fd")
+      local n = 0
+      for line in p:lines() do
+        if line:sub(-#path - 4) == " -> " .. path then n = n + 1 end
+      end
+      p:close()
+      return n
+    end
+    assert.equal(1, open_on_file()) -- the Lua file's
+    local e = engine(3)
+    local body = { file = f, offset = 0, length = 65536 }
+    local ids = {}
+    for i = 1, 3 do ids[i] = e:request("PUT", emu.endpoint .. "/f/" .. i, nil, body) end
+    assert.equal(4, open_on_file())
+    e:cancel(ids[1])
+    assert.equal(3, open_on_file())
+    local done = {}
+    while #done < 2 do
+      for _, id in ipairs(e:run(5)) do done[#done + 1] = id end
+    end
+    assert.equal(1, open_on_file()) -- ended: closed before the result is taken
+    assert.equal(404, (e:take(ids[2])))
+    assert.equal(404, (e:take(ids[3])))
+    e:request("POST", emu.endpoint .. "/g", nil, body) -- in flight when the engine closes
+    assert.equal(2, open_on_file())
+    e:close()
+    assert.equal(1, open_on_file())
+    f:close()
+    assert.equal(0, open_on_file())
+    os.remove(path)
+  end)
+
   it("closes mid-flight: transfers dropped, slots, connections and buffers freed", function()
     local e = engine(8)
     for i = 1, 8 do

@@ -17,6 +17,8 @@
  *   SEND       credentials (a TLS 1.3 "certificate required" alert), else network
  *   RECV       SEND's cases, plus proxy (a refused CONNECT) and protocol
  *              (bad chunked framing)
+ *   READ       config when the body's file could not be read (it ended
+ *              early, or the system said no), else network
  * A code that is not listed is "network" and is named "CURLE".  Codes newer
  * than libcurl 7.32 carry the version that brought them.
  */
@@ -35,9 +37,10 @@ DPS_CURLE(CURLE_HTTP2, protocol)
 #endif
 DPS_CURLE(CURLE_PARTIAL_FILE, protocol)
 DPS_CURLE(CURLE_WRITE_ERROR, WRITE)
-DPS_CURLE(CURLE_READ_ERROR, network)
+DPS_CURLE(CURLE_READ_ERROR, READ)
 DPS_CURLE(CURLE_OUT_OF_MEMORY, oom)
 DPS_CURLE(CURLE_OPERATION_TIMEDOUT, timeout)
+DPS_CURLE(CURLE_ABORTED_BY_CALLBACK, READ)
 DPS_CURLE(CURLE_SSL_CONNECT_ERROR, HANDSHAKE)
 DPS_CURLE(CURLE_BAD_FUNCTION_ARGUMENT, config)
 DPS_CURLE(CURLE_INTERFACE_FAILED, DIAL)

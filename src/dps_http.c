@@ -136,6 +136,7 @@ void dps_transfer_release(dps_transfer *t)
         dps_http_free_headers(t->headers);
         t->headers = NULL;
     }
+    dps_http_body_done(t);
     buf_release(&t->body);
     buf_release(&t->head);
     dps_wipe(t->errbuf, sizeof t->errbuf);
@@ -272,15 +273,7 @@ void dps_http_check_request(lua_State *L, dps_transfer *t, dps_request *r)
     r->headers = lua_isnoneornil(L, 4) ? 0 : 4;
     if (r->headers != 0)
         luaL_checktype(L, 4, LUA_TTABLE);
-    r->body = NULL;
-    r->body_len = 0;
-    if (!lua_isnoneornil(L, 5)) {
-        if (lua_type(L, 5) != LUA_TSTRING)
-            dps_argerror(L, 5, "body must be a string, got %s", luaL_typename(L, 5));
-        r->body = lua_tolstring(L, 5, &r->body_len);
-        if (r->method == DPS_GET || r->method == DPS_DELETE)
-            dps_argerror(L, 5, "a %s request has no body", methods[r->method]);
-    }
+    dps_http_check_body(L, r);
     r->timeout = t->timeout;
     if (!lua_isnoneornil(L, 6)) {
         if (lua_type(L, 6) != LUA_TNUMBER)
@@ -310,10 +303,7 @@ static CURLcode set_request(CURL *curl, dps_transfer *t, const dps_request *r)
         if (rc == CURLE_OK)
             rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_DELETE ? "DELETE" : (char *)NULL);
     } else if (rc == CURLE_OK) {
-        rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        /* copied: the request call returns before the transfer ends */
-        if (rc == CURLE_OK)
-            rc = curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, r->body != NULL ? r->body : "");
+        rc = dps_http_set_body(t, r);
         if (rc == CURLE_OK)
             rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, r->method == DPS_PUT ? "PUT" : (char *)NULL);
     }
@@ -325,6 +315,8 @@ CURLcode dps_http_prepare(lua_State *L, dps_transfer *t, const dps_request *r)
     buf_reset(&t->body);
     buf_reset(&t->head);
     t->body_overflow = t->head_overflow = t->oom = t->head_done = 0;
+    t->file.err = 0;
+    dps_http_body_done(t);
     t->head_seen = 0;
     t->errbuf[0] = '\0';
     if (t->headers != NULL) {
@@ -344,6 +336,7 @@ void dps_http_finish(dps_transfer *t)
     curl_easy_setopt(t->curl, CURLOPT_POSTFIELDS, (char *)NULL);
     dps_http_free_headers(t->headers);
     t->headers = NULL;
+    dps_http_body_done(t);
     t->requests += 1;
     if (curl_easy_getinfo(t->curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
         t->connects += (double)connects;

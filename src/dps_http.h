@@ -6,6 +6,8 @@
  *   dps_http.c          a slot: buffers, libcurl callbacks, lifecycle (with
  *                       the security settings every handle has), a
  *                       request's arguments and its result
+ *   dps_http_body.c     a request's body: a string, or a range of an open
+ *                       file read by libcurl as it sends
  *   dps_http_headers.c  request header tables in
  *   dps_http_failure.c  a failed transfer as nil, message, info (kinds from
  *                       the list in dps_curl_errors.h)
@@ -34,11 +36,27 @@ typedef struct {
     size_t cap;
 } dps_buf;
 
+/* A request body read from a range of a file as libcurl sends it: a
+ * descriptor of the transfer's own (a duplicate of the caller's file's),
+ * only during a request. */
+typedef struct {
+    int open;          /* fd is the transfer's (0 in a zeroed slot: none) */
+    int fd;
+    curl_off_t offset; /* where the range starts in the file */
+    curl_off_t length; /* the range's bytes: the body's length */
+    curl_off_t sent;   /* bytes of it handed to libcurl so far */
+    int err;           /* why the read stopped: an errno, DPS_FILE_SHORT, or 0 */
+} dps_file_body;
+
+/* dps_file_body.err: the file ended before the range did. */
+#define DPS_FILE_SHORT (-1)
+
 /* One slot's transfer: a libcurl easy handle kept for every request of the
  * slot, the buffers of the response and the flags its callbacks set. */
 typedef struct {
     CURL *curl;                 /* NULL once closed */
     struct curl_slist *headers; /* request header list, only during a request */
+    dps_file_body file;         /* the request's body when it is a file's range */
     dps_buf body;               /* body of the last response */
     dps_buf head;               /* header lines of the last response, "\n"-separated */
     size_t max_body;
@@ -62,8 +80,10 @@ enum { DPS_GET, DPS_PUT, DPS_POST, DPS_DELETE };
 typedef struct {
     int method;
     const char *url;
-    const char *body;  /* NULL: none */
+    const char *body;  /* NULL: none (or a file's range) */
     size_t body_len;
+    int file;          /* the caller's open file's descriptor (borrowed), -1: none */
+    curl_off_t offset, length; /* the file's range */
     int headers;       /* stack index of the header table, 0: none */
     double timeout, connect_timeout;
 } dps_request;
@@ -101,6 +121,20 @@ int dps_http_push_result(lua_State *L, dps_transfer *t, CURLcode rc);
 
 /* dps_http.c: releases everything; safe on a half-built or released slot. */
 void dps_transfer_release(dps_transfer *t);
+
+/* dps_http_body.c: reads and checks argument 5 of a request of method
+ * r->method (nil, a string, or { file = an open Lua file, offset = n,
+ * length = n }) into r; raises on misuse. */
+void dps_http_check_body(lua_State *L, dps_request *r);
+
+/* dps_http_body.c: sets r's body on t->curl: a string copied, or a file's
+ * range read by libcurl's read callback from a duplicate of its descriptor
+ * (CURLE_READ_ERROR, t->file.err set, when it cannot be had). */
+CURLcode dps_http_set_body(dps_transfer *t, const dps_request *r);
+
+/* dps_http_body.c: closes the transfer's descriptor of a file body, if
+ * any (t->file.err stays, for the result). */
+void dps_http_body_done(dps_transfer *t);
 
 /* dps_http_headers.c: builds t->headers from the table at idx (0: none),
  * raising on a name or value that cannot be sent as is (what is built so

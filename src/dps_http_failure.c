@@ -30,7 +30,7 @@ enum {
 #define KIND_ENUM(kind, what) KIND_##kind,
     DPS_KINDS(KIND_ENUM)
 #undef KIND_ENUM
-    KIND_DIAL, KIND_HANDSHAKE, KIND_WRITE, KIND_SCHEME, KIND_SEND, KIND_RECV
+    KIND_DIAL, KIND_HANDSHAKE, KIND_WRITE, KIND_SCHEME, KIND_SEND, KIND_RECV, KIND_READ
 };
 
 static const struct {
@@ -118,6 +118,8 @@ static int settle(dps_transfer *t, int rule)
         return t->body_overflow || t->head_overflow ? KIND_too_large : KIND_oom;
     case KIND_SCHEME:
         return request_sent(t) ? KIND_protocol : KIND_config;
+    case KIND_READ: /* our read callback, or the descriptor, said why */
+        return t->file.err != 0 ? KIND_config : KIND_network;
     case KIND_RECV:
         if (connect_refused(t))
             return KIND_proxy;
@@ -172,12 +174,25 @@ static void name_host(dps_transfer *t, char *detail, size_t size)
     }
 }
 
+/* Why the body's file could not be read: it ended early, or the system's
+ * reason. */
+static void describe_file(const dps_file_body *b, char *detail, size_t size)
+{
+    if (b->err == DPS_FILE_SHORT)
+        snprintf(detail, size, "it ended %" CURL_FORMAT_CURL_OFF_T " bytes into a range of %" CURL_FORMAT_CURL_OFF_T,
+                 b->sent, b->length);
+    else if (strerror_r(b->err, detail, size) != 0)
+        snprintf(detail, size, "error %d", b->err);
+}
+
 /* What went wrong, in detail, without trailing blanks. */
 static void describe(dps_transfer *t, CURLcode rc, char *detail, size_t size)
 {
     size_t n;
 
-    if (t->body_overflow)
+    if (t->file.err != 0)
+        describe_file(&t->file, detail, size);
+    else if (t->body_overflow)
         snprintf(detail, size, "body exceeds max_body (%lu bytes)", (unsigned long)t->max_body);
     else if (t->head_overflow)
         snprintf(detail, size, "headers exceed %d bytes", DPS_HEAD_MAX);
@@ -202,7 +217,8 @@ int dps_http_push_failure(lua_State *L, dps_transfer *t, CURLcode rc)
     const char *name = classify(t, rc, &kind);
 
     describe(t, rc, detail, sizeof detail);
-    snprintf(msg, sizeof msg, "%s: %s (%s %d)", kinds[kind].what, detail, name, (int)rc);
+    snprintf(msg, sizeof msg, "%s: %s (%s %d)", t->file.err != 0 ? "cannot read the body's file" : kinds[kind].what,
+             detail, name, (int)rc);
     dps_push_failure(L, kinds[kind].kind, msg);
     dps_set_integer(L, "curl_code", (lua_Integer)rc);
     return 3;

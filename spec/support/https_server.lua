@@ -95,6 +95,10 @@ routes["/flaky"] = function(_, n)
   if n > 1 then return "", false end -- drop a request on a reused connection
   return response("200 OK", {}, "fresh"), true
 end
+routes["/flakyecho"] = function(raw, n) -- /flaky's drop, and an echo on a fresh connection
+  if n > 1 then return "", false end
+  return response("200 OK", {}, raw), true
+end
 routes["/nothing"] = function() return "", false end
 routes["/partial"] = function() return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", false end
 routes["/badchunk"] = function()
