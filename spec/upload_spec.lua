@@ -202,19 +202,38 @@ describe("hub:upload", function()
       assert.are.equal(2, #of_kind(rt, "block"))
     end)
 
-    it("a file: the same bytes, read a block at a time", function()
+    it("a file: each request's body is its range of the open file, never its bytes in Lua", function()
       local dir = shell.tmpdir("dps-upload")
       local bytes = {}
       for i = 1, 3000 do bytes[i] = string.char(i % 256) end
       local data = table.concat(bytes)
       local path = shell.write(dir .. "/f.bin", data)
-      local hub, rt = hub_with()
+      local hub, rt = hub_with(function(req, _, kind)
+        if kind ~= "block" and kind ~= "put" then return end
+        -- the engine's file body: the core reads the range as it sends
+        local body = req.body
+        assert.are.equal("table", type(body))
+        assert.are.equal("file", io.type(body.file))
+        assert.are.equal(0, body.file:seek()) -- nothing read from it in Lua
+        body.file:seek("set", body.offset)
+        req.bytes = body.file:read(body.length)
+        body.file:seek("set", 0)
+      end)
       local result = assert(hub:upload{ name = "f.bin", file = path, block_size = 1024 })
       assert.are.equal(3000, result.size)
-      local got = {}
-      for i, req in ipairs(of_kind(rt, "block")) do got[i] = req.body end
-      assert.are.same({ 1024, 1024, 952 }, { #got[1], #got[2], #got[3] })
+      local ranges, got = {}, {}
+      for i, req in ipairs(of_kind(rt, "block")) do
+        ranges[i], got[i] = { req.body.offset, req.body.length }, req.bytes
+      end
+      assert.are.same({ { 0, 1024 }, { 1024, 1024 }, { 2048, 952 } }, ranges)
       assert.are.equal(data, table.concat(got))
+      -- one PUT: the whole file as one range
+      assert(hub:upload{ name = "f.bin", file = path })
+      local put = of_kind(rt, "put")[1]
+      assert.are.same({ 0, 3000 }, { put.body.offset, put.body.length })
+      assert.are.equal(data, put.bytes)
+      -- the file is closed after the upload
+      assert.are.equal("closed file", io.type(put.body.file))
       shell.succeeds("rm -rf " .. shell.quote(dir))
     end)
 

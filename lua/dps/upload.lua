@@ -6,11 +6,13 @@
 --    (a hub call, with every rule of a hub call: `dps.hub`);
 -- 2. the bytes go to storage: in one `PUT` (`x-ms-blob-type: BlockBlob`)
 --    when they fit in one block, else block by block (`comp=block`, IDs of
---    equal length) and a block list (`comp=blocklist`). A file is read one
---    block at a time, never whole. Each storage request is a call of
---    `dps.retry` (Retry-After and the back-off, within the step's limit): a
---    block that fails with a retryable answer is sent again, the blocks
---    before it stay where they are;
+--    equal length) and a block list (`comp=blocklist`). A file is never
+--    read in Lua: a request's body is a range of it (`{ file, offset,
+--    length }`, the engine's `request`) that the C core reads as it sends,
+--    a buffer at a time, so no block is ever whole in memory. Each storage
+--    request is a call of `dps.retry` (Retry-After and the back-off, within
+--    the step's limit): a block that fails with a retryable answer is sent
+--    again, the blocks before it stay where they are;
 -- 3. `POST …/files/notifications` tells the hub how it went, always once a
 --    place was given: `isSuccess` false with the failure's status (500 when
 --    no answer came) after a failure, so the hub frees the upload at once.
@@ -50,8 +52,8 @@ upload.MAX_NAME = 1024
 --- The blob's content type unless `content_type` says.
 upload.DEFAULT_CONTENT_TYPE = "application/octet-stream"
 --- From this block size on, a full garbage collection follows each block
--- (its cost is small beside a block's bytes; without it a few blocks' worth
--- of garbage can pile up before the collector runs).
+-- of `data` (its cost is small beside a block's bytes; without it a few
+-- blocks' worth of substrings can pile up before the collector runs).
 upload.COLLECT_FROM = 256 * 1024
 --- The hub's error codes of a device with too many uploads in progress (10).
 upload.LIMIT_CODES = { DeviceMaximumActiveFileUploadLimitExceeded = true, ["403006"] = true }
@@ -243,28 +245,20 @@ function upload.open(path)
   return f, facts.size
 end
 
--- What is uploaded: `size`, `read(n)` (the next n bytes, or nil, message,
--- info), `close()`. A file is read a block at a time.
+-- What is uploaded: `size`, `body(at, n)` (the request body of the n
+-- bytes from offset `at`), `strings` (whether those bodies are strings),
+-- `close()`. A file's body is its range, which the core reads as it sends
+-- (failing with kind `config` when the file got shorter meanwhile).
 local function source_of(opts)
   if opts.data then
-    local data, at = opts.data, 0
-    return { size = #data, close = function() end,
-      read = function(_, n)
-        local piece = data:sub(at + 1, at + n)
-        at = at + n
-        return piece
-      end }
+    local data = opts.data
+    return { size = #data, strings = true, close = function() end,
+      body = function(_, at, n) return data:sub(at + 1, at + n) end }
   end
   local f, size, info = upload.open(opts.file)
   if not f then return nil, size, info end
   return { size = size, close = function() f:close() end,
-    read = function(_, n)
-      local piece, read_why = f:read(n)
-      if piece == nil or #piece < n then
-        return config(string.format("%s: %s", opts.file, read_why or "the file got shorter during the upload"))
-      end
-      return piece
-    end }
+    body = function(_, at, n) return { file = f, offset = at, length = n } end }
 end
 
 local function block_id(i)
@@ -330,10 +324,8 @@ function Upload:send_all()
   local src, size, block_size, ct = self.src, self.src.size, self.block_size, self.content_type
   self:progress(0)
   if size <= block_size then
-    local data, message, info = src:read(size)
-    if not data then return nil, message, info end
     local ok, meta, failure = self:storage("upload_blob", nil,
-      { ["x-ms-blob-type"] = "BlockBlob", ["content-type"] = ct, ["x-ms-blob-content-type"] = ct }, data)
+      { ["x-ms-blob-type"] = "BlockBlob", ["content-type"] = ct, ["x-ms-blob-content-type"] = ct }, src:body(0, size))
     if not ok then return nil, meta, failure end
     self:progress(size)
     return { status = meta.status, blocks = 0 }
@@ -345,20 +337,16 @@ function Upload:send_all()
   end
   for i = 1, count do
     local n = math.min(block_size, size - sent)
-    local data, message, info = src:read(n)
-    if not data then return nil, message, info end
     local id = block_id(i)
     local ok, problem, failure = self:storage("upload_block", "&comp=block&blockid=" .. core.url_encode(id),
-      { ["content-type"] = "application/octet-stream" }, data)
-    data = nil -- luacheck: ignore 311 (the block's bytes may go before the next are read)
+      { ["content-type"] = "application/octet-stream" }, src:body(sent, n))
     if not ok then
       failure.block = i
       return nil, problem, failure
     end
-    if block_size >= upload.COLLECT_FROM then
-      -- what reading and sending this block left is collected before the
-      -- next is read: beside the transport's copy of the last block, one
-      -- block's bytes are alive at a time, not a heap's growth of them
+    if src.strings and block_size >= upload.COLLECT_FROM then
+      -- this block's substring is collected before the next is made: one
+      -- block's copy is alive at a time, not a heap's growth of them
       collectgarbage()
     end
     list[i] = "<Latest>" .. id .. "</Latest>"
