@@ -62,6 +62,9 @@ end
 -- Misuse of Session:request: each row's arguments (method, url, headers,
 -- body, timeout) raise with a message matching its pattern.
 local URL = "https://127.0.0.1:1/"
+-- what a body that is not a string must be
+local RANGE = "body must be a string or { file = an open file, offset = n, length = n < 2%^31 } "
+  .. "%(whole numbers of bytes%)"
 local BAD_REQUESTS = {
   { "an unknown method", { "PATCH", URL }, "invalid option 'PATCH'" },
   { "a lower-case method", { "get", URL }, "invalid option 'get'" },
@@ -73,10 +76,10 @@ local BAD_REQUESTS = {
   { "a header name that is not a string", { "GET", URL, { [1] = "x" } }, "header names must be strings" },
   { "an empty header name", { "GET", URL, { [""] = "x" } }, "must not be empty" },
   { "a header value that is a number", { "GET", URL, { ["x-n"] = 5 } }, "header 'x%-n' must be a string, got number" },
-  { "a number as body", { "POST", URL, nil, 42 }, "body must be a string or a file's range, got number" },
-  { "a table without a file as body", { "PUT", URL, nil, {} }, "body%.file must be a file %(io%.open%), got nil" },
+  { "a number as body", { "POST", URL, nil, 42 }, RANGE .. ", got number" },
+  { "a table without a file as body", { "PUT", URL, nil, {} }, RANGE .. "%)$" },
   { "a path as a body's file", { "PUT", URL, nil, { file = "/etc/hostname", offset = 0, length = 1 } },
-    "body%.file must be a file %(io%.open%), got string" },
+    RANGE .. "%)$" },
   { "a body on GET", { "GET", URL, nil, "x" }, "a GET request has no body" },
   { "a file's range on DELETE", { "DELETE", URL, nil, { file = io.stdin, offset = 0, length = 0 } },
     "a DELETE request has no body" },
@@ -88,13 +91,14 @@ local BAD_REQUESTS = {
 local CLOSED = io.tmpfile()
 CLOSED:close()
 for _, row in ipairs{
-  { "a closed file", { file = CLOSED, offset = 0, length = 1 }, "body%.file is closed" },
-  { "a range without an offset", { file = io.stdin, length = 1 }, "body%.offset must be a whole number" },
-  { "a fractional offset", { file = io.stdin, offset = 0.5, length = 1 }, "body%.offset must be a whole number" },
-  { "a negative length", { file = io.stdin, offset = 0, length = -1 }, "body%.length must be a whole number" },
-  { "a length as a string", { file = io.stdin, offset = 0, length = "1" }, "body%.length must be a whole number" },
-  { "a NaN length", { file = io.stdin, offset = 0, length = 0 / 0 }, "body%.length must be a whole number" },
-  { "a length past 2^62", { file = io.stdin, offset = 0, length = 2 ^ 63 }, "body%.length must be a whole number" },
+  { "a closed file", { file = CLOSED, offset = 0, length = 1 }, RANGE .. "%)$" },
+  { "a range without an offset", { file = io.stdin, length = 1 }, RANGE .. "%)$" },
+  { "a fractional offset", { file = io.stdin, offset = 0.5, length = 1 }, RANGE .. "%)$" },
+  { "a negative length", { file = io.stdin, offset = 0, length = -1 }, RANGE .. "%)$" },
+  { "a length as a string", { file = io.stdin, offset = 0, length = "1" }, RANGE .. "%)$" },
+  { "a NaN length", { file = io.stdin, offset = 0, length = 0 / 0 }, RANGE .. "%)$" },
+  { "a length of 2^31", { file = io.stdin, offset = 0, length = 2 ^ 31 }, RANGE .. "%)$" },
+  { "an offset past 2^62", { file = io.stdin, offset = 2 ^ 63, length = 1 }, RANGE .. "%)$" },
 } do
   BAD_REQUESTS[#BAD_REQUESTS + 1] = { row[1] .. " as body", { "PUT", URL, nil, row[2] }, row[3] }
 end

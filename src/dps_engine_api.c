@@ -72,9 +72,10 @@ static int engine_tostring(lua_State *L)
  *   `Transfer-Encoding` and `Expect` are managed by the engine
  * @tparam[opt] string|table body PUT and POST only: a string, sent with its
  *   exact length (copied); or a range of an open file, `{ file = f (from
- *   io.open), offset = n, length = n }` (whole numbers of bytes), read as
- *   it is sent, a buffer at a time (never whole in memory), through a
- *   descriptor of the transfer's own: `f` may be closed once this returns.
+ *   io.open), offset = n, length = n }` (whole numbers of bytes, the
+ *   length below 2 GiB), read as it is sent, a buffer at a time (never
+ *   whole in memory), through a descriptor of the transfer's own: `f` may
+ *   be closed once this returns.
  *   A file that ends before the range does, or cannot be read, fails the
  *   transfer with kind `config` (`"cannot read the body's file: …"`)
  * @tparam[opt] number timeout seconds for this request (default: the
@@ -86,9 +87,9 @@ static int engine_tostring(lua_State *L)
  *   or is empty or holds spaces or control characters, bad header names or
  *   values (CR, LF, NUL), a body on GET or DELETE, a body that is neither
  *   a string nor a range of an open file (a closed one, an offset or
- *   length that is not a whole number >= 0), a timeout that is not a
- *   positive number, and when every slot is busy or holds a result not yet
- *   taken
+ *   length that is not a whole number >= 0, a length of 2 GiB or more), a
+ *   timeout that is not a positive number, and when every slot is busy or
+ *   holds a result not yet taken
  */
 static int engine_request(lua_State *L)
 {

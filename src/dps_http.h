@@ -43,8 +43,8 @@ typedef struct {
     int open;          /* fd is the transfer's (0 in a zeroed slot: none) */
     int fd;
     curl_off_t offset; /* where the range starts in the file */
-    curl_off_t length; /* the range's bytes: the body's length */
-    curl_off_t sent;   /* bytes of it handed to libcurl so far */
+    size_t length;     /* the range's bytes: the body's length */
+    size_t sent;       /* bytes of it handed to libcurl so far */
     int err;           /* why the read stopped: an errno, DPS_FILE_SHORT, or 0 */
 } dps_file_body;
 
@@ -83,7 +83,8 @@ typedef struct {
     const char *body;  /* NULL: none (or a file's range) */
     size_t body_len;
     int file;          /* the caller's open file's descriptor (borrowed), -1: none */
-    curl_off_t offset, length; /* the file's range */
+    curl_off_t offset; /* the file's range */
+    size_t length;
     int headers;       /* stack index of the header table, 0: none */
     double timeout, connect_timeout;
 } dps_request;

@@ -29,35 +29,36 @@
 
 typedef char dps_http_body_needs_64_bit_offsets[sizeof(off_t) == 8 ? 1 : -1];
 
-/* The largest offset or length taken (2^62: their sum cannot overflow). */
-#define RANGE_MAX ((curl_off_t)1 << 62)
+/* The largest offset taken (2^62: offset + length cannot overflow), and
+ * the largest length (a block is at most 100 MiB: dps.upload). */
+#define OFFSET_MAX ((curl_off_t)1 << 62)
+#define LENGTH_MAX 0x7fffffffL
+/* A body that is a file's range, as misuse messages say it. */
+#define RANGE_SHAPE "{ file = an open file, offset = n, length = n < 2^31 } (whole numbers of bytes)"
 
 /* ------------------------------------------------------------------------ */
 /* libcurl callbacks: the descriptor and the range only, never the Lua API  */
 
+/* (Only a request with a file body reads; once the body is done, fd is -1
+ * and pread fails with EBADF.) */
 static size_t read_cb(char *buf, size_t size, size_t nitems, void *userdata)
 {
     dps_file_body *b = &((dps_transfer *)userdata)->file;
-    size_t want = size * nitems;
-    curl_off_t left = b->length - b->sent;
+    size_t want = size * nitems, left = b->length - b->sent;
     ssize_t got;
 
-    if (!b->open) {
-        b->err = EBADF;
-        return CURL_READFUNC_ABORT;
-    }
-    if (left <= 0)
+    if (left == 0)
         return 0;
-    if ((curl_off_t)want > left)
-        want = (size_t)left;
+    if (want > left)
+        want = left;
     do
-        got = pread(b->fd, buf, want, (off_t)(b->offset + b->sent));
+        got = pread(b->fd, buf, want, (off_t)(b->offset + (curl_off_t)b->sent));
     while (got < 0 && errno == EINTR);
     if (got <= 0) {
         b->err = got < 0 ? errno : DPS_FILE_SHORT;
         return CURL_READFUNC_ABORT;
     }
-    b->sent += got;
+    b->sent += (size_t)got;
     return (size_t)got;
 }
 
@@ -66,17 +67,17 @@ static int seek_cb(void *userdata, curl_off_t offset, int origin)
 {
     dps_file_body *b = &((dps_transfer *)userdata)->file;
 
-    if (!b->open || origin != SEEK_SET || offset < 0 || offset > b->length)
+    if (origin != SEEK_SET || offset < 0 || offset > (curl_off_t)b->length)
         return CURL_SEEKFUNC_CANTSEEK;
-    b->sent = offset;
+    b->sent = (size_t)offset;
     return CURL_SEEKFUNC_OK;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The argument                                                              */
 
-/* The descriptor of the open Lua file at idx; raises when it is something
- * else or closed.  A Lua file is a userdata with the registry's
+/* The descriptor of the open Lua file at idx, -1 when it is something else
+ * or closed.  A Lua file is a userdata with the registry's
  * LUA_FILEHANDLE metatable whose block starts with its FILE *: 5.1's FILE
  * **, LuaJIT's IOFileUD (both NULL once closed), 5.2's luaL_Stream (closef
  * NULL once closed). */
@@ -91,23 +92,20 @@ static int file_descriptor(lua_State *L, int idx)
         is_file = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
     }
-    if (!is_file)
-        dps_argerror(L, 5, "body.file must be a file (io.open), got %s", luaL_typename(L, idx));
 #if LUA_VERSION_NUM >= 502
-    if (((luaL_Stream *)ud)->closef != NULL)
+    if (is_file && ((luaL_Stream *)ud)->closef != NULL)
         f = ((luaL_Stream *)ud)->f;
 #else
-    f = *(FILE **)ud;
+    if (is_file)
+        f = *(FILE **)ud;
 #endif
-    if (f == NULL)
-        luaL_argerror(L, 5, "body.file is closed");
-    return fileno(f);
+    return f != NULL ? fileno(f) : -1;
 }
 
-/* body[name], body the table at 5: a whole number from 0 to RANGE_MAX that
- * a lua_Integer holds (no conversion from a double to a 64-bit integer
- * here: Makefile, "Size"); raises otherwise. */
-static curl_off_t range_field(lua_State *L, const char *name)
+/* body[name], body the table at 5: a whole number from 0 to max that a
+ * lua_Integer holds (no conversion from a double to a 64-bit integer here:
+ * Makefile, "Size"); -1 when it is not one. */
+static curl_off_t range_field(lua_State *L, const char *name, curl_off_t max)
 {
     lua_Integer v = 0;
     curl_off_t n;
@@ -124,16 +122,15 @@ static curl_off_t range_field(lua_State *L, const char *name)
         ok = (lua_Number)v == lua_tonumber(L, -1);
     }
 #endif
-    n = (curl_off_t)v; /* (a 32-bit lua_Integer never passes RANGE_MAX) */
-    if (!ok || n < 0 || n > RANGE_MAX)
-        dps_argerror(L, 5, "body.%s must be a whole number of bytes >= 0", name);
+    n = (curl_off_t)v; /* (a 32-bit lua_Integer never passes OFFSET_MAX) */
     lua_pop(L, 1);
-    return n;
+    return ok && n <= max ? n : -1;
 }
 
 void dps_http_check_body(lua_State *L, dps_request *r)
 {
     int type = lua_type(L, 5);
+    curl_off_t length;
 
     r->body = NULL;
     r->body_len = 0;
@@ -142,9 +139,9 @@ void dps_http_check_body(lua_State *L, dps_request *r)
     if (type == LUA_TNONE || type == LUA_TNIL)
         return;
     if (type != LUA_TSTRING && type != LUA_TTABLE)
-        dps_argerror(L, 5, "body must be a string or a file's range, got %s", luaL_typename(L, 5));
+        dps_argerror(L, 5, "body must be a string or " RANGE_SHAPE ", got %s", luaL_typename(L, 5));
     if (r->method == DPS_GET || r->method == DPS_DELETE)
-        luaL_argerror(L, 5, r->method == DPS_GET ? "a GET request has no body" : "a DELETE request has no body");
+        dps_argerror(L, 5, "a %s request has no body", r->method == DPS_GET ? "GET" : "DELETE");
     if (type == LUA_TSTRING) {
         r->body = lua_tolstring(L, 5, &r->body_len);
         return;
@@ -152,8 +149,11 @@ void dps_http_check_body(lua_State *L, dps_request *r)
     lua_getfield(L, 5, "file");
     r->file = file_descriptor(L, -1);
     lua_pop(L, 1);
-    r->offset = range_field(L, "offset");
-    r->length = range_field(L, "length");
+    r->offset = range_field(L, "offset", OFFSET_MAX);
+    length = range_field(L, "length", LENGTH_MAX);
+    if (r->file < 0 || r->offset < 0 || length < 0)
+        luaL_argerror(L, 5, "body must be a string or " RANGE_SHAPE);
+    r->length = (size_t)length;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -191,7 +191,7 @@ CURLcode dps_http_set_body(dps_transfer *t, const dps_request *r)
     /* a POST whose body the read callback gives (its verb set apart) */
     rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDS, (char *)NULL);
     if (rc == CURLE_OK)
-        rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, r->length);
+        rc = curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->length);
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_cb);
     if (rc == CURLE_OK)

@@ -179,8 +179,8 @@ static void name_host(dps_transfer *t, char *detail, size_t size)
 static void describe_file(const dps_file_body *b, char *detail, size_t size)
 {
     if (b->err == DPS_FILE_SHORT)
-        snprintf(detail, size, "it ended %" CURL_FORMAT_CURL_OFF_T " bytes into a range of %" CURL_FORMAT_CURL_OFF_T,
-                 b->sent, b->length);
+        snprintf(detail, size, "it ended %lu bytes into a range of %lu", (unsigned long)b->sent,
+                 (unsigned long)b->length);
     else if (strerror_r(b->err, detail, size) != 0)
         snprintf(detail, size, "error %d", b->err);
 }
