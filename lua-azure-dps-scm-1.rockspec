@@ -43,7 +43,7 @@ build = {
         "src/dps_core.c", "src/dps_codec.c", "src/dps_sas.c", "src/dps_time.c",
         "src/dps_http.c", "src/dps_engine.c", "src/dps_engine_api.c", "src/dps_x509.c", "src/dps_headers.c",
         "src/dps_fs.c", "src/dps_aux.c", "src/dps_crypto_openssl.c", "src/dps_csr.c",
-        "src/dps_http_failure.c", "src/dps_http_headers.c", "src/dps_http_options.c",
+        "src/dps_http_failure.c", "src/dps_http_headers.c", "src/dps_http_options.c", "src/dps_http_body.c",
       },
       incdirs = { "src", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
