@@ -1,0 +1,451 @@
+-- Zero-touch provisioning on OpenWrt (issue 25): the package's init script,
+-- its procd instance, the NTP hotplug hook and the uci-defaults script
+-- (examples/openwrt/), run as OpenWrt would in a router's root file system
+-- in a temporary folder (spec/support/openwrt_root.lua): OpenWrt's commands
+-- are stand-ins that record what they are asked (openwrt/standins/), procd
+-- is played by the spec, and `dps` provisions against the emulator. One
+-- image for many routers: the ID scope, a group key file and
+-- registration_id_source mac:wan in /etc/config/dps.
+--
+-- The dps command is this checkout's on this busted's interpreter (on the
+-- host, or the OpenWrt-like stack: make stack-test); with OPENWRT_ROOTFS and
+-- OPENWRT_QEMU set (openwrt/test.sh), the package's installed files and its
+-- `dps` under qemu-user.
+local dps = require("dps")
+local emulator = require("spec.support.emulator")
+local shell = require("spec.support.shell")
+local keys = require("spec.support.keys")
+local openwrt_root = require("spec.support.openwrt_root")
+local cjson = require("cjson").new()
+
+local q, read = shell.quote, shell.read
+local KEY, GROUP_KEY = keys.KEY, keys.GROUP_KEY
+local HUB = "emulated-hub.azure-devices.net"
+local ROOTFS, QEMU = os.getenv("OPENWRT_ROOTFS"), os.getenv("OPENWRT_QEMU")
+
+-- Paths of this checkout, absolute (the scripts run in the root's folder).
+local function absolute(path)
+  return ((";" .. path):gsub(";%./", ";" .. emulator.root .. "/"):sub(2))
+end
+
+-- The command line that runs the dps command.
+local function dps_command()
+  if ROOTFS then
+    return string.format("env LUA_PATH=%s LUA_CPATH=%s %s -L %s %s %s", q("/usr/lib/lua/?.lua;;"),
+      q("/usr/lib/lua/?.so;;"), QEMU, q(ROOTFS), q(ROOTFS .. "/usr/bin/lua"), "/usr/bin/dps")
+  end
+  local lua, cpath = shell.plain()
+  return string.format("env LUA_PATH=%s LUA_CPATH=%s %s %s", q(absolute(package.path)), q(absolute(cpath)), lua,
+    q(emulator.root .. "/bin/dps"))
+end
+
+-- Whether faketime moves the clock of the dps command (a glibc preload: not
+-- under musl, make stack-test, nor under qemu-user).
+local function faketime_works()
+  if ROOTFS or not shell.succeeds("command -v faketime >/dev/null") then return false end
+  local lua = shell.plain()
+  local out = shell.run("faketime -f '@1970-01-02 03:04:05' " .. lua .. " -e 'print(os.time())' 2>/dev/null")
+  return (tonumber(out) or os.time()) < 86400 * 365
+end
+
+describe("zero-touch provisioning on OpenWrt", function()
+  local emu, roots, secrets, outputs = nil, {}, {}, {}
+
+  setup(function()
+    emu = emulator.start({ retry_after = "0", polls_before_assignment = 0, enrollments = {
+      { type = "group", group_id = "routers", symmetric_key = GROUP_KEY },
+      { type = "individual", registration_id = "router-old", symmetric_key = KEY },
+      { type = "individual", registration_id = "router-key", symmetric_key = KEY, secondary_key = keys.KEY_32 },
+      { type = "individual", registration_id = "router-cert", symmetric_key = KEY,
+        certificate_policy = { validity_days = 30, curves = { "P-384" } } },
+    } })
+    secrets = { KEY, GROUP_KEY, keys.KEY_32 }
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    if not os.getenv("DPS_SPEC_KEEP") then
+      for _, root in ipairs(roots) do root:remove() end
+    end
+  end)
+
+  -- A router fresh from the image: /etc/config/dps as the package installs
+  -- it with `changes` (uci commands), the group key in /etc/dps/group.key,
+  -- wan on eth1 with MAC `mac` (up unless `wan_down`).
+  local function router(changes, opts)
+    opts = opts or {}
+    local root = openwrt_root.new({ dps = dps_command(),
+      package = ROOTFS and function(path) return ROOTFS .. path end or nil })
+    roots[#roots + 1] = root
+    shell.write(root.dir .. "/etc/dps/group.key", GROUP_KEY .. "\n", "600")
+    root:network("wan", { up = not opts.wan_down, device = "eth1" }, opts.mac or "02:AB:cd:00:00:51")
+    local all = { "set dps.main.enabled=1", "set dps.main.id_scope=" .. emu.id_scope,
+      "set dps.main.endpoint=" .. emu.endpoint, "set dps.main.ca_file=" .. emu.ca_file,
+      "set dps.main.group_key_file=" .. root.dir .. "/etc/dps/group.key",
+      "set dps.main.assignment=" .. root.dir .. "/etc/dps/assignment.json",
+      "set dps.main.timeout=20", "set dps.main.retry_delay=30", "set dps.main.attempts=3" }
+    for _, c in ipairs(changes or {}) do all[#all + 1] = c end
+    root:uci(all)
+    return root
+  end
+
+  local function count(list, pred)
+    local n = 0
+    for _, x in ipairs(list) do
+      if pred(x) then n = n + 1 end
+    end
+    return n
+  end
+
+  -- The events of ACTION: hotplug-call dps calls and ubus service events.
+  local function events(root, action)
+    local hotplug, ubus = {}, {}
+    for _, c in ipairs(root:calls("hotplug-call")) do
+      if c.args[1] == "dps" and c.env.ACTION == action then hotplug[#hotplug + 1] = c.env end
+    end
+    for _, c in ipairs(root:calls("ubus")) do
+      if c.args[2] == "service" and c.args[3] == "event" then
+        local e = cjson.decode(c.args[4])
+        if e.type == "dps." .. action then ubus[#ubus + 1] = e.data end
+      end
+    end
+    return hotplug, ubus
+  end
+
+  local function messages(root, priority)
+    local out = {}
+    for _, l in ipairs(root:log()) do
+      if not priority or l.priority == "daemon." .. priority then out[#out + 1] = l.message end
+    end
+    return out
+  end
+
+  local function registrations(id)
+    return count(emu:requests(id), function(e) return e.method == "PUT" end)
+  end
+
+  local function cache(root)
+    return cjson.decode((assert(read(root.dir .. "/etc/dps/assignment.json"))))
+  end
+
+  -- /etc/init.d/dps ACTION; what it printed is kept for the secrets sweep
+  local function init(root, action)
+    local status, out, err = root:init(action)
+    outputs[#outputs + 1] = out .. err
+    return status, out, err
+  end
+
+  local ID = "router-02abcd000051"
+
+  describe("first boot and the next", function()
+    local root
+
+    it("first boot: registers under the MAC-derived ID once and fires provisioned", function()
+      root = router({ "set dps.main.registration_id_source=mac:wan", "set dps.main.registration_id_prefix=router-" })
+      root:boot()
+      assert.are.equal("provisioned", root:state(), table.concat(messages(root), "\n"))
+      assert.are.equal(1, registrations(ID))
+      local state = cache(root).state
+      assert.are.equal(ID, state.deviceId)
+      assert.are.equal(HUB, state.assignedHub)
+      -- told once: hotplug-call dps and the ubus event, hub and device ID
+      local hotplug, ubus = events(root, "provisioned")
+      assert.are.same({ { ACTION = "provisioned", DPS_HUB = HUB, DPS_DEVICE_ID = ID, DPS_REGISTRATION_ID = ID } },
+        hotplug)
+      assert.are.same({ { hub = HUB, device_id = ID, registration_id = ID } }, ubus)
+      -- procd: one instance, respawned after 30 s up to 2 times (3 attempts),
+      -- watching the settings and the key; triggers: the config, wan coming up
+      local agent = root:instance("agent")
+      assert.are.same({ "3600", "30", "2" }, agent.params.respawn)
+      assert.are.same({ root.dir .. "/etc/config/dps", root.dir .. "/etc/dps/group.key" }, agent.params.file)
+      assert.are.equal("idle", agent.state)
+      assert.are.equal(1, agent.runs)
+      local triggers = root.services.dps.triggers
+      assert.are.same({ type = "config.change", package = "dps", script = { "/etc/init.d/dps", "reload" } },
+        triggers[1])
+      assert.are.same({ type = "interface.*.up", interface = "wan",
+        script = { root.dir .. "/etc/init.d/dps", "reload" } }, triggers[2])
+      assert.are.equal(2, #triggers)
+      assert.are.same({}, messages(root, "err"))
+      assert.are.equal(1, count(messages(root, "notice"), function(m)
+        return m == "provisioned: assigned to " .. HUB .. " as device " .. ID .. "; assignment in "
+          .. root.dir .. "/etc/dps/assignment.json"
+      end))
+      -- the derived key is a secret too
+      secrets[#secrets + 1] = dps.derive_key(GROUP_KEY, ID)
+    end)
+
+    it("the next boot makes no request and fires nothing", function()
+      local requests, calls = #emu:requests(ID), #root:calls("dps")
+      root:reboot()
+      assert.are.equal("provisioned", root:state())
+      assert.are.equal(calls + 1, #root:calls("dps")) -- the agent ran dps: its cache answered
+      assert.are.equal(requests, #emu:requests(ID))
+      local hotplug = events(root, "provisioned")
+      assert.are.equal(1, #hotplug)
+    end)
+
+    it("reprovision registers again and fires reprovisioned", function()
+      local before = registrations(ID)
+      local status, _, err = init(root, "reprovision")
+      assert.are.equal(0, status, err)
+      assert.are.equal(before + 1, registrations(ID))
+      local hotplug, ubus = events(root, "reprovisioned")
+      assert.are.same({ { ACTION = "reprovisioned", DPS_HUB = HUB, DPS_DEVICE_ID = ID, DPS_REGISTRATION_ID = ID } },
+        hotplug)
+      assert.are.same({ { hub = HUB, device_id = ID, registration_id = ID } }, ubus)
+      assert.are.equal(1, #events(root, "provisioned"))
+      -- run by hand: the log line on stderr too
+      assert.truthy(err:find("dps: reprovisioned: assigned to " .. HUB .. " as device " .. ID, 1, true), err)
+    end)
+
+    it("status prints the assignment as JSON from the cache", function()
+      local status, out, err = init(root, "status")
+      assert.are.equal(0, status, err)
+      local state = cjson.decode(out)
+      assert.are.equal(ID, state.deviceId)
+      assert.are.equal(HUB, state.assignedHub)
+    end)
+  end)
+
+  it("WAN down at boot: no attempt; when wan comes up, procd's trigger provisions, once", function()
+    local id = "router-020000000a01"
+    local root = router({}, { wan_down = true, mac = "02:00:00:00:0A:01" })
+    root:boot()
+    assert.are.equal("interface", root:state())
+    assert.is_nil(root:instance("agent"))
+    assert.are.same({}, root:calls("dps"))
+    assert.are.same({ "waiting for wan to come up" }, messages(root))
+    root:interface_up("wan")
+    assert.are.equal("provisioned", root:state())
+    assert.are.equal(1, registrations(id))
+    local hotplug = events(root, "provisioned")
+    assert.are.equal(1, #hotplug)
+    assert.are.equal(id, hotplug[1].DPS_DEVICE_ID)
+    -- wan up again (a flap): the agent is provisioned, procd leaves it be
+    root:interface_up("wan")
+    assert.are.equal(1, #root:calls("dps"))
+    assert.are.equal(1, root:instance("agent").runs)
+  end)
+
+  it("a 1970 clock: waits for NTP, not counted against the attempts, then provisions at once", function()
+    if not faketime_works() then
+      pending("faketime cannot move the clock of this dps (not glibc, or under qemu-user)")
+      return
+    end
+    local id = "router-020000000a02"
+    local root = router({}, { mac = "02:00:00:00:0a:02" })
+    shell.write(root.dir .. "/.standin/clock", "@1970-01-02 03:04:05")
+    root:boot()
+    assert.are.equal("clock", root:state())
+    local agent = root:instance("agent")
+    assert.are.equal("idle", agent.state)
+    assert.are.equal(1, agent.runs)
+    assert.are.equal(0, agent.respawn_count)
+    assert.are.same({}, root.procd_log)
+    assert.are.equal(0, #emu:requests(id)) -- TLS refused the emulator's certificate
+    local lines = messages(root)
+    assert.are.equal(1, #lines, table.concat(lines, "\n"))
+    assert.truthy(lines[1]:find("^waiting for NTP to set the clock, which may explain: .*1970"), lines[1])
+    -- sysntpd's hook, still unsynchronized (stratum 16): nothing
+    root:hotplug("ntp", { ACTION = "stratum", stratum = "16" })
+    assert.are.equal(1, #root:calls("dps"))
+    -- NTP sets the clock, then says so: provisioned at once
+    os.remove(root.dir .. "/.standin/clock")
+    root:hotplug("ntp", { ACTION = "stratum", stratum = "2" })
+    assert.are.equal("provisioned", root:state())
+    assert.are.equal(1, registrations(id))
+    assert.are.equal(1, #events(root, "provisioned"))
+    assert.are.equal(2, #root:calls("dps"))
+    -- later reports change nothing
+    root:hotplug("ntp", { ACTION = "stratum", stratum = "3" })
+    root:hotplug("ntp", { ACTION = "periodic", stratum = "3" })
+    assert.are.equal(2, #root:calls("dps"))
+  end)
+
+  it("DPS out of reach: procd respawns the agent after retry_delay, `attempts` times, then waits for wan", function()
+    local root = router({ "set dps.main.endpoint=https://localhost:1", "set dps.main.registration_id=router-net",
+      "set dps.main.timeout=1" })
+    root:boot()
+    local agent = root:instance("agent")
+    assert.are.equal(3, agent.runs)
+    assert.are.equal(2, agent.respawn_count)
+    assert.are.equal("idle", agent.state)
+    assert.are.same({ "respawn dps::agent in 30 s", "respawn dps::agent in 30 s" }, root.procd_log)
+    assert.are.equal("failed", root:state())
+    local warnings, errs = messages(root, "warn"), messages(root, "err")
+    assert.are.equal(2, #warnings)
+    assert.truthy(warnings[1]:find("^attempt 1 of 3 failed: .+; next in 30 s$"), warnings[1])
+    assert.truthy(warnings[2]:find("^attempt 2 of 3 failed: .+; next in 30 s$"), warnings[2])
+    assert.are.equal(1, #errs)
+    assert.truthy(errs[1]:find("^attempt 3 of 3 failed: .+; trying again when wan comes up, or on "
+      .. "/etc/init.d/dps restart$"), errs[1])
+    -- wan comes up: another round
+    root:interface_up("wan")
+    assert.are.equal(6, #root:calls("dps"))
+    assert.are.equal("failed", root:state())
+  end)
+
+  for _, case in ipairs({
+    { what = "a missing key file", changes = { "set dps.main.group_key_file=/etc/dps/nowhere.key" },
+      line = "option group_key_file: /etc/dps/nowhere.key does not exist (/etc/config/dps); "
+        .. "not provisioning until it is fixed" },
+    { what = "a malformed ID scope", changes = { "set dps.main.id_scope=0ne 0001" },
+      line = "option id_scope '0ne 0001' is not an ID scope (A-Z a-z 0-9 - . _) (/etc/config/dps); "
+        .. "not provisioning until it is fixed" },
+    { what = "a disabled config", changes = { "set dps.main.enabled=0" },
+      line = "disabled: option enabled is not '1' in /etc/config/dps" },
+  }) do
+    it(case.what .. ": one log line, no instance, no attempt, even when wan comes up", function()
+      local root = router(case.changes)
+      root:boot()
+      assert.are.same({ case.line }, messages(root))
+      assert.is_nil(root:instance("agent"))
+      root:interface_up("wan")
+      root:interface_up("wan")
+      assert.are.same({}, root:calls("dps"))
+      assert.are.same({ case.line }, messages(root))
+    end)
+  end
+
+  it("an ID scope DPS does not know: one attempt, one log line, no retry", function()
+    local root = router({ "set dps.main.id_scope=0ne99999999", "set dps.main.registration_id=router-scope" })
+    root:boot()
+    local agent = root:instance("agent")
+    assert.are.equal("idle", agent.state)
+    assert.are.equal(1, agent.runs)
+    assert.are.equal("stopped", root:state())
+    local lines = messages(root)
+    assert.are.equal(1, #lines, table.concat(lines, "\n"))
+    assert.truthy(lines[1]:find("^provisioning failed: register: HTTP 404.*%(exit status 1%); not retried: fix it, "
+      .. "then /etc/init.d/dps restart$"), lines[1])
+    -- wan coming up again does not retry what needs a person
+    root:interface_up("wan")
+    assert.are.equal(1, #root:calls("dps"))
+  end)
+
+  it("registration IDs from the board's serial, the host name, or a device's MAC", function()
+    for _, case in ipairs({
+      { source = "board", prefix = "router-", id = "router-SN-0042",
+        setup = function(root)
+          os.execute("mkdir -p " .. q(root.dir .. "/proc/device-tree"))
+          shell.write(root.dir .. "/proc/device-tree/serial-number", "SN-0042\0")
+        end },
+      { source = "hostname", prefix = "", id = "gw-17",
+        setup = function(root) shell.write(root.dir .. "/proc/sys/kernel/hostname", "gw-17\n") end },
+      { source = "mac:eth1", prefix = "r", id = "r020000000a03" },
+    }) do
+      local root = router({ "set dps.main.registration_id_source=" .. case.source,
+        "set dps.main.registration_id_prefix=" .. case.prefix }, { mac = "02:00:00:00:0a:03" })
+      if case.setup then case.setup(root) end
+      local status, _, err = init(root, "provision")
+      assert.are.equal(0, status, err)
+      assert.are.equal(case.id, cache(root).state.deviceId)
+    end
+    -- one that this router does not have: one line, no attempt
+    local root = router({ "set dps.main.registration_id_source=mac:wan2" })
+    root:boot()
+    assert.are.same({ "registration_id_source 'mac:wan2': wan2 has no MAC address here (/etc/config/dps); "
+      .. "not provisioning until it is fixed" }, messages(root))
+    assert.are.same({}, root:calls("dps"))
+  end)
+
+  it("uci-defaults gives the settings of before their new names, once; the router provisions with them", function()
+    local root = router({ "delete dps.main.group_key_file", "delete dps.main.registration_id_source",
+      "set dps.main.registration_id=router-old", "delete dps.main.interfaces", "set dps.main.interface=wan" })
+    shell.write(root.dir .. "/etc/dps/device.key", KEY .. "\n", "600")
+    root:uci({ "set dps.main.key_file=" .. root.dir .. "/etc/dps/device.key" })
+    root:boot()
+    local config = read(root.dir .. "/etc/config/dps")
+    assert.truthy(config:find("\toption symmetric_key_file '" .. root.dir .. "/etc/dps/device.key'\n", 1, true), config)
+    assert.truthy(config:find("\tlist interfaces 'wan'\n", 1, true), config)
+    assert.is_nil(config:find("option key_file", 1, true), config)
+    assert.is_nil(config:find("option interface ", 1, true), config)
+    assert.is_nil(read(root.dir .. "/etc/uci-defaults/90-dps")) -- it ran once
+    assert.are.equal("17 4 * * * /etc/init.d/dps renew\n", read(root.dir .. "/etc/crontabs/root"))
+    assert.are.equal("provisioned", root:state())
+    assert.are.equal("router-old", cache(root).state.deviceId)
+    -- run again (a later install): nothing changes
+    shell.write(root.dir .. "/etc/uci-defaults/90-dps", read(emulator.root .. "/examples/openwrt/dps.uci-defaults"),
+      "755")
+    root:reboot()
+    assert.are.equal(config, read(root.dir .. "/etc/config/dps"))
+    assert.are.equal("17 4 * * * /etc/init.d/dps renew\n", read(root.dir .. "/etc/crontabs/root"))
+  end)
+
+  it("a certificate earned at provisioning fires cert-renewed; renew while it is good does nothing", function()
+    local root = router({ "delete dps.main.group_key_file", "set dps.main.registration_id=router-cert" })
+    shell.write(root.dir .. "/etc/dps/device.key", KEY .. "\n", "600")
+    root:uci({ "set dps.main.symmetric_key_file=" .. root.dir .. "/etc/dps/device.key",
+      "set dps.main.issue_cert_dir=" .. root.dir .. "/etc/dps/cert" })
+    root:boot()
+    assert.are.equal("provisioned", root:state())
+    assert.are.equal(1, #events(root, "provisioned"))
+    local hotplug, ubus = events(root, "cert-renewed")
+    assert.are.same({ { ACTION = "cert-renewed", DPS_HUB = HUB, DPS_DEVICE_ID = "router-cert",
+      DPS_REGISTRATION_ID = "router-cert" } }, hotplug)
+    assert.are.equal(1, #ubus)
+    assert.truthy(read(root.dir .. "/etc/dps/cert/cert.pem"))
+    local status, _, err = init(root, "renew")
+    assert.are.equal(0, status, err)
+    assert.are.equal(1, #events(root, "cert-renewed"))
+  end)
+
+  it("dps.sh reads every option that dps.config shows", function()
+    local config = assert(read(emulator.root .. "/examples/openwrt/dps.config"))
+    local script = assert(read(emulator.root .. "/examples/openwrt/dps.sh"))
+    local n = 0
+    for _, kind in ipairs({ "option", "list" }) do
+      for name in config:gmatch("\n\t#?" .. kind .. " ([%w_]+) ") do
+        n = n + 1
+        assert.truthy(script:find("\n\tconfig_get%S* " .. name .. " main " .. name .. "[ \n]"), name)
+      end
+    end
+    assert.is_true(n >= 20, n)
+    assert.truthy(config:find("\nconfig dps 'main'\n", 1, true))
+  end)
+
+  it("a new key file: a reload restarts the agent (procd watches it), which registers with that key", function()
+    local root = router({ "delete dps.main.group_key_file", "set dps.main.registration_id=router-key",
+      "set dps.main.model_id=dtmi:com:example:Router;1" })
+    shell.write(root.dir .. "/etc/dps/device.key", KEY .. "\n", "600")
+    root:uci({ "set dps.main.symmetric_key_file=" .. root.dir .. "/etc/dps/device.key" })
+    root:boot()
+    assert.are.equal("provisioned", root:state())
+    local puts = {}
+    for _, e in ipairs(emu:requests("router-key")) do
+      if e.method == "PUT" then puts[#puts + 1] = e end
+    end
+    assert.are.equal(1, #puts)
+    assert.are.same({ modelId = "dtmi:com:example:Router;1" }, puts[1].payload)
+    assert.are.equal("-rw-------", shell.run("ls -l " .. q(root.dir .. "/etc/dps/assignment.json")):match("^(%S+)"))
+    -- a reload with nothing changed: procd leaves the agent be
+    init(root, "reload")
+    assert.are.equal(1, root:instance("agent").runs)
+    -- the enrollment's secondary key in the file, then a reload
+    shell.write(root.dir .. "/etc/dps/device.key", keys.KEY_32 .. "\n", "600")
+    init(root, "reload")
+    assert.are.equal(1, root:instance("agent").runs) -- a new instance, run once
+    assert.are.equal("provisioned", root:state())
+    assert.are.equal(2, registrations("router-key"))
+    assert.are.equal(2, #events(root, "provisioned"))
+  end)
+
+  it("no key in any log line, process argument, environment, file or output", function()
+    assert.is_true(#roots >= 10)
+    assert.is_true(#secrets >= 3)
+    local texts = {}
+    for _, root in ipairs(roots) do
+      for _, call in ipairs(root:calls()) do texts[#texts + 1] = cjson.encode(call) end
+      for _, line in ipairs(root:log()) do texts[#texts + 1] = line.message end
+      texts[#texts + 1] = shell.run("cat " .. q(root.dir) .. "/var/run/dps/* " .. q(root.dir)
+        .. "/etc/dps/assignment.json 2>/dev/null")
+    end
+    for _, o in ipairs(outputs) do texts[#texts + 1] = o end
+    local all = table.concat(texts, "\n")
+    assert.truthy(all:find("--group-key-file", 1, true)) -- the sweep sees dps's arguments
+    for _, secret in ipairs(secrets) do
+      assert.is_nil(all:find(secret, 1, true), "a key leaked")
+    end
+  end)
+end)
