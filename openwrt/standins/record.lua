@@ -1,8 +1,9 @@
 -- The stand-ins that record what they were asked, for the specs that run
 -- the package's shell scripts in a temporary root (IPKG_INSTROOT): each
 -- call is one JSON line in $IPKG_INSTROOT/.standin/calls.jsonl, with the
--- command's name, its arguments and the environment variables hotplug
--- scripts read. Then, as the real command would:
+-- command's name, its arguments, the environment variables hotplug scripts
+-- read (and hotplug-call's whole environment). Then, as the real command
+-- would:
 --   logger [-s] [-t TAG] [-p PRIORITY] MESSAGE  with -s, "TAG: MESSAGE" on stderr
 --   ubus call network.interface.NAME status     the interface's status from
 --       $IPKG_INSTROOT/.standin/network/NAME.json (else "Not found", status 4)
@@ -30,7 +31,14 @@ local env = {}
 for _, var in ipairs({ "ACTION", "DPS_HUB", "DPS_DEVICE_ID", "DPS_REGISTRATION_ID", "stratum" }) do
   env[var] = os.getenv(var)
 end
-local line = cjson.encode({ name = name, args = args, env = env })
+-- hotplug-call passes its whole environment on to other packages' scripts
+local environ
+if name == "hotplug-call" then
+  local p = io.popen("env")
+  environ = p:read("*a")
+  p:close()
+end
+local line = cjson.encode({ name = name, args = args, env = env, environ = environ })
 os.execute("mkdir -p " .. quote(root .. "/.standin"))
 local f = assert(io.open(root .. "/.standin/calls.jsonl", "ab"))
 f:write(line, "\n")
