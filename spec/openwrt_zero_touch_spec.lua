@@ -10,7 +10,8 @@
 -- The dps command is this checkout's on this busted's interpreter (on the
 -- host, or the OpenWrt-like stack: make stack-test); with OPENWRT_ROOTFS and
 -- OPENWRT_QEMU set (openwrt/test.sh), the package's installed files and its
--- `dps` under qemu-user.
+-- `dps` under qemu-user. A router's 1970 clock is dps's clock moved by
+-- faketime, or by the stand-in clock where faketime cannot (musl).
 local dps = require("dps")
 local emulator = require("spec.support.emulator")
 local shell = require("spec.support.shell")
@@ -39,19 +40,42 @@ local function dps_command()
     q(emulator.root .. "/bin/dps"))
 end
 
--- Whether faketime moves the clock of the dps command (a glibc preload: not
--- under musl, make stack-test, nor under qemu-user).
-local function faketime_works()
-  if ROOTFS or not shell.succeeds("command -v faketime >/dev/null") then return false end
+-- 1970-01-02 03:04:05 UTC: a router's clock before NTP
+local EARLY = 93845
+
+-- Whether `env PREFIX lua` sees the clock moved to EARLY.
+local function moves(prefix)
   local lua = shell.plain()
-  local out = shell.run("faketime -f '@1970-01-02 03:04:05' " .. lua .. " -e 'print(os.time())' 2>/dev/null")
-  return (tonumber(out) or os.time()) < 86400 * 365
+  local out = shell.run(prefix .. " " .. lua .. " -e 'print(os.time())' 2>/dev/null")
+  return math.abs((tonumber(out) or os.time()) - EARLY) < 3600
+end
+
+-- How the dps command's wall clock is moved (openwrt_root's `clock`):
+-- faketime where it can (a glibc process on this CPU), else the stand-in
+-- clock (openwrt/standins/clock.c, built in `dir` for this CPU; it needs no
+-- C library of its own, so it loads into a musl process: make stack-test);
+-- nil when neither can (qemu-user).
+local function clock_mover(dir)
+  if ROOTFS then return nil end
+  local offset = string.format("%+d", EARLY - os.time())
+  if shell.succeeds("command -v faketime >/dev/null")
+    and moves("env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f " .. offset) then
+    return { faketime = true }
+  end
+  local library = dir .. "/clock.so"
+  if shell.succeeds(string.format("cc -shared -fPIC -O2 -nostdlib -o %s %s 2>/dev/null", q(library),
+    q(emulator.root .. "/openwrt/standins/clock.c")))
+    and moves("env LD_PRELOAD=" .. q(library) .. " STANDIN_CLOCK_OFFSET=" .. offset) then
+    return { preload = library }
+  end
 end
 
 describe("zero-touch provisioning on OpenWrt", function()
-  local emu, roots, outputs = nil, {}, {}
+  local emu, roots, outputs, clock, dir = nil, {}, {}, nil, nil
 
   setup(function()
+    dir = shell.tmpdir("dps-zero-touch")
+    clock = clock_mover(dir)
     emu = emulator.start({ retry_after = "0", polls_before_assignment = 0, enrollments = {
       { type = "group", group_id = "routers", symmetric_key = GROUP_KEY },
       { type = "individual", registration_id = "router-old", symmetric_key = KEY },
@@ -103,6 +127,7 @@ describe("zero-touch provisioning on OpenWrt", function()
 
   teardown(function()
     if emu then emu:stop() end
+    shell.succeeds("rm -rf " .. q(dir))
     if not os.getenv("DPS_SPEC_KEEP") then
       for _, root in ipairs(roots) do root:remove() end
     end
@@ -113,7 +138,7 @@ describe("zero-touch provisioning on OpenWrt", function()
   -- wan on eth1 with MAC `mac` (up unless `wan_down`).
   local function router(changes, opts)
     opts = opts or {}
-    local root = openwrt_root.new({ dps = dps_command(),
+    local root = openwrt_root.new({ dps = dps_command(), clock = clock,
       package = ROOTFS and function(path) return ROOTFS .. path end or nil })
     roots[#roots + 1] = root
     shell.write(root.dir .. "/etc/dps/group.key", GROUP_KEY .. "\n", "600")
@@ -266,13 +291,13 @@ describe("zero-touch provisioning on OpenWrt", function()
   end)
 
   it("a 1970 clock: waits for NTP, not counted against the attempts, then provisions at once", function()
-    if not faketime_works() then
-      pending("faketime cannot move the clock of this dps (not glibc, or under qemu-user)")
+    if not clock then
+      pending("neither faketime nor the stand-in clock moves the clock of this dps (under qemu-user)")
       return
     end
     local id = "router-020000000a02"
     local root = router({}, { mac = "02:00:00:00:0a:02" })
-    shell.write(root.dir .. "/.standin/clock", "@1970-01-02 03:04:05")
+    root:set_clock(EARLY)
     root:boot()
     assert.are.equal("clock", root:state())
     local agent = root:instance("agent")
@@ -288,7 +313,7 @@ describe("zero-touch provisioning on OpenWrt", function()
     root:hotplug("ntp", { ACTION = "stratum", stratum = "16" })
     assert.are.equal(1, #root:calls("dps"))
     -- NTP sets the clock, then says so: provisioned at once
-    os.remove(root.dir .. "/.standin/clock")
+    root:set_clock(nil)
     root:hotplug("ntp", { ACTION = "stratum", stratum = "2" })
     assert.are.equal("provisioned", root:state())
     assert.are.equal(1, registrations(id))
@@ -301,13 +326,13 @@ describe("zero-touch provisioning on OpenWrt", function()
   end)
 
   it("a 1970 clock with the NTP client off: no NTP to wait for, the failure counts as any other", function()
-    if not faketime_works() then
-      pending("faketime cannot move the clock of this dps (not glibc, or under qemu-user)")
+    if not clock then
+      pending("neither faketime nor the stand-in clock moves the clock of this dps (under qemu-user)")
       return
     end
     local root = router({ "set dps.main.registration_id=router-no-ntp" })
     shell.write(root.dir .. "/etc/config/system", "config timeserver 'ntp'\n\toption enabled '0'\n", "644")
-    shell.write(root.dir .. "/.standin/clock", "@1970-01-02 03:04:05")
+    root:set_clock(EARLY)
     root:boot()
     assert.are.equal("failed", root:state())
     assert.are.equal(3, root:instance("agent").runs)

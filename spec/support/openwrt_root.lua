@@ -73,15 +73,17 @@ end
 --- A new root. opts: `dps` (the command line that runs the dps command,
 -- required), `lua` and `cpath` (the interpreter and LUA_CPATH for the
 -- stand-ins: this run's), `package` (a function of a router path giving the
--- file to install there: default the repository's sources of M.FILES).
+-- file to install there: default the repository's sources of M.FILES),
+-- `clock` (how set_clock moves dps's clock: { faketime = true }, or {
+-- preload = "clock.so" }: the stand-in clock built).
 function M.new(opts)
   local self = setmetatable({ dir = shell.tmpdir("dps-openwrt-root"), services = {}, next_call = 1,
     procd_log = {}, output = {} }, Root)
   local repo = emulator.root
   local lua, cpath = opts.lua, opts.cpath
   if not lua then lua, cpath = shell.plain() end
-  for _, d in ipairs({ "/bin", "/lib/functions", "/etc/rc.d", "/etc/dps", "/etc/crontabs", "/var/run", "/tmp", "/usr/bin",
-    "/sys/class/net", "/proc/sys/kernel", "/.standin/network" }) do
+  for _, d in ipairs({ "/bin", "/lib/functions", "/etc/rc.d", "/etc/dps", "/etc/crontabs", "/var/run", "/tmp",
+    "/usr/bin", "/sys/class/net", "/proc/sys/kernel", "/.standin/network" }) do
     mkdir(self.dir .. d)
   end
   for _, s in ipairs(STANDINS) do
@@ -101,12 +103,21 @@ function M.new(opts)
     local from = opts.package and opts.package(f.path) or (repo .. "/" .. f.source)
     shell.write(target, assert(shell.read(from), "no " .. from), f.mode)
   end
-  -- dps, its arguments recorded; under the clock of .standin/clock (faketime)
-  -- when a spec sets one
+  -- dps, its arguments recorded; with its wall clock moved by the seconds
+  -- in .standin/clock (set_clock), by faketime or the stand-in clock
+  -- (openwrt/standins/clock.c) as `opts.clock` says
+  local moved = "exec %s \"$@\""
+  if opts.clock and opts.clock.faketime then
+    moved = 'exec env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$offset" %s "$@"'
+  elseif opts.clock and opts.clock.preload then
+    moved = "exec env LD_PRELOAD=" .. q(opts.clock.preload) .. ' STANDIN_CLOCK_OFFSET="$offset" %s "$@"'
+  end
   shell.write(self.dir .. "/usr/bin/dps", string.format([[#!/bin/sh
 standin-record dps "$@"
 if [ -s "$IPKG_INSTROOT/.standin/clock" ]; then
-	exec env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$(cat "$IPKG_INSTROOT/.standin/clock")" %s "$@"
+	offset=$(cat "$IPKG_INSTROOT/.standin/clock")
+	]] .. moved .. [[
+
 fi
 exec %s "$@"
 ]], opts.dps, opts.dps), "755")
@@ -119,6 +130,17 @@ end
 --- Removes the root.
 function Root:remove()
   shell.succeeds("rm -rf " .. q(self.dir))
+end
+
+--- The wall clock the dps command sees from now on: `time` (seconds since
+-- the epoch), or the real one (nil).
+function Root:set_clock(time)
+  local file = self.dir .. "/.standin/clock"
+  if time then
+    shell.write(file, string.format("%+d", time - os.time()))
+  else
+    os.remove(file)
+  end
 end
 
 --- Runs a shell command in the root's environment (the stand-ins first on
