@@ -11,7 +11,7 @@
 -- host, or the OpenWrt-like stack: make stack-test); with OPENWRT_ROOTFS and
 -- OPENWRT_QEMU set (openwrt/test.sh), the package's installed files and its
 -- `dps` under qemu-user. A router's 1970 clock is dps's clock moved by
--- faketime, or by the stand-in clock where faketime cannot (musl).
+-- faketime, or by the stand-in clock where faketime cannot (musl, qemu-user).
 local dps = require("dps")
 local emulator = require("spec.support.emulator")
 local shell = require("spec.support.shell")
@@ -29,11 +29,12 @@ local function absolute(path)
   return ((";" .. path):gsub(";%./", ";" .. emulator.root .. "/"):sub(2))
 end
 
--- The command line that runs the dps command.
-local function dps_command()
+-- The command line that runs the dps command (under qemu: with the
+-- interpreter's default paths, as on the router, and qemu's `options`).
+local function dps_command(options)
   if ROOTFS then
-    return string.format("env LUA_PATH=%s LUA_CPATH=%s %s -L %s %s %s", q("/usr/lib/lua/?.lua;;"),
-      q("/usr/lib/lua/?.so;;"), QEMU, q(ROOTFS), q(ROOTFS .. "/usr/bin/lua"), "/usr/bin/dps")
+    return string.format("env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT %s %s-L %s %s "
+      .. "/usr/bin/dps", QEMU, options and options .. " " or "", q(ROOTFS), q(ROOTFS .. "/usr/bin/lua"))
   end
   local lua, cpath = shell.plain()
   return string.format("env LUA_PATH=%s LUA_CPATH=%s %s %s", q(absolute(package.path)), q(absolute(cpath)), lua,
@@ -43,30 +44,40 @@ end
 -- 1970-01-02 03:04:05 UTC: a router's clock before NTP
 local EARLY = 93845
 
--- Whether `env PREFIX lua` sees the clock moved to EARLY.
-local function moves(prefix)
-  local lua = shell.plain()
-  local out = shell.run(prefix .. " " .. lua .. " -e 'print(os.time())' 2>/dev/null")
+-- Whether COMMAND (the dps command line, or one of its interpreter) with
+-- $offset set to move the clock to EARLY sees that time.
+local function moves(command)
+  local out = shell.run(string.format("offset=%+d; %s 2>/dev/null", EARLY - os.time(), command))
   return math.abs((tonumber(out) or os.time()) - EARLY) < 3600
 end
 
--- How the dps command's wall clock is moved (openwrt_root's `clock`):
--- faketime where it can (a glibc process on this CPU), else the stand-in
--- clock (openwrt/standins/clock.c, built in `dir` for this CPU; it needs no
--- C library of its own, so it loads into a musl process: make stack-test);
--- nil when neither can (qemu-user).
-local function clock_mover(dir)
-  if ROOTFS then return nil end
-  local offset = string.format("%+d", EARLY - os.time())
-  if shell.succeeds("command -v faketime >/dev/null")
-    and moves("env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f " .. offset) then
-    return { faketime = true }
-  end
+-- The command line that runs dps with its wall clock moved by "$offset"
+-- seconds (openwrt_root's `clock`): faketime where it can (a glibc process on
+-- this CPU), else the stand-in clock (openwrt/standins/clock.c) built in
+-- `dir` for the process's CPU and preloaded: with no C library of its own it
+-- loads into a musl process (make stack-test), and built by the cross
+-- compiler (CROSS_CC, openwrt/test.sh) under qemu-user. nil when neither can.
+local function clock_command(dir)
+  local source = q(emulator.root .. "/openwrt/standins/clock.c")
   local library = dir .. "/clock.so"
-  if shell.succeeds(string.format("cc -shared -fPIC -O2 -nostdlib -o %s %s 2>/dev/null", q(library),
-    q(emulator.root .. "/openwrt/standins/clock.c")))
-    and moves("env LD_PRELOAD=" .. q(library) .. " STANDIN_CLOCK_OFFSET=" .. offset) then
-    return { preload = library }
+  if ROOTFS then
+    local cc = os.getenv("CROSS_CC")
+    local command = dps_command('-E LD_PRELOAD=' .. q(library) .. ' -E STANDIN_CLOCK_OFFSET="$offset"')
+    if cc and shell.succeeds(string.format("%s -shared -fPIC -O2 -nostdlib -o %s %s 2>/dev/null", cc,
+      q(library), source)) and moves((command:gsub("/usr/bin/dps$", "-e 'print(os.time())'"))) then
+      return command
+    end
+    return nil
+  end
+  local lua = shell.plain()
+  local faketime = 'env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$offset" '
+  if shell.succeeds("command -v faketime >/dev/null") and moves(faketime .. lua .. " -e 'print(os.time())'") then
+    return faketime .. dps_command()
+  end
+  local preload = "env LD_PRELOAD=" .. q(library) .. ' STANDIN_CLOCK_OFFSET="$offset" '
+  if shell.succeeds(string.format("cc -shared -fPIC -O2 -nostdlib -o %s %s 2>/dev/null", q(library), source))
+    and moves(preload .. lua .. " -e 'print(os.time())'") then
+    return preload .. dps_command()
   end
 end
 
@@ -75,7 +86,7 @@ describe("zero-touch provisioning on OpenWrt", function()
 
   setup(function()
     dir = shell.tmpdir("dps-zero-touch")
-    clock = clock_mover(dir)
+    clock = clock_command(dir)
     emu = emulator.start({ retry_after = "0", polls_before_assignment = 0, enrollments = {
       { type = "group", group_id = "routers", symmetric_key = GROUP_KEY },
       { type = "individual", registration_id = "router-old", symmetric_key = KEY },
@@ -138,7 +149,7 @@ describe("zero-touch provisioning on OpenWrt", function()
   -- wan on eth1 with MAC `mac` (up unless `wan_down`).
   local function router(changes, opts)
     opts = opts or {}
-    local root = openwrt_root.new({ dps = dps_command(), clock = clock,
+    local root = openwrt_root.new({ dps = dps_command(), clock = clock, files = opts.files,
       package = ROOTFS and function(path) return ROOTFS .. path end or nil })
     roots[#roots + 1] = root
     shell.write(root.dir .. "/etc/dps/group.key", GROUP_KEY .. "\n", "600")
@@ -292,7 +303,7 @@ describe("zero-touch provisioning on OpenWrt", function()
 
   it("a 1970 clock: waits for NTP, not counted against the attempts, then provisions at once", function()
     if not clock then
-      pending("neither faketime nor the stand-in clock moves the clock of this dps (under qemu-user)")
+      pending("neither faketime nor the stand-in clock moves the clock of this dps")
       return
     end
     local id = "router-020000000a02"
@@ -327,7 +338,7 @@ describe("zero-touch provisioning on OpenWrt", function()
 
   it("a 1970 clock with the NTP client off: no NTP to wait for, the failure counts as any other", function()
     if not clock then
-      pending("neither faketime nor the stand-in clock moves the clock of this dps (under qemu-user)")
+      pending("neither faketime nor the stand-in clock moves the clock of this dps")
       return
     end
     local root = router({ "set dps.main.registration_id=router-no-ntp" })
@@ -464,6 +475,106 @@ describe("zero-touch provisioning on OpenWrt", function()
     local status, _, err = init(root, "renew")
     assert.are.equal(0, status, err)
     assert.are.equal(1, #events(root, "cert-renewed"))
+  end)
+
+  describe("the ImageBuilder recipe of docs/openwrt.md", function()
+    local image, first
+
+    -- The block the page marks as run here.
+    local function recipe()
+      local page = assert(read(emulator.root .. "/docs/openwrt.md"))
+      return assert(page:match("<!%-%- spec/openwrt_zero_touch_spec%.lua runs this block %-%->\n```sh\n(.-)\n```"),
+        "docs/openwrt.md has no block marked for spec/openwrt_zero_touch_spec.lua")
+    end
+
+    -- The files sysupgrade keeps (its -l list): the package's conffiles, and
+    -- what /lib/upgrade/keep.d/ names (files, or folders: their files).
+    local function kept(root)
+      local names = { "/etc/config/dps" }
+      local list = shell.run("cat " .. q(root.dir) .. "/lib/upgrade/keep.d/* 2>/dev/null")
+      for entry in list:gmatch("[^\n]+") do
+        if not entry:match("^%s*#") and entry:match("%S") then
+          local found = shell.run(string.format("cd %s && find .%s -type f 2>/dev/null", q(root.dir), q(entry)))
+          for path in found:gmatch("[^\n]+") do names[#names + 1] = path:sub(2) end
+        end
+      end
+      return names
+    end
+
+    it("makes an image's files: the settings and the key from FILES=, over the package's", function()
+      local work = dir .. "/imagebuilder"
+      os.execute("mkdir -p " .. q(work .. "/bin"))
+      shell.write(work .. "/group.key", GROUP_KEY .. "\n", "600")
+      -- the ImageBuilder's make image: its arguments recorded
+      shell.write(work .. "/bin/make", '#!/bin/sh\nprintf "%s\\n" "$@" >"$(dirname "$0")/../make-image.args"\n', "755")
+      local out, ok = shell.run(string.format("cd %s && PATH=%s PROFILE=glinet_gl-mt300n-v2 sh -e -c %s 2>&1", q(work),
+        q(work .. "/bin:" .. os.getenv("PATH")), q(recipe())))
+      assert.is_true(ok, out)
+      local args = {}
+      for line in assert(read(work .. "/make-image.args")):gmatch("[^\n]+") do
+        local k, v = line:match("^([A-Z]+)=(.*)$")
+        args[k or line] = v or true
+      end
+      assert.is_true(args.image)
+      assert.are.equal("glinet_gl-mt300n-v2", args.PROFILE)
+      local packages = {}
+      for name in args.PACKAGES:gmatch("%S+") do packages[name] = true end
+      assert.is_true(packages.dps and packages["ca-bundle"] and packages["lua-azure-dps-mbedtls"])
+      assert.are.equal("files", args.FILES)
+      -- the image's root: the package's files, FILES= over them
+      image = work .. "/" .. args.FILES
+      first = router({}, { files = image, mac = "02:00:00:00:0b:01" })
+      local config = read(first.dir .. "/etc/config/dps")
+      assert.truthy(config:find("option registration_id_source 'mac:wan'", 1, true), config)
+      assert.are.equal(GROUP_KEY .. "\n", read(first.dir .. "/etc/dps/group.key"))
+      assert.are.equal("600", shell.run("stat -c %a " .. q(first.dir .. "/etc/dps/group.key")):match("%d+"))
+      assert.are.equal("700", shell.run("stat -c %a " .. q(first.dir .. "/etc/dps")):match("%d+"))
+      for _, file in ipairs(openwrt_root.FILES) do
+        assert.truthy(read(first.dir .. file.path), file.path)
+      end
+      assert.truthy(shell.succeeds("test -L " .. q(first.dir .. "/etc/rc.d/S95dps")))
+    end)
+
+    it("first boot of the image registers the router under router-MAC and tells the system", function()
+      assert.truthy(first, "no image")
+      -- the emulator for Azure: its endpoint, CA and ID scope; the key where the root has /etc/dps
+      first:uci({ "set dps.main.id_scope=" .. emu.id_scope, "set dps.main.endpoint=" .. emu.endpoint,
+        "set dps.main.ca_file=" .. emu.ca_file, "set dps.main.group_key_file=" .. first.dir .. "/etc/dps/group.key" })
+      first:boot()
+      assert.are.equal("provisioned", first:state())
+      assert.are.equal("router-020000000b01", cache(first).state.deviceId)
+      assert.are.equal(1, #events(first, "provisioned"))
+      assert.are.equal("17 4 * * * /etc/init.d/dps renew\n", read(first.dir .. "/etc/crontabs/root"))
+    end)
+
+    it("a sysupgrade that keeps settings keeps the registration: the next boot makes no request", function()
+      assert.truthy(first and first:state() == "provisioned", "no provisioned router")
+      local requests = #emu:requests("router-020000000b01")
+      local upgraded = router({}, { files = image, mac = "02:00:00:00:0b:01" })
+      for _, path in ipairs(kept(first)) do
+        os.execute("mkdir -p " .. q((upgraded.dir .. path):match("^(.*)/")))
+        assert.truthy(shell.succeeds(string.format("cp -p %s %s", q(first.dir .. path), q(upgraded.dir .. path))))
+      end
+      upgraded:boot()
+      assert.are.equal("provisioned", upgraded:state())
+      assert.are.equal(requests, #emu:requests("router-020000000b01"))
+      assert.are.equal(0, #events(upgraded, "provisioned"))
+    end)
+  end)
+
+  it("the package dps installs each file where these routers have it (under qemu: make openwrt-test)", function()
+    if not ROOTFS then
+      pending("run by openwrt/test.sh, on the packages it built")
+      return
+    end
+    local list = assert(read(ROOTFS .. "/usr/lib/opkg/info/dps.list"))
+    for _, file in ipairs(openwrt_root.FILES) do
+      assert.truthy(list:find("\n" .. file.path .. "\n", 1, true) or list:find("^" .. file.path .. "\n"), file.path)
+      assert.are.equal(read(emulator.root .. "/" .. file.source), read(ROOTFS .. file.path), file.path)
+      local mode = shell.run("stat -c %a " .. q(ROOTFS .. file.path)):match("%d+")
+      assert.are.equal(file.mode, mode, file.path)
+    end
+    assert.are.equal("/etc/config/dps\n", read(ROOTFS .. "/usr/lib/opkg/info/dps.conffiles"))
   end)
 
   it("dps.sh reads every option that dps.config shows", function()

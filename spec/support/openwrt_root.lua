@@ -74,8 +74,9 @@ end
 -- required), `lua` and `cpath` (the interpreter and LUA_CPATH for the
 -- stand-ins: this run's), `package` (a function of a router path giving the
 -- file to install there: default the repository's sources of M.FILES),
--- `clock` (how set_clock moves dps's clock: { faketime = true }, or {
--- preload = "clock.so" }: the stand-in clock built).
+-- `clock` (the command line that runs dps with its wall clock moved by
+-- "$offset" seconds, a shell variable: for set_clock), `files` (a folder
+-- whose files go over the package's, as the ImageBuilder's FILES=).
 function M.new(opts)
   local self = setmetatable({ dir = shell.tmpdir("dps-openwrt-root"), services = {}, next_call = 1,
     procd_log = {}, output = {} }, Root)
@@ -103,24 +104,20 @@ function M.new(opts)
     local from = opts.package and opts.package(f.path) or (repo .. "/" .. f.source)
     shell.write(target, assert(shell.read(from), "no " .. from), f.mode)
   end
-  -- dps, its arguments recorded; with its wall clock moved by the seconds
-  -- in .standin/clock (set_clock), by faketime or the stand-in clock
-  -- (openwrt/standins/clock.c) as `opts.clock` says
-  local moved = "exec %s \"$@\""
-  if opts.clock and opts.clock.faketime then
-    moved = 'exec env FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$offset" %s "$@"'
-  elseif opts.clock and opts.clock.preload then
-    moved = "exec env LD_PRELOAD=" .. q(opts.clock.preload) .. ' STANDIN_CLOCK_OFFSET="$offset" %s "$@"'
+  -- the image's own files over the packages' (the ImageBuilder's FILES=)
+  if opts.files then
+    assert(shell.succeeds(string.format("cp -a %s/. %s/", q(opts.files), q(self.dir))), "FILES=" .. opts.files)
   end
+  -- dps, its arguments recorded; with its wall clock moved by the seconds
+  -- in .standin/clock (set_clock) when `opts.clock` says how
   shell.write(self.dir .. "/usr/bin/dps", string.format([[#!/bin/sh
 standin-record dps "$@"
 if [ -s "$IPKG_INSTROOT/.standin/clock" ]; then
 	offset=$(cat "$IPKG_INSTROOT/.standin/clock")
-	]] .. moved .. [[
-
+	exec %s "$@"
 fi
 exec %s "$@"
-]], opts.dps, opts.dps), "755")
+]], opts.clock or "false", opts.dps), "755")
   shell.write(self.dir .. "/proc/sys/kernel/hostname", "OpenWrt\n")
   -- the package's postinst: enabled at boot
   self:exec(self:init_command("enable"))
