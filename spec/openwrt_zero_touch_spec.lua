@@ -146,14 +146,16 @@ describe("zero-touch provisioning on OpenWrt", function()
 
   -- A router fresh from the image: /etc/config/dps as the package installs
   -- it with `changes` (uci commands), the group key in /etc/dps/group.key,
-  -- wan on eth1 with MAC `mac` (up unless `wan_down`).
+  -- wan on eth1 with MAC `mac` (up unless `wan_down`); with `files`, the
+  -- image's own files over the package's, as they are.
   local function router(changes, opts)
     opts = opts or {}
     local root = openwrt_root.new({ dps = dps_command(), clock = clock, files = opts.files,
       package = ROOTFS and function(path) return ROOTFS .. path end or nil })
     roots[#roots + 1] = root
-    shell.write(root.dir .. "/etc/dps/group.key", GROUP_KEY .. "\n", "600")
     root:network("wan", { up = not opts.wan_down, device = "eth1" }, opts.mac or "02:AB:cd:00:00:51")
+    if opts.files then return root end
+    shell.write(root.dir .. "/etc/dps/group.key", GROUP_KEY .. "\n", "600")
     local all = { "set dps.main.enabled=1", "set dps.main.id_scope=" .. emu.id_scope,
       "set dps.main.endpoint=" .. emu.endpoint, "set dps.main.ca_file=" .. emu.ca_file,
       "set dps.main.group_key_file=" .. root.dir .. "/etc/dps/group.key",
@@ -555,6 +557,15 @@ describe("zero-touch provisioning on OpenWrt", function()
         os.execute("mkdir -p " .. q((upgraded.dir .. path):match("^(.*)/")))
         assert.truthy(shell.succeeds(string.format("cp -p %s %s", q(first.dir .. path), q(upgraded.dir .. path))))
       end
+      -- the settings name files under the root they were made in (the spec's
+      -- absolute paths): this root's now, as /etc/dps is the same folder on a router
+      local config = read(upgraded.dir .. "/etc/config/dps")
+      local at = config:find(first.dir, 1, true)
+      while at do
+        config = config:sub(1, at - 1) .. upgraded.dir .. config:sub(at + #first.dir)
+        at = config:find(first.dir, at + #upgraded.dir, true)
+      end
+      shell.write(upgraded.dir .. "/etc/config/dps", config, "600")
       upgraded:boot()
       assert.are.equal("provisioned", upgraded:state())
       assert.are.equal(requests, #emu:requests("router-020000000b01"))
