@@ -36,7 +36,7 @@ rm -rf build/bench/flash
 make --no-print-directory -s -o build/5.1/dps/core.so install LUA_VERSION=5.1 DESTDIR=build/bench/flash PREFIX=/usr \
     LUA_CMOD_DIR=/usr/lib/lua LUA_LMOD_DIR=/usr/lib/lua LUA_STRIP=lua5.1 >/dev/null
 cp build/bench/stack-core.so build/bench/flash/usr/lib/lua/dps/core.so
-cp examples/openwrt/dps.init examples/openwrt/dps.config build/bench/flash/ 2>/dev/null || true
+cp examples/openwrt/dps.* build/bench/flash/ 2>/dev/null || true
 flash=$(tar -C build/bench/flash -cf - . | xz -9e | wc -c)
 printf '  %-40s %7d B (%d KiB; target <= 150 KiB; core.so %d B)\n' "flash added beyond libcurl (mbedtls, xz)" \
     "$flash" $((flash / 1024)) "$(wc -c <build/bench/stack-core.so)"

@@ -27,8 +27,11 @@
 #  5. on the first release, spec/openwrt_package.lua: in a root file system
 #     with the library packages on DPS_CRYPTO (mbedtls, the default, or
 #     openssl) and dps, the installed command provisions against the emulator
-#     on the host on Lua 5.1, the library on Lua 5.4, and the installed init
-#     script provisions at "boot".
+#     on the host on Lua 5.1, the library on Lua 5.4; then
+#     spec/openwrt_zero_touch_spec.lua: the installed init script, its procd
+#     instance, the NTP hook and the uci-defaults script provision at "boot"
+#     with the installed dps (the stand-in clock built by CROSS_CC for the
+#     1970 cases).
 # Prints the packages' sizes, compressed as in an image (xz).
 set -eu
 cd "$(dirname "$0")/.."
@@ -209,5 +212,7 @@ root=$WORK/rootfs/$FIRST-provision
 install_root "$root" "$FIRST" "lua-azure-dps-$DPS_CRYPTO" "lua-azure-dps-lua5.4-$DPS_CRYPTO" dps
 OPENWRT_CRYPTO=$DPS_CRYPTO OPENWRT_ROOTFS=$root OPENWRT_QEMU=$QEMU OPENWRT_RELEASE=$FIRST \
     busted --lua=lua5.4 --cpath='./build/5.4/?.so' --pattern=openwrt_package spec/openwrt_package.lua || status=$?
+OPENWRT_ROOTFS=$root OPENWRT_QEMU=$QEMU \
+    busted --lua=lua5.4 --cpath='./build/5.4/?.so' spec/openwrt_zero_touch_spec.lua || status=$?
 echo "openwrt-test $ARCH (OpenWrt $RELEASES; provisioning on $FIRST with $DPS_CRYPTO) took $(($(date +%s) - began)) s"
 exit $status

@@ -1,7 +1,6 @@
 -- Every example, run as a real process against the local emulator: the Lua
--- programs in examples/, the OpenWrt init script's provisioning (a temp dir
--- standing in for /etc), and the code blocks README.md and docs/*.md mark as
--- run here.
+-- programs in examples/ and the code blocks README.md and docs/*.md mark as
+-- run here. (examples/openwrt/ runs in spec/openwrt_zero_touch_spec.lua.)
 local dps = require "dps"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
@@ -158,10 +157,7 @@ describe("examples", function()
       { type = "individual", attestation = "x509", certificate = dir .. "/readme-cert/my-device-01.pem" },
       { type = "individual", registration_id = "dev-ex-01", symmetric_key = KEY, device_id = "router-01" },
     }
-    for _, id in ipairs({ "router-01", "router-ow-01", "router-ow-02", "router-ow-03", "router-ow-04" }) do
-      enrollments[#enrollments + 1] = { type = "individual", registration_id = id, symmetric_key = KEY,
-        secondary_key = keys.KEY_32 } -- the OpenWrt spec rotates router-ow-01's key
-    end
+    enrollments[#enrollments + 1] = { type = "individual", registration_id = "router-01", symmetric_key = KEY }
     emu = emulator.start{
       retry_after = "0",
       polls_before_assignment = 1,
@@ -317,162 +313,6 @@ describe("examples", function()
         assert.truthy(err:find("usage: DPS_ID_SCOPE=… DPS_GROUP_KEY=… " .. name, 1, true), err)
         assert_no_keys(err)
       end
-    end)
-  end)
-
-  describe("OpenWrt init script", function()
-    local root, n = nil, 0
-
-
-    -- A fresh /etc (UCI config from examples/openwrt/dps.config with OPTIONS
-    -- set, key file in etc/dps); returns the etc dir.
-    local function etc(options, key)
-      n = n + 1
-      local e = root .. "/etc" .. n
-      os.execute("mkdir -p " .. q(e .. "/config") .. " " .. q(e .. "/dps"))
-      write(e .. "/dps/device.key", (key or KEY) .. "\n")
-      local config = assert(read(emulator.root .. "/examples/openwrt/dps.config")):gsub("/etc/dps/", e .. "/dps/")
-      for name, value in pairs(options) do
-        local line = "\toption " .. name .. " '" .. value .. "'"
-        local replaced
-        config, replaced = config:gsub("\n\t#?option " .. name .. " '[^\n]*'", function() return "\n" .. line end)
-        if replaced == 0 then config = config .. line .. "\n" end
-      end
-      write(e .. "/config/dps", config, "644")
-      return e
-    end
-
-    local function init(e, command)
-      return sh(string.format(". %s\n. examples/openwrt/dps.init\n%s", q(root .. "/functions.sh"), command),
-        { UCI_CONFIG_DIR = e .. "/config", DPS_DIR = e .. "/dps",
-          DPS_BIN = interpreter() .. " " .. emulator.root .. "/bin/dps" })
-    end
-
-    local function settings(extra)
-      -- a timeout no provisioning here should take: 10 s on an idle machine
-      local o = { id_scope = emu.id_scope, endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1",
-        timeout = tostring(math.ceil(timing.child_margin(10))), attempts = "1", retry_delay = "0" }
-      for k, v in pairs(extra) do o[k] = v end
-      return o
-    end
-
-    local function leftovers(e)
-      local p = io.popen("ls -A " .. q(e .. "/dps"))
-      local names = p:read("*a")
-      p:close()
-      return names:find(".assignment.", 1, true)
-    end
-
-    setup(function()
-      root = dir .. "/openwrt"
-      os.execute("mkdir -p " .. q(root))
-      write(root .. "/functions.sh", assert(shell.read("spec/support/openwrt-functions.sh")), "644")
-    end)
-
-    it("reads every option of dps.config", function()
-      local config = read(emulator.root .. "/examples/openwrt/dps.config")
-      local script = read(emulator.root .. "/examples/openwrt/dps.init")
-      local count = 0
-      for name in config:gmatch("\n\t#?option ([%w_]+) ") do
-        count = count + 1
-        assert.truthy(script:find("config_get%S* %S+ main " .. name .. "[ \n]"), name)
-      end
-      assert.is_true(count >= 15)
-      assert.truthy(config:find("\nconfig dps 'main'\n", 1, true))
-    end)
-
-    it("provisions through the assignment cache (0600, no key), keeps it, and notices a new key", function()
-      local e = etc(settings({ registration_id = "router-ow-01", model_id = "dtmi:com:example:Router;1" }))
-      local code, out, err = init(e, "provision")
-      assert.are.equal(0, code, err)
-      assert.are.equal("", out)
-      local assignment = e .. "/dps/assignment.json"
-      local text = assert(read(assignment), err)
-      local state = cjson.decode(text).state
-      assert.are.equal(HUB, state.assignedHub)
-      assert.are.equal("router-ow-01", state.deviceId)
-      assert.are.equal("initialAssignment", state.substatus)
-      assert.are.equal("-rw-------", mode(assignment))
-      assert.is_nil(leftovers(e))
-      assert_no_keys(text .. err)
-      assert.truthy(err:find("dps: provisioned; assignment in " .. assignment, 1, true), err)
-      assert.are.same({ modelId = "dtmi:com:example:Router;1" }, requests("router-ow-01", 1)[1].payload)
-
-      local before = #requests("router-ow-01", 2)
-      local out2
-      code, out2, err = init(e, "provision")
-      assert.are.equal(0, code, err)
-      assert.are.equal("", out2)
-      assert.truthy(err:find("from the cache " .. assignment, 1, true), err)
-      -- no request: one would be in the emulator's log by now
-      os.execute(string.format("sleep %.2f", timing.child_margin(0.3)))
-      assert.are.equal(before, #emu:requests("router-ow-01"))
-      assert.are.equal(text, read(assignment))
-
-      -- reprovision registers; the same hub and device: the file is spared
-      code, out2, err = init(e, "reprovision")
-      assert.are.equal("", out2)
-      assert.are.equal(0, code, err)
-      assert.is_true(#requests("router-ow-01", before + 1) > before)
-      assert.truthy(err:find("cache unchanged", 1, true), err)
-      assert.are.equal(text, read(assignment))
-
-      -- a rotated key (the enrollment's secondary) provisions again by itself
-      before = #requests("router-ow-01", before + 2)
-      write(e .. "/dps/device.key", keys.KEY_32 .. "\n")
-      local _
-      code, _, err = init(e, "provision")
-      assert.are.equal(0, code, err)
-      assert.truthy(err:find("ignoring the cache " .. assignment .. ": for another credential", 1, true), err)
-      assert.is_true(#requests("router-ow-01", before + 1) > before)
-      assert.are_not.equal(text, read(assignment))
-      assert_no_keys(read(assignment) .. err)
-    end)
-
-    it("provisions a group member from group_key_file", function()
-      local e = etc(settings({ registration_id = "leaf-ow-01", key_file = "",
-        group_key_file = root .. "/group.key" }))
-      write(root .. "/group.key", GROUP_KEY)
-      local code, _, err = init(e, "provision")
-      assert.are.equal(0, code, err)
-      assert.are.equal("leaf-ow-01", cjson.decode(read(e .. "/dps/assignment.json")).state.deviceId)
-    end)
-
-    it("leaves no assignment and returns dps's exit status when provisioning fails", function()
-      local e = etc(settings({ registration_id = "router-ow-02" }), OTHER_KEY)
-      local code, out, err = init(e, "provision")
-      assert.are.equal(4, code, err)
-      assert.are.equal("", out)
-      assert.is_nil(read(e .. "/dps/assignment.json"))
-      assert.is_nil(leftovers(e))
-      assert.truthy(err:find("dps: register: HTTP 401", 1, true), err)
-      assert.truthy(err:find("provisioning failed (exit status 4, attempt 1 of 1)", 1, true), err)
-      assert_no_keys(err)
-    end)
-
-    it("tries again after network failures only, up to `attempts`", function()
-      local e = etc(settings({ registration_id = "router-ow-03", endpoint = "https://127.0.0.1:1", timeout = "1",
-        attempts = "2" }))
-      local code, _, err = init(e, "provision")
-      assert.are.equal(5, code, err)
-      assert.truthy(err:find("attempt 1 of 2 failed; next in 0 s", 1, true), err)
-      assert.truthy(err:find("provisioning failed (exit status 5, attempt 2 of 2)", 1, true), err)
-      assert.is_nil(read(e .. "/dps/assignment.json"))
-      e = etc(settings({ registration_id = "bad id", attempts = "3" }))
-      code, _, err = init(e, "provision")
-      assert.are.equal(2, code, err)
-      assert.is_nil(err:find("attempt 1 of 3 failed", 1, true), err)
-    end)
-
-    it("complains when id_scope is missing, and start does nothing unless enabled", function()
-      local e = etc(settings({ registration_id = "router-ow-04", id_scope = "" }))
-      local code, _, err = init(e, "provision")
-      assert.are.equal(2, code)
-      assert.truthy(err:find("option id_scope is not set", 1, true), err)
-      e = etc(settings({ registration_id = "router-ow-04", enabled = "0" }))
-      code, _, err = init(e, "start_service")
-      assert.are.equal(0, code, err)
-      assert.is_nil(read(e .. "/dps/assignment.json"))
     end)
   end)
 

@@ -191,12 +191,16 @@ describe("the OpenWrt package Makefile", function()
         assert.matches(' SHEBANG="#!/usr/bin/lua" ', v["Build/Compile"])
         local ldir = v["Build/Compile"]:match(" LUA_LMOD_DIR=(%S+)")
         assert(searches(feed.lua["5.1"].path, ldir .. "/?.lua"), ldir)
+        -- provisioning at boot: each file where openwrt_zero_touch_spec's root
+        -- has it, from the same source, with the same mode
         local installed = {}
         for command in (v["Install/dps"] .. "; "):gmatch("(.-); ") do
-          installed[command:match("(%S+)%s*$") or ""] = true
+          installed[command:match("(%S+)%s*$") or ""] = command
         end
-        for _, file in ipairs({ "/etc/init.d/dps", "/etc/config/dps", "/etc/uci-defaults/90-dps-renew" }) do
-          assert(installed[file], file .. " is not installed: " .. v["Install/dps"])
+        for _, file in ipairs(require("spec.support.openwrt_root").FILES) do
+          local command = installed["/" .. file.path:gsub("^/", "")] or ""
+          assert.matches("^install %-m0" .. file.mode .. " %S*/" .. file.source:gsub("[%.%-]", "%%%0") .. " ",
+            command, file.path .. " is not installed as " .. file.source .. ": " .. v["Install/dps"])
         end
       end)
 

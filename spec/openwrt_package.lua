@@ -4,8 +4,10 @@
 -- cjson (openwrt/feeds.lua) and the library packages on one crypto library
 -- and dps installed as opkg would, under qemu-user and with the
 -- interpreters' default paths (no LUA_PATH): the installed `dps` provisions
--- against the emulator on the host on Lua 5.1, the library does on Lua 5.4,
--- and the installed init script provisions as at boot.
+-- against the emulator on the host on Lua 5.1, and the library does on Lua
+-- 5.4. The installed init script and its helpers provision as at boot in
+-- spec/openwrt_zero_touch_spec.lua, which openwrt/test.sh runs next on the
+-- same root file system.
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local keys = require "spec.support.keys"
@@ -38,9 +40,6 @@ describe("the OpenWrt packages under qemu", function()
     emu = emulator.start({ enrollments = {
       { type = "individual", registration_id = "router-51", symmetric_key = KEY },
       { type = "individual", registration_id = "router-54", symmetric_key = KEY },
-      { type = "individual", registration_id = "router-boot", symmetric_key = KEY },
-      { type = "individual", registration_id = "router-cert", symmetric_key = KEY,
-        certificate_policy = { validity_days = 30, curves = { "P-384" } } },
     } })
     shell.write(dir .. "/device.key", KEY .. "\n", "600")
   end)
@@ -116,55 +115,5 @@ describe("the OpenWrt packages under qemu", function()
     local state = cjson.decode(json)
     assert.are.equal("router-54", state.deviceId)
     assert.is_string(state.assignedHub)
-  end)
-
-  -- The installed init script run as procd would, with `options` in
-  -- /etc/config/dps; its extra command `command`.
-  local function init_script(options, command)
-    shell.write(dir .. "/functions.sh", assert(shell.read("spec/support/openwrt-functions.sh")), "644")
-    local config = assert(read(ROOTFS .. "/etc/config/dps"))
-    for name, value in pairs(options) do
-      local n
-      config, n = config:gsub("\n\t#?option " .. name .. " '[^\n]*'", "\n\toption " .. name .. " '" .. value .. "'")
-      if n == 0 then config = config .. "\toption " .. name .. " '" .. value .. "'\n" end
-    end
-    os.execute("mkdir -p " .. q(dir .. "/config") .. " " .. q(dir .. "/state"))
-    shell.write(dir .. "/config/dps", config, "644")
-    shell.write(dir .. "/dps", "#!/bin/sh\n" .. lua_in_root("/usr/bin/lua", dir) .. " /usr/bin/dps \"$@\"\n", "755")
-    return shell.run(string.format("cd %s && UCI_CONFIG_DIR=%s DPS_DIR=%s DPS_BIN=%s sh -c %s 2>&1",
-      q(dir), q(dir .. "/config"), q(dir .. "/state"), q(dir .. "/dps"),
-      q(". ./functions.sh; . " .. ROOTFS .. "/etc/init.d/dps; " .. command)))
-  end
-
-  it("provisions at boot through the installed init script and /etc/config/dps", function()
-    local out, ok = init_script({ id_scope = emu.id_scope, registration_id = "router-boot",
-      key_file = dir .. "/device.key", endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1",
-      timeout = "20", attempts = "1" }, "provision")
-    assert.is_true(ok, out)
-    -- the init script keeps the library's assignment cache (dps.cache)
-    local cache = cjson.decode((assert(read(dir .. "/state/assignment.json"), out)))
-    assert.are.equal("router-boot", cache.state.deviceId)
-  end)
-
-  it("renew: earns a certificate (issue_cert_dir), then nothing while it is good; a daily cron line", function()
-    local options = { id_scope = emu.id_scope, registration_id = "router-cert", key_file = dir .. "/device.key",
-      endpoint = emu.endpoint, ca_file = emu.ca_file, enabled = "1", timeout = "30", attempts = "1",
-      assignment = dir .. "/state/cert-assignment.json", issue_cert_dir = dir .. "/state/cert" }
-    local out, ok = init_script(options, "renew")
-    assert.is_true(ok, out)
-    assert.is_truthy(out:find("issued now", 1, true), out)
-    assert.is_truthy(read(dir .. "/state/cert/cert.pem"))
-    assert.is_truthy(read(dir .. "/state/cert/key.pem"))
-    local requests = #emu:requests("router-cert")
-    out, ok = init_script(options, "renew")
-    assert.is_true(ok, out)
-    assert.are.equal(requests, #emu:requests("router-cert")) -- good: nothing sent
-    -- the package's uci-defaults adds the cron line, once
-    local crontab = dir .. "/crontab"
-    for _ = 1, 2 do
-      assert.is_true(shell.succeeds(string.format("CRONTAB=%s sh %s", q(crontab),
-        q(ROOTFS .. "/etc/uci-defaults/90-dps-renew"))))
-    end
-    assert.are.equal("17 4 * * * /etc/init.d/dps renew\n", read(crontab))
   end)
 end)
