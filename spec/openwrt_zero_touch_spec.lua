@@ -81,7 +81,7 @@ local function clock_command(dir)
   end
 end
 
-describe("zero-touch provisioning on OpenWrt", function()
+describe("zero-touch provisioning on OpenWrt #router", function()
   local emu, roots, outputs, clock, dir = nil, {}, {}, nil, nil
 
   setup(function()

@@ -36,9 +36,14 @@ EXCLUDE="--exclude-tags=soak"
 # which interpreter runs busted, under ASan or valgrind or not, makes no
 # difference to them.  They run once, on the last of LUA_VERSIONS (LuaJIT's
 # run, the quickest: the Lua 5.4 run records the secrets sweep too); every
-# other run leaves them out.
-EXCLUDE_ONCE="--exclude-tags=soak,emulator"
+# other run leaves them out.  Likewise the router's shell scripts (tagged
+# #router: spec/openwrt_zero_touch_spec.lua, the package's init script and
+# agent running `dps` on busted's interpreter) run once, on Lua 5.1, the
+# Lua of OpenWrt's `dps` package (make stack-test and make openwrt-test run
+# them on the router's stack too).
+EXCLUDE_ONCE="--exclude-tags=soak,emulator,router"
 ONCE=${LUA_VERSIONS##* }
+ROUTER=5.1
 LOGS=build/logs
 rm -rf "$LOGS" build/sweep
 mkdir -p "$LOGS"
@@ -155,9 +160,10 @@ fi
 step certificates make certs
 
 # The specs of a busted run ("FILE:LINE: NAME"), for the progress lines and
-# the valgrind parts: all but the soak specs in the run on Lua $ONCE, and
-# all but those and the emulator's in every other run.  (grep -a: some
-# names hold bytes that are not text.)
+# the valgrind parts: all but the soak specs ($LOGS/specs), and all but
+# those, the emulator's and the router's ($LOGS/specs-once: every run but
+# the two that take one of those).  (grep -a: some names hold bytes that
+# are not text.)
 busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' >"$LOGS/specs"
 busted --list "$EXCLUDE_ONCE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' \
     >"$LOGS/specs-once"
@@ -169,7 +175,8 @@ else
     VALGRIND_FILES=$VALGRIND_CORE
     VALGRIND_PARTS=1
     echo "busted: $TOTAL specs on Lua $LUA_VERSIONS and ASan+UBSan, side by side;" \
-        "the emulator's $(($(wc -l <"$LOGS/specs") - TOTAL)) once, on Lua $ONCE; the C core's under valgrind"
+        "the emulator's and the router's $(($(wc -l <"$LOGS/specs") - TOTAL)) once (on Lua $ONCE, $ROUTER);" \
+        "the C core's under valgrind"
 fi
 
 # Memcheck on Lua 5.4 (VALGRIND_FILES): busted re-runs itself as
@@ -229,8 +236,13 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 for v in $LUA_VERSIONS; do
     exclude=$EXCLUDE_ONCE
     if [ "$v" = "$ONCE" ]; then
-        exclude=$EXCLUDE
-        wc -l <"$LOGS/specs" >"$LOGS/busted-$v.total"
+        exclude="--exclude-tags=soak,router"
+    elif [ "$v" = "$ROUTER" ]; then
+        exclude="--exclude-tags=soak,emulator"
+    fi
+    if [ "$exclude" != "$EXCLUDE_ONCE" ]; then
+        busted --list "$exclude" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -ac '_spec.lua:' \
+            >"$LOGS/busted-$v.total"
     fi
     [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
     start_suite "busted-$v" "$exclude" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
