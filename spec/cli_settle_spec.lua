@@ -9,6 +9,7 @@ local dps_session = require "dps.session"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local keys = require "spec.support.keys"
+local timing = require "spec.support.timing"
 local cjson = require("cjson").new()
 
 local KEY = keys.KEY
@@ -152,7 +153,8 @@ describe("dps complete, reject and abandon", function()
     local doc = received("settle-01", "unsettled")
     local a = { "complete", "--id-scope", emu.id_scope, "--registration-id", "settle-01", "--endpoint",
       emu.endpoint, "--ca-file", emu.ca_file, "--hub-endpoint", "https://hub.invalid", "--symmetric-key-file",
-      key_file, "--cache", dir .. "/settle-01.json", "--timeout", "1", doc.lock_token }
+      key_file, "--cache", dir .. "/settle-01.json", "--timeout", string.format("%d", math.ceil(timing.margin(5))),
+      doc.lock_token }
     local out, err = {}, {}
     local code = cli.main(a, {}, { stdout = { write = function(_, s) out[#out + 1] = s end },
       stderr = { write = function(_, s) err[#err + 1] = s end } })

@@ -96,7 +96,9 @@ describe("a good citizen against a hostile service, end to end", function()
     local hub = assert(dps.connect(o))
     local _, info, n = ends_well("gc-hub-503", function() return hub:send("x") end)
     hub:close()
-    assert.are.equal("service", info.kind)
+    -- the 503 itself, or (on a busy machine, where the last try starts with
+    -- little time left) that try cut by the call's deadline
+    assert.is_true(info.kind == "service" or info.kind == "timeout", info.kind)
     assert.is_true(n >= 2, "sent " .. n .. " times") -- it did try again
   end)
 
