@@ -29,21 +29,22 @@ VALGRIND_CORE="spec/core_spec.lua spec/codec_spec.lua spec/sas_spec.lua spec/fs_
 VALGRIND_PARTS=${VALGRIND_PARTS:-3}
 # libFuzzer seconds per target here; `make fuzz` runs the long ones.
 FUZZ_SECONDS=${FUZZ_SECONDS:-2}
-# Every busted run and count of this suite: the soak specs go to make soak.
-EXCLUDE="--exclude-tags=soak"
+# Every busted run and count of this suite: the soak specs go to make soak,
+# and the router's own specs (tagged #router: spec/openwrt_zero_touch_spec.lua,
+# the OpenWrt package's init script and agent in a router's root) to the
+# router's stack: make stack-test (musl, Lua 5.1, libcurl on mbedTLS) and
+# make openwrt-test (the installed packages under qemu), where they run as
+# on a router.  They are shell scripts more than Lua, and the costliest
+# file of the suite (some 40 s of CPU).
+EXCLUDE="--exclude-tags=soak,router"
 # The emulator's own specs (tagged #emulator: spec/emulator_spec.lua) drive
 # it, a luajit process of its own, through curl, and load no dps module:
 # which interpreter runs busted, under ASan or valgrind or not, makes no
 # difference to them.  They run once, on the last of LUA_VERSIONS (LuaJIT's
 # run, the quickest: the Lua 5.4 run records the secrets sweep too); every
-# other run leaves them out.  Likewise the router's shell scripts (tagged
-# #router: spec/openwrt_zero_touch_spec.lua, the package's init script and
-# agent running `dps` on busted's interpreter) run once, on Lua 5.1, the
-# Lua of OpenWrt's `dps` package (make stack-test and make openwrt-test run
-# them on the router's stack too).
-EXCLUDE_ONCE="--exclude-tags=soak,emulator,router"
+# other run leaves them out.
+EXCLUDE_ONCE="--exclude-tags=soak,router,emulator"
 ONCE=${LUA_VERSIONS##* }
-ROUTER=5.1
 LOGS=build/logs
 rm -rf "$LOGS" build/sweep
 mkdir -p "$LOGS"
@@ -160,10 +161,9 @@ fi
 step certificates make certs
 
 # The specs of a busted run ("FILE:LINE: NAME"), for the progress lines and
-# the valgrind parts: all but the soak specs ($LOGS/specs), and all but
-# those, the emulator's and the router's ($LOGS/specs-once: every run but
-# the two that take one of those).  (grep -a: some names hold bytes that
-# are not text.)
+# the valgrind parts: all but the soak and router specs ($LOGS/specs, the
+# run on Lua $ONCE), and all but those and the emulator's ($LOGS/specs-once,
+# every other run).  (grep -a: some names hold bytes that are not text.)
 busted --list "$EXCLUDE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' >"$LOGS/specs"
 busted --list "$EXCLUDE_ONCE" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -a '_spec.lua:' \
     >"$LOGS/specs-once"
@@ -175,8 +175,8 @@ else
     VALGRIND_FILES=$VALGRIND_CORE
     VALGRIND_PARTS=1
     echo "busted: $TOTAL specs on Lua $LUA_VERSIONS and ASan+UBSan, side by side;" \
-        "the emulator's and the router's $(($(wc -l <"$LOGS/specs") - TOTAL)) once (on Lua $ONCE, $ROUTER);" \
-        "the C core's under valgrind"
+        "the emulator's $(($(wc -l <"$LOGS/specs") - TOTAL)) once, on Lua $ONCE; the C core's under valgrind;" \
+        "the router's in make stack-test and make openwrt-test"
 fi
 
 # Memcheck on Lua 5.4 (VALGRIND_FILES): busted re-runs itself as
@@ -236,13 +236,8 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 for v in $LUA_VERSIONS; do
     exclude=$EXCLUDE_ONCE
     if [ "$v" = "$ONCE" ]; then
-        exclude="--exclude-tags=soak,router"
-    elif [ "$v" = "$ROUTER" ]; then
-        exclude="--exclude-tags=soak,emulator"
-    fi
-    if [ "$exclude" != "$EXCLUDE_ONCE" ]; then
-        busted --list "$exclude" --lua=lua5.4 --cpath="./build/5.4/?.so" 2>/dev/null | grep -ac '_spec.lua:' \
-            >"$LOGS/busted-$v.total"
+        exclude=$EXCLUDE
+        wc -l <"$LOGS/specs" >"$LOGS/busted-$v.total"
     fi
     [ "$v" = 5.4 ] && export DPS_SWEEP=build/sweep
     start_suite "busted-$v" "$exclude" --lua="$(interpreter "$v")" --cpath="./build/$v/?.so"
