@@ -5,7 +5,6 @@
 -- exits 1, a bad token exits 2 before any request, and a hub whose host
 -- does not resolve names --hub-endpoint.
 local cli = require "dps.cli"
-local dps_session = require "dps.session"
 local emulator = require "spec.support.emulator"
 local shell = require "spec.support.shell"
 local keys = require "spec.support.keys"
@@ -22,7 +21,7 @@ local function one_line(text)
 end
 
 describe("dps complete, reject and abandon", function()
-  local emu, dir, key_file, admin
+  local emu, dir, key_file
 
   setup(function()
     emu = emulator.start{ retry_after = "0", polls_before_assignment = 0, enrollments = {
@@ -31,11 +30,9 @@ describe("dps complete, reject and abandon", function()
     } }
     dir = shell.tmpdir("dps-cli-settle")
     key_file = shell.write(dir .. "/device.key", KEY .. "\n", "600")
-    admin = dps_session.new{ ca_file = emu.ca_file }
   end)
 
   teardown(function()
-    if admin then admin:close() end
     if emu then emu:stop() end
     if dir then shell.succeeds("rm -rf " .. q(dir)) end
   end)
@@ -52,20 +49,13 @@ describe("dps complete, reject and abandon", function()
     return code, table.concat(out), table.concat(err)
   end
 
-  local function admin_request(method, path, body)
-    local status, _, text = admin:request(method, emu.endpoint .. path,
-      body and { ["content-type"] = "application/json" } or nil, body and cjson.encode(body) or nil)
-    assert(status, text)
-    return status, text ~= "" and cjson.decode(text) or nil
-  end
-
   local function queue(id)
-    return select(2, admin_request("GET", "/admin/devices/" .. id .. "/c2d"))
+    return select(2, emu:admin("GET", "/admin/devices/" .. id .. "/c2d"))
   end
 
   -- Queues a message and receives it, left locked: its line of JSON.
   local function received(id, body)
-    assert.are.equal(201, (admin_request("POST", "/admin/devices/" .. id .. "/c2d", { body = body })))
+    assert.are.equal(201, (emu:admin("POST", "/admin/devices/" .. id .. "/c2d", { body = body })))
     local code, out, err = run("receive", id)
     assert.are.equal(0, code, err)
     local doc = cjson.decode(out)

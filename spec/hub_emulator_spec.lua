@@ -54,13 +54,6 @@ describe("the hub at the emulator", function()
     return dps.connect(opts)
   end
 
-  local function admin_request(method, path, body)
-    local status, _, text = admin:request(method, emu.endpoint .. path,
-      body and { ["content-type"] = "application/json" } or nil, body and cjson.encode(body) or nil)
-    assert(status, text)
-    return status, text ~= "" and cjson.decode(text) or nil
-  end
-
   -- The log entries of one event, waiting a little for the last (the
   -- emulator logs a request as it answers it).
   local function entries(event, filter, at_least)
@@ -130,9 +123,9 @@ describe("the hub at the emulator", function()
 
   it("cloud-to-device: receive, complete, reject, abandon with lock tokens; nil when nothing waits", function()
     local hub = assert(connect("hub-c2d"))
-    assert.are.equal(201, (admin_request("POST", "/admin/devices/hub-c2d/c2d",
+    assert.are.equal(201, (emu:admin("POST", "/admin/devices/hub-c2d/c2d",
       { body = "open valve 3", properties = { valve = "3" }, message_id = "c-2", correlation_id = "k" })))
-    assert.are.equal(201, (admin_request("POST", "/admin/devices/hub-c2d/c2d", { body = "third" })))
+    assert.are.equal(201, (emu:admin("POST", "/admin/devices/hub-c2d/c2d", { body = "third" })))
 
     local first = assert(hub:receive())
     assert.are.equal("from the config file", first.body)
@@ -159,7 +152,7 @@ describe("the hub at the emulator", function()
     assert.is_nil(none)
     assert.is_nil(e2)
     assert.is_nil(i2)
-    local _, queue = admin_request("GET", "/admin/devices/hub-c2d/c2d")
+    local _, queue = emu:admin("GET", "/admin/devices/hub-c2d/c2d")
     local outcomes = {}
     for i, s in ipairs(queue.settled) do outcomes[i] = s.outcome end
     assert.are.same({ "abandon", "complete", "reject", "complete" }, outcomes)
@@ -170,10 +163,10 @@ describe("the hub at the emulator", function()
     local hub = assert(connect("hub-move"))
     assert(hub:send("before"))
     assert.are.equal(1, registrations("hub-move"))
-    assert.are.equal(200, (admin_request("DELETE", "/admin/devices/hub-move")))
+    assert.are.equal(200, (emu:admin("DELETE", "/admin/devices/hub-move")))
     assert(hub:send("after a delete"))
     assert.are.equal(2, registrations("hub-move"))
-    assert.are.equal(200, (admin_request("POST", "/admin/devices/hub-move/move",
+    assert.are.equal(200, (emu:admin("POST", "/admin/devices/hub-move/move",
       { hub = "moved-hub.azure-devices.net" })))
     assert(hub:send("after a move"))
     assert.are.equal(3, registrations("hub-move"))
@@ -265,13 +258,13 @@ describe("the hub at the emulator", function()
     it("receive: nothing printed when none waits; one message as JSON, settled as asked", function()
       local code, out, err = run({ "receive" })
       assert.are.same({ 0, "" }, { code, out }, err)
-      admin_request("POST", "/admin/devices/hub-cli/c2d", { body = "reboot", properties = { at = "now" } })
+      emu:admin("POST", "/admin/devices/hub-cli/c2d", { body = "reboot", properties = { at = "now" } })
       code, out, err = run({ "receive", "--complete" })
       assert.are.equal(0, code, err)
       local doc = cjson.decode(out)
       assert.are.same({ "reboot", { at = "now" }, "complete", 1 },
         { doc.body, doc.properties, doc.settled, doc.delivery_count })
-      local _, queue = admin_request("GET", "/admin/devices/hub-cli/c2d")
+      local _, queue = emu:admin("GET", "/admin/devices/hub-cli/c2d")
       assert.are.equal(0, #queue.pending)
     end)
 
@@ -301,7 +294,7 @@ describe("the hub at the emulator", function()
       local ok = shell.succeeds(cmd)
       return ok, shell.read(out) or ""
     end
-    admin_request("POST", "/admin/devices/router-01/c2d", { body = "set interval 120" })
+    emu:admin("POST", "/admin/devices/router-01/c2d", { body = "set interval 120" })
     local ok, out = router()
     assert.is_true(ok, out)
     assert.matches("router: router%-01 on emulated%-hub%.azure%-devices%.net %(assignment from service%)", out)

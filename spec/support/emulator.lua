@@ -150,9 +150,23 @@ local function alive(pid)
 	return run("kill -0 " .. pid .. " 2>/dev/null")
 end
 
+--- A request to the emulator's admin routes (`/admin/...`) over its TLS, on
+-- a session of the emulator's own (closed by stop): the status and the
+-- decoded JSON answer (nil when empty). BODY, when given, is sent as JSON.
+function Emu:admin(method, path, body)
+	if not self.admin_session then
+		self.admin_session = require("dps.session").new{ ca_file = self.ca_file }
+	end
+	local status, _, text = self.admin_session:request(method, self.endpoint .. path,
+		body and { ["content-type"] = "application/json" } or nil, body and cjson.encode(body) or nil)
+	assert(status, text)
+	return status, text ~= "" and cjson.decode(text) or nil
+end
+
 --- SIGTERM, wait for the exit (SIGKILL after 5 s), remove the temp folder.
 -- Idempotent; log() and stderr() keep working afterwards.
 function Emu:stop()
+	if self.admin_session then self.admin_session:close() end
 	if self.stopped then return end
 	self.stopped = true
 	if self.pid then
