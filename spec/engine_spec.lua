@@ -3,6 +3,7 @@
 -- mid-flight is clean.
 local core = require "dps.core"
 local emulator = require "spec.support.emulator"
+local shell = require "spec.support.shell"
 local timing = require "spec.support.timing"
 
 describe("core.engine", function()
@@ -212,4 +213,36 @@ describe("core.engine", function()
     f = nil -- luacheck: ignore
     collectgarbage() -- __gc of an open engine with a finished transfer
   end)
+
+  -- (src/dps_http_options.c, default_bundle_alone)
+  it("without ca_file or ca_path, reads libcurl's default CA bundle once per engine, not once per connection",
+    function()
+      local v = core.version()
+      local major, minor = v.curl:match("^(%d+)%.(%d+)")
+      local bundle = shell.run("curl-config --ca 2>/dev/null"):match("^(%S+)")
+      if not v.ssl:match("^OpenSSL/") or tonumber(major) * 100 + tonumber(minor) < 787 then
+        return pending("libcurl keeps a CA store between connections on OpenSSL from 7.87.0: here " .. v.curl
+          .. " on " .. v.ssl)
+      elseif not bundle or not shell.read(bundle) or not shell.succeeds("strace -o /dev/null true 2>/dev/null") then
+        return pending("needs curl-config naming a readable default bundle, and strace")
+      end
+      local dir = shell.tmpdir()
+      local lua, cpath = shell.plain()
+      -- four connections, one after the other: each handshake fails (the
+      -- emulator's CA is not among the system's roots), so none is kept
+      local script = shell.write(dir .. "/connect.lua", string.format([[
+        package.path, package.cpath = %q, %q
+        local e = require("dps.core").engine({ timeout = %g }, 1)
+        for _ = 1, 4 do
+          local id = e:request("GET", %q)
+          while #e:run(1) == 0 do end
+          assert(select(3, e:take(id)).kind == "tls")
+        end]], package.path, cpath, timeout, emu.endpoint .. "/x"))
+      local trace = dir .. "/trace"
+      assert.is_true(shell.succeeds(string.format("strace -f -o %s -e trace=open,openat %s %s",
+        shell.quote(trace), shell.quote(lua), shell.quote(script))))
+      local opened = select(2, shell.read(trace):gsub('"' .. bundle:gsub("%p", "%%%0") .. '"', ""))
+      shell.succeeds("rm -rf " .. shell.quote(dir))
+      assert.are.equal(1, opened)
+    end)
 end)

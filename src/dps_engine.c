@@ -253,7 +253,10 @@ static void setup_slot(lua_State *L, dps_engine *e, int i, const void *opts)
  * @tparam[opt] table options for every transfer
  * @tparam[opt] string options.ca_file PEM bundle of trusted CAs; it takes the
  *   place of libcurl's default bundle (a default CA directory built into
- *   libcurl, as on Debian, stays in use).  Without it: libcurl's default trust.
+ *   libcurl, as on Debian, stays in use).  Without it and `ca_path`:
+ *   libcurl's default bundle, alone where it has one and keeps CA stores
+ *   (OpenSSL, 7.87.0 on), so that it is parsed once per engine, not once per
+ *   connection (docs/security.md); else libcurl's default trust.
  * @tparam[opt] string options.ca_path directory of hashed CA certificates
  * @tparam[opt=10] number options.connect_timeout seconds (fractions allowed, > 0)
  * @tparam[opt=30] number options.timeout seconds per request (> 0)
