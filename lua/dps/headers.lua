@@ -4,6 +4,8 @@
 -- @module dps.headers
 local headers = {}
 
+local byte, find, gsub, match = string.byte, string.find, string.gsub, string.match
+
 -- ASCII upper case to lower case, byte by byte: the same under any locale.
 local LOWER = {}
 for b = 65, 90 do
@@ -26,22 +28,26 @@ end
 -- @tparam string block lines, each ending in `"\n"`
 -- @treturn table name → value
 function headers.parse(block)
-  local t, name, value = {}, nil, nil
-  for line in block:gmatch("([^\n]*)\n") do
-    local first = line:sub(1, 1)
-    if first == " " or first == "\t" then
-      local more = name and line:match("^[ \t]*(.-)[ \t]*$")
+  -- Read in place, line by line, so that a line costs no string of its own
+  -- (a name the module already knows costs none either: Lua interns them).
+  local t, name, value, pos = {}, nil, nil, 1
+  while true do
+    local eol = find(block, "\n", pos, true)
+    if not eol then break end
+    local first = byte(block, pos)
+    if first == 32 or first == 9 then
+      local more = name and match(block, "^[ \t]*([^\n]-)[ \t]*\n", pos)
       if more and more ~= "" then
         value = value .. " " .. more
       end
     else
-      local n, v = line:match("^([^:]+):(.*)$")
-      if n then
+      local n, v = match(block, "^([^:\n]-)[ \t]*:[ \t]*([^\n]-)[ \t]*\n", pos)
+      if n and n ~= "" then
         add(t, name, value)
-        name = n:match("^(.-)[ \t]*$"):gsub("[A-Z]", LOWER)
-        value = v:match("^[ \t]*(.-)[ \t]*$")
+        name, value = find(n, "[A-Z]") and gsub(n, "[A-Z]", LOWER) or n, v
       end
     end
+    pos = eol + 1
   end
   add(t, name, value)
   return t
