@@ -115,26 +115,40 @@ local function fifo_pop(q)
 end
 local function fifo_empty(q) return q.first > q.last end
 
--- A device's calls waiting, in order: what was handed in, its on_done, and
--- what was made of it at the door (headers, a batch's body, a lock token),
--- in three arrays, so that a waiting call costs no table of its own.
-local function calls() return { first = 1, last = 0, item = {}, done = {}, prep = {} } end
+-- A device's calls waiting, in order, three slots each in one array: what
+-- was handed in (a send without options as its body alone: see `item_of`),
+-- its on_done, and what was made of it at the door (headers, a batch's body,
+-- a lock token), so that a waiting call costs no table of its own.
+local function calls() return { first = 1, last = 0 } end
 local function calls_push(q, item, on_done, prep)
   local i = q.last + 1
-  q.last, q.item[i], q.done[i], q.prep[i] = i, item, on_done, prep
+  q.last, q[3 * i - 2], q[3 * i - 1], q[3 * i] = i, item, on_done, prep
 end
 local function calls_pop(q)
   local i = q.first
-  local item, on_done, prep = q.item[i], q.done[i], q.prep[i]
-  q.item[i], q.done[i], q.prep[i] = nil, nil, nil
+  local j = 3 * i
+  local item, on_done, prep = q[j - 2], q[j - 1], q[j]
+  q[j - 2], q[j - 1], q[j] = nil, nil, nil
   if i == q.last then q.first, q.last = 1, 0 else q.first = i + 1 end
   return item, on_done, prep
+end
+
+-- What a queued call was handed in as (`{ step, body, opts }`, …), and its
+-- step: a send without options waits as its body alone.
+local function item_of(item)
+  if type(item) == "string" then return { step = "send", body = item } end
+  return item
+end
+local function step_of(item)
+  return type(item) == "string" and "send" or item.step
 end
 
 -- The hub call of a queued call (`dps.request`'s `hub_request` takes it):
 -- the routes of `dps.hub`'s calls (`dps.hub_message.call`).
 local function call_of(item, prep)
-  if item.step == "send" then
+  if type(item) == "string" then
+    return hub_message.call("send", nil, item)
+  elseif item.step == "send" then
     return hub_message.call("send", prep, item.body)
   end
   return hub_message.call(item.step, prep, prep)
@@ -555,7 +569,7 @@ function Hubs:_end(dev, entry, result, meta, info)
     return entry.on_done(result, meta)
   end
   counts.failed = counts.failed + 1
-  return entry.on_done(nil, meta, info, entry.item)
+  return entry.on_done(nil, meta, info, item_of(entry.item))
 end
 
 -- The device is due and may act now (a slot is free; for a registration,
@@ -584,7 +598,7 @@ function Hubs:_advance(dev, now)
     end
     local item, on_done, prep = calls_pop(dev.queue)
     local entry = { item = item, on_done = on_done, call = call_of(item, prep) }
-    entry.machine = retry.call{ step = item.step, timeout = self.timeout, now = now, jitter = self.rt.jitter,
+    entry.machine = retry.call{ step = step_of(item), timeout = self.timeout, now = now, jitter = self.rt.jitter,
       clock_offset = dev.builder.clock_offset,
       reprovision = dev.link ~= nil and dev.link.may_reprovision(self.rt.now()) }
     dev.call = entry
@@ -759,8 +773,9 @@ function Hubs:close()
   self.counts.provisioning = 0
   for _, e in ipairs(ended) do
     for _, entry in ipairs(e.entries) do
-      self:_end(e.dev, entry, nil, entry.item.step .. ": the pool was closed before the call ended",
-        { kind = "closed", retryable = false, step = entry.item.step })
+      local step = step_of(entry.item)
+      self:_end(e.dev, entry, nil, step .. ": the pool was closed before the call ended",
+        { kind = "closed", retryable = false, step = step })
     end
   end
   return true
@@ -779,7 +794,7 @@ end
 
 -- Queue one call: the failure (queue full, pool closed), or true.
 function Device:_queue(item, on_done, prep)
-  local pool, step = self.pool, item.step
+  local pool, step = self.pool, step_of(item)
   if not pool.engine then
     return nil, step .. ": the pool is closed", { kind = "closed", retryable = false, step = step }
   elseif self.open >= pool.queue_limit then
@@ -816,7 +831,7 @@ function Device:send(body, opts, on_done)
   local headers, problem = hub_message.headers(opts or {}, "send")
   problem = hub_message.body_problem(body, "send") or problem or callback_problem(on_done, "send")
   if problem then error(problem, 2) end
-  return self:_queue({ step = "send", body = body, opts = opts }, on_done, opts and headers or nil)
+  return self:_queue(opts and { step = "send", body = body, opts = opts } or body, on_done, opts and headers or nil)
 end
 
 --- Queue several messages in one request, as `hub:send_batch`.
