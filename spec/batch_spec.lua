@@ -222,6 +222,25 @@ describe("dps.batch on the fake clock", function()
     b:close()
   end)
 
+  it("a step starts at most STARTS_PER_STEP new devices; the rest start at the next step, at once", function()
+    local fake = fake_runtime.new()
+    fake.answer = function(req) return assigned(id_of(req)) end
+    local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY, endpoint = "https://dps.example.invalid",
+      concurrency = 32, rate = 1e6 }, fake:with_engine())
+    for i = 1, 10 do b:add("d" .. i) end
+    local per_step = require("dps.batch").STARTS_PER_STEP
+    assert.is_true(per_step < 10)
+    local started, waits = {}, {}
+    for i = 1, 3 do
+      local before = #fake.sent
+      waits[i] = b:step()
+      started[i] = #fake.sent - before
+    end
+    assert.are.same({ per_step, per_step, 10 - 2 * per_step }, started)
+    assert.are.same({ 0, 0 }, { waits[1], waits[2] })
+    b:close()
+  end)
+
   it("paces a registration again (after 503, 409 or 429) like a first one", function()
     for _, first in ipairs({ refused(503), refused(409), refused(429, "0") }) do
       -- a's back-off would send it again at 0.5 s; the pace allows one a second

@@ -82,10 +82,8 @@ Hubs.DEFAULT_QUEUE = 64
 Hubs.DEFAULT_PROVISION_TIMEOUT = poll.DEFAULT_TIMEOUT
 --- Longest wait `step` hands out when nothing is due (seconds).
 Hubs.IDLE_WAIT = 60
---- Requests one `step` starts at most (each may open a connection and make
--- a TLS handshake, 1 to 2 ms of CPU with libcurl on OpenSSL 3): the rest
--- start at the next step, at once, so that no step holds the event loop long.
-Hubs.STARTS_PER_STEP = 4
+--- Requests one `step` starts at most (`dps.runtime.STARTS_PER_STEP`).
+Hubs.STARTS_PER_STEP = runtime.STARTS_PER_STEP
 
 local DEFAULT_DPS_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
