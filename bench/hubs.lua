@@ -10,6 +10,9 @@
 -- installs it under build/), the same run with the official Node SDK's HTTP
 -- transports follows (bench/hubs.js, against an emulator of its own), each
 -- phase's wall time set beside this one's.
+-- The collector: Lua's defaults; DPS_BENCH_STEPMUL=N runs Lua 5.4's
+-- incremental collector at step multiplier N instead (docs/gateways.md, "How
+-- long a step() takes").
 --   lua5.4 bench/hubs.lua [LEAVES=1000] [MESSAGES=10] [LATENCY=0.02] [CONCURRENCY=32] [NODE_DIR]
 local emulator = require "spec.support.emulator"
 local keys = require "spec.support.keys"
@@ -23,6 +26,8 @@ local cjson = require "cjson"
 local N, M = tonumber(arg[1] or 1000), tonumber(arg[2] or 10)
 local LATENCY, CONCURRENCY = tonumber(arg[3] or 0.02), tonumber(arg[4] or 32)
 local NODE_DIR = arg[5]
+local STEPMUL = tonumber(os.getenv("DPS_BENCH_STEPMUL") or "")
+if STEPMUL then collectgarbage("incremental", 200, STEPMUL) end
 
 local EMULATOR = { retry_after = "0", latency = LATENCY,
   enrollments = { { type = "group", group_id = "g1", symmetric_key = keys.GROUP_KEY } } }
@@ -85,8 +90,8 @@ local function phase(name)
   return after, wall, requests
 end
 
-print(string.format("leaves %d, messages %d each, concurrency %d, latency %g ms", N, M, CONCURRENCY,
-  LATENCY * 1000))
+print(string.format("leaves %d, messages %d each, concurrency %d, latency %g ms; collector: %s", N, M, CONCURRENCY,
+  LATENCY * 1000, STEPMUL and ("step multiplier " .. STEPMUL) or "Lua's defaults"))
 local s, wall, requests = phase("provision")
 local provision_wall = wall
 print(string.format("           %d provisioned, %d failed", s.provisioned, s.provision_failed))
