@@ -225,8 +225,8 @@ describe("dps.batch on the fake clock", function()
   it("a step starts at most STARTS_PER_STEP new devices; the rest start at the next step, at once", function()
     local fake = fake_runtime.new()
     fake.answer = function(req) return assigned(id_of(req)) end
-    local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY, endpoint = "https://dps.example.invalid",
-      concurrency = 32, rate = 1e6 }, fake:with_engine())
+    local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY,
+      endpoint = "https://dps.example.invalid", concurrency = 32, rate = 1e6 }, fake:with_engine())
     for i = 1, 10 do b:add("d" .. i) end
     local per_step = require("dps.batch").STARTS_PER_STEP
     assert.is_true(per_step < 10)
