@@ -96,6 +96,8 @@ echo "== gateway: 1000 devices of a group, 20 ms latency per request, concurrenc
 lua5.4 bench/batch.lua 1000 0.02 32
 echo "== gateway: 1000 leaves provisioned, then 10 messages each, through one pool (dps.hubs), then the same with the Node SDK; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 lua5.4 bench/hubs.lua 1000 10 0.02 32 ${node_ok:+"$node_dir"}
+echo "== the same pool with the collector an event-loop app may set (docs/gateways.md): step multiplier 10; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+DPS_BENCH_STEPMUL=10 lua5.4 bench/hubs.lua 1000 10 0.02 32
 
 echo "== file upload on loopback: hub:upload vs curl -T of the same 64 MiB file to the same store (the emulator)"
 LUA_PATH="./lua/?.lua;./?.lua;;" LUA_CPATH="./build/5.4/?.so;;" lua5.4 bench/upload.lua 64 3
