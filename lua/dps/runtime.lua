@@ -27,12 +27,12 @@ local session = require "dps.session"
 local runtime = {}
 
 runtime.DEFAULT_REQUEST_TIMEOUT = 30
+runtime.DEFAULT_CONNECT_TIMEOUT = 10
 --- Requests a non-blocking `step` (`dps.batch`, `dps.hubs`) starts at most:
 -- each may open a connection and make a TLS handshake (1 to 2 ms of CPU
 -- with libcurl on OpenSSL 3); the rest start at the next step, at once, so
 -- that no step holds the event loop long.
 runtime.STARTS_PER_STEP = 4
-runtime.DEFAULT_CONNECT_TIMEOUT = 10
 
 --- The transport options, by name and type.
 runtime.TRANSPORT = {
