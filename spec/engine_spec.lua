@@ -221,10 +221,12 @@ describe("core.engine", function()
       local major, minor = v.curl:match("^(%d+)%.(%d+)")
       local bundle = shell.run("curl-config --ca 2>/dev/null"):match("^(%S+)")
       if not v.ssl:match("^OpenSSL/") or tonumber(major) * 100 + tonumber(minor) < 787 then
-        return pending("libcurl keeps a CA store between connections on OpenSSL from 7.87.0: here " .. v.curl
+        pending("libcurl keeps a CA store between connections on OpenSSL from 7.87.0: here " .. v.curl
           .. " on " .. v.ssl)
+        return
       elseif not bundle or not shell.read(bundle) or not shell.succeeds("strace -o /dev/null true 2>/dev/null") then
-        return pending("needs curl-config naming a readable default bundle, and strace")
+        pending("needs curl-config naming a readable default bundle, and strace")
+        return
       end
       local dir = shell.tmpdir()
       local lua, cpath = shell.plain()
