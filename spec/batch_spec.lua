@@ -228,7 +228,7 @@ describe("dps.batch on the fake clock", function()
     local b = dps.batch({ id_scope = "0ne00000001", group_key = keys.GROUP_KEY,
       endpoint = "https://dps.example.invalid", concurrency = 32, rate = 1e6 }, fake:with_engine())
     for i = 1, 10 do b:add("d" .. i) end
-    local per_step = require("dps.batch").STARTS_PER_STEP
+    local per_step = require("dps.runtime").STARTS_PER_STEP
     assert.is_true(per_step < 10)
     local started, waits = {}, {}
     for i = 1, 3 do

@@ -151,7 +151,7 @@ describe("dps.hubs on the fake clock", function()
   it("a step starts at most STARTS_PER_STEP requests; the rest start at the next step, at once", function()
     local pool, fake = setup_pool({ concurrency = 32 }, function() return { status = 204, takes = 1 } end)
     for d = 1, 20 do leaf(pool, "d" .. d):send("x", nil, function() end) end
-    local per_step = Hubs.STARTS_PER_STEP
+    local per_step = require("dps.runtime").STARTS_PER_STEP
     -- the host's warm-up alone, then per_step at a time until all 20 are out
     local want, want_waits, left = { 1 }, { 1 }, 19
     repeat

@@ -63,9 +63,6 @@ Batch.DEFAULT_MAX_BODY = 64 * 1024
 -- Caches read in one step at most: a batch resumed with thousands of them
 -- still answers its event loop quickly.
 local CACHES_PER_STEP = 64
---- New devices one `step` starts at most (`dps.runtime.STARTS_PER_STEP`);
--- the rest start at the next step, at once.
-Batch.STARTS_PER_STEP = runtime.STARTS_PER_STEP
 local DEFAULT_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
 -- Keys out of sight: device → its own key (from add), batch → the group key.
@@ -367,9 +364,9 @@ function Batch:_schedule(now)
     end
   end
   -- (with caches, a device starts once its cache was found wanting; at
-  -- most STARTS_PER_STEP new devices a step: each may open a connection)
+  -- most runtime.STARTS_PER_STEP new devices a step: each may open a connection)
   local started = 0
-  while self.free > 0 and devices[self.queue_head] and self.pace:allows(now) and started < Batch.STARTS_PER_STEP
+  while self.free > 0 and devices[self.queue_head] and self.pace:allows(now) and started < runtime.STARTS_PER_STEP
     and (not self.cache_dir or devices[self.queue_head].cache_checked) do
     local dev = devices[self.queue_head]
     started = started + 1

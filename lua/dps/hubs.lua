@@ -26,7 +26,7 @@
 -- or waiting for a free slot before its first request, is not counted).
 -- Each request is limited to `request_timeout`. The first request to a
 -- host goes alone, so that the connections opened after it resume its TLS
--- session; a step starts at most `STARTS_PER_STEP` requests.
+-- session; a step starts at most `dps.runtime.STARTS_PER_STEP` requests.
 --
 -- Every call queued ends exactly once through its `on_done`:
 -- `on_done(result, meta)` when it succeeded (`true` for sends and settles;
@@ -82,8 +82,6 @@ Hubs.DEFAULT_QUEUE = 64
 Hubs.DEFAULT_PROVISION_TIMEOUT = poll.DEFAULT_TIMEOUT
 --- Longest wait `step` hands out when nothing is due (seconds).
 Hubs.IDLE_WAIT = 60
---- Requests one `step` starts at most (`dps.runtime.STARTS_PER_STEP`).
-Hubs.STARTS_PER_STEP = runtime.STARTS_PER_STEP
 
 local DEFAULT_DPS_ENDPOINT = "https://global.azure-devices-provisioning.net"
 
@@ -643,7 +641,7 @@ function Hubs:_schedule(now)
     self:_sweep(now)
   end
   local paced, ready = self.paced, self.ready
-  while self.free > 0 and self.starts < Hubs.STARTS_PER_STEP and not fifo_empty(paced) do
+  while self.free > 0 and self.starts < runtime.STARTS_PER_STEP and not fifo_empty(paced) do
     if not self.pace:allows(now) then
       now = self.rt.monotime() -- at a high rate, the next turn may have come while these went out
       if not self.pace:allows(now) then break end
@@ -657,7 +655,7 @@ function Hubs:_schedule(now)
   end
   -- (the devices that come due while these act wait for the next step)
   for _ = 1, ready.last - ready.first + 1 do
-    if self.free == 0 or self.starts >= Hubs.STARTS_PER_STEP then break end
+    if self.free == 0 or self.starts >= runtime.STARTS_PER_STEP then break end
     self:_advance(fifo_pop(ready), now)
   end
   if fifo_empty(self.ready) and fifo_empty(self.paced) then
