@@ -29,9 +29,11 @@ describe("core.engine", function()
 
   it("step() never blocks, hands out sockets and a timer, and reports finished transfers", function()
     local e = engine(4)
-    -- a request the server never answers: step must not wait for it
+    -- a request the server never answers: step must not wait for it (its
+    -- own timeout outlasts the loop below, which may take all of `timeout`
+    -- on a busy machine under valgrind)
     local hung = e:request("PUT", emu.endpoint .. "/0ne00000001/registrations/hang/register?api-version=1",
-      { ["content-type"] = "application/json" }, "{}")
+      { ["content-type"] = "application/json" }, "{}", 4 * timeout)
     local ids = {}
     for i = 1, 3 do ids[i] = assert(e:request("GET", emu.endpoint .. "/nowhere/" .. i)) end
     -- blocking is waiting: a step may compute for a second (a TLS
