@@ -99,6 +99,9 @@ local function main(argv)
 			ctx = ctx,
 			version = 1.1,
 			reuseaddr = true,
+			-- a client's first bytes and TLS handshake: lua-http's 10 s is
+			-- less than a client under valgrind on a busy machine can need
+			connection_setup_timeout = 60,
 			onstream = function(_, stream)
 				local ok, herr = yieldable_pcall(handler.handle, handler, stream, i)
 				if not ok then
